@@ -1,0 +1,15 @@
+// Command cairn is the one cairn binary: with no subcommand it serves as a
+// member of a cairn cluster, taking etcd's server flags; its subcommands are
+// the tools around it (bench, ...).
+package main
+
+import (
+	"os"
+)
+
+func main() {
+	root := newServeCommand()
+	if err := root.Execute(); err != nil {
+		os.Exit(1)
+	}
+}

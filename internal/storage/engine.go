@@ -1,0 +1,218 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Keyspace prefixes; see the package doc for who owns each.
+const (
+	PrefixMeta       byte = 'm'
+	PrefixRaft       byte = 'r'
+	PrefixKeys       byte = 'k'
+	PrefixEvents     byte = 'e'
+	PrefixMVCCMeta   byte = 'x'
+	PrefixLease      byte = 'l'
+	PrefixAuth       byte = 'a'
+	PrefixMembership byte = 'c'
+)
+
+// ErrLocked is returned by Open when another process holds the data directory.
+var ErrLocked = errors.New("storage: data directory is in use by another process")
+
+// ErrNotFound is returned by Get for a key that does not exist.
+var ErrNotFound = errors.New("storage: key not found")
+
+var keyAppliedIndex = []byte("m/applied")
+
+const lockFileName = "cairn.lock"
+
+// Options tune an Engine.
+type Options struct {
+	// NoSync turns every synced commit into an unsynced one
+	// (--unsafe-no-fsync). A crash may then lose acknowledged writes.
+	NoSync bool
+	// CacheBytes is the size of Pebble's block cache; 0 picks a default.
+	CacheBytes int64
+}
+
+// Engine is one member's Pebble database. It is safe for concurrent use.
+type Engine struct {
+	db     *pebble.DB
+	dir    string
+	noSync bool
+	lock   *os.File
+}
+
+// Open opens (creating if needed) the engine in dir. It returns ErrLocked,
+// wrapped with the directory, when another process holds dir.
+func Open(dir string, opts Options) (*Engine, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("storage: create data directory: %w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	cache := opts.CacheBytes
+	if cache <= 0 {
+		cache = 128 << 20
+	}
+	c := pebble.NewCache(cache)
+	defer c.Unref()
+	popts := &pebble.Options{
+		Cache:                       c,
+		FormatMajorVersion:          pebble.FormatNewest,
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold:       4,
+		L0StopWritesThreshold:       24,
+		LBaseMaxBytes:               256 << 20,
+		Logger:                      quietLogger{},
+	}
+	db, err := pebble.Open(filepath.Join(dir, "db"), popts)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
+	}
+	return &Engine{db: db, dir: dir, noSync: opts.NoSync, lock: lock}, nil
+}
+
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFileName), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("storage: lock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// Dir returns the data directory the engine was opened in.
+func (e *Engine) Dir() string { return e.dir }
+
+// DB returns the underlying Pebble database, for the packages that own a
+// keyspace and iterate it themselves.
+func (e *Engine) DB() *pebble.DB { return e.db }
+
+// Get returns a copy of the value stored at key, or ErrNotFound.
+func (e *Engine) Get(key []byte) ([]byte, error) {
+	v, closer, err := e.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, nil
+}
+
+// AppliedIndex returns the raft index of the last entry whose effects are in
+// the engine, 0 for a new one.
+func (e *Engine) AppliedIndex() (uint64, error) {
+	v, err := e.Get(keyAppliedIndex)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("storage: applied index is %d bytes, want 8", len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Size returns the bytes the engine takes on disk.
+func (e *Engine) Size() int64 { return int64(e.db.Metrics().DiskSpaceUsage()) }
+
+// SizeInUse estimates the bytes of live data: the disk usage less what
+// obsolete files and zombie tables still hold.
+func (e *Engine) SizeInUse() int64 {
+	n, err := e.db.EstimateDiskUsage([]byte{0}, []byte{0xff, 0xff})
+	if err != nil {
+		return e.Size()
+	}
+	return int64(n)
+}
+
+// Sync makes every write committed so far durable.
+func (e *Engine) Sync() error {
+	if e.noSync {
+		return nil
+	}
+	return e.db.LogData(nil, pebble.Sync)
+}
+
+// Close closes the database and releases the directory lock.
+func (e *Engine) Close() error {
+	err := e.db.Close()
+	if cerr := e.lock.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// NewBatch returns an indexed batch: reads through it see its own writes.
+func (e *Engine) NewBatch() *Batch {
+	return &Batch{Batch: e.db.NewIndexedBatch(), e: e}
+}
+
+// NewWriteBatch returns a write-only batch, cheaper than NewBatch when the
+// writer never reads its own writes back.
+func (e *Engine) NewWriteBatch() *Batch {
+	return &Batch{Batch: e.db.NewBatch(), e: e}
+}
+
+// Batch is a set of writes that commits atomically. It is not safe for
+// concurrent use.
+type Batch struct {
+	*pebble.Batch
+	e *Engine
+}
+
+// SetAppliedIndex records that the batch carries the effects of every entry
+// up to index.
+func (b *Batch) SetAppliedIndex(index uint64) {
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], index)
+	b.Set(keyAppliedIndex, v[:], nil)
+}
+
+// Commit applies the batch, syncing the write-ahead log first when sync is
+// set (and the engine was not opened with NoSync), and releases it.
+func (b *Batch) Commit(sync bool) error {
+	wo := pebble.NoSync
+	if sync && !b.e.noSync {
+		wo = pebble.Sync
+	}
+	err := b.Batch.Commit(wo)
+	if cerr := b.Batch.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Discard releases the batch without applying it.
+func (b *Batch) Discard() { b.Batch.Close() }
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...interface{})  {}
+func (quietLogger) Errorf(string, ...interface{}) {}
+func (quietLogger) Fatalf(format string, args ...interface{}) {
+	panic(fmt.Sprintf(format, args...))
+}
