@@ -1,0 +1,136 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Config holds what every workload shares: where to connect, how much load
+// to generate, and the shape of the keys and values.
+type Config struct {
+	// Endpoints are the servers' client addresses ("127.0.0.1:2379" or a
+	// URL); every connection balances over all of them as clientv3 does.
+	Endpoints []string
+	// Conns is the number of gRPC connections; Clients is the number of
+	// concurrent workers, spread over the connections round-robin.
+	Conns, Clients int
+
+	// Total is the number of requests to issue (0: no limit, Duration must
+	// be set); Duration bounds the run in time (0: no limit, Total must be
+	// set). The run ends at whichever comes first.
+	Total    int64
+	Duration time.Duration
+	// Rate caps the requests per second over all clients (0: no cap).
+	Rate float64
+	// RequestTimeout bounds each request; one that times out is an error.
+	RequestTimeout time.Duration
+	// DialTimeout bounds establishing each connection.
+	DialTimeout time.Duration
+
+	// KeySize is the length of every key in bytes; keys are decimal numbers
+	// in [0, KeySpaceSize), zero-padded to KeySize. SequentialKeys walks
+	// the key space in order instead of choosing keys at random.
+	KeySize        int
+	KeySpaceSize   int64
+	SequentialKeys bool
+	// ValSize is the length of every value: random bytes, new for each
+	// request, so that a store that compresses cannot shrink them.
+	ValSize int
+
+	// Progress receives the progress display (nil: none) in ProgressMode.
+	Progress     io.Writer
+	ProgressMode ProgressMode
+}
+
+// DefaultConfig returns the defaults of `cairn bench`, the same as etcd's
+// benchmark tool: one connection, one client, 10,000 requests, 8-byte keys
+// and values, a key space of one key.
+func DefaultConfig() Config {
+	return Config{
+		Endpoints:      []string{"127.0.0.1:2379"},
+		Conns:          1,
+		Clients:        1,
+		Total:          10000,
+		RequestTimeout: 10 * time.Second,
+		DialTimeout:    5 * time.Second,
+		KeySize:        8,
+		KeySpaceSize:   1,
+		ValSize:        8,
+	}
+}
+
+// ErrNoBound is returned for a run with neither a request count nor a time
+// limit: such a run would never end on its own.
+var ErrNoBound = errors.New("bench: set a total number of requests or a duration")
+
+func (c *Config) validate() error {
+	switch {
+	case len(c.Endpoints) == 0:
+		return errors.New("bench: no endpoints")
+	case c.Conns < 1:
+		return fmt.Errorf("bench: conns must be at least 1, got %d", c.Conns)
+	case c.Clients < 1:
+		return fmt.Errorf("bench: clients must be at least 1, got %d", c.Clients)
+	case c.Total < 0 || c.Duration < 0 || c.Rate < 0:
+		return errors.New("bench: total, duration and rate must not be negative")
+	case c.Total == 0 && c.Duration == 0:
+		return ErrNoBound
+	case c.KeySpaceSize < 1:
+		return fmt.Errorf("bench: key space size must be at least 1, got %d", c.KeySpaceSize)
+	case c.ValSize < 0:
+		return fmt.Errorf("bench: value size must not be negative, got %d", c.ValSize)
+	}
+	if need := len(strconv.FormatInt(c.KeySpaceSize-1, 10)); c.KeySize < need {
+		return fmt.Errorf("bench: a key space of %d keys needs keys of at least %d bytes, got key size %d",
+			c.KeySpaceSize, need, c.KeySize)
+	}
+	return nil
+}
+
+// key returns key number n (taken modulo the key space) as KeySize bytes.
+func (c *Config) key(n int64) string {
+	n %= c.KeySpaceSize
+	if n < 0 {
+		n += c.KeySpaceSize
+	}
+	return fmt.Sprintf("%0*d", c.KeySize, n)
+}
+
+// dial opens Conns clients and checks that the first one reaches a server,
+// so that a wrong endpoint fails at once instead of as N timeouts.
+func (c *Config) dial(ctx context.Context) ([]*clientv3.Client, error) {
+	clients := make([]*clientv3.Client, 0, c.Conns)
+	for range c.Conns {
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints:   c.Endpoints,
+			DialTimeout: c.DialTimeout,
+			Logger:      zap.NewNop(),
+			Context:     ctx,
+		})
+		if err != nil {
+			closeAll(clients)
+			return nil, fmt.Errorf("bench: connect to %v: %w", c.Endpoints, err)
+		}
+		clients = append(clients, cli)
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+	defer cancel()
+	if _, err := clients[0].Get(pctx, "bench-probe", clientv3.WithSerializable(), clientv3.WithCountOnly()); err != nil {
+		closeAll(clients)
+		return nil, fmt.Errorf("bench: reach %v: %w", c.Endpoints, err)
+	}
+	return clients, nil
+}
+
+func closeAll(clients []*clientv3.Client) {
+	for _, cli := range clients {
+		cli.Close()
+	}
+}
