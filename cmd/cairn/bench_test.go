@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"github.com/cairn-db/cairn/internal/bench"
+)
+
+// startBenchEtcd starts a single-member etcd on 127.0.0.1 for the bench
+// command to measure.
+func startBenchEtcd(t *testing.T) (string, *clientv3.Client) {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Dir = t.TempDir()
+	cfg.LogLevel = "error"
+	cfg.UnsafeNoFsync = true
+	local := func() []url.URL { return []url.URL{{Scheme: "http", Host: "127.0.0.1:0"}} }
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = local(), local()
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = local(), local()
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		t.Fatalf("etcd failed: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("etcd not ready after 30s")
+	}
+	addr := e.Clients[0].Addr().String()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return addr, cli
+}
+
+func runBench(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newBenchCommand()
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestBenchCommandJSON(t *testing.T) {
+	addr, cli := startBenchEtcd(t)
+	out, err := runBench(t, "put", "--endpoints", addr, "--conns", "2", "--clients", "5", "--total", "60",
+		"--sequential-keys", "--key-space-size", "60", "--val-size", "32", "--output", "json", "--progress", "none")
+	if err != nil {
+		t.Fatalf("bench put: %v", err)
+	}
+	var r bench.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("output is not a JSON report: %v\n%s", err, out)
+	}
+	if r.Workload != "put" || r.Requests != 60 || r.Errors != 0 || r.Conns != 2 || r.Clients != 5 {
+		t.Fatalf("report %+v, want 60 puts by 5 clients on 2 conns, no errors", r)
+	}
+	resp, err := cli.Get(context.Background(), "", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 60 {
+		t.Fatalf("%v keys after the run (err %v), want 60", resp.Count, err)
+	}
+
+	out, err = runBench(t, "range", "0000001", "--prefix", "--consistency", "s", "--endpoints", addr,
+		"--total", "20", "-o", "json", "--progress", "none")
+	if err != nil {
+		t.Fatalf("bench range: %v", err)
+	}
+	r = bench.Report{}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	// Keys 00000010..00000019 share the prefix.
+	if r.Requests != 20 || r.Counters["keys_returned"] != 200 {
+		t.Errorf("range report: %d requests, %d keys returned; want 20 and 200", r.Requests, r.Counters["keys_returned"])
+	}
+}
+
+func TestBenchCommandText(t *testing.T) {
+	addr, _ := startBenchEtcd(t)
+	for _, args := range [][]string{
+		{"txn-put", "--txn-ops", "2", "--key-space-size", "10", "--total", "10"},
+		{"watch-latency", "--streams", "2", "--watchers-per-stream", "2", "--total", "5", "--put-rate", "0"},
+		{"lease-keepalive", "--clients", "2", "--total", "10"},
+		{"put", "--duration", "100ms"},
+	} {
+		out, err := runBench(t, append(args, "--endpoints", addr, "--progress", "none")...)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if !strings.Contains(out, "Summary ("+args[0]) || !strings.Contains(out, "p99.9") || !strings.Contains(out, " 0 errors") {
+			t.Errorf("%v printed:\n%s", args, out)
+		}
+	}
+}
+
+func TestBenchCommandRejectsBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"put", "--output", "yaml"},
+		{"put", "--progress", "sometimes"},
+		{"range", "k", "--consistency", "x"},
+		{"range"},
+		{"put", "--total", "0"},
+	} {
+		if _, err := runBench(t, append(args, "--endpoints", "127.0.0.1:1", "--request-timeout", "100ms")...); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+}
