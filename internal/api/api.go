@@ -1,0 +1,241 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+)
+
+// Backend is what the API needs from a cairn member. internal/server's Server
+// provides it (through a small adapter in internal/embed for Status).
+//
+// Every method may be called from many goroutines at once. The KV methods
+// return responses with their headers filled (cluster id, member id, revision,
+// raft term) and errors from the layers below (mvcc, server), which the API
+// maps to etcd's gRPC statuses.
+type Backend interface {
+	// Range reads keys; linearizably unless r.Serializable.
+	Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error)
+	// Put, DeleteRange, Txn and Compact go through consensus.
+	Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error)
+	DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error)
+	Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error)
+	Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error)
+	// Status reports the member's raft and storage state as of now.
+	Status() Status
+}
+
+// Status is a member's state as Maintenance.Status and the health endpoints
+// report it.
+type Status struct {
+	ClusterID uint64
+	MemberID  uint64
+	// Leader is the member id of the leader this member knows of; 0 when it
+	// knows of none (raft.None).
+	Leader uint64
+	// RaftTerm, RaftIndex (the committed index) and AppliedIndex are raft's.
+	RaftTerm     uint64
+	RaftIndex    uint64
+	AppliedIndex uint64
+	// Revision is the store's current revision, for response headers.
+	Revision int64
+	// DBSize is the space the database takes on disk; DBSizeInUse the part
+	// of it that holds live data.
+	DBSize      int64
+	DBSizeInUse int64
+	IsLearner   bool
+}
+
+// Alarmer is implemented by a Backend that keeps alarms (NOSPACE when the
+// quota is exceeded, ...). Without it the member reports no alarms, and
+// activating or deactivating one is answered with codes.Unimplemented.
+type Alarmer interface {
+	// Alarms lists the active alarms.
+	Alarms() []*pb.AlarmMember
+	// Alarm gets, activates or deactivates alarms as etcd does.
+	Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error)
+}
+
+// Defaults that match etcd's.
+const (
+	// DefaultMaxRequestBytes is the largest request accepted: 1.5 MiB.
+	DefaultMaxRequestBytes = 1536 * 1024
+	// DefaultMaxTxnOps is the most operations in one branch of a txn.
+	DefaultMaxTxnOps = 128
+	// DefaultQuotaBackendBytes is the database size reported as the quota
+	// when none is configured: 2 GiB.
+	DefaultQuotaBackendBytes = 2 << 30
+	// DefaultKeepAliveMinTime is the shortest client ping interval the
+	// server tolerates.
+	DefaultKeepAliveMinTime = 5 * time.Second
+	// DefaultKeepAliveInterval is how long a connection may be idle before
+	// the server pings it.
+	DefaultKeepAliveInterval = 2 * time.Hour
+	// DefaultKeepAliveTimeout is how long the server waits for a ping's
+	// answer before closing the connection.
+	DefaultKeepAliveTimeout = 20 * time.Second
+
+	// grpcOverheadBytes is what a request may carry beyond MaxRequestBytes
+	// in gRPC framing and protobuf field overhead (etcd allows the same),
+	// so that a request of MaxRequestBytes of payload reaches the server,
+	// which then rejects anything larger with "request is too large".
+	grpcOverheadBytes = 512 * 1024
+)
+
+// Options configure the API. A zero field means etcd's default, except for
+// the keep-alive settings (see below).
+type Options struct {
+	// MaxRequestBytes bounds a request; gRPC refuses messages larger than
+	// this plus 512 KiB of framing.
+	MaxRequestBytes uint
+	// MaxTxnOps bounds each of a txn's compare, success and failure lists.
+	MaxTxnOps uint
+	// QuotaBackendBytes is reported by Status as the database quota.
+	QuotaBackendBytes int64
+	// MaxConcurrentStreams bounds the streams of one client connection; 0
+	// means unbounded, as etcd's default (math.MaxUint32).
+	MaxConcurrentStreams uint32
+	// KeepAliveMinTime, KeepAliveInterval and KeepAliveTimeout are etcd's
+	// --grpc-keepalive-min-time, -interval and -timeout, taken as they are:
+	// 0 disables the setting, as in etcd (the Default* constants are etcd's
+	// defaults, which a caller sets explicitly).
+	KeepAliveMinTime  time.Duration
+	KeepAliveInterval time.Duration
+	KeepAliveTimeout  time.Duration
+	// Registerer receives the gRPC request metrics and the health check
+	// counters; nil means prometheus.DefaultRegisterer.
+	Registerer prometheus.Registerer
+	// Gatherer is what /metrics serves; nil means
+	// prometheus.DefaultGatherer.
+	Gatherer prometheus.Gatherer
+	// Logger receives the API's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxRequestBytes == 0 {
+		o.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if o.MaxTxnOps == 0 {
+		o.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if o.QuotaBackendBytes == 0 {
+		o.QuotaBackendBytes = DefaultQuotaBackendBytes
+	}
+	if o.MaxConcurrentStreams == 0 {
+		o.MaxConcurrentStreams = math.MaxUint32
+	}
+	if o.Registerer == nil {
+		o.Registerer = prometheus.DefaultRegisterer
+	}
+	if o.Gatherer == nil {
+		o.Gatherer = prometheus.DefaultGatherer
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// NewGRPCServer returns a gRPC server with cairn's services registered on b:
+// etcd's KV and Maintenance services and the standard grpc.health.v1 service
+// (reporting SERVING). etcd's other services (Watch, Lease, Cluster, Auth,
+// Lock, Election) are not registered yet, so clients calling them get
+// codes.Unimplemented. The caller serves it (see Serve) and stops it.
+func NewGRPCServer(b Backend, o Options) *grpc.Server {
+	o = o.withDefaults()
+	metrics := serverMetrics(o.Registerer, o.Logger)
+
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), requireLeaderUnary(b)),
+		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor(), requireLeaderStream(b)),
+		grpc.MaxRecvMsgSize(int(o.MaxRequestBytes) + grpcOverheadBytes),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
+	}
+	if o.KeepAliveMinTime > 0 {
+		opts = append(opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime: o.KeepAliveMinTime,
+		}))
+	}
+	if o.KeepAliveInterval > 0 && o.KeepAliveTimeout > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    o.KeepAliveInterval,
+			Timeout: o.KeepAliveTimeout,
+		}))
+	}
+	gs := grpc.NewServer(opts...)
+
+	pb.RegisterKVServer(gs, &kvService{
+		b:                b,
+		maxTxnOps:        int(o.MaxTxnOps),
+		streamChunkBytes: int(o.MaxRequestBytes),
+	})
+	pb.RegisterMaintenanceServer(gs, &maintenanceService{b: b, quota: o.QuotaBackendBytes, log: o.Logger})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+
+	metrics.InitializeMetrics(gs)
+	return gs
+}
+
+// serverMetrics returns the gRPC request metrics registered on reg (etcd's
+// grpc_server_* series). Several servers in one process (tests, or one per
+// listener) share one collector, as registering a second would fail.
+func serverMetrics(reg prometheus.Registerer, log *slog.Logger) *grpcprom.ServerMetrics {
+	m := grpcprom.NewServerMetrics()
+	if err := reg.Register(m); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*grpcprom.ServerMetrics); ok {
+				return existing
+			}
+		}
+		log.Warn("gRPC metrics are not registered", "error", err)
+	}
+	return m
+}
+
+// requireLeaderUnary and requireLeaderStream refuse a request that asks for
+// a leader (clientv3.WithRequireLeader sets the "hasleader" metadata) while
+// this member knows of none, with etcd's "no leader" error, instead of
+// letting it wait.
+func requireLeaderUnary(b Backend) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if needsLeader(ctx) && b.Status().Leader == 0 {
+			return nil, rpctypes.ErrGRPCNoLeader
+		}
+		return handler(ctx, req)
+	}
+}
+
+func requireLeaderStream(b Backend) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if needsLeader(ss.Context()) && b.Status().Leader == 0 {
+			return rpctypes.ErrGRPCNoLeader
+		}
+		return handler(srv, ss)
+	}
+}
+
+func needsLeader(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return false
+	}
+	v := md.Get(rpctypes.MetadataRequireLeaderKey)
+	return len(v) > 0 && v[0] == rpctypes.MetadataHasLeader
+}

@@ -1,0 +1,52 @@
+package api
+
+import (
+	"context"
+	"errors"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cairn-db/cairn/internal/mvcc"
+)
+
+// grpcErrors is the one table that turns the errors of the layers below into
+// the gRPC statuses etcd sends for them. clientv3 turns each of those statuses
+// back into its typed error by the status message, so the right-hand side is
+// always one of rpctypes' ErrGRPC* values, never a fresh status.
+//
+// Entries are matched with errors.Is, so a lower layer may wrap its sentinel
+// with context and still be mapped.
+var grpcErrors = []struct {
+	err  error
+	grpc error
+}{
+	{mvcc.ErrCompacted, rpctypes.ErrGRPCCompacted},
+	{mvcc.ErrFutureRev, rpctypes.ErrGRPCFutureRev},
+	{mvcc.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
+	{mvcc.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
+}
+
+// toGRPCError maps an error from the server to the status a client sees.
+// Context errors pass through unchanged so that gRPC reports them as
+// Canceled / DeadlineExceeded with its own text, as etcd lets it do; a status
+// error passes through as it is; anything the table does not know becomes
+// codes.Unknown with the error's text.
+func toGRPCError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	for _, e := range grpcErrors {
+		if errors.Is(err, e.err) {
+			return e.grpc
+		}
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
