@@ -1,10 +1,14 @@
 package mvcc
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
 
+	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/cairn-db/cairn/internal/storage"
 )
@@ -12,11 +16,11 @@ import (
 // Errors returned by the store. Their text is etcd's, so clients that match
 // errors by message see the same thing.
 var (
-	// ErrCompacted is returned for a read or compaction at a revision that
-	// has already been compacted away.
+	// ErrCompacted is returned for a read, hash or compaction at a revision
+	// that has already been compacted away.
 	ErrCompacted = errors.New("mvcc: required revision has been compacted")
-	// ErrFutureRev is returned for a read or compaction at a revision above
-	// the store's current revision.
+	// ErrFutureRev is returned for a read, hash or compaction at a revision
+	// above the store's current revision.
 	ErrFutureRev = errors.New("mvcc: required revision is a future revision")
 	// ErrKeyNotFound is returned by a Put with ignore_value or ignore_lease
 	// on a key that does not exist.
@@ -28,72 +32,127 @@ var (
 
 // Options tune a Store.
 type Options struct {
-	// LeaseExists reports whether a lease is granted. Nil means no lease
-	// exists, so every Put with a lease fails with ErrLeaseNotFound.
+	// LeaseExists reports whether a lease is granted. It is called from the
+	// apply goroutine only. Nil means no lease exists, so every Put with a
+	// lease fails with ErrLeaseNotFound.
 	LeaseExists func(id int64) bool
+	// Logger receives the background compaction's errors; nil discards them.
+	Logger *slog.Logger
 }
 
-// Store is the revisioned key-value state machine.
+// revState is what readers see of the store: it is replaced whole, never
+// modified, so one atomic load gives a consistent pair.
+type revState struct {
+	rev        int64 // the last revision whose writes are committed and published
+	compactRev int64 // the last scheduled compaction revision, -1 for none
+}
+
+// Store is the revisioned key-value state machine. Reads (Range, Rev,
+// CompactRev, HashKV, Events) may run from any goroutine, concurrently with
+// each other and with the apply goroutine; writes go through Write and must
+// come from one goroutine at a time.
 type Store struct {
-	eng  *storage.Engine
-	opts Options
+	eng   *storage.Engine
+	db    *pebble.DB
+	opts  Options
+	state atomic.Pointer[revState]
+	comp  *compactor
 }
 
-// Open loads the store kept in eng.
+// Open loads the store kept in eng: its current revision and compaction
+// state. A physical compaction that a crash or Close interrupted resumes in
+// the background. A new store is at revision 1 and has never been compacted
+// (CompactRev is -1).
 func Open(eng *storage.Engine, opts Options) (*Store, error) {
-	return &Store{eng: eng, opts: opts}, nil
+	s := &Store{eng: eng, db: eng.DB(), opts: opts}
+	rev, err := readMeta(eng, metaRev, 1)
+	if err != nil {
+		return nil, err
+	}
+	scheduled, err := readMeta(eng, metaCompactScheduled, -1)
+	if err != nil {
+		return nil, err
+	}
+	finished, err := readMeta(eng, metaCompactFinished, -1)
+	if err != nil {
+		return nil, err
+	}
+	s.state.Store(&revState{rev: rev, compactRev: scheduled})
+	s.comp = startCompactor(s, finished)
+	if scheduled > finished {
+		s.comp.schedule(scheduled, nil)
+	}
+	return s, nil
 }
 
-// Range reads keys.
-func (s *Store) Range(req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	return nil, errors.New("mvcc: not implemented yet")
+func readMeta(eng *storage.Engine, key []byte, def int64) (int64, error) {
+	v, err := eng.Get(key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return def, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("mvcc: read meta %q: %w", key, err)
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("mvcc: meta %q is %d bytes, want 8", key, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
 }
 
-// Rev returns the current revision.
-func (s *Store) Rev() int64 { return 1 }
-
-// CompactRev returns the compaction revision.
-func (s *Store) CompactRev() int64 { return 0 }
-
-// HashKV hashes the key-value history.
-func (s *Store) HashKV(rev int64) (hash uint32, compactRev int64, hashRev int64, err error) {
-	return 0, 0, 0, errors.New("mvcc: not implemented yet")
+func (s *Store) logger() *slog.Logger {
+	if s.opts.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.opts.Logger
 }
 
-// Close stops background work.
-func (s *Store) Close() error { return nil }
+// Rev returns the current revision: that of the last published write.
+func (s *Store) Rev() int64 { return s.state.Load().rev }
 
-// Write starts a group of write requests in b.
-func (s *Store) Write(b *storage.Batch) *Write { return &Write{s: s, b: b} }
+// CompactRev returns the revision of the last compaction, -1 if the store
+// has never been compacted (as etcd reports it). Reads below it fail with
+// ErrCompacted, even while its physical removal still runs.
+func (s *Store) CompactRev() int64 { return s.state.Load().compactRev }
 
-// Write is a group of write requests sharing a batch.
-type Write struct {
-	s *Store
-	b *storage.Batch
+// Close stops the background compaction, waiting for it; an unfinished
+// compaction resumes at the next Open. Close does not close the engine.
+func (s *Store) Close() error {
+	s.comp.stop()
+	return nil
 }
 
-// Put writes a key.
-func (w *Write) Put(req *pb.PutRequest) (*pb.PutResponse, error) {
-	return nil, errors.New("mvcc: not implemented yet")
+// openView returns a view over the published state and that state. The
+// iterator is created after the state is loaded, so every write at or below
+// st.rev is in it; and it is only used if the compaction revision did not
+// change meanwhile, so the background compaction (which starts only after a
+// new compaction revision is published) cannot have removed anything a read
+// at or above st.compactRev needs.
+func (s *Store) openView() (*view, *revState, error) {
+	for {
+		st := s.state.Load()
+		it, err := s.db.NewIter(&keysIterOptions)
+		if err != nil {
+			return nil, nil, fmt.Errorf("mvcc: open iterator: %w", err)
+		}
+		if s.state.Load().compactRev == st.compactRev {
+			return &view{it: it}, st, nil
+		}
+		it.Close()
+	}
 }
 
-// DeleteRange deletes keys.
-func (w *Write) DeleteRange(req *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
-	return nil, errors.New("mvcc: not implemented yet")
+func (v *view) close() { v.it.Close() }
+
+// Range reads keys as etcd's Range does, honouring every option of the
+// request (serializable is the caller's business). The response header
+// carries only the revision: the store's current revision. It returns
+// ErrCompacted or ErrFutureRev for a revision out of reach. Safe for
+// concurrent use.
+func (s *Store) Range(r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	v, st, err := s.openView()
+	if err != nil {
+		return nil, err
+	}
+	defer v.close()
+	return v.rangeReq(r, st.rev, st.compactRev)
 }
-
-// Txn runs a transaction.
-func (w *Write) Txn(req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	return nil, errors.New("mvcc: not implemented yet")
-}
-
-// Compact compacts.
-func (w *Write) Compact(req *pb.CompactionRequest) (*pb.CompactionResponse, <-chan struct{}, error) {
-	return nil, nil, errors.New("mvcc: not implemented yet")
-}
-
-// Done publishes.
-func (w *Write) Done() {}
-
-// Events returns the events.
-func (w *Write) Events() []*mvccpb.Event { return nil }

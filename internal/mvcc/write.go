@@ -1,0 +1,268 @@
+package mvcc
+
+import (
+	"bytes"
+	"fmt"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/cairn-db/cairn/internal/storage"
+)
+
+// Write applies write requests into a batch. Each request that changes
+// something takes the next main revision; the writes inside one request get
+// sub-revisions 0, 1, .... Several requests may share one Write (group
+// apply): each sees the effects of the ones before it.
+//
+// Only one goroutine (the apply goroutine) may use a Write, and only one
+// Write may be open at a time. The caller commits the batch and then calls
+// Done; until Done, readers see none of it. If the batch is discarded
+// instead, the Write must be dropped without calling Done, and the store is
+// as if it never existed.
+//
+// An error other than the package's sentinel errors (a storage failure)
+// leaves the batch with part of a request in it: the caller must discard it.
+type Write struct {
+	s          *Store
+	b          *storage.Batch
+	rev        int64 // current revision, counting this Write's requests
+	compactRev int64 // compaction revision, counting this Write's requests
+	compacted  bool  // a compaction was scheduled in this Write
+	waiters    []chan struct{}
+	events     []*mvccpb.Event
+}
+
+// Write starts applying write requests into b, which must be an indexed
+// batch (storage.Engine.NewBatch) on the store's engine.
+func (s *Store) Write(b *storage.Batch) *Write {
+	st := s.state.Load()
+	return &Write{s: s, b: b, rev: st.rev, compactRev: st.compactRev}
+}
+
+// Rev returns the revision the store will be at once this Write is done.
+func (w *Write) Rev() int64 { return w.rev }
+
+// Done publishes the Write's revision and compaction revision to readers and
+// starts the physical compaction it scheduled, if any. Call it after the
+// batch is committed.
+func (w *Write) Done() {
+	w.s.state.Store(&revState{rev: w.rev, compactRev: w.compactRev})
+	if w.compacted {
+		w.s.comp.schedule(w.compactRev, w.waiters)
+	}
+}
+
+// Events returns the events of this Write's requests, in revision order.
+// A PUT event carries the new KeyValue, a DELETE event the key and the
+// deletion's revision as ModRevision (as etcd's watch does); both carry the
+// key's previous live version in PrevKv when there was one. The events share
+// memory with the requests and responses: treat them as read-only.
+func (w *Write) Events() []*mvccpb.Event { return w.events }
+
+// txnWrite is one write request in progress: a Put, a DeleteRange or a Txn
+// with everything nested in it. All its writes share main revision
+// beginRev+1.
+type txnWrite struct {
+	w        *Write
+	v        view
+	seen     uint32 // batch count the iterator last saw
+	beginRev int64
+	changes  int64 // writes so far: the next sub-revision
+	keyBuf   []byte
+	valBuf   []byte
+}
+
+func (w *Write) begin() (*txnWrite, error) {
+	it, err := w.b.NewIter(&keysIterOptions)
+	if err != nil {
+		return nil, fmt.Errorf("mvcc: open batch iterator: %w", err)
+	}
+	return &txnWrite{w: w, v: view{it: it}, seen: w.b.Count(), beginRev: w.rev}, nil
+}
+
+// view returns the iterator, refreshed if the batch grew since it last
+// looked: a pebble batch iterator sees only the writes made before it was
+// created or refreshed.
+func (t *txnWrite) view() *view {
+	if n := t.w.b.Count(); n != t.seen {
+		t.v.it.SetOptions(&keysIterOptions)
+		t.seen = n
+	}
+	return &t.v
+}
+
+// readRev is the revision reads inside the request see: the one before it,
+// or its own once it has written something (as in etcd).
+func (t *txnWrite) readRev() int64 {
+	if t.changes > 0 {
+		return t.beginRev + 1
+	}
+	return t.beginRev
+}
+
+// end closes the iterator and, if the request wrote anything, moves the
+// Write to its revision.
+func (t *txnWrite) end() {
+	t.v.close()
+	if t.changes > 0 {
+		t.w.rev = t.beginRev + 1
+		t.w.b.Set(metaRev, encodeInt64(t.w.rev), nil)
+	}
+}
+
+func (w *Write) checkLease(id int64) error {
+	if id == 0 {
+		return nil
+	}
+	if w.s.opts.LeaseExists == nil || !w.s.opts.LeaseExists(id) {
+		return ErrLeaseNotFound
+	}
+	return nil
+}
+
+// Put applies a PutRequest. Errors: ErrLeaseNotFound (checked first, as
+// etcd does), then ErrKeyNotFound for ignore_value/ignore_lease on an absent
+// key; on those nothing is written.
+func (w *Write) Put(r *pb.PutRequest) (*pb.PutResponse, error) {
+	if err := w.checkLease(r.Lease); err != nil {
+		return nil, err
+	}
+	t, err := w.begin()
+	if err != nil {
+		return nil, err
+	}
+	defer t.end()
+	prev, err := t.prevForPut(r)
+	if err != nil {
+		return nil, err
+	}
+	if (r.IgnoreValue || r.IgnoreLease) && prev == nil {
+		return nil, ErrKeyNotFound
+	}
+	return t.put(r, prev)
+}
+
+// prevForPut reads the key's current value when the request needs it.
+func (t *txnWrite) prevForPut(r *pb.PutRequest) (*mvccpb.KeyValue, error) {
+	if !r.IgnoreValue && !r.IgnoreLease && !r.PrevKv {
+		return nil, nil
+	}
+	var ver version
+	ok, err := t.view().get(r.Key, t.readRev(), &ver)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return keyValue(bytes.Clone(r.Key), &ver), nil
+}
+
+// put writes the PutRequest's new version. prev is the key's current value
+// when prevForPut read it.
+func (t *txnWrite) put(r *pb.PutRequest, prev *mvccpb.KeyValue) (*pb.PutResponse, error) {
+	value, lease := r.Value, r.Lease
+	// A missing prev here would need the key deleted earlier in the same
+	// txn, which the api rejects as a duplicate key; etcd would crash, we
+	// fall back to an empty value and no lease.
+	if r.IgnoreValue {
+		value = prev.GetValue()
+	}
+	if r.IgnoreLease {
+		lease = prev.GetLease()
+	}
+	rev := t.beginRev + 1
+	var head version
+	exists, err := t.view().get(r.Key, rev, &head)
+	if err != nil {
+		return nil, err
+	}
+	kv := &mvccpb.KeyValue{Key: r.Key, Value: value, CreateRevision: rev, ModRevision: rev, Version: 1, Lease: lease}
+	ev := &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: kv}
+	if exists {
+		kv.CreateRevision = head.create
+		kv.Version = head.ver + 1
+		ev.PrevKv = keyValue(r.Key, &head)
+	}
+	t.writeVersion(r.Key, kv, false)
+	t.w.events = append(t.w.events, ev)
+	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: rev}}
+	if r.PrevKv {
+		resp.PrevKv = prev
+	}
+	return resp, nil
+}
+
+// writeVersion adds one version and its event to the batch at the next
+// sub-revision.
+func (t *txnWrite) writeVersion(key []byte, kv *mvccpb.KeyValue, tombstone bool) {
+	rev, sub := t.beginRev+1, t.changes
+	t.changes++
+	t.keyBuf = versionKey(t.keyBuf[:0], key, rev, sub)
+	typ := eventPut
+	if tombstone {
+		typ = eventDelete
+		t.w.b.Set(t.keyBuf, tombstoneValue, nil)
+	} else {
+		t.valBuf = appendVersionValue(t.valBuf[:0], kv.CreateRevision, kv.Version, kv.Lease, kv.Value)
+		t.w.b.Set(t.keyBuf, t.valBuf, nil)
+	}
+	t.keyBuf = eventKey(t.keyBuf[:0], rev, sub)
+	t.valBuf = append(append(t.valBuf[:0], typ), key...)
+	t.w.b.Set(t.keyBuf, t.valBuf, nil)
+}
+
+// DeleteRange applies a DeleteRangeRequest. Deleting nothing takes no
+// revision: the response then carries the current one.
+func (w *Write) DeleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	t, err := w.begin()
+	if err != nil {
+		return nil, err
+	}
+	defer t.end()
+	return t.deleteRange(r)
+}
+
+func (t *txnWrite) deleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	v := t.view()
+	var victims []*mvccpb.KeyValue
+	end := gteEnd(r.RangeEnd)
+	if end == nil {
+		var ver version
+		ok, err := v.get(r.Key, t.readRev(), &ver)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			victims = append(victims, keyValue(bytes.Clone(r.Key), &ver))
+		}
+	} else {
+		err := v.scan(r.Key, end, t.readRev(), func(prefix []byte, ver *version) (bool, error) {
+			key, err := decodePrefix(prefix)
+			if err != nil {
+				return false, err
+			}
+			victims = append(victims, keyValue(key, ver))
+			return true, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	resp := &pb.DeleteRangeResponse{Header: &pb.ResponseHeader{}, Deleted: int64(len(victims))}
+	if r.PrevKv {
+		resp.PrevKvs = victims
+		if resp.PrevKvs == nil {
+			resp.PrevKvs = []*mvccpb.KeyValue{}
+		}
+	}
+	rev := t.beginRev + 1
+	for _, prev := range victims {
+		t.writeVersion(prev.Key, nil, true)
+		t.w.events = append(t.w.events, &mvccpb.Event{
+			Type:   mvccpb.Event_DELETE,
+			Kv:     &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev},
+			PrevKv: prev,
+		})
+	}
+	resp.Header.Revision = t.readRev()
+	return resp, nil
+}
