@@ -1,0 +1,541 @@
+package raftnode
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-db/cairn/internal/storage"
+)
+
+// Sub-keys of the raft keyspace (storage.PrefixRaft); the package doc
+// specifies their encoding.
+const (
+	subEntry     byte = 'e'
+	subHardState byte = 'h'
+	subConfState byte = 'c'
+	subTruncated byte = 't'
+)
+
+var (
+	keyHardState = []byte{storage.PrefixRaft, subHardState}
+	keyConfState = []byte{storage.PrefixRaft, subConfState}
+	keyTruncated = []byte{storage.PrefixRaft, subTruncated}
+)
+
+const entryKeyLen = 2 + 8
+
+func entryKey(buf []byte, index uint64) []byte {
+	buf[0], buf[1] = storage.PrefixRaft, subEntry
+	binary.BigEndian.PutUint64(buf[2:], index)
+	return buf[:entryKeyLen]
+}
+
+// Defaults for the in-memory tail cache. The cache must hold at least the
+// entries between the applied and the last index in steady state, so that
+// the hot path (committed entries handed to apply, entries sent to
+// followers) never reads Pebble.
+const (
+	defaultCacheEntries = 16384
+	defaultCacheBytes   = 64 << 20
+)
+
+// LogStore is raft's log and hard state kept in the member's Pebble engine,
+// with the tail of the log cached in memory. It implements raft.Storage.
+//
+// The raft.Storage methods and Save are called by the Ready loop; Compact,
+// FirstIndex and LastIndex may be called from any goroutine. A mutex guards
+// the in-memory state; it is never held across a Pebble write.
+type LogStore struct {
+	eng *storage.Engine
+
+	// writeMu serialises writers (Save, Compact) so the in-memory state is
+	// updated in the same order the batches commit.
+	writeMu sync.Mutex
+
+	mu struct {
+		sync.Mutex
+		hardState *raftpb.HardState
+		confState *raftpb.ConfState
+		// truncIndex/truncTerm name the entry just before the first one
+		// still stored (0/0 for a log that was never compacted).
+		truncIndex, truncTerm uint64
+		last                  uint64
+		// cache holds entries [cacheFirst, last]; empty when cacheFirst > last.
+		cache      []*raftpb.Entry
+		cacheFirst uint64
+		cacheBytes int
+	}
+	maxCacheEntries int
+	maxCacheBytes   int
+}
+
+// OpenLogStore loads the log state kept in eng. A new engine yields an empty
+// log (first index 1, last index 0).
+func OpenLogStore(eng *storage.Engine) (*LogStore, error) {
+	s := &LogStore{eng: eng, maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
+	s.mu.hardState = &raftpb.HardState{}
+	if v, err := eng.Get(keyHardState); err == nil {
+		hs, err := decodeHardState(v)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.hardState = hs
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("raftnode: read hard state: %w", err)
+	}
+	cs := &raftpb.ConfState{}
+	if v, err := eng.Get(keyConfState); err == nil {
+		if err := proto.Unmarshal(v, cs); err != nil {
+			return nil, fmt.Errorf("raftnode: decode conf state: %w", err)
+		}
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("raftnode: read conf state: %w", err)
+	}
+	s.mu.confState = cs
+	if v, err := eng.Get(keyTruncated); err == nil {
+		if len(v) != 16 {
+			return nil, fmt.Errorf("raftnode: truncated state is %d bytes, want 16", len(v))
+		}
+		s.mu.truncIndex = binary.BigEndian.Uint64(v)
+		s.mu.truncTerm = binary.BigEndian.Uint64(v[8:])
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("raftnode: read truncated state: %w", err)
+	}
+	last, err := s.scanLastIndex()
+	if err != nil {
+		return nil, err
+	}
+	if last < s.mu.truncIndex {
+		last = s.mu.truncIndex
+	}
+	s.mu.last = last
+	s.mu.cacheFirst = last + 1
+	return s, nil
+}
+
+// scanLastIndex finds the highest stored entry index, 0 if there is none.
+func (s *LogStore) scanLastIndex() (uint64, error) {
+	var lo, hi [entryKeyLen]byte
+	entryKey(lo[:], 0)
+	entryKey(hi[:], ^uint64(0))
+	it, err := s.eng.DB().NewIter(&pebble.IterOptions{LowerBound: lo[:], UpperBound: hi[:]})
+	if err != nil {
+		return 0, fmt.Errorf("raftnode: scan log: %w", err)
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, it.Error()
+	}
+	return binary.BigEndian.Uint64(it.Key()[2:]), nil
+}
+
+// InitialState implements raft.Storage.
+func (s *LogStore) InitialState() (*raftpb.HardState, *raftpb.ConfState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return proto.CloneOf(s.mu.hardState), proto.CloneOf(s.mu.confState), nil
+}
+
+// HardState returns the last hard state saved.
+func (s *LogStore) HardState() *raftpb.HardState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return proto.CloneOf(s.mu.hardState)
+}
+
+// FirstIndex implements raft.Storage.
+func (s *LogStore) FirstIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.truncIndex + 1, nil
+}
+
+// LastIndex implements raft.Storage.
+func (s *LogStore) LastIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.last, nil
+}
+
+// Term implements raft.Storage.
+func (s *LogStore) Term(i uint64) (uint64, error) {
+	s.mu.Lock()
+	switch {
+	case i == s.mu.truncIndex:
+		t := s.mu.truncTerm
+		s.mu.Unlock()
+		return t, nil
+	case i < s.mu.truncIndex:
+		s.mu.Unlock()
+		return 0, raft.ErrCompacted
+	case i > s.mu.last:
+		s.mu.Unlock()
+		return 0, raft.ErrUnavailable
+	case i >= s.mu.cacheFirst:
+		t := s.mu.cache[i-s.mu.cacheFirst].GetTerm()
+		s.mu.Unlock()
+		return t, nil
+	}
+	s.mu.Unlock()
+	var kb [entryKeyLen]byte
+	v, err := s.eng.Get(entryKey(kb[:], i))
+	if err != nil {
+		return 0, fmt.Errorf("raftnode: read entry %d: %w", i, err)
+	}
+	_, term, _, err := decodeEntryValue(v)
+	return term, err
+}
+
+// Entries implements raft.Storage.
+func (s *LogStore) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
+	s.mu.Lock()
+	if lo <= s.mu.truncIndex {
+		s.mu.Unlock()
+		return nil, raft.ErrCompacted
+	}
+	if hi > s.mu.last+1 || lo >= hi {
+		s.mu.Unlock()
+		return nil, raft.ErrUnavailable
+	}
+	if lo >= s.mu.cacheFirst {
+		ents := s.mu.cache[lo-s.mu.cacheFirst : hi-s.mu.cacheFirst]
+		s.mu.Unlock()
+		ents = limitSize(ents, maxSize)
+		// The full slice expression makes a caller's append reallocate
+		// instead of overwriting the cache.
+		return ents[:len(ents):len(ents)], nil
+	}
+	s.mu.Unlock()
+	return s.readEntries(lo, hi, maxSize)
+}
+
+// readEntries reads [lo, hi) from Pebble, stopping once maxSize is
+// exceeded (but returning at least one entry).
+func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
+	var lk, hk [entryKeyLen]byte
+	it, err := s.eng.DB().NewIter(&pebble.IterOptions{LowerBound: entryKey(lk[:], lo), UpperBound: entryKey(hk[:], hi)})
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: read log: %w", err)
+	}
+	defer it.Close()
+	var (
+		ents    []*raftpb.Entry
+		size    uint64
+		next    = lo
+		limited bool
+	)
+	for ok := it.First(); ok; ok = it.Next() {
+		idx := binary.BigEndian.Uint64(it.Key()[2:])
+		if idx != next {
+			return nil, fmt.Errorf("raftnode: log has a gap: want entry %d, found %d", next, idx)
+		}
+		e, err := decodeEntry(idx, it.Value())
+		if err != nil {
+			return nil, err
+		}
+		size += uint64(proto.Size(e))
+		if len(ents) > 0 && size > maxSize {
+			limited = true
+			break
+		}
+		ents = append(ents, e)
+		next++
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("raftnode: read log: %w", err)
+	}
+	if len(ents) == 0 {
+		// The range was compacted between the bounds check and the read.
+		return nil, raft.ErrCompacted
+	}
+	if !limited && next < hi {
+		return nil, fmt.Errorf("raftnode: log is missing entries [%d, %d)", next, hi)
+	}
+	return ents, nil
+}
+
+// Snapshot implements raft.Storage. Snapshot transfer to lagging followers
+// does not exist yet, so raft is told to try later; it only asks when a
+// follower needs entries that were compacted away.
+func (s *LogStore) Snapshot() (*raftpb.Snapshot, error) {
+	return nil, raft.ErrSnapshotTemporarilyUnavailable
+}
+
+// Save writes ents (replacing any stored entries at or after ents[0]) and
+// hs (unless empty) in one batch, synced when sync is set. It is called by
+// the Ready loop only, once per Ready: the group commit.
+func (s *LogStore) Save(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) error {
+	if len(ents) == 0 && raft.IsEmptyHardState(hs) {
+		return nil
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+
+	s.mu.Lock()
+	trunc, last := s.mu.truncIndex, s.mu.last
+	s.mu.Unlock()
+	// Entries already folded into the truncation point are never rewritten.
+	for len(ents) > 0 && ents[0].GetIndex() <= trunc {
+		ents = ents[1:]
+	}
+	b := s.eng.NewWriteBatch()
+	var kb [entryKeyLen]byte
+	for _, e := range ents {
+		op := b.SetDeferred(entryKeyLen, entryValueLen(e))
+		entryKey(op.Key, e.GetIndex())
+		encodeEntryValue(op.Value, e)
+		if err := op.Finish(); err != nil {
+			b.Discard()
+			return fmt.Errorf("raftnode: stage entry: %w", err)
+		}
+	}
+	if n := len(ents); n > 0 {
+		if newLast := ents[n-1].GetIndex(); newLast < last {
+			// A new leader overwrote our uncommitted tail: drop what follows.
+			var hk [entryKeyLen]byte
+			if err := b.DeleteRange(entryKey(kb[:], newLast+1), entryKey(hk[:], last+1), nil); err != nil {
+				b.Discard()
+				return fmt.Errorf("raftnode: stage log truncation: %w", err)
+			}
+		}
+	}
+	if !raft.IsEmptyHardState(hs) {
+		var v [24]byte
+		encodeHardState(v[:], hs)
+		if err := b.Set(keyHardState, v[:], nil); err != nil {
+			b.Discard()
+			return fmt.Errorf("raftnode: stage hard state: %w", err)
+		}
+	}
+	if err := b.Commit(sync); err != nil {
+		return fmt.Errorf("raftnode: persist log: %w", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !raft.IsEmptyHardState(hs) {
+		s.mu.hardState = &raftpb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(hs.GetCommit())}
+	}
+	if len(ents) > 0 {
+		s.appendCacheLocked(ents)
+	}
+	return nil
+}
+
+// appendCacheLocked puts freshly persisted entries into the tail cache,
+// replacing any cached entries they overwrite.
+func (s *LogStore) appendCacheLocked(ents []*raftpb.Entry) {
+	first := ents[0].GetIndex()
+	switch {
+	case s.mu.cacheFirst > s.mu.last || first < s.mu.cacheFirst || first > s.mu.last+1:
+		// Empty cache, or the new entries start before it: start afresh.
+		s.mu.cache = append(make([]*raftpb.Entry, 0, len(ents)*2), ents...)
+		s.mu.cacheFirst = first
+		s.mu.cacheBytes = entriesBytes(ents)
+	case first <= s.mu.last:
+		// Conflicting suffix: copy into a new array, because slices of the
+		// old one may still be in flight (returned by Entries).
+		keep := s.mu.cache[:first-s.mu.cacheFirst]
+		c := make([]*raftpb.Entry, len(keep), len(keep)+len(ents)*2)
+		copy(c, keep)
+		s.mu.cache = append(c, ents...)
+		s.mu.cacheBytes = entriesBytes(s.mu.cache)
+	default:
+		s.mu.cache = append(s.mu.cache, ents...)
+		s.mu.cacheBytes += entriesBytes(ents)
+	}
+	s.mu.last = ents[len(ents)-1].GetIndex()
+	s.trimCacheLocked()
+}
+
+func (s *LogStore) trimCacheLocked() {
+	drop := 0
+	for len(s.mu.cache)-drop > 1 &&
+		(len(s.mu.cache)-drop > s.maxCacheEntries || s.mu.cacheBytes > s.maxCacheBytes) {
+		s.mu.cacheBytes -= entryBytes(s.mu.cache[drop])
+		s.mu.cache[drop] = nil
+		drop++
+	}
+	if drop > 0 {
+		s.mu.cache = s.mu.cache[drop:]
+		s.mu.cacheFirst += uint64(drop)
+	}
+}
+
+// Compact discards the log up to and including index, which must be at or
+// below the applied index: the state machine already holds its effects. It
+// is a no-op for an index at or below the current truncation point. The
+// batch is not synced: losing it in a crash only keeps more log.
+func (s *LogStore) Compact(index uint64) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	trunc, last := s.mu.truncIndex, s.mu.last
+	s.mu.Unlock()
+	if index <= trunc {
+		return nil
+	}
+	if index > last {
+		return fmt.Errorf("raftnode: compact to %d beyond last index %d", index, last)
+	}
+	term, err := s.Term(index)
+	if err != nil {
+		return err
+	}
+	b := s.eng.NewWriteBatch()
+	var lk, hk [entryKeyLen]byte
+	if err := b.DeleteRange(entryKey(lk[:], trunc+1), entryKey(hk[:], index+1), nil); err != nil {
+		b.Discard()
+		return fmt.Errorf("raftnode: stage compaction: %w", err)
+	}
+	var v [16]byte
+	binary.BigEndian.PutUint64(v[:], index)
+	binary.BigEndian.PutUint64(v[8:], term)
+	if err := b.Set(keyTruncated, v[:], nil); err != nil {
+		b.Discard()
+		return fmt.Errorf("raftnode: stage compaction: %w", err)
+	}
+	if err := b.Commit(false); err != nil {
+		return fmt.Errorf("raftnode: compact log: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.truncIndex, s.mu.truncTerm = index, term
+	if s.mu.cacheFirst <= index {
+		if index >= s.mu.last {
+			s.mu.cache, s.mu.cacheBytes = nil, 0
+			s.mu.cacheFirst = s.mu.last + 1
+		} else {
+			n := int(index + 1 - s.mu.cacheFirst)
+			for i := range n {
+				s.mu.cacheBytes -= entryBytes(s.mu.cache[i])
+				s.mu.cache[i] = nil
+			}
+			s.mu.cache = s.mu.cache[n:]
+			s.mu.cacheFirst = index + 1
+		}
+	}
+	return nil
+}
+
+// StageConfState records cs in b. The apply loop calls it in the same batch
+// that advances the applied index past the conf change that produced cs, so
+// that a restart hands raft a configuration matching its applied index.
+func StageConfState(b *storage.Batch, cs *raftpb.ConfState) error {
+	v, err := proto.Marshal(cs)
+	if err != nil {
+		return fmt.Errorf("raftnode: encode conf state: %w", err)
+	}
+	if err := b.Set(keyConfState, v, nil); err != nil {
+		return fmt.Errorf("raftnode: stage conf state: %w", err)
+	}
+	return nil
+}
+
+// SetConfState updates the in-memory conf state that InitialState reports;
+// the caller has persisted it with StageConfState.
+func (s *LogStore) SetConfState(cs *raftpb.ConfState) {
+	s.mu.Lock()
+	s.mu.confState = proto.CloneOf(cs)
+	s.mu.Unlock()
+}
+
+// limitSize returns the longest prefix of ents whose encoded size does not
+// exceed maxSize, and at least one entry.
+func limitSize(ents []*raftpb.Entry, maxSize uint64) []*raftpb.Entry {
+	if len(ents) <= 1 || maxSize == ^uint64(0) {
+		return ents
+	}
+	size := uint64(proto.Size(ents[0]))
+	for i := 1; i < len(ents); i++ {
+		size += uint64(proto.Size(ents[i]))
+		if size > maxSize {
+			return ents[:i]
+		}
+	}
+	return ents
+}
+
+// entryBytes approximates an entry's memory for the cache budget.
+func entryBytes(e *raftpb.Entry) int { return len(e.GetData()) + 64 }
+
+func entriesBytes(ents []*raftpb.Entry) int {
+	n := 0
+	for _, e := range ents {
+		n += entryBytes(e)
+	}
+	return n
+}
+
+// Entry value encoding: type (1 byte), term (uvarint), data (the rest).
+func entryValueLen(e *raftpb.Entry) int {
+	var tmp [binary.MaxVarintLen64]byte
+	return 1 + binary.PutUvarint(tmp[:], e.GetTerm()) + len(e.GetData())
+}
+
+func encodeEntryValue(dst []byte, e *raftpb.Entry) {
+	dst[0] = byte(e.GetType())
+	n := binary.PutUvarint(dst[1:], e.GetTerm())
+	copy(dst[1+n:], e.GetData())
+}
+
+func decodeEntryValue(v []byte) (typ raftpb.EntryType, term uint64, data []byte, err error) {
+	if len(v) < 2 {
+		return 0, 0, nil, fmt.Errorf("raftnode: entry value is %d bytes", len(v))
+	}
+	term, n := binary.Uvarint(v[1:])
+	if n <= 0 {
+		return 0, 0, nil, errors.New("raftnode: entry term is malformed")
+	}
+	return raftpb.EntryType(v[0]), term, v[1+n:], nil
+}
+
+// decodeEntry builds an entry from its stored value, copying the data out
+// of Pebble's buffer.
+func decodeEntry(index uint64, v []byte) (*raftpb.Entry, error) {
+	typ, term, data, err := decodeEntryValue(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w (entry %d)", err, index)
+	}
+	e := &raftpb.Entry{Term: new(term), Index: new(index), Type: new(typ)}
+	if len(data) > 0 {
+		e.Data = append([]byte(nil), data...)
+	}
+	return e, nil
+}
+
+func encodeHardState(dst []byte, hs *raftpb.HardState) {
+	binary.BigEndian.PutUint64(dst, hs.GetTerm())
+	binary.BigEndian.PutUint64(dst[8:], hs.GetVote())
+	binary.BigEndian.PutUint64(dst[16:], hs.GetCommit())
+}
+
+func decodeHardState(v []byte) (*raftpb.HardState, error) {
+	if len(v) != 24 {
+		return nil, fmt.Errorf("raftnode: hard state is %d bytes, want 24", len(v))
+	}
+	return &raftpb.HardState{
+		Term:   new(binary.BigEndian.Uint64(v)),
+		Vote:   new(binary.BigEndian.Uint64(v[8:])),
+		Commit: new(binary.BigEndian.Uint64(v[16:])),
+	}, nil
+}
+
+// raiseCommit lifts the in-memory hard state's commit index to index; see
+// Start for why that is safe.
+func (s *LogStore) raiseCommit(index uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.hardState.GetCommit() < index {
+		hs := proto.CloneOf(s.mu.hardState)
+		hs.Commit = new(index)
+		s.mu.hardState = hs
+	}
+}

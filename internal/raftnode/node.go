@@ -1,0 +1,342 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/cairn-db/cairn/internal/storage"
+)
+
+// ErrStopped is returned by the calls that need the Ready loop after it has
+// stopped.
+var ErrStopped = errors.New("raftnode: stopped")
+
+// Defaults for Config's zero values.
+const (
+	DefaultTickInterval   = 100 * time.Millisecond
+	DefaultElectionTicks  = 10
+	DefaultHeartbeatTicks = 1
+	defaultMaxSizePerMsg  = 1 << 20
+	defaultMaxInflight    = 512
+	// maxCommittedSizePerReady bounds one Ready's committed entries. It is
+	// large because the apply loop applies a whole Ready in one batch:
+	// bigger batches are cheaper per entry.
+	maxCommittedSizePerReady = 64 << 20
+)
+
+// Config configures a Node.
+type Config struct {
+	// ID is this member's raft ID; never 0.
+	ID uint64
+	// Engine holds the log; the Node does not close it.
+	Engine *storage.Engine
+	// Peers bootstraps a new log: one conf change entry per peer, in order.
+	// It is ignored when the log already has entries.
+	Peers []raft.Peer
+	// Applied is the index of the last entry whose effects the state
+	// machine holds (the engine's applied index). Raft delivers committed
+	// entries after it.
+	Applied uint64
+
+	// TickInterval is the length of one raft tick (default 100ms);
+	// ElectionTicks (default 10) and HeartbeatTicks (default 1) count ticks.
+	TickInterval   time.Duration
+	ElectionTicks  int
+	HeartbeatTicks int
+	// NewTicker makes the tick source; nil uses the wall clock.
+	NewTicker func(time.Duration) Ticker
+
+	// Transport sends messages to other members; nil drops them, which is
+	// right for a single voter.
+	Transport Transport
+
+	// OnReadStates receives the answers to ReadIndex requests. It runs on
+	// the Ready loop and must not block.
+	OnReadStates func([]raft.ReadState)
+	// Dropped receives the IDs of proposals raft refused (for example
+	// during a leadership transfer). It runs on the Ready loop and must not
+	// block. Proposals can also be lost without notice (a leader that
+	// crashes before replicating them); callers need a timeout either way.
+	Dropped func(ids []uint64, err error)
+	// ObserveSync, if set, receives the duration of every synced log write.
+	ObserveSync func(time.Duration)
+
+	Logger *slog.Logger
+}
+
+// Proposal is one request to append to the log.
+type Proposal struct {
+	// ID identifies the proposal to the Dropped callback.
+	ID uint64
+	// Data is the entry's payload; it must not be modified after Propose.
+	Data []byte
+}
+
+// Status is a snapshot of the node's raft state.
+type Status struct {
+	ID            uint64
+	Lead          uint64
+	Term          uint64
+	Commit        uint64
+	State         raft.StateType
+	FirstIndex    uint64
+	LastIndex     uint64
+	LeaderChanges uint64
+}
+
+type ccRequest struct {
+	cc   raftpb.ConfChangeI
+	resp chan *raftpb.ConfState
+}
+
+// Node runs a raft member: one goroutine (the Ready loop) owns the raft
+// state machine, persists its log, sends its messages and hands committed
+// entries to the apply side through Committed. All methods are safe for
+// concurrent use.
+type Node struct {
+	cfg       Config
+	log       *LogStore
+	rn        *raft.RawNode // owned by the Ready loop
+	transport Transport
+	logger    *slog.Logger
+
+	// inbox collects work for the Ready loop from other goroutines; wake
+	// (capacity 1) tells the loop there is some.
+	inbox struct {
+		sync.Mutex
+		props []Proposal
+		reads [][]byte
+		msgs  []*raftpb.Message
+	}
+	wake chan struct{}
+
+	committedc chan []*raftpb.Entry
+	ccReqs     chan ccRequest
+	applied    atomic.Uint64
+	appliedc   chan struct{}
+
+	lead, term, commit atomic.Uint64
+	state              atomic.Uint32
+	leaderChanges      atomic.Uint64
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	done     chan struct{}
+	err      error // set before done closes
+}
+
+// Start opens the log kept in cfg.Engine and starts the Ready loop. A log
+// with no entries is bootstrapped with cfg.Peers.
+func Start(cfg Config) (*Node, error) {
+	if cfg.ID == 0 {
+		return nil, errors.New("raftnode: member ID must not be 0")
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = DefaultTickInterval
+	}
+	if cfg.ElectionTicks <= 0 {
+		cfg.ElectionTicks = DefaultElectionTicks
+	}
+	if cfg.HeartbeatTicks <= 0 {
+		cfg.HeartbeatTicks = DefaultHeartbeatTicks
+	}
+	if cfg.NewTicker == nil {
+		cfg.NewTicker = NewRealTicker
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ls, err := OpenLogStore(cfg.Engine)
+	if err != nil {
+		return nil, err
+	}
+	last, _ := ls.LastIndex()
+	first, _ := ls.FirstIndex()
+	if cfg.Applied > last || cfg.Applied+1 < first {
+		return nil, fmt.Errorf("raftnode: applied index %d is outside the log [%d, %d]", cfg.Applied, first, last)
+	}
+	// The apply loop may commit its batch before the hard state carrying
+	// the matching commit index is written (both are in the log by then),
+	// so a crash can leave applied > commit. Every applied entry was
+	// committed, so raising the commit index is safe.
+	ls.raiseCommit(cfg.Applied)
+
+	rcfg := &raft.Config{
+		ID:                       cfg.ID,
+		ElectionTick:             cfg.ElectionTicks,
+		HeartbeatTick:            cfg.HeartbeatTicks,
+		Storage:                  ls,
+		Applied:                  cfg.Applied,
+		MaxSizePerMsg:            defaultMaxSizePerMsg,
+		MaxCommittedSizePerReady: maxCommittedSizePerReady,
+		MaxInflightMsgs:          defaultMaxInflight,
+		CheckQuorum:              true,
+		PreVote:                  true,
+		Logger:                   raftLogger{cfg.Logger},
+	}
+	rn, err := raft.NewRawNode(rcfg)
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	if last == 0 {
+		if len(cfg.Peers) == 0 {
+			return nil, errors.New("raftnode: a new log needs at least one peer to bootstrap")
+		}
+		if err := rn.Bootstrap(cfg.Peers); err != nil {
+			return nil, fmt.Errorf("raftnode: bootstrap: %w", err)
+		}
+	}
+	n := &Node{
+		cfg:        cfg,
+		log:        ls,
+		rn:         rn,
+		transport:  cfg.Transport,
+		logger:     cfg.Logger,
+		wake:       make(chan struct{}, 1),
+		committedc: make(chan []*raftpb.Entry, 16),
+		ccReqs:     make(chan ccRequest),
+		appliedc:   make(chan struct{}, 1),
+		stopc:      make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	if n.transport == nil {
+		n.transport = noTransport{}
+	}
+	n.applied.Store(cfg.Applied)
+	hs := ls.HardState()
+	n.term.Store(hs.GetTerm())
+	n.commit.Store(hs.GetCommit())
+	n.state.Store(uint32(raft.StateFollower))
+	go n.run()
+	return n, nil
+}
+
+// Propose queues p for the log. It never blocks on raft: proposals that
+// arrive while the loop is busy are appended together in its next round
+// (group commit). Proposals wait in the queue while there is no leader.
+func (n *Node) Propose(p Proposal) {
+	n.inbox.Lock()
+	n.inbox.props = append(n.inbox.props, p)
+	n.inbox.Unlock()
+	n.signal()
+}
+
+// ReadIndex asks raft for the commit index a linearizable read must wait
+// for; the answer arrives through Config.OnReadStates carrying rctx. Raft
+// drops the request when there is no leader, so callers retry.
+func (n *Node) ReadIndex(rctx []byte) {
+	n.inbox.Lock()
+	n.inbox.reads = append(n.inbox.reads, rctx)
+	n.inbox.Unlock()
+	n.signal()
+}
+
+// Step hands a message received from a peer to raft.
+func (n *Node) Step(m *raftpb.Message) {
+	n.inbox.Lock()
+	n.inbox.msgs = append(n.inbox.msgs, m)
+	n.inbox.Unlock()
+	n.signal()
+}
+
+func (n *Node) signal() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Committed returns the channel of committed entries, in log order. Exactly
+// one goroutine (the apply loop) must receive from it; it is never closed:
+// watch Done.
+func (n *Node) Committed() <-chan []*raftpb.Entry { return n.committedc }
+
+// AppliedTo tells the node that the state machine holds every entry up to
+// index. The apply loop calls it after each batch.
+func (n *Node) AppliedTo(index uint64) {
+	n.applied.Store(index)
+	select {
+	case n.appliedc <- struct{}{}:
+	default:
+	}
+}
+
+// ApplyConfChange applies a committed conf change to raft's configuration
+// and returns the new configuration. The apply loop must call it for every
+// conf change entry it applies, in log order.
+func (n *Node) ApplyConfChange(cc raftpb.ConfChangeI) (*raftpb.ConfState, error) {
+	req := ccRequest{cc: cc, resp: make(chan *raftpb.ConfState, 1)}
+	select {
+	case n.ccReqs <- req:
+	case <-n.done:
+		return nil, ErrStopped
+	}
+	select {
+	case cs := <-req.resp:
+		return cs, nil
+	case <-n.done:
+		return nil, ErrStopped
+	}
+}
+
+// Compact discards the log up to and including index, which must not
+// exceed the applied index.
+func (n *Node) Compact(index uint64) error { return n.log.Compact(index) }
+
+// LogStore returns the node's log storage.
+func (n *Node) LogStore() *LogStore { return n.log }
+
+// ID returns the member's raft ID.
+func (n *Node) ID() uint64 { return n.cfg.ID }
+
+// Lead returns the current leader's ID, 0 if none is known.
+func (n *Node) Lead() uint64 { return n.lead.Load() }
+
+// Term returns the current raft term.
+func (n *Node) Term() uint64 { return n.term.Load() }
+
+// CommitIndex returns the highest log index known to be committed.
+func (n *Node) CommitIndex() uint64 { return n.commit.Load() }
+
+// IsLeader reports whether this member is the leader.
+func (n *Node) IsLeader() bool { return raft.StateType(n.state.Load()) == raft.StateLeader }
+
+// Status returns the node's current raft state.
+func (n *Node) Status() Status {
+	first, _ := n.log.FirstIndex()
+	last, _ := n.log.LastIndex()
+	return Status{
+		ID:            n.cfg.ID,
+		Lead:          n.lead.Load(),
+		Term:          n.term.Load(),
+		Commit:        n.commit.Load(),
+		State:         raft.StateType(n.state.Load()),
+		FirstIndex:    first,
+		LastIndex:     last,
+		LeaderChanges: n.leaderChanges.Load(),
+	}
+}
+
+// Stop stops the Ready loop and waits for it. It is idempotent and safe to
+// call from any goroutine except the loop's callbacks.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() { close(n.stopc) })
+	<-n.done
+}
+
+// Done is closed when the Ready loop has exited, after Stop or a failure.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err returns why the loop exited: nil after Stop, the failure otherwise.
+// It is valid once Done is closed.
+func (n *Node) Err() error {
+	<-n.done
+	return n.err
+}
