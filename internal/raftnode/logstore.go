@@ -360,10 +360,12 @@ func (s *LogStore) trimCacheLocked() {
 	for len(s.mu.cache)-drop > 1 &&
 		(len(s.mu.cache)-drop > s.maxCacheEntries || s.mu.cacheBytes > s.maxCacheBytes) {
 		s.mu.cacheBytes -= entryBytes(s.mu.cache[drop])
-		s.mu.cache[drop] = nil
 		drop++
 	}
 	if drop > 0 {
+		// Reslice without clearing the dropped slots: raft may still hold
+		// slices of this array. The next growth of the cache copies only the
+		// live window into a new array, releasing the old one.
 		s.mu.cache = s.mu.cache[drop:]
 		s.mu.cacheFirst += uint64(drop)
 	}
@@ -416,7 +418,6 @@ func (s *LogStore) Compact(index uint64) error {
 			n := int(index + 1 - s.mu.cacheFirst)
 			for i := range n {
 				s.mu.cacheBytes -= entryBytes(s.mu.cache[i])
-				s.mu.cache[i] = nil
 			}
 			s.mu.cache = s.mu.cache[n:]
 			s.mu.cacheFirst = index + 1
