@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cairn-db/cairn/internal/bench"
+)
+
+// fsyncRate appends a small record to a file in dir and syncs it n times,
+// the pattern of a write-ahead log, and returns the mean time of one
+// write+sync. Run in the directory the servers' data lives in, it is the
+// disk's own floor for a durable single-client write.
+func fsyncRate(dir string, n int) (time.Duration, error) {
+	f, err := os.CreateTemp(dir, "fsync-probe-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	rec := bytes.Repeat([]byte{0xab}, 512)
+	start := time.Now()
+	for range n {
+		if _, err := f.Write(rec); err != nil {
+			return 0, err
+		}
+		if err := f.Sync(); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start) / time.Duration(n), nil
+}
+
+// benchClient runs `cairn bench` workloads against a set of endpoints.
+type benchClient struct {
+	bin       string
+	endpoints []string
+	verbose   bool
+}
+
+// run executes `cairn bench <args> --output json` and decodes the report.
+// A run with errors is returned with them; the caller shows the count.
+func (b *benchClient) run(args ...string) (*bench.Report, error) {
+	full := append([]string{"bench"}, args...)
+	full = append(full, "--endpoints", strings.Join(b.endpoints, ","), "--output", "json", "--progress", "none")
+	if b.verbose {
+		fmt.Fprintf(os.Stderr, "    %s %s\n", filepath.Base(b.bin), strings.Join(full, " "))
+	}
+	cmd := exec.Command(b.bin, full...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("cairn %s: %w\n%s%s", strings.Join(full, " "), err, stderr.String(), stdout.String())
+	}
+	var r bench.Report
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		return nil, fmt.Errorf("cairn %s: decode report: %w\n%s", strings.Join(full, " "), err, stdout.String())
+	}
+	return &r, nil
+}
+
+// hasBench reports whether bin has the bench subcommand (main.go wires it).
+func hasBench(bin string) bool {
+	out, err := exec.Command(bin, "bench", "--help").CombinedOutput()
+	return err == nil && bytes.Contains(out, []byte("watch-latency"))
+}

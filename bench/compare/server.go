@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// member is one server process (etcd or cairn, started with the same etcd
+// flags) listening on 127.0.0.1.
+type member struct {
+	name       string
+	bin        string
+	dataDir    string
+	clientURL  string
+	peerURL    string
+	cluster    string // --initial-cluster
+	extraFlags []string
+	logPath    string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+}
+
+// freePort asks the kernel for an unused port on 127.0.0.1. Another
+// process could take it before the server binds it; on this machine, with
+// nothing else listening on random ports, that is not worth more code.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// newMembers prepares n members of one cluster under dir, with fresh ports
+// and data directories; nothing is started yet.
+func newMembers(bin, dir string, n int, extraFlags []string) ([]*member, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	ms := make([]*member, n)
+	var cluster []string
+	for i := range ms {
+		cp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		pp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		m := &member{
+			name:       fmt.Sprintf("m%d", i+1),
+			bin:        bin,
+			clientURL:  fmt.Sprintf("http://127.0.0.1:%d", cp),
+			peerURL:    fmt.Sprintf("http://127.0.0.1:%d", pp),
+			extraFlags: extraFlags,
+		}
+		m.dataDir = filepath.Join(dir, m.name+".data")
+		m.logPath = filepath.Join(dir, m.name+".log")
+		cluster = append(cluster, m.name+"="+m.peerURL)
+		ms[i] = m
+	}
+	for _, m := range ms {
+		m.cluster = strings.Join(cluster, ",")
+	}
+	return ms, nil
+}
+
+// start launches the process. The data directory decides whether it is a
+// new member or a restart; the flags are the same either way.
+func (m *member) start() error {
+	state := "new"
+	if _, err := os.Stat(m.dataDir); err == nil {
+		state = "existing"
+	}
+	args := []string{
+		"--name", m.name,
+		"--data-dir", m.dataDir,
+		"--listen-client-urls", m.clientURL,
+		"--advertise-client-urls", m.clientURL,
+		"--listen-peer-urls", m.peerURL,
+		"--initial-advertise-peer-urls", m.peerURL,
+		"--initial-cluster", m.cluster,
+		"--initial-cluster-state", state,
+		"--initial-cluster-token", "compare",
+	}
+	args = append(args, m.extraFlags...)
+	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	m.cmd = exec.Command(m.bin, args...)
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	if err := m.cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", m.bin, err)
+	}
+	m.exited = make(chan struct{})
+	go func() {
+		m.cmd.Wait()
+		logf.Close()
+		close(m.exited)
+	}()
+	return nil
+}
+
+// waitReady polls with a linearizable read until the member answers, the
+// process exits, or timeout passes, and returns how long that took from
+// since.
+func (m *member) waitReady(since time.Time, timeout time.Duration) (time.Duration, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.clientURL}, Logger: zap.NewNop(), DialTimeout: time.Second})
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	deadline := since.Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		_, err := cli.Get(ctx, "compare-ready-probe")
+		cancel()
+		if err == nil {
+			return time.Since(since), nil
+		}
+		select {
+		case <-m.exited:
+			return 0, fmt.Errorf("%s exited before it was ready:\n%s", m.bin, m.logTail())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s not ready after %v (last error: %v):\n%s", m.bin, timeout, err, m.logTail())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for the exit, killing the process if it has
+// not exited after 30 seconds.
+func (m *member) stop() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-m.exited:
+		return
+	default:
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.exited:
+	case <-time.After(30 * time.Second):
+		m.cmd.Process.Kill()
+		<-m.exited
+	}
+}
+
+// logTail returns the last lines of the member's log, for error messages.
+func (m *member) logTail() string {
+	b, err := os.ReadFile(m.logPath)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-15):], "\n")
+}
+
+// rss returns the process's resident memory in bytes (VmRSS).
+func (m *member) rss() (int64, error) {
+	return procStatusBytes(m.cmd.Process.Pid, "VmRSS:")
+}
+
+func procStatusBytes(pid int, field string) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse %s %q: %w", field, rest, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// sampleRSS records the member's peak VmRSS until stop is closed, sampling
+// every 10ms, and sends the peak on the returned channel.
+func (m *member) sampleRSS(stop <-chan struct{}) <-chan int64 {
+	out := make(chan int64, 1)
+	go func() {
+		var peak int64
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v, err := m.rss(); err == nil {
+				peak = max(peak, v)
+			}
+			select {
+			case <-stop:
+				out <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return out
+}
+
+// diskUsage returns the bytes allocated on disk under dir, as du counts
+// them: preallocated files (etcd's WAL segments) count in full, sparse
+// holes do not.
+func diskUsage(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while we walked (a compaction)
+			}
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		} else {
+			total += info.Size()
+		}
+		return nil
+	})
+	return total, err
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/cairn-db/cairn/internal/bench"
+)
+
+func newClient(endpoint string) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, Logger: zap.NewNop(), DialTimeout: time.Second})
+}
+
+const mib = 1 << 20
+
+// rangeKey is the key the range workloads read; a 256-byte value like the
+// rest of the data.
+const rangeKey = "compare/range"
+
+// measureServer runs every figure for one server (column col), each phase
+// on fresh members under dir. A workload that fails is noted and skipped,
+// so that a server missing one feature still gets the other figures; a
+// server that does not start ends its column.
+func measureServer(o *options, res *results, col int, name, serverBin, benchBin, dir string) error {
+	if err := throughputPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "kv")); err != nil {
+		return err
+	}
+	if err := dataPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "data")); err != nil {
+		return err
+	}
+	if o.cluster {
+		if err := clusterPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "cluster")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// figureSet says which numbers of a report become rows, under a label.
+type figureSet struct {
+	label                 string
+	throughput, mean, p99 bool
+	args                  []string
+}
+
+func (res *results) record(col int, name string, f figureSet, r *bench.Report, err error) {
+	if err != nil {
+		res.notef("%s: %s: %v", name, f.label, err)
+		logf("%s: %s failed: %v", name, f.label, firstLine(err.Error()))
+		return
+	}
+	if r.Errors > 0 {
+		res.notef("%s: %s: %d of %d requests failed: %v", name, f.label, r.Errors, r.Errors+r.Requests, r.ErrorCounts)
+	}
+	if f.throughput {
+		res.set(f.label+": throughput", "req/s", col, r.RequestsPerSecond)
+	}
+	if f.mean {
+		res.set(f.label+": mean latency", "ms", col, r.Average.Duration().Seconds()*1000)
+	}
+	if f.p99 {
+		res.set(f.label+": p99 latency", "ms", col, r.Percentiles["p99"].Duration().Seconds()*1000)
+	}
+	logf("%s: %s: %.0f req/s, mean %s, p99 %s, %d errors", name, f.label, r.RequestsPerSecond,
+		fmtMs(r.Average.Duration().Seconds()), fmtMs(r.Percentiles["p99"].Duration().Seconds()), r.Errors)
+}
+
+func firstLine(s string) string {
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// throughputPhase measures latency and throughput on one fresh member.
+func throughputPhase(o *options, res *results, col int, name, serverBin, benchBin, dir string) error {
+	logf("%s: starting a fresh member for latency and throughput", name)
+	ms, err := startCluster(serverBin, dir, 1, o.serverFlags)
+	if err != nil {
+		return err
+	}
+	defer stopMembers(ms)
+	m := ms[0]
+	if v, err := m.rss(); err == nil {
+		res.set("memory: RSS of an idle member", "MiB", col, float64(v)/mib)
+	}
+	if err := putKey(m.clientURL, rangeKey, 256); err != nil {
+		return fmt.Errorf("put %s: %w", rangeKey, err)
+	}
+	bc := &benchClient{bin: benchBin, endpoints: []string{m.clientURL}, verbose: o.verbose}
+	limit := []string{"--duration", o.maxTime.String(), "--request-timeout", "30s"}
+	puts := []string{"--val-size", "256", "--key-space-size", "100000"}
+	many := func(clients int) []string {
+		return []string{"--clients", strconv.Itoa(clients), "--conns", strconv.Itoa(max(1, clients/10))}
+	}
+	join := func(parts ...[]string) []string {
+		var all []string
+		for _, p := range parts {
+			all = append(all, p...)
+		}
+		return all
+	}
+	streams := max(1, o.watchers/100)
+	plan := []figureSet{
+		{label: "put, 1 client", mean: true, p99: true,
+			args: join([]string{"put", "--total", itoa(o.requests / 10)}, many(1), puts, limit)},
+		{label: "put, 100 clients", throughput: true, p99: true,
+			args: join([]string{"put", "--total", itoa(o.requests)}, many(100), puts, limit)},
+		{label: "put, 1000 clients", throughput: true, p99: true,
+			args: join([]string{"put", "--total", itoa(o.requests)}, many(1000), puts, limit)},
+		{label: "range linearizable, 100 clients", throughput: true, p99: true,
+			args: join([]string{"range", rangeKey, "--consistency", "l", "--total", itoa(o.requests * 2)}, many(100), limit)},
+		{label: "range serializable, 100 clients", throughput: true, p99: true,
+			args: join([]string{"range", rangeKey, "--consistency", "s", "--total", itoa(o.requests * 2)}, many(100), limit)},
+		{label: "txn-put (4 puts per txn), 100 clients", throughput: true, p99: true,
+			args: join([]string{"txn-put", "--txn-ops", "4", "--total", itoa(o.requests / 2)}, many(100), puts, limit)},
+		{label: fmt.Sprintf("watch, %d watchers", streams*min(100, o.watchers)), mean: true, p99: true,
+			args: join([]string{"watch-latency", "--streams", strconv.Itoa(streams),
+				"--watchers-per-stream", strconv.Itoa(min(100, o.watchers)), "--conns", strconv.Itoa(min(streams, 10)),
+				"--total", "50", "--put-rate", "10", "--val-size", "256"}, limit)},
+		{label: "lease keepalive, 100 clients", throughput: true, p99: true,
+			args: join([]string{"lease-keepalive", "--leases", "1000", "--total", itoa(o.requests)}, many(100), limit)},
+	}
+	for _, f := range plan {
+		r, err := bc.run(f.args...)
+		res.record(col, name, f, r, err)
+		if f.label == "put, 1 client" && err == nil && res.fsync > 0 {
+			res.set("put, 1 client: mean latency / disk fsync", "x", col, r.Average.Duration().Seconds()/res.fsync.Seconds())
+		}
+	}
+	return nil
+}
+
+// dataPhase loads o.values 256-byte values into a fresh member, then
+// measures memory and disk, a full-range read, and a restart.
+func dataPhase(o *options, res *results, col int, name, serverBin, benchBin, dir string) error {
+	logf("%s: starting a fresh member and loading %d values of 256 bytes", name, o.values)
+	ms, err := startCluster(serverBin, dir, 1, o.serverFlags)
+	if err != nil {
+		return err
+	}
+	defer stopMembers(ms)
+	m := ms[0]
+	bc := &benchClient{bin: benchBin, endpoints: []string{m.clientURL}, verbose: o.verbose}
+	n := itoa(o.values)
+	load := figureSet{label: "load " + n + " values, 100 clients", throughput: true}
+	r, err := bc.run("put", "--sequential-keys", "--key-space-size", n, "--total", n, "--val-size", "256",
+		"--clients", "100", "--conns", "10", "--request-timeout", "60s")
+	res.record(col, name, load, r, err)
+	if err != nil {
+		return nil // nothing loaded: the figures below would mean nothing
+	}
+	// Let background work (a bbolt commit, a Pebble flush) settle the
+	// same short while for both before reading memory and disk.
+	time.Sleep(2 * time.Second)
+	if v, err := m.rss(); err == nil {
+		res.set("memory: RSS after loading "+n+" values", "MiB", col, float64(v)/mib)
+	}
+	if v, err := diskUsage(m.dataDir); err == nil {
+		res.set("disk: data dir after loading "+n+" values", "MiB", col, float64(v)/mib)
+	}
+
+	stop := make(chan struct{})
+	peak := m.sampleRSS(stop)
+	full := figureSet{label: "full range of " + n + " keys", mean: true}
+	r, err = bc.run("range", "", "--prefix", "--total", "3", "--clients", "1", "--conns", "1", "--request-timeout", "10m")
+	close(stop)
+	res.record(col, name, full, r, err)
+	if err == nil {
+		res.set("memory: peak RSS during the full range", "MiB", col, float64(<-peak)/mib)
+		if want := o.values; r.Counters["keys_returned"] != 3*want {
+			res.notef("%s: full range returned %d keys in 3 reads, want %d", name, r.Counters["keys_returned"], 3*want)
+		}
+	}
+
+	logf("%s: restarting the member holding %d values", name, o.values)
+	m.stop()
+	t0 := time.Now()
+	if err := m.start(); err != nil {
+		return err
+	}
+	took, err := m.waitReady(t0, 10*time.Minute)
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	res.set("restart with "+n+" values: until first read", "s", col, took.Seconds())
+	if v, err := m.rss(); err == nil {
+		res.set("memory: RSS right after the restart", "MiB", col, float64(v)/mib)
+	}
+	return nil
+}
+
+// clusterPhase measures writes and linearizable reads on three members on
+// 127.0.0.1, the clients spread over all of them.
+func clusterPhase(o *options, res *results, col int, name, serverBin, benchBin, dir string) error {
+	logf("%s: starting 3 members", name)
+	ms, err := startCluster(serverBin, dir, 3, o.serverFlags)
+	if err != nil {
+		res.notef("%s: 3 members: %v", name, err)
+		logf("%s: 3 members did not start: %v", name, firstLine(err.Error()))
+		return nil
+	}
+	defer stopMembers(ms)
+	var eps []string
+	for _, m := range ms {
+		eps = append(eps, m.clientURL)
+	}
+	if err := putKey(eps[0], rangeKey, 256); err != nil {
+		return fmt.Errorf("put %s: %w", rangeKey, err)
+	}
+	bc := &benchClient{bin: benchBin, endpoints: eps, verbose: o.verbose}
+	limit := []string{"--duration", o.maxTime.String(), "--request-timeout", "30s"}
+	for _, f := range []figureSet{
+		{label: "3 members: put, 100 clients", throughput: true, p99: true,
+			args: append([]string{"put", "--total", itoa(o.requests), "--clients", "100", "--conns", "12",
+				"--val-size", "256", "--key-space-size", "100000"}, limit...)},
+		{label: "3 members: range linearizable, 100 clients", throughput: true, p99: true,
+			args: append([]string{"range", rangeKey, "--total", itoa(o.requests * 2), "--clients", "100", "--conns", "12"}, limit...)},
+	} {
+		r, err := bc.run(f.args...)
+		res.record(col, name, f, r, err)
+	}
+	return nil
+}
