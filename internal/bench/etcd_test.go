@@ -209,6 +209,9 @@ func TestWatchLatencyAgainstEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkClean(t, r, 25*12)
+	if r.Unit != "events" {
+		t.Errorf("unit %q, want events: each sample is an event at a watcher", r.Unit)
+	}
 	if r.Counters["watchers"] != 12 || r.Counters["puts"] != 25 || r.Counters["events_expected"] != 300 {
 		t.Errorf("counters %v, want 12 watchers, 25 puts, 300 events", r.Counters)
 	}

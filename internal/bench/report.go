@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -53,6 +54,9 @@ type Report struct {
 	Endpoints []string `json:"endpoints"`
 	Conns     int      `json:"conns"`
 	Clients   int      `json:"clients"`
+	// Unit names what Requests counts when it is not requests: "events"
+	// for watch-latency, where each sample is one event at one watcher.
+	Unit string `json:"unit,omitempty"`
 
 	Requests          int64   `json:"requests"`
 	Errors            int64   `json:"errors"`
@@ -130,10 +134,11 @@ func ms(s Seconds) string {
 // percentiles, then the counters and errors if there are any.
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
+	unit := cmp.Or(r.Unit, "requests")
 	fmt.Fprintf(&b, "Summary (%s, %d conns, %d clients):\n", r.Workload, r.Conns, r.Clients)
-	fmt.Fprintf(&b, "  %-14s%d requests, %d errors\n", "Total:", r.Requests, r.Errors)
+	fmt.Fprintf(&b, "  %-14s%d %s, %d errors\n", "Total:", r.Requests, unit, r.Errors)
 	fmt.Fprintf(&b, "  %-14s%.4f s\n", "Duration:", r.Duration.Duration().Seconds())
-	fmt.Fprintf(&b, "  %-14s%.2f\n", "Requests/sec:", r.RequestsPerSecond)
+	fmt.Fprintf(&b, "  %-14s%.2f\n", strings.ToUpper(unit[:1])+unit[1:]+"/sec:", r.RequestsPerSecond)
 	fmt.Fprintf(&b, "  %-14s%s\n", "Slowest:", ms(r.Slowest))
 	fmt.Fprintf(&b, "  %-14s%s\n", "Fastest:", ms(r.Fastest))
 	fmt.Fprintf(&b, "  %-14s%s\n", "Average:", ms(r.Average))
@@ -159,7 +164,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		b.WriteString("\nLatency percentiles:\n")
 		for _, p := range PercentileLevels {
 			name := PercentileName(p)
-			fmt.Fprintf(&b, "  %-6s %s\n", name, ms(r.Percentiles[name]))
+			fmt.Fprintf(&b, "  %-6s %14s\n", name, ms(r.Percentiles[name]))
 		}
 	}
 

@@ -111,7 +111,7 @@ func WatchLatency(ctx context.Context, cfg Config, opts WatchOptions) (*Report, 
 		}
 	}
 	r := NewReport("watch-latency", lat.Snapshot(), run.errs.snapshot(), elapsed)
-	r.Endpoints, r.Conns, r.Clients = cfg.Endpoints, cfg.Conns, 1
+	r.Endpoints, r.Conns, r.Clients, r.Unit = cfg.Endpoints, cfg.Conns, 1, "events"
 	r.Counters = map[string]int64{"watchers": int64(len(chans)), "puts": puts, "events_expected": expected}
 	return r, nil
 }
