@@ -1,0 +1,2 @@
+// Package transport carries raft messages between the members of a cluster.
+package transport
