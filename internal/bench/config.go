@@ -112,7 +112,8 @@ func (c *Config) dial(ctx context.Context) ([]*clientv3.Client, error) {
 			Endpoints:   c.Endpoints,
 			DialTimeout: c.DialTimeout,
 			Logger:      zap.NewNop(),
-			Context:     ctx,
+			// No Context: the caller closes the clients, after any
+			// cleanup (revoking leases) that must outlive a cancelled run.
 		})
 		if err != nil {
 			closeAll(clients)

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestResultsTable(t *testing.T) {
+	res := &results{servers: []string{"etcd", "cairn"}, fsync: 2_000_000}
+	res.set("put, 100 clients: throughput", "req/s", 0, 1000)
+	res.set("put, 100 clients: throughput", "req/s", 1, 2500)
+	res.set("memory: RSS", "MiB", 0, 100)
+	res.notef("cairn: watch: unimplemented\nmore detail")
+	var buf bytes.Buffer
+	res.print(&buf, &options{values: 10, requests: 20})
+	out := buf.String()
+	for _, want := range []string{
+		"disk write+fsync (512 B): 2.000 ms mean, 500/s",
+		"cairn/etcd",
+		"put, 100 clients: throughput",
+		"1000/s", "2500/s", "2.50",
+		"100.0 MiB", "n/a",
+		"cairn: watch: unimplemented\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "more detail") {
+		t.Errorf("notes should show only their first line:\n%s", out)
+	}
+}
+
+func TestFormatValues(t *testing.T) {
+	for _, c := range []struct {
+		v    float64
+		unit string
+		want string
+	}{
+		{1.23456, "ms", "1.235 ms"}, {1234.6, "req/s", "1235/s"}, {10.25, "MiB", "10.2 MiB"},
+		{2.5, "s", "2.50 s"}, {1.5, "x", "1.50x"}, {math.NaN(), "ms", "n/a"},
+	} {
+		if got := fmtValue(c.v, c.unit); got != c.want {
+			t.Errorf("fmtValue(%v, %q) = %q, want %q", c.v, c.unit, got, c.want)
+		}
+	}
+}
+
+func TestDiskUsageCountsAllocatedBytes(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sub", "f"), bytes.Repeat([]byte("x"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := diskUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got < 1<<20 || got > 2<<20 {
+		t.Errorf("disk usage %d, want about 1 MiB", got)
+	}
+}
+
+func TestProcStatusOfThisProcess(t *testing.T) {
+	rss, err := procStatusBytes(os.Getpid(), "VmRSS:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rss < 1<<20 {
+		t.Errorf("VmRSS %d bytes, implausibly small for a Go test binary", rss)
+	}
+}
+
+func TestFsyncRate(t *testing.T) {
+	d, err := fsyncRate(t.TempDir(), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d <= 0 {
+		t.Errorf("mean write+fsync %v, want positive", d)
+	}
+}
