@@ -86,3 +86,13 @@ func TestFsyncRate(t *testing.T) {
 		t.Errorf("mean write+fsync %v, want positive", d)
 	}
 }
+
+func TestErrorLine(t *testing.T) {
+	tail := "starting\nError: unknown flag: --name\nUsage:\n  cairn [flags]"
+	if got := errorLine(tail); got != "Error: unknown flag: --name" {
+		t.Errorf("errorLine = %q", got)
+	}
+	if got := errorLine("a\nb"); got != "b" {
+		t.Errorf("errorLine without an error = %q, want the last line", got)
+	}
+}

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -41,6 +42,7 @@ type options struct {
 	watchers    int
 	cluster     bool
 	fsyncCount  int
+	rounds      int
 	jsonOut     string
 	verbose     bool
 	serverFlags []string
@@ -63,6 +65,7 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.watchers, "watchers", 0, "watchers in the watch figure (default 1000, --full 100000)")
 	flag.BoolVar(&o.cluster, "cluster", false, "also measure 3 members on 127.0.0.1")
 	flag.IntVar(&o.fsyncCount, "fsync-count", 1000, "write+fsync repetitions for the disk figure")
+	flag.IntVar(&o.rounds, "rounds", 1, "measure each server this many times, alternating which goes first, and report medians")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.BoolVar(&o.verbose, "v", false, "print each bench command as it runs")
 	flag.StringVar(&serverFlags, "server-flags", "", "extra flags for every server, space-separated (both get the same)")
@@ -80,6 +83,9 @@ func parseFlags() (*options, error) {
 		}
 	}
 	o.serverFlags = strings.Fields(serverFlags)
+	if o.rounds < 1 {
+		return nil, fmt.Errorf("--rounds must be at least 1, got %d", o.rounds)
+	}
 	pick := func(v *int64, quick, full int64) {
 		if *v == 0 {
 			*v = quick
@@ -182,10 +188,26 @@ func run() error {
 		fmtMs(fsync.Seconds()), 1/fsync.Seconds(), o.fsyncCount, work)
 
 	res := &results{servers: o.servers, fsync: fsync}
-	for col, name := range o.servers {
-		dir := filepath.Join(work, fmt.Sprintf("%d-%s", col, name))
-		if err := measureServer(o, res, col, name, bins[name], bins["bench"], dir); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+	var failed []error
+	for round := range o.rounds {
+		// Alternate the order (AB, BA, AB, ...) so that neither server
+		// always runs on a colder or busier machine.
+		order := []int{0, 1}
+		if round%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, col := range order {
+			name := o.servers[col]
+			dir := filepath.Join(work, fmt.Sprintf("r%d-%d-%s", round, col, name))
+			if err := measureServer(o, res, col, name, bins[name], bins["bench"], dir); err != nil {
+				// Keep the figures gathered so far, and the other column.
+				res.notef("%s: stopped: %v", name, err)
+				logf("%s: stopped: %v", name, err)
+				failed = append(failed, fmt.Errorf("%s: %w", name, err))
+			}
+			if !o.keep {
+				os.RemoveAll(dir)
+			}
 		}
 	}
 	res.print(os.Stdout, o)
@@ -194,7 +216,7 @@ func run() error {
 			return err
 		}
 	}
-	return nil
+	return errors.Join(failed...)
 }
 
 // build compiles whatever binaries were not given: etcd from this module's

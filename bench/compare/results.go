@@ -6,16 +6,28 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 )
 
-// row is one figure for both servers; a missing value is NaN.
+// row is one figure for both servers, with one sample per round.
 type row struct {
-	Figure string     `json:"figure"`
-	Unit   string     `json:"unit"`
-	Values [2]float64 `json:"-"`
+	Figure  string
+	Unit    string
+	samples [2][]float64
+}
+
+// value returns the median of column col's samples (the mean of the middle
+// two for an even count), or NaN if the figure is missing.
+func (r *row) value(col int) float64 {
+	s := slices.Clone(r.samples[col])
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(s)
+	return (s[(len(s)-1)/2] + s[len(s)/2]) / 2
 }
 
 // results collects the figures of a run in the order they were first set.
@@ -32,12 +44,12 @@ func (r *results) set(figure, unit string, col int, v float64) {
 	defer r.mu.Unlock()
 	for _, row := range r.rows {
 		if row.Figure == figure {
-			row.Values[col] = v
+			row.samples[col] = append(row.samples[col], v)
 			return
 		}
 	}
-	nr := &row{Figure: figure, Unit: unit, Values: [2]float64{math.NaN(), math.NaN()}}
-	nr.Values[col] = v
+	nr := &row{Figure: figure, Unit: unit}
+	nr.samples[col] = []float64{v}
 	r.rows = append(r.rows, nr)
 }
 
@@ -84,11 +96,11 @@ func (r *results) print(w io.Writer, o *options) {
 	fmt.Fprintf(w, "%s\n", strings.Repeat("-", width+2+14+2+14+2+max(10, len(b+"/"+a))))
 	for _, row := range r.rows {
 		ratio := "n/a"
-		if x, y := row.Values[0], row.Values[1]; !math.IsNaN(x) && !math.IsNaN(y) && x != 0 {
+		if x, y := row.value(0), row.value(1); !math.IsNaN(x) && !math.IsNaN(y) && x != 0 {
 			ratio = fmt.Sprintf("%.2f", y/x)
 		}
 		fmt.Fprintf(w, "%-*s  %14s  %14s  %10s\n", width, row.Figure,
-			fmtValue(row.Values[0], row.Unit), fmtValue(row.Values[1], row.Unit), ratio)
+			fmtValue(row.value(0), row.Unit), fmtValue(row.value(1), row.Unit), ratio)
 	}
 	if len(r.notes) > 0 {
 		fmt.Fprintln(w, "\nnotes:")
@@ -96,8 +108,9 @@ func (r *results) print(w io.Writer, o *options) {
 			fmt.Fprintf(w, "  - %s\n", firstLine(n))
 		}
 	}
-	fmt.Fprintf(w, "\n%d values, %d requests per throughput workload, at most %v each; throughput: higher is better, latency, memory, disk, time: lower is better\n",
-		o.values, o.requests, o.maxTime)
+	fmt.Fprintf(w, "\n%d values, %d requests per throughput workload, at most %v each, %d round(s), medians.\n",
+		o.values, o.requests, o.maxTime, o.rounds)
+	fmt.Fprintln(w, "Throughput: higher is better. Latency, memory, disk, time: lower is better.")
 }
 
 // writeJSON writes the results for scripts: per row, the two values (null
@@ -121,11 +134,11 @@ func (r *results) writeJSON(path string) error {
 			if i == 1 && r.servers[0] == r.servers[1] {
 				s += "_2"
 			}
-			if v := row.Values[i]; !math.IsNaN(v) {
+			if v := row.value(i); !math.IsNaN(v) {
 				jr.Values[s] = &v
 			}
 		}
-		if x, y := row.Values[0], row.Values[1]; !math.IsNaN(x) && !math.IsNaN(y) && x != 0 {
+		if x, y := row.value(0), row.value(1); !math.IsNaN(x) && !math.IsNaN(y) && x != 0 {
 			ratio := y / x
 			jr.Ratio = &ratio
 		}

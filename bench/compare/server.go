@@ -138,7 +138,8 @@ func (m *member) waitReady(since time.Time, timeout time.Duration) (time.Duratio
 		}
 		select {
 		case <-m.exited:
-			return 0, fmt.Errorf("%s exited before it was ready:\n%s", m.bin, m.logTail())
+			tail := m.logTail()
+			return 0, fmt.Errorf("%s exited before it was ready (%s); its log ends:\n%s", m.bin, errorLine(tail), tail)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -176,6 +177,18 @@ func (m *member) logTail() string {
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-15):], "\n")
+}
+
+// errorLine picks the line of a log tail most likely to say what went
+// wrong: the last one mentioning an error, else the last one.
+func errorLine(tail string) string {
+	lines := strings.Split(tail, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(strings.ToLower(lines[i]), "error") {
+			return strings.TrimSpace(lines[i])
+		}
+	}
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // rss returns the process's resident memory in bytes (VmRSS).
