@@ -41,7 +41,7 @@ func (w *Write) Compact(r *pb.CompactionRequest) (*pb.CompactionResponse, <-chan
 
 // compactChunk is how many events one compaction batch removes, so that no
 // batch grows with the history and an interrupted compaction loses little.
-const compactChunk = 1000
+var compactChunk = 1000 // a var for tests
 
 var errStopped = errors.New("mvcc: store closed")
 
@@ -158,10 +158,15 @@ func (c *compactor) run() {
 
 // compactTo removes, chunk by chunk, every event below rev and every version
 // that only reads below rev could see: for each key, all versions older than
-// its newest one at or below rev, and that one too if it is a tombstone
-// below rev. Each chunk is one batch that removes some events together with
-// the versions they name, so an interrupted run leaves a consistent store
-// and the next run picks up at the first remaining event. The last batch
+// its newest one at or below rev, and that one too if it is a tombstone.
+//
+// The event log says which keys have such versions: a key has versions to
+// remove only if it changed since the previous compaction, and then it has
+// an event at or below rev. A key's older versions are all removed when its first
+// event is met, including the one an earlier compaction kept (whose event is
+// gone). Each chunk is one batch that removes some events together with the
+// versions of their keys, so an interrupted run leaves a consistent store
+// and the next run picks up at the first remaining event; the last batch
 // records rev as the finished compaction.
 //
 // It runs concurrently with the apply goroutine and readers: the apply
@@ -170,11 +175,13 @@ func (c *compactor) run() {
 // at or below rev, which is kept unless it is a tombstone (and a key whose
 // newest version is a tombstone reads as absent either way).
 func (s *Store) compactTo(rev int64, quit <-chan struct{}) error {
+	from := []byte{storage.PrefixEvents}
 	for {
-		done, err := s.compactChunk(rev)
+		next, done, err := s.compactChunk(rev, from)
 		if err != nil {
 			return err
 		}
+		from = next
 		if done {
 			return nil
 		}
@@ -186,95 +193,105 @@ func (s *Store) compactTo(rev int64, quit <-chan struct{}) error {
 	}
 }
 
-type keptVersion struct {
-	main, sub int64
-	found     bool // the key has a version at or below the compaction revision
-	tombstone bool
-}
-
-func (s *Store) compactChunk(rev int64) (done bool, err error) {
+// compactChunk compacts the keys of up to compactChunk events from the
+// event key from on, and returns where the next chunk starts.
+func (s *Store) compactChunk(rev int64, from []byte) (next []byte, done bool, err error) {
 	evStart := []byte{storage.PrefixEvents}
-	evIt, err := s.db.NewIter(&pebble.IterOptions{LowerBound: evStart, UpperBound: eventKey(nil, rev, 0)})
+	// Events at rev itself stay (a watch may start at the compaction
+	// revision) but are visited too: a key deleted exactly at rev has no
+	// other event that would lead here.
+	evKeep := eventKey(nil, rev, 0)
+	evIt, err := s.db.NewIter(&pebble.IterOptions{LowerBound: from, UpperBound: eventKey(nil, rev+1, 0)})
 	if err != nil {
-		return false, fmt.Errorf("mvcc: compaction: %w", err)
+		return nil, false, fmt.Errorf("mvcc: compaction: %w", err)
 	}
 	defer evIt.Close()
 	kIt, err := s.db.NewIter(&keysIterOptions)
 	if err != nil {
-		return false, fmt.Errorf("mvcc: compaction: %w", err)
+		return nil, false, fmt.Errorf("mvcc: compaction: %w", err)
 	}
 	kv := &view{it: kIt}
 	defer kv.close()
 
 	b := s.db.NewBatch()
 	defer b.Close()
-	kept := make(map[string]keptVersion)
-	var last, vkey []byte
+	seen := make(map[string]struct{})
+	var last []byte
 	n := 0
 	valid := evIt.First()
 	for ; valid && n < compactChunk; valid = evIt.Next() {
-		main, sub, err := decodeEventKey(evIt.Key())
-		if err != nil {
-			return false, err
-		}
 		val, err := evIt.ValueAndErr()
 		if err != nil {
-			return false, fmt.Errorf("mvcc: compaction: %w", err)
+			return nil, false, fmt.Errorf("mvcc: compaction: %w", err)
 		}
 		if len(val) < 1 {
-			return false, fmt.Errorf("%w: empty event", errCorruptKey)
+			return nil, false, fmt.Errorf("%w: empty event", errCorruptKey)
 		}
 		key := val[1:]
-		k, ok := kept[string(key)]
-		if !ok {
-			if k, err = keptAt(kv, key, rev); err != nil {
-				return false, err
-			}
-			kept[string(key)] = k
-		}
-		if !k.found || main != k.main || sub != k.sub || k.tombstone {
-			vkey = versionKey(vkey[:0], key, main, sub)
-			if err := b.Delete(vkey, nil); err != nil {
-				return false, err
+		if _, ok := seen[string(key)]; !ok {
+			seen[string(key)] = struct{}{}
+			if err := compactKey(kv, b, key, rev); err != nil {
+				return nil, false, err
 			}
 		}
 		last = append(last[:0], evIt.Key()...)
 		n++
 	}
 	if err := evIt.Error(); err != nil {
-		return false, fmt.Errorf("mvcc: compaction: %w", err)
+		return nil, false, fmt.Errorf("mvcc: compaction: %w", err)
 	}
-	if n > 0 {
-		if err := b.DeleteRange(evStart, append(last, 0), nil); err != nil {
-			return false, err
+	if end := append(last, 0); n > 0 {
+		if bytes.Compare(end, evKeep) > 0 {
+			end = evKeep
+		}
+		if err := b.DeleteRange(evStart, end, nil); err != nil {
+			return nil, false, err
 		}
 	}
 	if !valid {
 		if err := b.Set(metaCompactFinished, encodeInt64(rev), nil); err != nil {
-			return false, err
+			return nil, false, err
 		}
 	}
 	// No sync: losing this batch in a crash only means redoing it, since
 	// the finished revision is in it too.
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return false, fmt.Errorf("mvcc: compaction: %w", err)
+		return nil, false, fmt.Errorf("mvcc: compaction: %w", err)
 	}
-	return !valid, nil
+	return append(last, 0), !valid, nil
 }
 
-// keptAt finds the version of key a compaction at rev keeps.
-func keptAt(v *view, key []byte, rev int64) (keptVersion, error) {
+// compactKey adds to b the deletion of every version of key that a
+// compaction at rev removes.
+func compactKey(v *view, b *pebble.Batch, key []byte, rev int64) error {
 	v.prefix = keyPrefix(v.prefix[:0], key)
 	v.seekBuf = seekAt(v.seekBuf[:0], v.prefix, rev)
-	if !v.it.SeekGE(v.seekBuf) {
-		return keptVersion{}, v.it.Error()
-	}
-	if !bytes.HasPrefix(v.it.Key(), v.prefix) || len(v.it.Key()) != len(v.prefix)+revLen {
-		return keptVersion{}, nil
+	valid := v.it.SeekGE(v.seekBuf)
+	if !valid || !bytes.HasPrefix(v.it.Key(), v.prefix) {
+		return v.it.Error() // nothing at or below rev: already compacted
 	}
 	var ver version
 	if err := v.decodeCurrent(&ver); err != nil {
-		return keptVersion{}, err
+		return err
 	}
-	return keptVersion{main: ver.main, sub: ver.sub, found: true, tombstone: ver.tombstone}, nil
+	if !ver.tombstone {
+		valid = v.it.Next() // keep the newest; remove the rest
+	}
+	for ; valid && bytes.HasPrefix(v.it.Key(), v.prefix); valid = v.it.Next() {
+		if err := b.Delete(v.it.Key(), nil); err != nil {
+			return err
+		}
+	}
+	return v.it.Error()
+}
+
+// pendingWaiters returns the revisions still waited on (for tests).
+func (c *compactor) pendingWaiters() []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var revs []int64
+	for _, w := range c.mu.waiters {
+		revs = append(revs, w.rev)
+	}
+	return revs
 }
