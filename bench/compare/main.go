@@ -41,6 +41,7 @@ type options struct {
 	maxTime     time.Duration
 	watchers    int
 	cluster     bool
+	phases      map[string]bool
 	fsyncCount  int
 	rounds      int
 	jsonOut     string
@@ -63,7 +64,8 @@ func parseFlags() (*options, error) {
 	flag.Int64Var(&o.requests, "requests", 0, "requests per throughput workload (default 20000, --full 200000)")
 	flag.DurationVar(&o.maxTime, "max-time", 0, "time limit of each throughput workload (default 20s, --full 2m)")
 	flag.IntVar(&o.watchers, "watchers", 0, "watchers in the watch figure (default 1000, --full 100000)")
-	flag.BoolVar(&o.cluster, "cluster", false, "also measure 3 members on 127.0.0.1")
+	flag.BoolVar(&o.cluster, "cluster", false, "also measure 3 members on 127.0.0.1 (adds the cluster phase)")
+	phases := flag.String("phases", "kv,data", "phases to run: kv (latency, throughput), data (load, memory, disk, restart), cluster")
 	flag.IntVar(&o.fsyncCount, "fsync-count", 1000, "write+fsync repetitions for the disk figure")
 	flag.IntVar(&o.rounds, "rounds", 1, "measure each server this many times, alternating which goes first, and report medians")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
@@ -83,6 +85,13 @@ func parseFlags() (*options, error) {
 		}
 	}
 	o.serverFlags = strings.Fields(serverFlags)
+	o.phases = map[string]bool{"cluster": o.cluster}
+	for _, p := range strings.Split(*phases, ",") {
+		if p != "kv" && p != "data" && p != "cluster" {
+			return nil, fmt.Errorf("--phases: unknown phase %q (kv, data or cluster)", p)
+		}
+		o.phases[p] = true
+	}
 	if o.rounds < 1 {
 		return nil, fmt.Errorf("--rounds must be at least 1, got %d", o.rounds)
 	}

@@ -27,13 +27,17 @@ const rangeKey = "compare/range"
 // so that a server missing one feature still gets the other figures; a
 // server that does not start ends its column.
 func measureServer(o *options, res *results, col int, name, serverBin, benchBin, dir string) error {
-	if err := throughputPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "kv")); err != nil {
-		return err
+	if o.phases["kv"] {
+		if err := throughputPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "kv")); err != nil {
+			return err
+		}
 	}
-	if err := dataPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "data")); err != nil {
-		return err
+	if o.phases["data"] {
+		if err := dataPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "data")); err != nil {
+			return err
+		}
 	}
-	if o.cluster {
+	if o.phases["cluster"] {
 		if err := clusterPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "cluster")); err != nil {
 			return err
 		}
