@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -207,5 +208,34 @@ func TestProgressDraw(t *testing.T) {
 	}
 	if startProgress(nil, ProgressBar, progressState{}) != nil || startProgress(&bar, ProgressNone, progressState{}) != nil {
 		t.Error("progress started without a writer or with ProgressNone")
+	}
+}
+
+func TestWorkloadOptionsValidatedBeforeConnecting(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Endpoints = []string{"127.0.0.1:1"} // never dialled: every call fails validation first
+	ctx := context.Background()
+	noPuts := cfg
+	noPuts.Total, noPuts.Duration = 0, time.Second
+	tooMany := cfg
+	tooMany.Total = maxWatchPuts + 1
+	checks := map[string]func() error{
+		"watch without a put count": func() error {
+			_, err := WatchLatency(ctx, noPuts, WatchOptions{Streams: 1, WatchersPerStream: 1})
+			return err
+		},
+		"watch with too many puts": func() error {
+			_, err := WatchLatency(ctx, tooMany, WatchOptions{Streams: 1, WatchersPerStream: 1})
+			return err
+		},
+		"watch without streams": func() error { _, err := WatchLatency(ctx, cfg, WatchOptions{WatchersPerStream: 1}); return err },
+		"txn without ops":       func() error { _, err := TxnPut(ctx, cfg, TxnPutOptions{}); return err },
+		"lease without leases":  func() error { _, err := LeaseKeepalive(ctx, cfg, LeaseOptions{TTL: 10}); return err },
+		"lease without a TTL":   func() error { _, err := LeaseKeepalive(ctx, cfg, LeaseOptions{Leases: 1}); return err },
+	}
+	for name, check := range checks {
+		if err := check(); err == nil || strings.Contains(err.Error(), "127.0.0.1:1") {
+			t.Errorf("%s: got %v, want a validation error before connecting", name, err)
+		}
 	}
 }

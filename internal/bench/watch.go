@@ -28,6 +28,10 @@ type WatchOptions struct {
 // all queue on one mutex.
 const latencyShards = 64
 
+// maxWatchPuts bounds the puts of one watch-latency run: the start time of
+// every put is kept until its events arrive, 8 bytes each.
+const maxWatchPuts = 10_000_000
+
 // errEventMissing is counted once for each event a watcher had not received
 // when the run gave up waiting (RequestTimeout after the last put).
 var errEventMissing = errors.New("bench: watch event not received in time")
@@ -44,8 +48,8 @@ func WatchLatency(ctx context.Context, cfg Config, opts WatchOptions) (*Report, 
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Total < 1 {
-		return nil, errors.New("bench: watch-latency needs a total number of puts")
+	if cfg.Total < 1 || cfg.Total > maxWatchPuts {
+		return nil, fmt.Errorf("bench: watch-latency needs a total number of puts between 1 and %d, got %d", maxWatchPuts, cfg.Total)
 	}
 	if opts.Streams < 1 || opts.WatchersPerStream < 1 {
 		return nil, fmt.Errorf("bench: watch-latency needs at least one stream and one watcher per stream, got %d and %d",
