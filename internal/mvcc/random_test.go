@@ -242,6 +242,7 @@ func runRandom(t *testing.T, seed uint64, steps int) {
 	m := newModel(ts.opts.LeaseExists)
 	g := &gen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), m: m}
 	var pending <-chan struct{}
+	var history []*mvccpb.Event
 	for step := 0; step < steps; step++ {
 		switch n := g.r.IntN(100); {
 		case n < 35:
@@ -301,11 +302,21 @@ func runRandom(t *testing.T, seed uint64, steps int) {
 				return nil
 			})
 			checkEvents(t, step, w.Events(), m.events)
+			history = append(history, m.events...)
+			if len(w.Events()) > 0 {
+				// The event log gives back the same events.
+				evs, next, _, err := ts.Events(w.Events()[0].Kv.ModRevision, 0)
+				if err != nil || next != ts.Rev()+1 {
+					t.Fatalf("step %d: Events: next %d, err %v; want %d", step, next, err, ts.Rev()+1)
+				}
+				checkEvents(t, step, evs, m.events)
+			}
 			if ts.Rev() != m.rev {
 				t.Fatalf("step %d: rev %d, want %d", step, ts.Rev(), m.rev)
 			}
 		}
 	}
+	checkHistory(t, ts, m, history)
 	// Every revision still reachable reads the same in both.
 	for rev := max(m.compactRev, 1); rev <= m.rev; rev++ {
 		r := &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev}
@@ -313,6 +324,42 @@ func runRandom(t *testing.T, seed uint64, steps int) {
 		got, err := ts.Range(r)
 		checkSame(t, -1, "final range", r, got, want, err, nil)
 	}
+}
+
+// checkHistory reads the whole event log still reachable, in pieces, and
+// compares it with every event the model produced since the compaction.
+func checkHistory(t *testing.T, ts *testStore, m *model, history []*mvccpb.Event) {
+	t.Helper()
+	var want []*mvccpb.Event
+	for _, ev := range history {
+		if ev.Kv.ModRevision < m.compactRev {
+			continue
+		}
+		if ev.Kv.ModRevision-1 < m.compactRev {
+			ev = proto.CloneOf(ev)
+			ev.PrevKv = nil
+		}
+		want = append(want, ev)
+	}
+	if _, _, _, err := ts.Events(m.compactRev-1, 0); m.compactRev > 0 && !errors.Is(err, ErrCompacted) {
+		t.Fatalf("Events below the compaction revision: err %v, want ErrCompacted", err)
+	}
+	var got []*mvccpb.Event
+	for from := max(m.compactRev, 0); from <= m.rev; {
+		evs, next, _, err := ts.Events(from, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next <= from {
+			t.Fatalf("Events(%d, 3): next %d does not advance", from, next)
+		}
+		if len(evs) > 0 && len(got) > 0 && evs[0].Kv.ModRevision == got[len(got)-1].Kv.ModRevision {
+			t.Fatalf("Events(%d, 3) split revision %d", from, evs[0].Kv.ModRevision)
+		}
+		got = append(got, evs...)
+		from = next
+	}
+	checkEvents(t, -1, got, want)
 }
 
 func checkEvents(t *testing.T, step int, got, want []*mvccpb.Event) {
