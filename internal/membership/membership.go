@@ -13,11 +13,13 @@
 // # On-disk format
 //
 //	key                     value
-//	'c' 'i'                 cluster ID (8 bytes BE)
-//	'c' 'm' <member ID:8>   the member, JSON (Member)
+//	'c' 'i'                        cluster ID (8 bytes BE)
+//	'c' 's'                        this engine's own member ID (8 bytes BE)
+//	'c' 'm' <member ID:8>          the member, JSON (Member)
+//	'c' 'a' <member ID:8> <type:4> a raised alarm (empty value)
 //
-// The member list changes only when a conf change entry is applied, in the
-// same batch as the applied index it belongs to.
+// The member list and the alarms change only when a committed entry is
+// applied, in the same batch as the applied index it belongs to.
 package membership
 
 import (
@@ -224,4 +226,74 @@ func LoadMembers(eng *storage.Engine) ([]Member, error) {
 		ms = append(ms, m)
 	}
 	return ms, it.Error()
+}
+
+// Alarm is an alarm raised for a member; Type is an etcdserverpb.AlarmType.
+type Alarm struct {
+	MemberID uint64
+	Type     int32
+}
+
+const subAlarm = 'a'
+
+func alarmKey(a Alarm) []byte {
+	k := make([]byte, 14)
+	k[0], k[1] = storage.PrefixMembership, subAlarm
+	binary.BigEndian.PutUint64(k[2:], a.MemberID)
+	binary.BigEndian.PutUint32(k[10:], uint32(a.Type))
+	return k
+}
+
+// StageAlarm records in b that alarm a is raised (active) or cleared.
+func StageAlarm(b *storage.Batch, a Alarm, active bool) error {
+	if active {
+		return b.Set(alarmKey(a), nil, nil)
+	}
+	return b.Delete(alarmKey(a), nil)
+}
+
+// LoadAlarms returns the raised alarms, ordered by member and type.
+func LoadAlarms(eng *storage.Engine) ([]Alarm, error) {
+	it, err := eng.DB().NewIter(&pebble.IterOptions{
+		LowerBound: []byte{storage.PrefixMembership, subAlarm},
+		UpperBound: []byte{storage.PrefixMembership, subAlarm + 1},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("membership: read alarms: %w", err)
+	}
+	defer it.Close()
+	var out []Alarm
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) != 14 {
+			return nil, fmt.Errorf("membership: alarm key is %d bytes, want 14", len(k))
+		}
+		out = append(out, Alarm{MemberID: binary.BigEndian.Uint64(k[2:]), Type: int32(binary.BigEndian.Uint32(k[10:]))})
+	}
+	return out, it.Error()
+}
+
+var keyLocalID = []byte{storage.PrefixMembership, 's'}
+
+// StageLocalID records which member this engine belongs to.
+func StageLocalID(b *storage.Batch, id uint64) error {
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], id)
+	return b.Set(keyLocalID, v[:], nil)
+}
+
+// LoadLocalID returns the member this engine belongs to, ok=false if none
+// was recorded.
+func LoadLocalID(eng *storage.Engine) (id uint64, ok bool, err error) {
+	v, err := eng.Get(keyLocalID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("membership: read local member ID: %w", err)
+	}
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("membership: local member ID is %d bytes, want 8", len(v))
+	}
+	return binary.BigEndian.Uint64(v), true, nil
 }

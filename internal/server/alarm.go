@@ -1,0 +1,206 @@
+package server
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/storage"
+)
+
+// alarmSet is the cluster's raised alarms. It changes only in the apply
+// loop (alarms are raft requests, so every member agrees on them); readers
+// take the mutex.
+type alarmSet struct {
+	mu  sync.RWMutex
+	set map[membership.Alarm]struct{}
+	// noSpace counts raised NOSPACE alarms; while any is raised, applying a
+	// request that adds data fails with ErrNoSpace on every member.
+	noSpace int
+}
+
+func newAlarmSet() *alarmSet {
+	return &alarmSet{set: map[membership.Alarm]struct{}{}}
+}
+
+func (a *alarmSet) load(alarms []membership.Alarm) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, al := range alarms {
+		a.addLocked(al)
+	}
+}
+
+func (a *alarmSet) addLocked(al membership.Alarm) bool {
+	if _, ok := a.set[al]; ok {
+		return false
+	}
+	a.set[al] = struct{}{}
+	if al.Type == int32(pb.AlarmType_NOSPACE) {
+		a.noSpace++
+	}
+	return true
+}
+
+// spaceExceeded reports whether a NOSPACE alarm is raised.
+func (a *alarmSet) spaceExceeded() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.noSpace > 0
+}
+
+// has reports whether alarm al is raised.
+func (a *alarmSet) has(al membership.Alarm) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	_, ok := a.set[al]
+	return ok
+}
+
+// list returns the raised alarms of type t (all of them for NONE), ordered
+// by member and type.
+func (a *alarmSet) list(t pb.AlarmType) []*pb.AlarmMember {
+	a.mu.RLock()
+	var out []membership.Alarm
+	for al := range a.set {
+		if t == pb.AlarmType_NONE || al.Type == int32(t) {
+			out = append(out, al)
+		}
+	}
+	a.mu.RUnlock()
+	slices.SortFunc(out, func(x, y membership.Alarm) int {
+		if x.MemberID != y.MemberID {
+			if x.MemberID < y.MemberID {
+				return -1
+			}
+			return 1
+		}
+		return int(x.Type - y.Type)
+	})
+	res := make([]*pb.AlarmMember, len(out))
+	for i, al := range out {
+		res[i] = &pb.AlarmMember{MemberID: al.MemberID, Alarm: pb.AlarmType(al.Type)}
+	}
+	return res
+}
+
+// apply applies an AlarmRequest in the apply loop, staging the change in b.
+// Its answers are etcd's: ACTIVATE returns the alarm (new or already
+// raised), DEACTIVATE the alarm it cleared (none if it was not raised), GET
+// the raised alarms of the asked type.
+func (a *alarmSet) apply(b *storage.Batch, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	resp := &pb.AlarmResponse{Header: &pb.ResponseHeader{}}
+	al := membership.Alarm{MemberID: r.MemberID, Type: int32(r.Alarm)}
+	switch r.Action {
+	case pb.AlarmRequest_GET:
+		resp.Alarms = a.list(r.Alarm)
+	case pb.AlarmRequest_ACTIVATE:
+		if r.Alarm == pb.AlarmType_NONE {
+			break
+		}
+		a.mu.Lock()
+		added := a.addLocked(al)
+		a.mu.Unlock()
+		if added {
+			if err := membership.StageAlarm(b, al, true); err != nil {
+				return nil, err
+			}
+		}
+		resp.Alarms = []*pb.AlarmMember{{MemberID: r.MemberID, Alarm: r.Alarm}}
+	case pb.AlarmRequest_DEACTIVATE:
+		a.mu.Lock()
+		_, ok := a.set[al]
+		if ok {
+			delete(a.set, al)
+			if al.Type == int32(pb.AlarmType_NOSPACE) {
+				a.noSpace--
+			}
+		}
+		a.mu.Unlock()
+		if ok {
+			if err := membership.StageAlarm(b, al, false); err != nil {
+				return nil, err
+			}
+			resp.Alarms = []*pb.AlarmMember{{MemberID: r.MemberID, Alarm: r.Alarm}}
+		}
+	}
+	return resp, nil
+}
+
+// Alarms returns the raised alarms, ordered by member and type.
+func (s *Server) Alarms() []*pb.AlarmMember { return s.alarms.list(pb.AlarmType_NONE) }
+
+// Alarm gets, raises or clears alarms through raft, as etcd's
+// Maintenance.Alarm does. Clearing NOSPACE lets writes through again (until
+// the quota check raises it anew).
+func (s *Server) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	res, err := s.propose(ctx, &pb.InternalRaftRequest{Alarm: r})
+	if err != nil {
+		return nil, err
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	resp := res.resp.(*pb.AlarmResponse)
+	s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+// Quota costs, etcd's estimates of what a write adds to the database.
+const kvOverhead = 256
+
+func putCost(r *pb.PutRequest) int { return kvOverhead + len(r.Key) + len(r.Value) }
+
+func txnCost(r *pb.TxnRequest) int {
+	branch := func(ops []*pb.RequestOp) int {
+		n := 0
+		for _, op := range ops {
+			if p := op.GetRequestPut(); p != nil {
+				n += putCost(p)
+			} else if t := op.GetRequestTxn(); t != nil {
+				n += txnCost(t)
+			}
+		}
+		return n
+	}
+	return max(branch(r.Success), branch(r.Failure))
+}
+
+// checkQuota refuses a write that adds cost bytes when the engine is over
+// its quota, and raises the NOSPACE alarm (through raft, in the background)
+// the first time that happens, as etcd does.
+func (s *Server) checkQuota(cost int) error {
+	if cost == 0 || s.cfg.QuotaBackendBytes < 0 {
+		return nil
+	}
+	if s.dbSize.Load()+int64(cost) < s.cfg.QuotaBackendBytes {
+		return nil
+	}
+	al := membership.Alarm{MemberID: s.memberID, Type: int32(pb.AlarmType_NOSPACE)}
+	if !s.alarms.has(al) && s.raisingNoSpace.CompareAndSwap(false, true) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.raisingNoSpace.Store(false)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				select {
+				case <-s.stopc:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			_, err := s.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: s.memberID, Alarm: pb.AlarmType_NOSPACE})
+			if err != nil {
+				s.lg.Warn("raising the NOSPACE alarm failed", "err", err)
+			} else {
+				s.lg.Warn("database space exceeded: NOSPACE alarm raised", "quota-bytes", s.cfg.QuotaBackendBytes)
+			}
+		}()
+	}
+	return ErrNoSpace
+}

@@ -1,0 +1,327 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/raftnode"
+	"github.com/cairn-db/cairn/internal/storage"
+)
+
+// maxApplyGroup bounds how many Readys' worth of committed entries one
+// apply batch takes when the apply loop has fallen behind.
+const maxApplyGroup = 16
+
+// sizeRefreshInterval and sizeRefreshEntries bound how stale the engine
+// size used by the quota check may get.
+const (
+	sizeRefreshInterval = 100 * time.Millisecond
+	sizeRefreshEntries  = 1024
+)
+
+// applyState is the apply loop's own bookkeeping; only that goroutine
+// touches it.
+type applyState struct {
+	applied        uint64 // last applied index
+	lastLogCompact uint64 // applied index at the last raft log compaction
+	results        []pendingResult
+	sizeMeasured   time.Time
+	sinceMeasure   int
+}
+
+type pendingResult struct {
+	id  uint64
+	res result
+}
+
+// errSimulatedCrash is the failure the dropApplyBatch test hook reports.
+var errSimulatedCrash = errors.New("server: apply batch dropped by a test hook")
+
+// applyLoop applies committed entries in log order, one storage batch per
+// group of Readys (group apply).
+func (s *Server) applyLoop() {
+	defer s.wg.Done()
+	var group [][]*raftpb.Entry
+	for {
+		select {
+		case ents := <-s.node.Committed():
+			group = append(group[:0], ents)
+		more:
+			for len(group) < maxApplyGroup {
+				select {
+				case ents := <-s.node.Committed():
+					group = append(group, ents)
+				default:
+					break more
+				}
+			}
+			if err := s.applyGroup(group); err != nil {
+				s.fail(err)
+				return
+			}
+			clear(group)
+		case <-s.stopc:
+			return
+		case <-s.node.Done():
+			return
+		}
+	}
+}
+
+// applyGroup applies the entries of group past the applied index into one
+// batch, commits it without sync together with the new applied index (the
+// raft log is the durable record), publishes the result to readers and
+// then answers the waiting proposers. Entries at or below the applied index
+// (replayed after a restart) are skipped, so nothing is applied twice.
+//
+// An error here is fatal: a request that cannot be applied for a reason
+// other than its own (a decoding or storage failure) would make this member
+// diverge from the others, so it stops instead.
+func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
+	ap := &s.ap
+	b := s.eng.NewBatch()
+	w := s.kv.Write(b)
+	results := ap.results[:0]
+	last := ap.applied
+	membersChanged := false
+	n := 0
+	for _, ents := range group {
+		for _, e := range ents {
+			idx := e.GetIndex()
+			if idx <= last {
+				continue
+			}
+			if idx != last+1 {
+				b.Discard()
+				return fmt.Errorf("server: committed entry %d follows applied index %d", idx, last)
+			}
+			last = idx
+			n++
+			switch e.GetType() {
+			case raftpb.EntryNormal:
+				if len(e.GetData()) == 0 {
+					continue // a new leader's empty entry
+				}
+				req := &pb.InternalRaftRequest{}
+				if err := proto.Unmarshal(e.GetData(), req); err != nil {
+					b.Discard()
+					return fmt.Errorf("server: decode entry %d: %w", idx, err)
+				}
+				res, err := s.applyRequest(w, b, req)
+				if err != nil {
+					b.Discard()
+					return fmt.Errorf("server: apply entry %d: %w", idx, err)
+				}
+				if id := req.GetHeader().GetID(); id != 0 {
+					results = append(results, pendingResult{id: id, res: res})
+				}
+			case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+				if err := s.applyConfChange(b, e); err != nil {
+					b.Discard()
+					return fmt.Errorf("server: apply conf change %d: %w", idx, err)
+				}
+				membersChanged = true
+			default:
+				b.Discard()
+				return fmt.Errorf("server: entry %d has unknown type %v", idx, e.GetType())
+			}
+		}
+	}
+	if last == ap.applied {
+		b.Discard()
+		return nil
+	}
+	if h := s.cfg.hooks.dropApplyBatch; h != nil && h() {
+		b.Discard()
+		return errSimulatedCrash
+	}
+	b.SetAppliedIndex(last)
+	start := time.Now()
+	if err := b.Commit(false); err != nil {
+		return fmt.Errorf("server: commit apply batch: %w", err)
+	}
+	s.metrics.backendCommit.Observe(time.Since(start).Seconds())
+	w.Done()
+
+	ap.applied = last
+	s.applied.Store(last)
+	s.node.AppliedTo(last)
+	s.reads.appliedAdvanced()
+	for i := range results {
+		s.waits.trigger(results[i].id, results[i].res)
+	}
+	clear(results)
+	ap.results = results[:0]
+
+	if membersChanged {
+		if err := s.reloadMembers(); err != nil {
+			return err
+		}
+	}
+	s.maybeCompactLog()
+	s.maybeMeasureSize(n)
+	return nil
+}
+
+// applyRequest applies one request. Request errors (mvcc's, ErrNoSpace,
+// ErrUnsupportedRequest) go into the result; only failures that leave the
+// batch unusable are returned.
+func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaftRequest) (result, error) {
+	switch {
+	case r.Put != nil:
+		if s.alarms.spaceExceeded() {
+			return result{err: ErrNoSpace}, nil
+		}
+		resp, err := w.Put(r.Put)
+		if err != nil {
+			return requestError(err)
+		}
+		return result{resp: resp}, nil
+	case r.DeleteRange != nil:
+		resp, err := w.DeleteRange(r.DeleteRange)
+		if err != nil {
+			return requestError(err)
+		}
+		return result{resp: resp}, nil
+	case r.Txn != nil:
+		if txnCost(r.Txn) > 0 && s.alarms.spaceExceeded() {
+			return result{err: ErrNoSpace}, nil
+		}
+		resp, err := w.Txn(r.Txn)
+		if err != nil {
+			return requestError(err)
+		}
+		return result{resp: resp}, nil
+	case r.Compaction != nil:
+		resp, done, err := w.Compact(r.Compaction)
+		if err != nil {
+			res, ferr := requestError(err)
+			res.compacted = done
+			return res, ferr
+		}
+		return result{resp: resp, compacted: done}, nil
+	case r.Alarm != nil:
+		resp, err := s.alarms.apply(b, r.Alarm)
+		if err != nil {
+			return result{}, err
+		}
+		return result{resp: resp}, nil
+	default:
+		return result{err: ErrUnsupportedRequest}, nil
+	}
+}
+
+// requestError sorts an mvcc error: the request's own fault goes back to
+// its proposer; anything else is fatal.
+func requestError(err error) (result, error) {
+	for _, re := range []error{mvcc.ErrCompacted, mvcc.ErrFutureRev, mvcc.ErrKeyNotFound, mvcc.ErrLeaseNotFound} {
+		if errors.Is(err, re) {
+			return result{err: err}, nil
+		}
+	}
+	return result{}, err
+}
+
+// applyConfChange applies a conf change entry to raft and records the new
+// configuration and member list in b.
+func (s *Server) applyConfChange(b *storage.Batch, e *raftpb.Entry) error {
+	var (
+		cc      raftpb.ConfChangeI
+		changes []*raftpb.ConfChangeSingle
+		ctx     []byte
+	)
+	if e.GetType() == raftpb.EntryConfChange {
+		c := &raftpb.ConfChange{}
+		if err := proto.Unmarshal(e.GetData(), c); err != nil {
+			return fmt.Errorf("decode: %w", err)
+		}
+		cc, ctx = c, c.GetContext()
+		changes = []*raftpb.ConfChangeSingle{{Type: c.Type, NodeId: c.NodeId}}
+	} else {
+		c := &raftpb.ConfChangeV2{}
+		if err := proto.Unmarshal(e.GetData(), c); err != nil {
+			return fmt.Errorf("decode: %w", err)
+		}
+		cc, ctx, changes = c, c.GetContext(), c.GetChanges()
+	}
+	cs, err := s.node.ApplyConfChange(cc)
+	if err != nil {
+		return err
+	}
+	if err := raftnode.StageConfState(b, cs); err != nil {
+		return err
+	}
+	for _, ch := range changes {
+		id := ch.GetNodeId()
+		switch ch.GetType() {
+		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode, raftpb.ConfChangeUpdateNode:
+			m := membership.Member{ID: id}
+			if len(ctx) > 0 {
+				if err := json.Unmarshal(ctx, &m); err != nil {
+					return fmt.Errorf("decode member: %w", err)
+				}
+				m.ID = id
+			}
+			m.IsLearner = ch.GetType() == raftpb.ConfChangeAddLearnerNode
+			if err := membership.StageMember(b, m); err != nil {
+				return err
+			}
+		case raftpb.ConfChangeRemoveNode:
+			if err := membership.StageRemoveMember(b, id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Server) reloadMembers() error {
+	ms, err := membership.LoadMembers(s.eng)
+	if err != nil {
+		return err
+	}
+	s.members.Lock()
+	s.members.list = ms
+	s.members.Unlock()
+	return nil
+}
+
+// maybeCompactLog folds the raft log into the applied state every
+// SnapshotCount applied entries, keeping snapshotCatchUpEntries of it for
+// followers that lag a little.
+func (s *Server) maybeCompactLog() {
+	ap := &s.ap
+	if ap.applied-ap.lastLogCompact < s.cfg.SnapshotCount {
+		return
+	}
+	keep := uint64(snapshotCatchUpEntries)
+	if s.cfg.hooks.catchUpEntries > 0 {
+		keep = s.cfg.hooks.catchUpEntries
+	}
+	ap.lastLogCompact = ap.applied
+	if ap.applied <= keep {
+		return
+	}
+	if err := s.node.Compact(ap.applied - keep); err != nil {
+		// Not fatal: the log is only longer than it needs to be.
+		s.lg.Warn("raft log compaction failed", "index", ap.applied-keep, "err", err)
+	}
+}
+
+// maybeMeasureSize refreshes the engine size the quota check reads.
+func (s *Server) maybeMeasureSize(applied int) {
+	ap := &s.ap
+	ap.sinceMeasure += applied
+	if now := time.Now(); ap.sinceMeasure >= sizeRefreshEntries || now.Sub(ap.sizeMeasured) >= sizeRefreshInterval {
+		s.dbSize.Store(s.eng.Size())
+		ap.sizeMeasured, ap.sinceMeasure = now, 0
+	}
+}

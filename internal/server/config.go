@@ -1,0 +1,207 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairn-db/cairn/internal/raftnode"
+)
+
+// Defaults, etcd's where etcd has the same setting.
+const (
+	DefaultName              = "default"
+	DefaultPeerURL           = "http://localhost:2380"
+	DefaultClusterToken      = "etcd-cluster"
+	DefaultMaxRequestBytes   = 1536 * 1024
+	DefaultQuotaBackendBytes = 2 << 30
+	DefaultSnapshotCount     = 10000
+	DefaultTickMs            = 100
+	DefaultElectionTicks     = 10
+
+	// snapshotCatchUpEntries is how much log a compaction keeps behind the
+	// applied index, so a follower that lags a little catches up from the
+	// log rather than needing a snapshot (etcd keeps the same).
+	snapshotCatchUpEntries = 5000
+	// maxApplyLag is how far the applied index may trail the committed
+	// index before new proposals are refused (etcd's limit).
+	maxApplyLag = 5000
+)
+
+// Auto-compaction modes (--auto-compaction-mode).
+const (
+	CompactionModePeriodic = "periodic"
+	CompactionModeRevision = "revision"
+)
+
+// Config configures a Server. The zero value of every field but DataDir
+// means its default.
+type Config struct {
+	// Name is the member's human-readable name (default "default").
+	Name string
+	// DataDir holds the member's engine. Required.
+	DataDir string
+	// InitialCluster lists the founding members, etcd's
+	// "name=peerURL,name=peerURL" syntax; default Name=PeerURLs. Only read
+	// when DataDir is new.
+	InitialCluster string
+	// ClusterToken seeds member and cluster IDs (default "etcd-cluster").
+	ClusterToken string
+	// PeerURLs are this member's advertised peer URLs (default
+	// http://localhost:2380).
+	PeerURLs []string
+
+	// MaxRequestBytes limits a marshaled request (default 1.5 MiB).
+	MaxRequestBytes uint
+	// QuotaBackendBytes is the engine size beyond which writes that add
+	// data are refused with ErrNoSpace (default 2 GiB; negative: no quota).
+	QuotaBackendBytes int64
+	// UnsafeNoFsync skips fsync: a crash may lose acknowledged writes.
+	UnsafeNoFsync bool
+	// SnapshotCount is how many applied entries trigger a raft log
+	// compaction (default 10,000).
+	SnapshotCount uint64
+
+	// TickMs is the raft tick (heartbeat) interval in milliseconds (default
+	// 100); ElectionTicks the election timeout in ticks (default 10).
+	TickMs        uint
+	ElectionTicks int
+	// RequestTimeout bounds how long a request waits for consensus; default
+	// etcd's: 5s + 2 × the election timeout.
+	RequestTimeout time.Duration
+
+	// AutoCompactionMode is "periodic" (default) or "revision";
+	// AutoCompactionRetention is a duration ("1h", or a bare number of
+	// hours) in periodic mode and a number of revisions in revision mode.
+	// Empty or "0" retention disables auto-compaction.
+	AutoCompactionMode      string
+	AutoCompactionRetention string
+
+	// Logger receives the member's log; nil discards it.
+	Logger *slog.Logger
+	// Metrics, if set, gets the member's Prometheus collectors (etcd's
+	// metric names).
+	Metrics prometheus.Registerer
+	// Clock drives timeouts, auto-compaction and raft ticks; nil is the
+	// wall clock. Tests inject a fake one.
+	Clock Clock
+
+	hooks testHooks
+}
+
+// testHooks let in-package tests reach states that are otherwise only
+// reachable by killing the process.
+type testHooks struct {
+	// dropApplyBatch, if it returns true, makes the apply loop discard the
+	// batch it was about to commit and stop the member, as a crash between
+	// the raft log write and the apply commit would.
+	dropApplyBatch func() bool
+	// skipPropose drops proposals before they reach raft.
+	skipPropose bool
+	// catchUpEntries overrides how much raft log a compaction keeps.
+	catchUpEntries uint64
+}
+
+// withDefaults fills zero fields and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.DataDir == "" {
+		return c, errors.New("server: DataDir is required")
+	}
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if len(c.PeerURLs) == 0 {
+		c.PeerURLs = []string{DefaultPeerURL}
+	}
+	if c.ClusterToken == "" {
+		c.ClusterToken = DefaultClusterToken
+	}
+	if c.InitialCluster == "" {
+		parts := make([]string, len(c.PeerURLs))
+		for i, u := range c.PeerURLs {
+			parts[i] = c.Name + "=" + u
+		}
+		c.InitialCluster = strings.Join(parts, ",")
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.QuotaBackendBytes == 0 {
+		c.QuotaBackendBytes = DefaultQuotaBackendBytes
+	}
+	if c.SnapshotCount == 0 {
+		c.SnapshotCount = DefaultSnapshotCount
+	}
+	if c.TickMs == 0 {
+		c.TickMs = DefaultTickMs
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = DefaultElectionTicks
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 5*time.Second + 2*time.Duration(c.ElectionTicks)*time.Duration(c.TickMs)*time.Millisecond
+	}
+	if c.AutoCompactionMode == "" {
+		c.AutoCompactionMode = CompactionModePeriodic
+	}
+	if _, err := parseRetention(c.AutoCompactionMode, c.AutoCompactionRetention); err != nil {
+		return c, err
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = wallClock{}
+	}
+	return c, nil
+}
+
+// parseRetention reads --auto-compaction-retention as etcd does: a bare
+// non-negative integer is hours (periodic) or revisions (revision);
+// anything else must be a Go duration and is only meaningful for periodic
+// mode. Zero disables auto-compaction.
+func parseRetention(mode, retention string) (time.Duration, error) {
+	if retention == "" {
+		retention = "0"
+	}
+	switch mode {
+	case CompactionModePeriodic, CompactionModeRevision:
+	default:
+		return 0, fmt.Errorf("server: unknown auto-compaction mode %q", mode)
+	}
+	if n, err := strconv.Atoi(retention); err == nil && n >= 0 {
+		if mode == CompactionModeRevision {
+			return time.Duration(n), nil
+		}
+		return time.Duration(n) * time.Hour, nil
+	}
+	d, err := time.ParseDuration(retention)
+	if err != nil {
+		return 0, fmt.Errorf("server: error parsing auto-compaction retention: %w", err)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("server: negative auto-compaction retention %q", retention)
+	}
+	return d, nil
+}
+
+// Clock is the source of time for everything in the server that decides
+// behaviour by time.
+type Clock interface {
+	Now() time.Time
+	// After returns a channel that receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+	// NewTicker ticks every d, for raft's logical clock.
+	NewTicker(d time.Duration) raftnode.Ticker
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                            { return time.Now() }
+func (wallClock) After(d time.Duration) <-chan time.Time    { return time.After(d) }
+func (wallClock) NewTicker(d time.Duration) raftnode.Ticker { return raftnode.NewRealTicker(d) }

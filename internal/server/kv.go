@@ -1,0 +1,205 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-db/cairn/internal/raftnode"
+)
+
+// Range reads keys. Unless r.Serializable, the read is linearizable: it
+// waits for a read-index round (shared with concurrent reads) to confirm
+// this member's applied state is current. Errors: mvcc.ErrCompacted,
+// mvcc.ErrFutureRev, ErrTimeout, ErrCanceled, ErrStopped.
+func (s *Server) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if !r.Serializable {
+		if err := s.reads.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := s.kv.Range(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Header = s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+// Put writes a key through raft. Errors: ErrNoSpace, mvcc.ErrLeaseNotFound,
+// mvcc.ErrKeyNotFound (ignore_value/ignore_lease on an absent key), and the
+// proposal errors (see propose).
+func (s *Server) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := s.checkQuota(putCost(r)); err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &pb.InternalRaftRequest{Put: r})
+	if err != nil {
+		return nil, err
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	resp := res.resp.(*pb.PutResponse)
+	resp.Header = s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+// DeleteRange deletes keys through raft.
+func (s *Server) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	res, err := s.propose(ctx, &pb.InternalRaftRequest{DeleteRange: r})
+	if err != nil {
+		return nil, err
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	resp := res.resp.(*pb.DeleteRangeResponse)
+	resp.Header = s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+// Txn runs a transaction through raft (a read-only one too: it takes no
+// revision, but evaluating it in the apply loop keeps its compares and
+// ranges atomic without a read-side transaction in mvcc). A txn that puts
+// anything fails with ErrNoSpace while the quota is exceeded.
+func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := s.checkQuota(txnCost(r)); err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &pb.InternalRaftRequest{Txn: r})
+	if err != nil {
+		return nil, err
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	resp := res.resp.(*pb.TxnResponse)
+	resp.Header = s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+// Compact compacts the key history up to r.Revision through raft. With
+// r.Physical it returns only once the compacted history is removed from
+// the engine. Errors: mvcc.ErrCompacted, mvcc.ErrFutureRev, and the
+// proposal errors.
+func (s *Server) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	res, err := s.propose(ctx, &pb.InternalRaftRequest{Compaction: r})
+	if err != nil {
+		return nil, err
+	}
+	if r.Physical && res.compacted != nil {
+		// As etcd does, wait even when the revision was already compacted:
+		// the caller asked for the removal to be done.
+		select {
+		case <-res.compacted:
+		case <-ctx.Done():
+			return nil, ctxErr(ctx.Err())
+		case <-s.stopc:
+			return nil, ErrStopped
+		}
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	resp := res.resp.(*pb.CompactionResponse)
+	resp.Header = s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+// fillHeader completes a response header that carries the revision.
+func (s *Server) fillHeader(h *pb.ResponseHeader) *pb.ResponseHeader {
+	if h == nil {
+		h = &pb.ResponseHeader{Revision: s.kv.Rev()}
+	}
+	h.ClusterId = s.clusterID
+	h.MemberId = s.memberID
+	h.RaftTerm = s.node.Term()
+	return h
+}
+
+// propose sends r through raft and waits for its result. Errors:
+// ErrTooManyRequests (apply is far behind commit), ErrRequestTooLarge,
+// ErrTimeout (no result within the request timeout; the request may still
+// be applied), ErrCanceled (ctx ended first; likewise), ErrStopped. The
+// caller holds enter.
+func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result, error) {
+	if s.stopping() {
+		return result{}, ErrStopped
+	}
+	if c, a := s.node.CommitIndex(), s.applied.Load(); c > a && c-a > maxApplyLag {
+		return result{}, ErrTooManyRequests
+	}
+	id := s.ids.next()
+	r.Header = &pb.RequestHeader{ID: id}
+	data, err := proto.Marshal(r)
+	if err != nil {
+		return result{}, err
+	}
+	if len(data) > int(s.cfg.MaxRequestBytes) {
+		return result{}, ErrRequestTooLarge
+	}
+	ch := s.waits.register(id)
+	if !s.cfg.hooks.skipPropose {
+		s.node.Propose(raftnode.Proposal{ID: id, Data: data})
+	}
+	s.metrics.proposalsPending.Inc()
+	defer s.metrics.proposalsPending.Dec()
+
+	select {
+	case res := <-ch:
+		s.waits.release(ch)
+		if errors.Is(res.err, ErrStopped) {
+			return result{}, ErrStopped
+		}
+		return res, nil
+	case <-ctx.Done():
+		s.waits.cancel(id, ch)
+		s.metrics.proposalsFailed.Inc()
+		return result{}, ctxErr(ctx.Err())
+	case <-s.clock.After(s.cfg.RequestTimeout):
+		s.waits.cancel(id, ch)
+		s.metrics.proposalsFailed.Inc()
+		return result{}, ErrTimeout
+	case <-s.stopc:
+		s.waits.cancel(id, ch)
+		return result{}, ErrStopped
+	}
+}
+
+// onDropped answers proposals raft refused; they were never appended.
+func (s *Server) onDropped(ids []uint64, err error) {
+	for _, id := range ids {
+		s.waits.trigger(id, result{err: ErrTimeout})
+	}
+	s.lg.Debug("raft dropped proposals", "count", len(ids), "err", err)
+}
+
+func ctxErr(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ErrTimeout
+	}
+	return ErrCanceled
+}

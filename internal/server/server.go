@@ -1,0 +1,350 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/raftnode"
+	"github.com/cairn-db/cairn/internal/storage"
+)
+
+// Server is one cairn member: its engine, its raft node and its state
+// machine, and the goroutines that connect them (the apply loop, the
+// read-index loop, the auto-compactor). All methods are safe for concurrent
+// use.
+type Server struct {
+	cfg   Config
+	lg    *slog.Logger
+	clock Clock
+
+	eng  *storage.Engine
+	kv   *mvcc.Store
+	node *raftnode.Node
+
+	memberID, clusterID uint64
+	members             struct {
+		sync.RWMutex
+		list []membership.Member
+	}
+
+	waits   *waitRegistry
+	ids     *idGenerator
+	reads   *readIndexer
+	alarms  *alarmSet
+	metrics *metrics
+	// applied is the index of the last entry whose effects are committed
+	// to the engine and visible to readers.
+	applied atomic.Uint64
+	// dbSize is the engine size as last measured by the apply loop, for
+	// the quota check on the request path.
+	dbSize atomic.Int64
+	// raisingNoSpace is set while a NOSPACE alarm proposal is in flight.
+	raisingNoSpace atomic.Bool
+
+	ap applyState // owned by the apply goroutine
+
+	// life guards the engine against use after Stop: requests hold it for
+	// reading while they touch the engine; shutdown takes it to close.
+	life struct {
+		sync.RWMutex
+		closed bool
+	}
+	stopOnce sync.Once
+	stopc    chan struct{} // closed when stopping starts
+	done     chan struct{} // closed when everything has stopped
+	wg       sync.WaitGroup
+	errMu    sync.Mutex
+	err      error
+}
+
+// New opens (or creates) the member kept in cfg.DataDir and starts it. A new
+// data directory bootstraps a one-member cluster named by cfg; an existing
+// one restarts from its engine, replaying committed entries not yet applied.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	eng, err := storage.Open(cfg.DataDir, storage.Options{NoSync: cfg.UnsafeNoFsync})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:    cfg,
+		lg:     cfg.Logger,
+		clock:  cfg.Clock,
+		eng:    eng,
+		waits:  newWaitRegistry(),
+		alarms: newAlarmSet(),
+		stopc:  make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	if err := s.open(); err != nil {
+		if s.kv != nil {
+			s.kv.Close()
+		}
+		eng.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) open() error {
+	peers, err := s.loadOrBootstrap()
+	if err != nil {
+		return err
+	}
+	s.ids = newIDGenerator(s.memberID, s.clock.Now().UnixMilli())
+	alarms, err := membership.LoadAlarms(s.eng)
+	if err != nil {
+		return err
+	}
+	s.alarms.load(alarms)
+	s.kv, err = mvcc.Open(s.eng, mvcc.Options{Logger: s.lg})
+	if err != nil {
+		return err
+	}
+	applied, err := s.eng.AppliedIndex()
+	if err != nil {
+		return err
+	}
+	s.applied.Store(applied)
+	s.ap.applied = applied
+	s.ap.lastLogCompact = applied
+	s.dbSize.Store(s.eng.Size())
+	s.ap.sizeMeasured = time.Now()
+	s.metrics = newMetrics()
+	s.reads = newReadIndexer(s)
+
+	s.node, err = raftnode.Start(raftnode.Config{
+		ID:            s.memberID,
+		Engine:        s.eng,
+		Peers:         peers,
+		Applied:       applied,
+		TickInterval:  time.Duration(s.cfg.TickMs) * time.Millisecond,
+		ElectionTicks: s.cfg.ElectionTicks,
+		NewTicker:     s.clock.NewTicker,
+		OnReadStates:  s.reads.onReadStates,
+		Dropped:       s.onDropped,
+		ObserveSync:   func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) },
+		Logger:        s.lg.With("component", "raft"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.metrics.register(s, s.cfg.Metrics); err != nil {
+		s.node.Stop()
+		return err
+	}
+	retention, _ := parseRetention(s.cfg.AutoCompactionMode, s.cfg.AutoCompactionRetention)
+
+	s.wg.Add(3)
+	go s.applyLoop()
+	go s.reads.run()
+	go s.watchNode()
+	if retention > 0 {
+		s.wg.Add(1)
+		if s.cfg.AutoCompactionMode == CompactionModeRevision {
+			go s.compactByRevision(int64(retention))
+		} else {
+			go s.compactPeriodically(retention)
+		}
+	}
+	s.lg.Info("member started", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.memberID),
+		"cluster-id", fmt.Sprintf("%x", s.clusterID), "applied-index", applied)
+	return nil
+}
+
+// watchNode stops the member when the raft loop fails.
+func (s *Server) watchNode() {
+	defer s.wg.Done()
+	select {
+	case <-s.node.Done():
+		if err := s.node.Err(); err != nil {
+			s.fail(err)
+		}
+	case <-s.stopc:
+	}
+}
+
+// fail records a fatal error and stops the member in the background: the
+// caller is one of the goroutines Stop waits for, so it must return.
+func (s *Server) fail(err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.errMu.Unlock()
+	s.lg.Error("member stopping after a fatal error", "err", err)
+	go s.Stop()
+}
+
+// Stop stops the member: pending requests fail with ErrStopped, every
+// goroutine is waited for, and the engine is closed. It is idempotent.
+func (s *Server) Stop() {
+	s.stopOnce.Do(s.shutdown)
+	<-s.done
+}
+
+func (s *Server) shutdown() {
+	// Closing stopc first releases every request waiting inside enter/leave,
+	// so taking life's write lock does not wait long; once closed is set no
+	// request touches the engine or starts a goroutine (see checkQuota), so
+	// wg.Wait cannot race with wg.Add.
+	close(s.stopc)
+	s.life.Lock()
+	s.life.closed = true
+	s.life.Unlock()
+	s.node.Stop()
+	s.wg.Wait()
+	s.waits.failAll(ErrStopped)
+	s.metrics.unregister()
+	if err := s.kv.Close(); err != nil {
+		s.lg.Error("closing the store", "err", err)
+	}
+	if err := s.eng.Close(); err != nil {
+		s.lg.Error("closing the engine", "err", err)
+	}
+	s.lg.Info("member stopped", "member-id", fmt.Sprintf("%x", s.memberID))
+	close(s.done)
+}
+
+// Done is closed once the member has stopped, after Stop or a fatal error.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err returns the fatal error that stopped the member, nil if it is running
+// or was stopped by Stop.
+func (s *Server) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// enter admits a request that will touch the engine or start work; it must
+// call leave. It fails with ErrStopped once shutdown has begun. Only public
+// entry points call it, never nested in one goroutine: a nested read lock
+// deadlocks behind a pending shutdown.
+func (s *Server) enter() error {
+	s.life.RLock()
+	if s.life.closed {
+		s.life.RUnlock()
+		return ErrStopped
+	}
+	return nil
+}
+
+func (s *Server) leave() { s.life.RUnlock() }
+
+func (s *Server) stopping() bool {
+	select {
+	case <-s.stopc:
+		return true
+	default:
+		return false
+	}
+}
+
+// ClusterID returns the cluster's ID.
+func (s *Server) ClusterID() uint64 { return s.clusterID }
+
+// MemberID returns this member's ID.
+func (s *Server) MemberID() uint64 { return s.memberID }
+
+// Leader returns the leader's member ID, 0 if none is known.
+func (s *Server) Leader() uint64 { return s.node.Lead() }
+
+// Term returns the current raft term.
+func (s *Server) Term() uint64 { return s.node.Term() }
+
+// Rev returns the store's current revision.
+func (s *Server) Rev() int64 { return s.kv.Rev() }
+
+// Members returns the cluster's members, sorted by ID.
+func (s *Server) Members() []membership.Member {
+	s.members.RLock()
+	defer s.members.RUnlock()
+	out := make([]membership.Member, len(s.members.list))
+	copy(out, s.members.list)
+	return out
+}
+
+// Status is a member's state as Maintenance.Status reports it.
+type Status struct {
+	ClusterID uint64
+	MemberID  uint64
+	// Leader is the leader's member ID, 0 when none is known.
+	Leader uint64
+	// RaftTerm is the current term; RaftIndex the committed index;
+	// AppliedIndex the last applied one.
+	RaftTerm     uint64
+	RaftIndex    uint64
+	AppliedIndex uint64
+	// Revision is the store's current revision; CompactRevision the last
+	// compaction's (-1 if never compacted).
+	Revision        int64
+	CompactRevision int64
+	// DBSize is the engine's size on disk, DBSizeInUse the part of it live
+	// data needs, DBSizeQuota the quota (QuotaBackendBytes; 0 for none).
+	DBSize      int64
+	DBSizeInUse int64
+	DBSizeQuota int64
+	IsLearner   bool
+}
+
+// Status returns the member's current state. After Stop the sizes are the
+// last ones measured.
+func (s *Server) Status() Status {
+	st := Status{
+		ClusterID:       s.clusterID,
+		MemberID:        s.memberID,
+		Leader:          s.node.Lead(),
+		RaftTerm:        s.node.Term(),
+		RaftIndex:       s.node.CommitIndex(),
+		AppliedIndex:    s.applied.Load(),
+		Revision:        s.kv.Rev(),
+		CompactRevision: s.kv.CompactRev(),
+		DBSize:          s.dbSize.Load(),
+		DBSizeInUse:     s.dbSize.Load(),
+		DBSizeQuota:     s.quotaBytes(),
+	}
+	if s.enter() == nil {
+		st.DBSize = s.eng.Size()
+		st.DBSizeInUse = s.eng.SizeInUse()
+		s.leave()
+	}
+	s.members.RLock()
+	for _, m := range s.members.list {
+		if m.ID == s.memberID {
+			st.IsLearner = m.IsLearner
+		}
+	}
+	s.members.RUnlock()
+	return st
+}
+
+// quotaBytes is the quota as reported: 0 when disabled.
+func (s *Server) quotaBytes() int64 {
+	if s.cfg.QuotaBackendBytes < 0 {
+		return 0
+	}
+	return s.cfg.QuotaBackendBytes
+}
+
+// engineSize returns the engine's size on disk, or the last measured size
+// after Stop.
+func (s *Server) engineSize() (size, inUse int64) {
+	if s.enter() != nil {
+		n := s.dbSize.Load()
+		return n, n
+	}
+	defer s.leave()
+	return s.eng.Size(), s.eng.SizeInUse()
+}
+
+var errNoLocalMember = errors.New("server: the data directory records a cluster but not which member it is")
