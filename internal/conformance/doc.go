@@ -35,10 +35,14 @@
 //	go test -short ./internal/conformance/          # one small seed
 //	CAIRN_CONFORMANCE_SEED=42 go test -run 'TestRandomOps' -v ./internal/conformance/
 //	CAIRN_CONFORMANCE_OPS=20000 go test ./internal/conformance/
-//	CAIRN_CONFORMANCE_SELF=1 go test ./internal/conformance/  # etcd against etcd: checks the harness
+//	CAIRN_CONFORMANCE_SUBJECT=direct go test ./internal/conformance/ # cairn's API over mvcc, no raft
+//	CAIRN_CONFORMANCE_SUBJECT=etcd go test ./internal/conformance/   # etcd against etcd: checks the harness
 //
-// On the first mismatch of a seed the test stops that seed and prints the
-// seed, the op index, the request, both outcomes and the ops that led there,
-// then replays shorter prefixes against fresh servers to print a minimal
-// sequence that still shows the difference.
+// On a mismatch the test prints the seed, the op index, the request, both
+// outcomes and a field-level diff. A seed stops at a differing write (the
+// stores may have diverged); after a differing read it goes on, reporting
+// the first difference of every other kind of op. With
+// CAIRN_CONFORMANCE_SHRINK=1 it then replays shorter subsequences of the
+// ops against fresh servers and prints a minimal sequence that still shows
+// the first difference.
 package conformance

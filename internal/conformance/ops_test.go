@@ -8,11 +8,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/testing/protocmp"
 )
 
 // opTimeout bounds one request; a server that hangs fails the op instead
@@ -48,6 +51,9 @@ func (o op) kind() string {
 	return "empty"
 }
 
+// readOnly reports whether o cannot change the store.
+func (o op) readOnly() bool { return o.Range != nil || o.Stream != nil }
+
 func (o op) request() proto.Message {
 	switch {
 	case o.Range != nil:
@@ -71,15 +77,42 @@ func (o op) String() string {
 	return o.kind() + " " + brief(o.request())
 }
 
-// brief renders m on one line, cutting it after a couple of kilobytes so
-// that a 1.5 MiB value does not flood the log.
+// brief renders m on one line, long byte strings shortened to their
+// first bytes and length, and the whole cut after a few kilobytes, so that
+// a 1.5 MiB value does not flood the log.
 func brief(m proto.Message) string {
+	if m == nil || !m.ProtoReflect().IsValid() {
+		return "<nil>"
+	}
+	m = proto.Clone(m)
+	shortenBytes(m.ProtoReflect())
 	s := prototext.MarshalOptions{}.Format(m)
 	const max = 2000
 	if len(s) > max {
 		s = fmt.Sprintf("%s ...[%d more bytes]", s[:max], len(s)-max)
 	}
 	return "{" + strings.TrimSpace(s) + "}"
+}
+
+// shortenBytes replaces every bytes field longer than 48 bytes in m, nested
+// messages included, by its first 16 bytes and a note of its length.
+func shortenBytes(m protoreflect.Message) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := range l.Len() {
+				shortenBytes(l.Get(i).Message())
+			}
+		case fd.Message() != nil && !fd.IsMap():
+			shortenBytes(v.Message())
+		case fd.Kind() == protoreflect.BytesKind && !fd.IsList() && len(v.Bytes()) > 48:
+			b := v.Bytes()
+			short := fmt.Appendf(append([]byte(nil), b[:16]...), "...(%d bytes)", len(b))
+			m.Set(fd, protoreflect.ValueOfBytes(short))
+		}
+		return true
+	})
 }
 
 // outcome is what a server answered to one op, normalized for comparison.
@@ -119,6 +152,28 @@ func (o outcome) equal(p outcome) bool {
 		return o.failed() && p.failed() && o.code == p.code && o.msg == p.msg
 	}
 	return o.earlyTail == p.earlyTail && proto.Equal(o.resp, p.resp)
+}
+
+// describe renders a mismatch: both outcomes and, when both are
+// responses, a field-level diff in which equal fields are elided.
+func describe(o op, oracle, subject side, want, got outcome) string {
+	s := fmt.Sprintf("  request: %v\n  %s: %v\n  %s: %v", o, oracle.name, want, subject.name, got)
+	if !want.failed() && !got.failed() {
+		// Diff shortened copies: equal megabyte values cost time to
+		// compare and say nothing.
+		a, b := proto.Clone(want.resp), proto.Clone(got.resp)
+		shortenBytes(a.ProtoReflect())
+		shortenBytes(b.ProtoReflect())
+		d := cmp.Diff(a, b, protocmp.Transform())
+		if len(d) > 4000 {
+			d = d[:4000] + "\n...(diff cut)"
+		}
+		s += fmt.Sprintf("\n  diff (-%s +%s):\n%s", oracle.name, subject.name, d)
+		if want.earlyTail != got.earlyTail {
+			s += "\n  (the two differ in whether a chunk before the last carried the header, more or count)"
+		}
+	}
+	return s
 }
 
 // revision is the header revision of a successful outcome, or 0.

@@ -41,19 +41,37 @@ func (s *scope) close() {
 	s.stops = nil
 }
 
-// startPair returns the oracle (etcd) and the system under test, each on a
-// fresh data directory, and a function that stops both (also called when
-// the test ends). With CAIRN_CONFORMANCE_SELF set the second side is a
-// second etcd, which checks the harness itself: every difference it reports
-// then is a bug in the test, not in cairn.
+// subjectKind is what the oracle is compared with, from
+// CAIRN_CONFORMANCE_SUBJECT: "cairn" (the default, a full member through
+// internal/embed), "direct" (cairn's API over its mvcc store, no raft), or
+// "etcd" (a second etcd, which checks the harness itself: every difference
+// it reports is a bug in the test).
+func subjectKind(t testing.TB) string {
+	switch s := os.Getenv("CAIRN_CONFORMANCE_SUBJECT"); s {
+	case "", "cairn":
+		return "cairn"
+	case "direct", "etcd":
+		return s
+	default:
+		t.Fatalf("CAIRN_CONFORMANCE_SUBJECT=%q: want cairn, direct or etcd", s)
+		return ""
+	}
+}
+
+// startPair returns the oracle (etcd) and the subject, each on a fresh
+// data directory, and a function that stops both (also called when the
+// test ends).
 func startPair(t testing.TB) (oracle, subject side, stop func()) {
 	t.Helper()
 	sc := &scope{}
 	t.Cleanup(sc.close)
 	oracle = side{name: "etcd", kv: dialKV(t, sc, startEtcd(t, sc))}
-	if os.Getenv("CAIRN_CONFORMANCE_SELF") != "" {
+	switch kind := subjectKind(t); kind {
+	case "etcd":
 		subject = side{name: "etcd-2", kv: dialKV(t, sc, startEtcd(t, sc))}
-	} else {
+	case "direct":
+		subject = side{name: "cairn-direct", kv: dialKV(t, sc, startDirect(t, sc))}
+	default:
 		subject = side{name: "cairn", kv: dialKV(t, sc, startCairn(t, sc))}
 	}
 	return oracle, subject, sc.close
