@@ -159,10 +159,10 @@ func (t *Transport) serveStream(w http.ResponseWriter, r *http.Request) {
 		}
 		return -1
 	}
-	received := int64(0)
+	received, recvBytes := int64(0), t.metrics.recvBytes.WithLabelValues(label)
 	for {
 		typ, payload, err := fr.next(limit)
-		t.metrics.recvBytes.WithLabelValues(label).Add(float64(fr.n - received))
+		recvBytes.Add(float64(fr.n - received))
 		received = fr.n
 		if err != nil {
 			t.logStreamEnd(ctx, log, label, err)

@@ -250,6 +250,7 @@ func (p *peer) stream(url string) (established bool, err error) {
 		<-readerDone
 	}()
 
+	sentBytes := p.t.metrics.sentBytes.WithLabelValues(p.label)
 	stall := time.AfterFunc(time.Hour, func() { cancel(errStalled) })
 	stall.Stop()
 	defer stall.Stop()
@@ -261,7 +262,7 @@ func (p *peer) stream(url string) (established bool, err error) {
 		if err != nil {
 			return err
 		}
-		p.t.metrics.sentBytes.WithLabelValues(p.label).Add(float64(len(b)))
+		sentBytes.Add(float64(len(b)))
 		return nil
 	}
 

@@ -83,7 +83,8 @@ type Config struct {
 	// for longer is disconnected (default 5s).
 	WriteTimeout time.Duration
 	// KeepaliveInterval is how often a stream is pinged; a stream that
-	// hears nothing for IdleIntervals intervals is torn down (default 1s).
+	// hears nothing for IdleIntervals intervals is torn down, on either side
+	// (default 1s). Members of a cluster must use the same value.
 	KeepaliveInterval time.Duration
 	// SnapshotStallTimeout is how long a snapshot transfer may make no
 	// progress before it is aborted, on either side (default 30s).
@@ -179,6 +180,9 @@ type Transport struct {
 
 // New returns a running transport with no peers.
 func New(cfg Config) *Transport {
+	if cfg.Raft == nil {
+		panic("transport: Config.Raft is required")
+	}
 	cfg.setDefaults()
 	t := &Transport{
 		cfg:     cfg,
@@ -257,7 +261,9 @@ func (t *Transport) UpdatePeer(id uint64, urls []string) {
 }
 
 // RemovePeer closes the stream to peer id, aborts a snapshot transfer to it
-// and waits for their goroutines. Messages to id are dropped from then on.
+// and waits for their goroutines, one of which may be inside
+// Raft.ReportSnapshot: the caller must not hold up that call. Messages to id
+// are dropped from then on.
 func (t *Transport) RemovePeer(id uint64) {
 	t.mu.Lock()
 	p := t.mu.peers[id]

@@ -178,10 +178,10 @@ func (fr *frameReader) next(limit func(typ byte) int) (byte, []byte, error) {
 		return 0, nil, err
 	}
 	fr.n += frameHeaderLen + int64(n)
-	// Do not keep a huge buffer alive for a stream that sent one big message.
+	// Do not keep a huge buffer alive for a stream that sent one big
+	// message: p stays valid, the next frame gets a new buffer.
 	if cap(fr.buf) > 4<<20 {
 		fr.buf = nil
-		p = append([]byte(nil), p...)
 	}
 	return typ, p, nil
 }
