@@ -16,10 +16,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/cairn-db/cairn/internal/server"
 )
 
-// Backend is what the API needs from a cairn member. internal/server's Server
-// provides it (through a small adapter in internal/embed for Status).
+// Backend is what the API needs from a cairn member; *server.Server
+// provides it.
 //
 // Every method may be called from many goroutines at once. The KV methods
 // return responses with their headers filled (cluster id, member id, revision,
@@ -33,30 +35,18 @@ type Backend interface {
 	DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error)
 	Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error)
 	Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error)
+	// Leader returns the leader's member id, 0 when none is known. It is
+	// called on requests that require a leader, so it must be cheap.
+	Leader() uint64
 	// Status reports the member's raft and storage state as of now.
-	Status() Status
+	Status() server.Status
 }
 
-// Status is a member's state as Maintenance.Status and the health endpoints
-// report it.
-type Status struct {
-	ClusterID uint64
-	MemberID  uint64
-	// Leader is the member id of the leader this member knows of; 0 when it
-	// knows of none (raft.None).
-	Leader uint64
-	// RaftTerm, RaftIndex (the committed index) and AppliedIndex are raft's.
-	RaftTerm     uint64
-	RaftIndex    uint64
-	AppliedIndex uint64
-	// Revision is the store's current revision, for response headers.
-	Revision int64
-	// DBSize is the space the database takes on disk; DBSizeInUse the part
-	// of it that holds live data.
-	DBSize      int64
-	DBSizeInUse int64
-	IsLearner   bool
-}
+// A member is a Backend with alarms.
+var (
+	_ Backend = (*server.Server)(nil)
+	_ Alarmer = (*server.Server)(nil)
+)
 
 // Alarmer is implemented by a Backend that keeps alarms (NOSPACE when the
 // quota is exceeded, ...). Without it the member reports no alarms, and
@@ -74,9 +64,6 @@ const (
 	DefaultMaxRequestBytes = 1536 * 1024
 	// DefaultMaxTxnOps is the most operations in one branch of a txn.
 	DefaultMaxTxnOps = 128
-	// DefaultQuotaBackendBytes is the database size reported as the quota
-	// when none is configured: 2 GiB.
-	DefaultQuotaBackendBytes = 2 << 30
 	// DefaultKeepAliveMinTime is the shortest client ping interval the
 	// server tolerates.
 	DefaultKeepAliveMinTime = 5 * time.Second
@@ -102,8 +89,6 @@ type Options struct {
 	MaxRequestBytes uint
 	// MaxTxnOps bounds each of a txn's compare, success and failure lists.
 	MaxTxnOps uint
-	// QuotaBackendBytes is reported by Status as the database quota.
-	QuotaBackendBytes int64
 	// MaxConcurrentStreams bounds the streams of one client connection; 0
 	// means unbounded, as etcd's default (math.MaxUint32).
 	MaxConcurrentStreams uint32
@@ -130,9 +115,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxTxnOps == 0 {
 		o.MaxTxnOps = DefaultMaxTxnOps
-	}
-	if o.QuotaBackendBytes == 0 {
-		o.QuotaBackendBytes = DefaultQuotaBackendBytes
 	}
 	if o.MaxConcurrentStreams == 0 {
 		o.MaxConcurrentStreams = math.MaxUint32
@@ -183,7 +165,7 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 		maxTxnOps:        int(o.MaxTxnOps),
 		streamChunkBytes: int(o.MaxRequestBytes),
 	})
-	pb.RegisterMaintenanceServer(gs, &maintenanceService{b: b, quota: o.QuotaBackendBytes, log: o.Logger})
+	pb.RegisterMaintenanceServer(gs, &maintenanceService{b: b, log: o.Logger})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
@@ -215,7 +197,7 @@ func serverMetrics(reg prometheus.Registerer, log *slog.Logger) *grpcprom.Server
 // letting it wait.
 func requireLeaderUnary(b Backend) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if needsLeader(ctx) && b.Status().Leader == 0 {
+		if needsLeader(ctx) && b.Leader() == 0 {
 			return nil, rpctypes.ErrGRPCNoLeader
 		}
 		return handler(ctx, req)
@@ -224,7 +206,7 @@ func requireLeaderUnary(b Backend) grpc.UnaryServerInterceptor {
 
 func requireLeaderStream(b Backend) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if needsLeader(ss.Context()) && b.Status().Leader == 0 {
+		if needsLeader(ss.Context()) && b.Leader() == 0 {
 			return rpctypes.ErrGRPCNoLeader
 		}
 		return handler(srv, ss)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/server"
 )
 
 // grpcErrors is the one table that turns the errors of the layers below into
@@ -26,6 +27,17 @@ var grpcErrors = []struct {
 	{mvcc.ErrFutureRev, rpctypes.ErrGRPCFutureRev},
 	{mvcc.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
 	{mvcc.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
+
+	{server.ErrRequestTooLarge, rpctypes.ErrGRPCRequestTooLarge},
+	{server.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
+	// etcd answers this one with a plain error, not a status, so gRPC
+	// sends it as codes.Unknown with etcd's text; clientv3 still maps it
+	// by that text. Sending the same keeps clients' handling the same.
+	{server.ErrTooManyRequests, rpctypes.ErrTooManyRequests},
+	{server.ErrNoLeader, rpctypes.ErrGRPCNoLeader},
+	{server.ErrStopped, rpctypes.ErrGRPCStopped},
+	{server.ErrTimeout, rpctypes.ErrGRPCTimeout},
+	{server.ErrCanceled, rpctypes.ErrGRPCCanceled},
 }
 
 // toGRPCError maps an error from the server to the status a client sees.

@@ -16,6 +16,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-db/cairn/internal/server"
 )
 
 // fakeBackend is an in-memory Backend for the API's tests: a sorted map of
@@ -26,7 +28,7 @@ type fakeBackend struct {
 	mu     sync.Mutex
 	kvs    map[string]*mvccpb.KeyValue
 	rev    int64
-	status Status
+	status server.Status
 	err    error // returned by every call when set
 	ranges []*pb.RangeRequest
 	maxKvs int // most key-values one Range returned
@@ -37,7 +39,7 @@ func newFakeBackend() *fakeBackend {
 	return &fakeBackend{
 		kvs:    make(map[string]*mvccpb.KeyValue),
 		rev:    1,
-		status: Status{ClusterID: 7, MemberID: 9, Leader: 9, RaftTerm: 2, RaftIndex: 11, AppliedIndex: 10, DBSize: 4096, DBSizeInUse: 2048},
+		status: server.Status{ClusterID: 7, MemberID: 9, Leader: 9, RaftTerm: 2, RaftIndex: 11, AppliedIndex: 10, DBSize: 4096, DBSizeInUse: 2048, DBSizeQuota: 2 << 30},
 	}
 }
 
@@ -150,7 +152,13 @@ func (f *fakeBackend) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb
 	return &pb.CompactionResponse{Header: f.hdr()}, nil
 }
 
-func (f *fakeBackend) Status() Status {
+func (f *fakeBackend) Leader() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status.Leader
+}
+
+func (f *fakeBackend) Status() server.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.status
@@ -158,7 +166,7 @@ func (f *fakeBackend) Status() Status {
 	return st
 }
 
-func (f *fakeBackend) setStatus(fn func(*Status)) {
+func (f *fakeBackend) setStatus(fn func(*server.Status)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn(&f.status)

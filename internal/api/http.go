@@ -128,7 +128,7 @@ func (h *httpService) checkHealth(ctx context.Context, excluded map[string]bool,
 			return healthDoc{"false", "ALARM UNKNOWN"}
 		}
 	}
-	if !serializable && h.b.Status().Leader == 0 {
+	if !serializable && h.b.Leader() == 0 {
 		return healthDoc{"false", "RAFT NO LEADER"}
 	}
 	if err := h.read(ctx, serializable); err != nil {

@@ -13,6 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/cairn-db/cairn/internal/server"
 )
 
 func httpGet(t *testing.T, url string) (int, string) {
@@ -87,14 +89,14 @@ func TestHealthFailures(t *testing.T) {
 	s := serve(t, alarmingBackend{f}, Options{})
 	base := "http://" + s.addr
 
-	f.setStatus(func(st *Status) { st.Leader = 0 })
+	f.setStatus(func(st *server.Status) { st.Leader = 0 })
 	if code, body := httpGet(t, base+"/health"); code != 503 || body != `{"health":"false","reason":"RAFT NO LEADER"}`+"\n" {
 		t.Errorf("no leader: %d %q", code, body)
 	}
 	if code, _ := httpGet(t, base+"/health?serializable=true"); code != 200 {
 		t.Errorf("no leader, serializable: %d, want 200", code)
 	}
-	f.setStatus(func(st *Status) { st.Leader = 9 })
+	f.setStatus(func(st *server.Status) { st.Leader = 9 })
 
 	f.setErr(errors.New("etcdserver: server stopped"))
 	if code, body := httpGet(t, base+"/health"); code != 503 || body != `{"health":"false","reason":"RANGE ERROR:etcdserver: server stopped"}`+"\n" {
@@ -190,7 +192,8 @@ func TestConnMuxClose(t *testing.T) {
 
 func TestMaintenance(t *testing.T) {
 	f := newFakeBackend()
-	s := serve(t, f, Options{QuotaBackendBytes: 1 << 20})
+	f.setStatus(func(st *server.Status) { st.DBSizeQuota = 1 << 20 })
+	s := serve(t, f, Options{})
 	ctx := ctxT(t)
 	st, err := s.client.Status(ctx, s.addr)
 	if err != nil {
@@ -203,7 +206,7 @@ func TestMaintenance(t *testing.T) {
 	if st.Header.ClusterId != 7 || st.Header.MemberId != 9 || st.Header.Revision != 1 || st.Header.RaftTerm != 2 {
 		t.Errorf("status header %v", st.Header)
 	}
-	f.setStatus(func(st *Status) { st.Leader = 0 })
+	f.setStatus(func(st *server.Status) { st.Leader = 0 })
 	st, err = s.client.Status(ctx, s.addr)
 	if err != nil || len(st.Errors) != 1 || st.Errors[0] != "etcdserver: no leader" {
 		t.Errorf("status without leader: %v %v", st, err)
@@ -233,13 +236,6 @@ func TestMaintenance(t *testing.T) {
 		if err := call(); status.Code(err) != codes.Unimplemented && !strings.Contains(err.Error(), "Unimplemented") {
 			t.Errorf("%s: %v, want Unimplemented", name, err)
 		}
-	}
-
-	// The default quota is etcd's 2 GiB.
-	s2 := serve(t, f, Options{})
-	st, err = s2.client.Status(ctx, s2.addr)
-	if err != nil || st.DbSizeQuota != 2<<30 {
-		t.Errorf("default quota: %v %v", st, err)
 	}
 }
 

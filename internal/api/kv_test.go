@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/server"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -89,6 +90,13 @@ func TestErrorTable(t *testing.T) {
 		{mvcc.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
 		{fmt.Errorf("range at 3: %w", mvcc.ErrCompacted), rpctypes.ErrGRPCCompacted},
 		{rpctypes.ErrGRPCNoSpace, rpctypes.ErrGRPCNoSpace},
+		{server.ErrRequestTooLarge, rpctypes.ErrGRPCRequestTooLarge},
+		{server.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
+		{server.ErrTooManyRequests, rpctypes.ErrTooManyRequests},
+		{server.ErrNoLeader, rpctypes.ErrGRPCNoLeader},
+		{server.ErrStopped, rpctypes.ErrGRPCStopped},
+		{server.ErrTimeout, rpctypes.ErrGRPCTimeout},
+		{server.ErrCanceled, rpctypes.ErrGRPCCanceled},
 	}
 	for _, tc := range cases {
 		if got := toGRPCError(tc.err); got != tc.want {
@@ -122,6 +130,9 @@ func TestBackendErrorsReachClientTyped(t *testing.T) {
 		{mvcc.ErrCompacted, rpctypes.ErrCompacted},
 		{mvcc.ErrFutureRev, rpctypes.ErrFutureRev},
 		{mvcc.ErrLeaseNotFound, rpctypes.ErrLeaseNotFound},
+		{server.ErrRequestTooLarge, rpctypes.ErrRequestTooLarge},
+		{server.ErrNoSpace, rpctypes.ErrNoSpace},
+		{server.ErrTooManyRequests, rpctypes.ErrTooManyRequests},
 	}
 	for _, tc := range cases {
 		f.setErr(tc.err)
@@ -142,7 +153,7 @@ func TestRequireLeader(t *testing.T) {
 	if _, err := s.client.Get(clientv3.WithRequireLeader(ctx), "k"); err != nil {
 		t.Fatalf("with a leader: %v", err)
 	}
-	f.setStatus(func(st *Status) { st.Leader = 0 })
+	f.setStatus(func(st *server.Status) { st.Leader = 0 })
 	if _, err := s.client.Get(clientv3.WithRequireLeader(ctx), "k"); !errors.Is(err, rpctypes.ErrNoLeader) {
 		t.Fatalf("without a leader, requiring one: %v, want %v", err, rpctypes.ErrNoLeader)
 	}

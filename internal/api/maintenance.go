@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/cairn-db/cairn/internal/server"
 )
 
 // EtcdVersion is the version of the etcd API cairn speaks (that of the wire
@@ -29,12 +31,11 @@ const errNoLeaderText = "etcdserver: no leader"
 // Defragment; the rest answer codes.Unimplemented until cairn has them.
 type maintenanceService struct {
 	pb.UnimplementedMaintenanceServer
-	b     Backend
-	quota int64
-	log   *slog.Logger
+	b   Backend
+	log *slog.Logger
 }
 
-func header(st Status) *pb.ResponseHeader {
+func header(st server.Status) *pb.ResponseHeader {
 	return &pb.ResponseHeader{
 		ClusterId: st.ClusterID,
 		MemberId:  st.MemberID,
@@ -55,7 +56,7 @@ func (s *maintenanceService) Status(ctx context.Context, _ *pb.StatusRequest) (*
 		RaftTerm:         st.RaftTerm,
 		RaftAppliedIndex: st.AppliedIndex,
 		IsLearner:        st.IsLearner,
-		DbSizeQuota:      s.quota,
+		DbSizeQuota:      st.DBSizeQuota,
 		DowngradeInfo:    &pb.DowngradeInfo{},
 	}
 	if st.Leader == 0 {
