@@ -39,9 +39,12 @@ func (w *Write) Compact(r *pb.CompactionRequest) (*pb.CompactionResponse, <-chan
 	return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: w.rev}}, ch, nil
 }
 
-// compactChunk is how many events one compaction batch removes, so that no
+// compactChunkEvents is how many events one compaction batch removes, so that no
 // batch grows with the history and an interrupted compaction loses little.
-var compactChunk = 1000 // a var for tests
+var compactChunkEvents = 1000 // a var for tests; each Store copies it at Open
+
+// compactHook, when set (by tests), runs before each physical compaction.
+var compactHook func()
 
 var errStopped = errors.New("mvcc: store closed")
 
@@ -175,6 +178,9 @@ func (c *compactor) run() {
 // at or below rev, which is kept unless it is a tombstone (and a key whose
 // newest version is a tombstone reads as absent either way).
 func (s *Store) compactTo(rev int64, quit <-chan struct{}) error {
+	if compactHook != nil {
+		compactHook()
+	}
 	from := []byte{storage.PrefixEvents}
 	for {
 		next, done, err := s.compactChunk(rev, from)
@@ -193,7 +199,7 @@ func (s *Store) compactTo(rev int64, quit <-chan struct{}) error {
 	}
 }
 
-// compactChunk compacts the keys of up to compactChunk events from the
+// compactChunk compacts the keys of up to chunkEvents events from the
 // event key from on, and returns where the next chunk starts.
 func (s *Store) compactChunk(rev int64, from []byte) (next []byte, done bool, err error) {
 	evStart := []byte{storage.PrefixEvents}
@@ -219,7 +225,7 @@ func (s *Store) compactChunk(rev int64, from []byte) (next []byte, done bool, er
 	var last []byte
 	n := 0
 	valid := evIt.First()
-	for ; valid && n < compactChunk; valid = evIt.Next() {
+	for ; valid && n < s.chunkEvents; valid = evIt.Next() {
 		val, err := evIt.ValueAndErr()
 		if err != nil {
 			return nil, false, fmt.Errorf("mvcc: compaction: %w", err)

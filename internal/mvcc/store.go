@@ -57,6 +57,8 @@ type Store struct {
 	opts  Options
 	state atomic.Pointer[revState]
 	comp  *compactor
+
+	chunkEvents int // events per compaction batch
 }
 
 // Open loads the store kept in eng: its current revision and compaction
@@ -64,7 +66,7 @@ type Store struct {
 // the background. A new store is at revision 1 and has never been compacted
 // (CompactRev is -1).
 func Open(eng *storage.Engine, opts Options) (*Store, error) {
-	s := &Store{eng: eng, db: eng.DB(), opts: opts}
+	s := &Store{eng: eng, db: eng.DB(), opts: opts, chunkEvents: compactChunkEvents}
 	rev, err := readMeta(eng, metaRev, 1)
 	if err != nil {
 		return nil, err
