@@ -110,11 +110,16 @@ func runVsEtcd(t *testing.T, seed uint64, steps int) {
 	g := &gen{r: rand.New(rand.NewPCG(seed, 7)), m: m}
 	for step := 0; step < steps; step++ {
 		switch n := g.r.IntN(100); {
-		case n < 35:
+		case n < 30:
 			r := g.rangeReq()
 			want, _, werr := etcdtxn.Range(ctx, o.lg, o.kv, r, true)
 			got, gerr := ts.Range(r)
 			checkVsEtcd(t, step, "range", r, got, want, gerr, werr)
+		case n < 35:
+			r := g.readTxnReq()
+			want, _, werr := etcdtxn.Txn(ctx, o.lg, r, false, o.kv, o.le, false)
+			got, gerr := ts.ReadTxn(r)
+			checkVsEtcd(t, step, "read txn", r, got, want, gerr, werr)
 		case n < 37:
 			ts.reopen()
 		case n < 40:

@@ -460,3 +460,39 @@ func TestCompact(t *testing.T) {
 	})
 	waitClosed(t, ech)
 }
+
+func TestReadTxn(t *testing.T) {
+	ts := newTestStore(t)
+	ts.mustPut("a", "1") // 2
+	ts.mustPut("a", "2") // 3
+	r := &pb.TxnRequest{
+		Compare: []*pb.Compare{cmp("a", pb.Compare_VERSION, pb.Compare_EQUAL, 2)},
+		Success: []*pb.RequestOp{opGet(&pb.RangeRequest{Key: []byte("a")}), opGet(&pb.RangeRequest{Key: []byte("a"), Revision: 2})},
+	}
+	if !TxnReadOnly(r) {
+		t.Fatal("a txn of ranges is read-only")
+	}
+	resp, err := ts.ReadTxn(r)
+	if err != nil || !resp.Succeeded || resp.Header.Revision != 3 ||
+		kvString(resp.Responses[0].GetResponseRange().Kvs) != "a=2@2/3/2" ||
+		kvString(resp.Responses[1].GetResponseRange().Kvs) != "a=1@2/2/1" {
+		t.Fatalf("ReadTxn: %v, %v", resp, err)
+	}
+	r.Success = append(r.Success, opGet(&pb.RangeRequest{Key: []byte("a"), Revision: 4}))
+	if _, err := ts.ReadTxn(r); !errors.Is(err, ErrFutureRev) {
+		t.Fatalf("ReadTxn with a future range: %v", err)
+	}
+	// As in etcd, a nested txn makes a txn a writing one, even if it only reads.
+	for _, w := range []*pb.TxnRequest{
+		{Failure: []*pb.RequestOp{opPut("a", "x")}},
+		{Success: []*pb.RequestOp{opDel("a", "")}},
+		{Success: []*pb.RequestOp{opTxn(&pb.TxnRequest{})}},
+	} {
+		if TxnReadOnly(w) {
+			t.Errorf("TxnReadOnly(%v) = true", w)
+		}
+		if _, err := ts.ReadTxn(w); err == nil {
+			t.Errorf("ReadTxn(%v) ran a writing txn", w)
+		}
+	}
+}

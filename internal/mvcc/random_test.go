@@ -154,6 +154,21 @@ func (g *gen) ops(depth int) []*pb.RequestOp {
 	return ops
 }
 
+// readTxnReq makes a txn whose every op is a range.
+func (g *gen) readTxnReq() *pb.TxnRequest {
+	r := &pb.TxnRequest{}
+	for range g.r.IntN(3) {
+		r.Compare = append(r.Compare, g.compare())
+	}
+	for range g.r.IntN(3) {
+		r.Success = append(r.Success, &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: g.rangeReq()}})
+	}
+	for range g.r.IntN(3) {
+		r.Failure = append(r.Failure, &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: g.rangeReq()}})
+	}
+	return r
+}
+
 func (g *gen) txnReq(depth int) *pb.TxnRequest {
 	r := &pb.TxnRequest{Success: g.ops(depth), Failure: g.ops(depth)}
 	for range g.r.IntN(3) {
@@ -245,11 +260,16 @@ func runRandom(t *testing.T, seed uint64, steps int) {
 	var history []*mvccpb.Event
 	for step := 0; step < steps; step++ {
 		switch n := g.r.IntN(100); {
-		case n < 35:
+		case n < 30:
 			r := g.rangeReq()
 			want, werr := m.rangeAt(r, m.rev)
 			got, gerr := ts.Range(r)
 			checkSame(t, step, "range", r, got, want, gerr, werr)
+		case n < 35:
+			r := g.readTxnReq()
+			want, werr := m.txn(r)
+			got, gerr := ts.ReadTxn(r)
+			checkSame(t, step, "read txn", r, got, want, gerr, werr)
 		case n < 37:
 			ts.reopen()
 			if ts.Rev() != m.rev || ts.CompactRev() != m.compactRev {

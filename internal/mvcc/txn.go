@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"bytes"
+	"errors"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -48,6 +49,54 @@ func (w *Write) Txn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
 		return nil, err
 	}
 	resp.Header.Revision = t.readRev()
+	return resp, nil
+}
+
+// errTxnNotReadOnly is returned by ReadTxn for a txn that may write.
+var errTxnNotReadOnly = errors.New("mvcc: ReadTxn given a txn that writes")
+
+// TxnReadOnly reports whether a txn only reads, by etcd's rule: every op of
+// both branches is a range (a nested txn counts as a write). Such a txn
+// takes no revision and may be served by ReadTxn instead of going through
+// the log.
+func TxnReadOnly(r *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			if op.GetRequestRange() == nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ReadTxn runs a read-only txn (see TxnReadOnly) against the published
+// state, as etcd serves read-only txns: its compares and ranges all see one
+// revision, the header's. It returns the errors of Txn's checks
+// (ErrCompacted, ErrFutureRev), and an error for a txn that is not
+// read-only. Safe for concurrent use.
+func (s *Store) ReadTxn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if !TxnReadOnly(r) {
+		return nil, errTxnNotReadOnly
+	}
+	v, st, err := s.openView()
+	if err != nil {
+		return nil, err
+	}
+	t := &txnWrite{v: *v, compactRev: st.compactRev, beginRev: st.rev}
+	defer t.end()
+	path, err := t.comparePath(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.checkTxn(r, path); err != nil {
+		return nil, err
+	}
+	resp := newTxnResponse(r, path)
+	if err := t.execTxn(r, path, resp); err != nil {
+		return nil, err
+	}
+	resp.Header.Revision = st.rev
 	return resp, nil
 }
 
@@ -170,12 +219,15 @@ func (t *txnWrite) checkTxn(r *pb.TxnRequest, p *txnPath) error {
 			case rr == nil || rr.Revision == 0:
 			case rr.Revision > t.beginRev:
 				return ErrFutureRev
-			case rr.Revision < t.w.compactRev:
+			case rr.Revision < t.compactRev:
 				return ErrCompacted
 			}
 		case *pb.RequestOp_RequestPut:
 			if x.RequestPut == nil {
 				continue
+			}
+			if t.w == nil {
+				return errTxnNotReadOnly
 			}
 			if err := t.w.checkLease(x.RequestPut.Lease); err != nil {
 				return err
@@ -189,6 +241,10 @@ func (t *txnWrite) checkTxn(r *pb.TxnRequest, p *txnPath) error {
 				if !ok {
 					return ErrKeyNotFound
 				}
+			}
+		case *pb.RequestOp_RequestDeleteRange:
+			if t.w == nil {
+				return errTxnNotReadOnly
 			}
 		case *pb.RequestOp_RequestTxn:
 			if x.RequestTxn == nil {
@@ -234,7 +290,7 @@ func (t *txnWrite) execTxn(r *pb.TxnRequest, p *txnPath, resp *pb.TxnResponse) e
 			if x.RequestRange == nil {
 				continue
 			}
-			rr, err := t.view().rangeReq(x.RequestRange, t.readRev(), t.w.compactRev)
+			rr, err := t.view().rangeReq(x.RequestRange, t.readRev(), t.compactRev)
 			if err != nil {
 				return err
 			}

@@ -64,8 +64,9 @@ func (w *Write) Events() []*mvccpb.Event { return w.events }
 // with everything nested in it. All its writes share main revision
 // beginRev+1.
 type txnWrite struct {
-	w        *Write
-	v        view
+	w          *Write // nil for a read-only txn on the published state
+	v          view
+	compactRev int64
 	seen     uint32 // batch count the iterator last saw
 	beginRev int64
 	changes  int64 // writes so far: the next sub-revision
@@ -78,13 +79,16 @@ func (w *Write) begin() (*txnWrite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mvcc: open batch iterator: %w", err)
 	}
-	return &txnWrite{w: w, v: view{it: it}, seen: w.b.Count(), beginRev: w.rev}, nil
+	return &txnWrite{w: w, v: view{it: it}, compactRev: w.compactRev, seen: w.b.Count(), beginRev: w.rev}, nil
 }
 
 // view returns the iterator, refreshed if the batch grew since it last
 // looked: a pebble batch iterator sees only the writes made before it was
 // created or refreshed.
 func (t *txnWrite) view() *view {
+	if t.w == nil {
+		return &t.v
+	}
 	if n := t.w.b.Count(); n != t.seen {
 		t.v.it.SetOptions(&keysIterOptions)
 		t.seen = n
@@ -105,7 +109,7 @@ func (t *txnWrite) readRev() int64 {
 // Write to its revision.
 func (t *txnWrite) end() {
 	t.v.close()
-	if t.changes > 0 {
+	if t.w != nil && t.changes > 0 {
 		t.w.rev = t.beginRev + 1
 		t.w.b.Set(metaRev, encodeInt64(t.w.rev), nil)
 	}
