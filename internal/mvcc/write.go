@@ -67,11 +67,11 @@ type txnWrite struct {
 	w          *Write // nil for a read-only txn on the published state
 	v          view
 	compactRev int64
-	seen     uint32 // batch count the iterator last saw
-	beginRev int64
-	changes  int64 // writes so far: the next sub-revision
-	keyBuf   []byte
-	valBuf   []byte
+	seen       uint32 // batch count the iterator last saw
+	beginRev   int64
+	changes    int64 // writes so far: the next sub-revision
+	keyBuf     []byte
+	valBuf     []byte
 }
 
 func (w *Write) begin() (*txnWrite, error) {
