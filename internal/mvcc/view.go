@@ -56,6 +56,9 @@ func (v *view) decodeCurrent(out *version) error {
 	return decodeVersionValue(val, out)
 }
 
+// maxSteps is how many older versions scan steps over before it seeks.
+const maxSteps = 4
+
 // scan calls fn, in key order, for every key in [start, end) whose newest
 // version at or below rev is live, until fn returns false. An empty end means
 // no upper bound. fn gets the key's prefix (see keyPrefix) and version; both
@@ -98,11 +101,16 @@ func (v *view) scan(start, end []byte, rev int64, fn func(prefix []byte, ver *ve
 				return err
 			}
 		}
-		// Move to the next key: one step if this key has no older versions,
-		// a seek past them otherwise.
-		if valid = v.it.Next(); valid && bytes.HasPrefix(v.it.Key(), v.prefix) {
-			v.seekBuf = append(v.seekBuf[:0], v.prefix...)
-			valid = v.it.SeekGE(skipKey(v.seekBuf))
+		// Move to the next key: step over a few older versions (a step is
+		// much cheaper than a seek), then seek past the rest.
+		valid = v.it.Next()
+		for steps := 0; valid && bytes.HasPrefix(v.it.Key(), v.prefix); steps++ {
+			if steps == maxSteps {
+				v.seekBuf = append(v.seekBuf[:0], v.prefix...)
+				valid = v.it.SeekGE(skipKey(v.seekBuf))
+				break
+			}
+			valid = v.it.Next()
 		}
 	}
 	return v.it.Error()

@@ -1,0 +1,100 @@
+package mvcc
+
+import (
+	"fmt"
+	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+func benchPut(b *testing.B, ts *testStore, key string, val []byte) {
+	batch := ts.eng.NewBatch()
+	w := ts.Store.Write(batch)
+	if _, err := w.Put(&pb.PutRequest{Key: []byte(key), Value: val}); err != nil {
+		b.Fatal(err)
+	}
+	if err := batch.Commit(false); err != nil {
+		b.Fatal(err)
+	}
+	w.Done()
+}
+
+// fill writes n keys, each with versions versions.
+func fill(b *testing.B, ts *testStore, n, versions int) {
+	val := make([]byte, 256)
+	for v := range versions {
+		batch := ts.eng.NewBatch()
+		w := ts.Store.Write(batch)
+		for i := range n {
+			if _, err := w.Put(&pb.PutRequest{Key: []byte(fmt.Sprintf("key/%08d", i)), Value: val}); err != nil {
+				b.Fatal(err)
+			}
+			if i%1000 == 999 || i == n-1 {
+				if err := batch.Commit(false); err != nil {
+					b.Fatal(err)
+				}
+				w.Done()
+				batch = ts.eng.NewBatch()
+				w = ts.Store.Write(batch)
+			}
+		}
+		batch.Discard()
+		_ = v
+	}
+}
+
+func BenchmarkPutFreshKey(b *testing.B) {
+	ts := newTestStore(b)
+	val := make([]byte, 256)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		benchPut(b, ts, fmt.Sprintf("fresh/%09d", i), val)
+	}
+}
+
+func BenchmarkPutExistingKey(b *testing.B) {
+	ts := newTestStore(b)
+	fill(b, ts, 10000, 1)
+	val := make([]byte, 256)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		benchPut(b, ts, fmt.Sprintf("key/%08d", i%10000), val)
+	}
+}
+
+func BenchmarkRangeOneKeyAtHead(b *testing.B) {
+	ts := newTestStore(b)
+	fill(b, ts, 10000, 5)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		resp, err := ts.Range(&pb.RangeRequest{Key: []byte(fmt.Sprintf("key/%08d", i%10000))})
+		if err != nil || len(resp.Kvs) != 1 {
+			b.Fatal(resp, err)
+		}
+	}
+}
+
+func BenchmarkRangePrefix100(b *testing.B) {
+	ts := newTestStore(b)
+	fill(b, ts, 10000, 3)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		start := (i % 99) * 100
+		resp, err := ts.Range(&pb.RangeRequest{Key: []byte(fmt.Sprintf("key/%08d", start)), RangeEnd: []byte(fmt.Sprintf("key/%08d", start+100))})
+		if err != nil || len(resp.Kvs) != 100 {
+			b.Fatal(len(resp.Kvs), err)
+		}
+	}
+}
+
+func BenchmarkRangeCountAll(b *testing.B) {
+	ts := newTestStore(b)
+	fill(b, ts, 10000, 3)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := ts.Range(&pb.RangeRequest{Key: []byte("key/"), RangeEnd: []byte("key0"), CountOnly: true})
+		if err != nil || resp.Count != 10000 {
+			b.Fatal(resp.Count, err)
+		}
+	}
+}
