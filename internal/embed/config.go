@@ -1,0 +1,255 @@
+package embed
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairn-db/cairn/internal/api"
+	"github.com/cairn-db/cairn/internal/server"
+)
+
+// Defaults, etcd's (with cairn's data directory suffix).
+const (
+	DefaultName                    = "default"
+	DefaultListenClientURL         = "http://localhost:2379"
+	DefaultAdvertiseClientURL      = "http://localhost:2379"
+	DefaultInitialPeerURL          = "http://localhost:2380"
+	DefaultClusterToken            = "etcd-cluster"
+	DefaultMaxRequestBytes         = api.DefaultMaxRequestBytes
+	DefaultMaxTxnOps               = api.DefaultMaxTxnOps
+	DefaultSnapshotCount           = server.DefaultSnapshotCount
+	DefaultHeartbeatMs             = 100
+	DefaultElectionMs              = 1000
+	DefaultAutoCompactionMode      = server.CompactionModePeriodic
+	DefaultLogLevel                = "info"
+	DefaultLogFormat               = "json"
+	maxElectionMs                  = 50000
+	dataDirSuffix                  = ".cairn"
+	defaultQuotaBackendBytes       = 0 // the server's default: 2 GiB
+	defaultAutoCompactionRetention = "0"
+)
+
+// Config configures a member. Start it with Start. NewConfig returns etcd's
+// defaults; the zero Config is not usable.
+type Config struct {
+	// Name is the member's human-readable name.
+	Name string
+	// DataDir holds the member's data. Empty means "<Name>.cairn" in the
+	// working directory, as etcd uses "<name>.etcd".
+	DataDir string
+
+	// ListenClientURLs are where clients are served, gRPC and HTTP on each
+	// (http:// or https://). Port 0 picks a free port; Member.ClientURLs
+	// reports the ports bound.
+	ListenClientURLs []string
+	// AdvertiseClientURLs are the client URLs this member tells others
+	// about.
+	AdvertiseClientURLs []string
+	// ClientTLS secures https:// client URLs.
+	ClientTLS TLSInfo
+
+	// InitialCluster ("name=peerURL,...") , InitialClusterToken and
+	// InitialAdvertisePeerURLs found the cluster and derive the member and
+	// cluster IDs, as in etcd. Only read when DataDir is new. Empty
+	// InitialCluster means this member alone.
+	InitialCluster           string
+	InitialClusterToken      string
+	InitialAdvertisePeerURLs []string
+
+	// MaxRequestBytes bounds a client request; MaxTxnOps each list of a
+	// txn.
+	MaxRequestBytes uint
+	MaxTxnOps       uint
+	// QuotaBackendBytes is the database size past which writes are
+	// refused and the NOSPACE alarm raised; 0 means 2 GiB, negative none.
+	QuotaBackendBytes int64
+	// UnsafeNoFsync skips fsync: a crash may lose acknowledged writes.
+	UnsafeNoFsync bool
+	// SnapshotCount is how many applied entries trigger a raft log
+	// compaction.
+	SnapshotCount uint64
+	// HeartbeatMs and ElectionMs are raft's heartbeat interval and
+	// election timeout in milliseconds (--heartbeat-interval,
+	// --election-timeout).
+	HeartbeatMs uint
+	ElectionMs  uint
+	// AutoCompactionMode ("periodic" or "revision") and
+	// AutoCompactionRetention configure automatic compaction as in etcd.
+	AutoCompactionMode      string
+	AutoCompactionRetention string
+
+	// GRPC tunes the client-facing gRPC server.
+	GRPC GRPCOptions
+	// EnablePprof serves Go's profiler at /debug/pprof/ on the client URLs.
+	EnablePprof bool
+
+	// LogLevel (debug, info, warn, error; etcd's panic and fatal mean
+	// error) and LogFormat (json, console) shape the log written to stderr
+	// when Logger is nil.
+	LogLevel  string
+	LogFormat string
+	// Logger, if set, receives the member's log instead.
+	Logger *slog.Logger
+	// Metrics is the registry the member's metrics go to and /metrics
+	// serves. Nil means a registry of the member's own, with Go runtime
+	// and process metrics, so several members fit in one process.
+	Metrics *prometheus.Registry
+}
+
+// GRPCOptions are etcd's gRPC server settings.
+type GRPCOptions struct {
+	// MaxConcurrentStreams bounds the streams of one client connection; 0
+	// means unbounded (etcd's default).
+	MaxConcurrentStreams uint32
+	// KeepAliveMinTime, KeepAliveInterval and KeepAliveTimeout are
+	// --grpc-keepalive-min-time, -interval and -timeout; 0 disables each.
+	KeepAliveMinTime  time.Duration
+	KeepAliveInterval time.Duration
+	KeepAliveTimeout  time.Duration
+}
+
+// NewConfig returns a Config with etcd's defaults: name "default", data
+// directory "default.cairn", clients served on http://localhost:2379 and
+// advertised there, 1.5 MiB requests, 128 ops per txn branch, 2 GiB quota,
+// 100 ms heartbeat, 1 s election timeout, periodic auto-compaction off.
+func NewConfig() *Config {
+	return &Config{
+		Name:                     DefaultName,
+		DataDir:                  DefaultName + dataDirSuffix,
+		ListenClientURLs:         []string{DefaultListenClientURL},
+		AdvertiseClientURLs:      []string{DefaultAdvertiseClientURL},
+		InitialClusterToken:      DefaultClusterToken,
+		InitialAdvertisePeerURLs: []string{DefaultInitialPeerURL},
+		MaxRequestBytes:          DefaultMaxRequestBytes,
+		MaxTxnOps:                DefaultMaxTxnOps,
+		QuotaBackendBytes:        defaultQuotaBackendBytes,
+		SnapshotCount:            DefaultSnapshotCount,
+		HeartbeatMs:              DefaultHeartbeatMs,
+		ElectionMs:               DefaultElectionMs,
+		AutoCompactionMode:       DefaultAutoCompactionMode,
+		AutoCompactionRetention:  defaultAutoCompactionRetention,
+		GRPC: GRPCOptions{
+			KeepAliveMinTime:  api.DefaultKeepAliveMinTime,
+			KeepAliveInterval: api.DefaultKeepAliveInterval,
+			KeepAliveTimeout:  api.DefaultKeepAliveTimeout,
+		},
+		LogLevel:  DefaultLogLevel,
+		LogFormat: DefaultLogFormat,
+	}
+}
+
+// DefaultDataDir is the data directory a member named name uses when none
+// is given: "<name>.cairn".
+func DefaultDataDir(name string) string { return name + dataDirSuffix }
+
+// ErrUnsetAdvertiseClientURLs is etcd's refusal of explicit listen URLs
+// without advertised ones.
+var ErrUnsetAdvertiseClientURLs = errors.New("--advertise-client-urls is required when --listen-client-urls is set explicitly")
+
+// Validate checks c as etcd checks its configuration, with etcd's messages.
+func (c *Config) Validate() error {
+	if len(c.ListenClientURLs) == 0 {
+		return errors.New("embed: no client URL to listen on")
+	}
+	for _, raw := range c.ListenClientURLs {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("invalid listen client URL %q: %w", raw, err)
+		}
+		switch u.Scheme {
+		case "http":
+		case "https":
+			if c.ClientTLS.CertFile == "" || c.ClientTLS.KeyFile == "" {
+				return fmt.Errorf("TLS key/cert (--cert-file, --key-file) must be provided for client url %s with HTTPS scheme", raw)
+			}
+		default:
+			return fmt.Errorf("listen client URL %q: scheme %q is not supported (use http or https)", raw, u.Scheme)
+		}
+		if u.Port() == "" {
+			return fmt.Errorf("listen client URL %q has no port", raw)
+		}
+	}
+	if c.HeartbeatMs == 0 {
+		return fmt.Errorf("--heartbeat-interval must be >0 (set to %dms)", c.HeartbeatMs)
+	}
+	if c.ElectionMs == 0 {
+		return fmt.Errorf("--election-timeout must be >0 (set to %dms)", c.ElectionMs)
+	}
+	if 5*c.HeartbeatMs > c.ElectionMs {
+		return fmt.Errorf("--election-timeout[%vms] should be at least as 5 times as --heartbeat-interval[%vms]", c.ElectionMs, c.HeartbeatMs)
+	}
+	if c.ElectionMs > maxElectionMs {
+		return fmt.Errorf("--election-timeout[%vms] is too long, and should be set less than %vms", c.ElectionMs, maxElectionMs)
+	}
+	if len(c.AdvertiseClientURLs) == 0 {
+		return ErrUnsetAdvertiseClientURLs
+	}
+	switch c.AutoCompactionMode {
+	case server.CompactionModePeriodic, server.CompactionModeRevision:
+	case "":
+		return errors.New("undefined auto-compaction-mode")
+	default:
+		return fmt.Errorf("unknown auto-compaction-mode %q", c.AutoCompactionMode)
+	}
+	if _, err := parseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	switch c.LogFormat {
+	case "", "json", "console":
+	default:
+		return fmt.Errorf("unknown log format: %s, supported values json, console", c.LogFormat)
+	}
+	return nil
+}
+
+func (c *Config) dataDir() string {
+	if c.DataDir != "" {
+		return c.DataDir
+	}
+	return DefaultDataDir(c.Name)
+}
+
+func (c *Config) serverConfig(lg *slog.Logger, reg prometheus.Registerer) server.Config {
+	return server.Config{
+		Name:                    c.Name,
+		DataDir:                 c.dataDir(),
+		InitialCluster:          c.InitialCluster,
+		ClusterToken:            c.InitialClusterToken,
+		PeerURLs:                c.InitialAdvertisePeerURLs,
+		MaxRequestBytes:         c.MaxRequestBytes,
+		QuotaBackendBytes:       c.QuotaBackendBytes,
+		UnsafeNoFsync:           c.UnsafeNoFsync,
+		SnapshotCount:           c.SnapshotCount,
+		TickMs:                  c.HeartbeatMs,
+		ElectionTicks:           int(c.ElectionMs / c.HeartbeatMs),
+		AutoCompactionMode:      c.AutoCompactionMode,
+		AutoCompactionRetention: c.AutoCompactionRetention,
+		Logger:                  lg,
+		Metrics:                 reg,
+	}
+}
+
+func (c *Config) apiOptions(lg *slog.Logger, reg *prometheus.Registry) api.Options {
+	return api.Options{
+		MaxRequestBytes:      c.MaxRequestBytes,
+		MaxTxnOps:            c.MaxTxnOps,
+		MaxConcurrentStreams: c.GRPC.MaxConcurrentStreams,
+		KeepAliveMinTime:     c.GRPC.KeepAliveMinTime,
+		KeepAliveInterval:    c.GRPC.KeepAliveInterval,
+		KeepAliveTimeout:     c.GRPC.KeepAliveTimeout,
+		Registerer:           reg,
+		Gatherer:             reg,
+		Logger:               lg,
+	}
+}
+
+// requestTimeout is etcd's: 5 s plus two election timeouts. Close gives
+// in-flight requests this long to finish.
+func (c *Config) requestTimeout() time.Duration {
+	return 5*time.Second + 2*time.Duration(c.ElectionMs)*time.Millisecond
+}

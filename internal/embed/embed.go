@@ -1,0 +1,273 @@
+package embed
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+
+	"github.com/cairn-db/cairn/internal/api"
+	"github.com/cairn-db/cairn/internal/server"
+)
+
+// Member is a running cairn member: its server and the client listeners
+// serving it. Close stops it. All methods are safe for concurrent use.
+type Member struct {
+	cfg        *Config
+	lg         *slog.Logger
+	srv        *server.Server
+	clientURLs []string
+	listeners  []*clientListener
+
+	errc      chan error
+	wg        sync.WaitGroup // serving goroutines
+	closeOnce sync.Once
+	closeErr  error
+	closing   chan struct{}
+}
+
+// clientListener is one client URL being served.
+type clientListener struct {
+	url  string // as bound: the configured URL with the real port
+	l    net.Listener
+	grpc *grpc.Server
+	http *http.Server
+	mux  *api.ConnMux // nil on TLS listeners
+}
+
+// Start validates cfg, binds every client URL, opens the member's server on
+// cfg's data directory and serves clients on each URL, gRPC and HTTP on the
+// same port. Nothing is left running if it fails. A data directory held by
+// another process fails with an error that wraps storage.ErrLocked.
+func Start(cfg *Config) (*Member, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		var err error
+		if lg, err = NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat); err != nil {
+			return nil, err
+		}
+	}
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	var tlsCfg *tls.Config
+	if cfg.ClientTLS.configured() {
+		var err error
+		if tlsCfg, err = cfg.ClientTLS.serverConfig(); err != nil {
+			return nil, err
+		}
+	}
+
+	m := &Member{cfg: cfg, lg: lg, errc: make(chan error, 1), closing: make(chan struct{})}
+	// Bind first, as etcd does: a port in use fails before the data
+	// directory is touched.
+	for _, raw := range cfg.ListenClientURLs {
+		cl, err := listen(raw)
+		if err != nil {
+			m.closeListeners()
+			return nil, err
+		}
+		m.listeners = append(m.listeners, cl)
+		m.clientURLs = append(m.clientURLs, cl.url)
+	}
+
+	srv, err := server.New(cfg.serverConfig(lg, reg))
+	if err != nil {
+		m.closeListeners()
+		return nil, fmt.Errorf("embed: start member %q in %s: %w", cfg.Name, cfg.dataDir(), err)
+	}
+	m.srv = srv
+
+	opts := cfg.apiOptions(lg, reg)
+	handler := api.NewHTTPHandler(srv, opts, api.HTTPOptions{EnablePprof: cfg.EnablePprof})
+	for _, cl := range m.listeners {
+		m.serve(cl, opts, handler, tlsCfg)
+	}
+	m.wg.Add(1)
+	go m.watchServer()
+	lg.Info("serving client requests", "name", cfg.Name, "client-urls", m.clientURLs, "data-dir", cfg.dataDir())
+	return m, nil
+}
+
+func listen(raw string) (*clientListener, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("invalid listen client URL %q: %w", raw, err)
+	}
+	l, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("listen on client URL %s: %w", raw, err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	bound := *u
+	bound.Host = net.JoinHostPort(u.Hostname(), port)
+	bound.Path = ""
+	return &clientListener{url: bound.String(), l: l}, nil
+}
+
+// serve starts serving one listener: plain text split by api.ConnMux, TLS
+// through one http.Server that hands gRPC requests to the gRPC server.
+func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handler, tlsCfg *tls.Config) {
+	cl.grpc = api.NewGRPCServer(m.srv, opts)
+	cl.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Minute,
+		ErrorLog:          log.New(discard{}, "", 0), // clients' mistakes are not the member's
+	}
+	isTLS := tlsCfg != nil && mustScheme(cl.url) == "https"
+	if isTLS {
+		cl.http.Handler = api.GRPCOrHTTP(cl.grpc, handler)
+		cl.http.TLSConfig = tlsCfg.Clone()
+		m.run(func() error { return ignoreClosed(cl.http.ServeTLS(cl.l, "", "")) })
+		return
+	}
+	cl.mux = api.NewConnMux(cl.l)
+	m.run(func() error { return ignoreClosed(cl.grpc.Serve(cl.mux.GRPC())) })
+	m.run(func() error { return ignoreClosed(cl.http.Serve(cl.mux.HTTP())) })
+	m.run(cl.mux.Serve)
+}
+
+func mustScheme(raw string) string {
+	u, _ := url.Parse(raw)
+	return u.Scheme
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// ignoreClosed drops the errors serving loops return because they were told
+// to stop.
+func ignoreClosed(err error) error {
+	if err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// run runs a serving loop; an error it returns while the member is not
+// closing is reported on Err.
+func (m *Member) run(f func() error) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := f(); err != nil {
+			select {
+			case <-m.closing:
+			default:
+				m.report(err)
+			}
+		}
+	}()
+}
+
+func (m *Member) report(err error) {
+	select {
+	case m.errc <- err:
+	default: // one error is enough to tell the owner to stop
+	}
+}
+
+// watchServer reports the server stopping on its own (a fatal error).
+func (m *Member) watchServer() {
+	defer m.wg.Done()
+	select {
+	case <-m.srv.Done():
+		select {
+		case <-m.closing:
+			return
+		default:
+		}
+		err := m.srv.Err()
+		if err == nil {
+			err = server.ErrStopped
+		}
+		m.report(fmt.Errorf("member stopped: %w", err))
+	case <-m.closing:
+	}
+}
+
+// ClientURLs returns the URLs clients are served on, with the ports
+// actually bound (so "http://127.0.0.1:0" comes back with its real port).
+func (m *Member) ClientURLs() []string { return append([]string(nil), m.clientURLs...) }
+
+// Server returns the member's server.
+func (m *Member) Server() *server.Server { return m.srv }
+
+// Err delivers the first error that stops the member from serving: a
+// listener failing or the server stopping after a fatal error. The owner
+// should then Close the member.
+func (m *Member) Err() <-chan error { return m.errc }
+
+// Close stops the member gracefully: it stops accepting connections, gives
+// requests in flight up to the request timeout to finish, then stops the
+// gRPC and HTTP servers and the member's server. It is idempotent and
+// returns the server's fatal error if there was one.
+func (m *Member) Close() error {
+	m.closeOnce.Do(func() {
+		close(m.closing)
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.requestTimeout())
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, cl := range m.listeners {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cl.stop(ctx)
+			}()
+		}
+		wg.Wait()
+		m.srv.Stop()
+		m.wg.Wait()
+		m.closeErr = m.srv.Err()
+		m.lg.Info("member closed", "name", m.cfg.Name)
+	})
+	return m.closeErr
+}
+
+// stop stops one listener's servers: gracefully until ctx ends, then at
+// once.
+func (cl *clientListener) stop(ctx context.Context) {
+	if cl.mux != nil {
+		// Refuse new connections first; those being sniffed are dropped.
+		cl.mux.Close()
+	}
+	stopped := make(chan struct{})
+	go func() {
+		cl.grpc.GracefulStop()
+		close(stopped)
+	}()
+	cl.http.Shutdown(ctx)
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		cl.grpc.Stop()
+		<-stopped
+	}
+	cl.http.Close()
+	cl.l.Close()
+}
+
+// closeListeners releases the listeners of a Start that failed.
+func (m *Member) closeListeners() {
+	for _, cl := range m.listeners {
+		cl.l.Close()
+	}
+}
