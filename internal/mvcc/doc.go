@@ -61,6 +61,13 @@
 // a committed but not yet published write is invisible and readers never
 // block the apply goroutine or each other.
 //
+// # Reads
+//
+// Range serves a RangeRequest, ReadTxn a txn of ranges only (etcd serves
+// those without going through raft), HashKV a checksum of the history for
+// comparing members, and Events the event log from a revision on, for watch
+// catch-up. All read the published state, on any goroutine.
+//
 // # Compaction
 //
 // Compact records the new compaction revision C in the batch and, once

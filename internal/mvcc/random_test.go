@@ -336,6 +336,7 @@ func runRandom(t *testing.T, seed uint64, steps int) {
 			}
 		}
 	}
+	t.Logf("%d steps, revision %d, compacted at %d", steps, m.rev, m.compactRev)
 	checkHistory(t, ts, m, history)
 	// Every revision still reachable reads the same in both.
 	for rev := max(m.compactRev, 1); rev <= m.rev; rev++ {

@@ -147,9 +147,21 @@ func (v *view) close() { v.it.Close() }
 
 // Range reads keys as etcd's Range does, honouring every option of the
 // request (serializable is the caller's business). The response header
-// carries only the revision: the store's current revision. It returns
-// ErrCompacted or ErrFutureRev for a revision out of reach. Safe for
-// concurrent use.
+// carries only the revision: the store's current revision, whatever
+// revision was read. It returns ErrCompacted for a revision below the
+// compaction revision and ErrFutureRev for one above the current revision;
+// 0 or a negative revision reads the current one. Safe for concurrent use.
+//
+// etcd's behaviours that may surprise, reproduced on purpose:
+//   - Count is the number of keys in the range at that revision, before
+//     the min/max mod/create revision filters and the limit.
+//   - A sort target other than KEY with sort_order NONE sorts ascending, but
+//     the limit (plus one, to set More) is taken in key order first: with
+//     limit 1 and target MOD, the result is the smaller mod revision of the
+//     first two keys, not of the whole range. With an explicit order, the
+//     whole range is sorted before the limit.
+//   - keys_only results carry lease 0 unless sorted by VALUE (etcd answers
+//     them from its index, which has no lease).
 func (s *Store) Range(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	v, st, err := s.openView()
 	if err != nil {
