@@ -1,28 +1,45 @@
 package mvcc
 
 import (
+	"strings"
 	"testing"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
+// dumpKeys logs the store's keyspaces and the model's versions, to debug a
+// failed comparison.
 func dumpKeys(t *testing.T, ts *testStore, m *model) {
-	it, _ := ts.eng.DB().NewIter(&pebble.IterOptions{LowerBound: []byte{'e'}, UpperBound: []byte{'l'}})
-	defer it.Close()
-	for valid := it.First(); valid; valid = it.Next() {
-		k := it.Key()
-		if k[0] == 'k' {
-			p, main, sub, _ := splitVersionKey(k)
-			key, _ := decodePrefix(p)
-			t.Logf("k %q %d.%d %x", key, main, sub, it.Value())
-		} else {
-			main, sub, _ := decodeEventKey(k)
-			t.Logf("e %d.%d %q", main, sub, it.Value())
-		}
+	var sb strings.Builder
+	if err := Dump(ts.eng, &sb); err != nil {
+		t.Log(err)
 	}
+	t.Log("store:\n" + sb.String())
 	for k, vs := range m.keys {
 		for _, v := range vs {
 			t.Logf("model %q %d.%d tomb=%v", k, v.main, v.sub, v.tomb)
 		}
+	}
+}
+
+func TestDump(t *testing.T) {
+	ts := newTestStore(t)
+	ts.mustPut("a", "1")
+	ts.mustPut("a\x00", "2", withLease(3))
+	ts.del("a", "", false)
+	var sb strings.Builder
+	if err := Dump(ts.eng, &sb); err != nil {
+		t.Fatal(err)
+	}
+	want := `x rev: 4
+x compact scheduled: unset
+x compact finished: unset
+k "a" 4.0 tombstone
+k "a" 2.0 create=2 version=1 lease=0 value="1"
+k "a\x00" 3.0 create=3 version=1 lease=3 value="2"
+e 2.0 put "a"
+e 3.0 put "a\x00"
+e 4.0 delete "a"
+`
+	if sb.String() != want {
+		t.Fatalf("dump:\n%s\nwant:\n%s", sb.String(), want)
 	}
 }

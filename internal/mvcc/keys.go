@@ -218,3 +218,5 @@ var (
 )
 
 func encodeInt64(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
+
+func decodeUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
