@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,13 +49,14 @@ type benchClient struct {
 // A run with errors is returned with them; the caller shows the count.
 func (b *benchClient) run(args ...string) (*bench.Report, error) {
 	full := append([]string{"bench"}, args...)
-	full = append(full, "--endpoints", strings.Join(b.endpoints, ","), "--output", "json", "--progress", "none")
+	// Progress lines (one every 10s) show that a long load is alive.
+	full = append(full, "--endpoints", strings.Join(b.endpoints, ","), "--output", "json", "--progress", "lines")
 	if b.verbose {
 		fmt.Fprintf(os.Stderr, "    %s %s\n", filepath.Base(b.bin), strings.Join(full, " "))
 	}
 	cmd := exec.Command(b.bin, full...)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdout, cmd.Stderr = &stdout, io.MultiWriter(os.Stderr, &stderr)
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("cairn %s: %w\n%s%s", strings.Join(full, " "), err, stderr.String(), stdout.String())
 	}

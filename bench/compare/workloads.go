@@ -72,7 +72,7 @@ func (res *results) record(col int, name string, f figureSet, r *bench.Report, e
 	if f.p99 {
 		res.set(f.label+": p99 latency", "ms", col, r.Percentiles["p99"].Duration().Seconds()*1000)
 	}
-	logf("%s: %s: %.0f req/s, mean %s, p99 %s, %d errors", name, f.label, r.RequestsPerSecond,
+	logf("%s: %s: %.1f req/s, mean %s, p99 %s, %d errors", name, f.label, r.RequestsPerSecond,
 		fmtMs(r.Average.Duration().Seconds()), fmtMs(r.Percentiles["p99"].Duration().Seconds()), r.Errors)
 }
 
