@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairn-db/cairn/internal/api"
 	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/storage"
 )
 
@@ -147,6 +148,8 @@ func (d *directBackend) Compact(_ context.Context, r *pb.CompactionRequest) (*pb
 	})
 }
 
-func (d *directBackend) Status() api.Status {
-	return api.Status{ClusterID: 1, MemberID: 1, Leader: 1, RaftTerm: 1, Revision: d.st.Rev()}
+func (d *directBackend) Leader() uint64 { return 1 }
+
+func (d *directBackend) Status() server.Status {
+	return server.Status{ClusterID: 1, MemberID: 1, Leader: 1, RaftTerm: 1, Revision: d.st.Rev(), CompactRevision: d.st.CompactRev()}
 }
