@@ -22,7 +22,7 @@ func benchPut(b *testing.B, ts *testStore, key string, val []byte) {
 // fill writes n keys, each with versions versions.
 func fill(b *testing.B, ts *testStore, n, versions int) {
 	val := make([]byte, 256)
-	for v := range versions {
+	for range versions {
 		batch := ts.eng.NewBatch()
 		w := ts.Store.Write(batch)
 		for i := range n {
@@ -39,7 +39,6 @@ func fill(b *testing.B, ts *testStore, n, versions int) {
 			}
 		}
 		batch.Discard()
-		_ = v
 	}
 }
 
