@@ -40,6 +40,22 @@ type book struct {
 	mu     sync.Mutex
 	writes []*write
 	byKey  map[string]*write
+	// compacted is the highest compaction revision acknowledged.
+	compacted int64
+}
+
+// compactAcked records an acknowledged compaction.
+func (b *book) compactAcked(rev int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.compacted = max(b.compacted, rev)
+}
+
+// compactedRev returns the highest compaction revision acknowledged.
+func (b *book) compactedRev() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.compacted
 }
 
 func newBook() *book { return &book{byKey: map[string]*write{}} }

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 const (
@@ -90,6 +93,16 @@ func runLoadAndKill(t *testing.T, p *proc, b *book, cycle, target int, seed uint
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(seed, uint64(w)))
 			for seq := 0; ctx.Err() == nil; seq++ {
+				if w == 0 && seq%20 == 19 {
+					// Compactions too must survive: the store may not
+					// serve history it said it dropped.
+					if err := compactOnce(ctx, p.kv, b, r); err != nil && !killed.Load() && ctx.Err() == nil {
+						errMu.Lock()
+						loadErrs = append(loadErrs, fmt.Sprintf("compact: %v", err))
+						errMu.Unlock()
+					}
+					continue
+				}
 				key := fmt.Sprintf("c%03d/w%02d/%06d", cycle, w, seq)
 				rev, wr, err := writeOnce(ctx, p.kv, b, r, key)
 				if err != nil {
@@ -157,6 +170,25 @@ func writeOnce(ctx context.Context, kv pb.KVClient, b *book, r *rand.Rand, key s
 	return resp.Header.GetRevision(), wr, nil
 }
 
+// compactOnce compacts, logically or physically, up to a revision a little
+// below the newest acknowledged one, and records it when acknowledged.
+func compactOnce(ctx context.Context, kv pb.KVClient, b *book, r *rand.Rand) error {
+	rev := b.maxRev() - int64(r.IntN(20))
+	if rev <= b.compactedRev() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: rev, Physical: r.IntN(2) == 0}); err != nil {
+		if status.Code(err) == codes.OutOfRange && strings.Contains(err.Error(), "compacted") {
+			return nil // an earlier compaction the crash hid went further
+		}
+		return err
+	}
+	b.compactAcked(rev)
+	return nil
+}
+
 // verify checks the restarted store against the book and then that a new
 // write gets a revision above everything acknowledged before the crash.
 func verify(t *testing.T, p *proc, b *book, cycle int) {
@@ -175,6 +207,12 @@ func verify(t *testing.T, p *proc, b *book, cycle int) {
 	for _, v := range b.check(resp) {
 		t.Errorf("cycle %d: %s", cycle, v)
 	}
+	if c := b.compactedRev(); c > 1 {
+		_, err := p.kv.Range(ctx, &pb.RangeRequest{Key: []byte("c"), RangeEnd: []byte("d"), Revision: c - 1, CountOnly: true})
+		if status.Code(err) != codes.OutOfRange {
+			t.Errorf("cycle %d: a read at revision %d, below the acknowledged compaction at %d, gives %v; want %v", cycle, c-1, c, err, rpctypes.ErrGRPCCompacted)
+		}
+	}
 	known := b.maxRev() // now including the in-flight writes that made it
 	key := fmt.Sprintf("probe/%03d", cycle)
 	value := "after restart"
@@ -192,5 +230,6 @@ func verify(t *testing.T, p *proc, b *book, cycle int) {
 	if rev != resp.Header.GetRevision()+1 {
 		t.Errorf("cycle %d: a put after the restart got revision %d; the store was at %d, so want %d", cycle, rev, resp.Header.GetRevision(), resp.Header.GetRevision()+1)
 	}
-	t.Logf("cycle %d: %d keys in the store at revision %d, all as acknowledged; next put at %d", cycle, len(resp.Kvs), resp.Header.GetRevision(), rev)
+	t.Logf("cycle %d: %d keys in the store at revision %d, all as acknowledged (compacted at %d or later); next put at %d",
+		cycle, len(resp.Kvs), resp.Header.GetRevision(), b.compactedRev(), rev)
 }

@@ -19,7 +19,9 @@
 //     the store are exactly 2..current, one per write request, as etcd would
 //     number them;
 //   - revisions keep going up: the next put gets a revision above every one
-//     acknowledged before the crash.
+//     acknowledged before the crash;
+//   - compactions (logical and physical, issued during the load) hold: a
+//     read below an acknowledged compaction fails as compacted.
 //
 // TestDataDirLock starts a second process on a data directory in use and
 // expects it to exit non-zero with an error that names the directory or its
