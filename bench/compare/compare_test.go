@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -58,12 +59,30 @@ func TestDiskUsageCountsAllocatedBytes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "sub", "f"), bytes.Repeat([]byte("x"), 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got, err := diskUsage(dir)
+	// A preallocated file: 4 MiB reserved, 1 KiB written.
+	f, err := os.Create(filepath.Join(dir, "prealloc"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got < 1<<20 || got > 2<<20 {
-		t.Errorf("disk usage %d, want about 1 MiB", got)
+	defer f.Close()
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, 4<<20); err != nil {
+		t.Skipf("fallocate: %v", err)
+	}
+	if err := f.Truncate(1 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Fallocate(int(f.Fd()), 1 /* FALLOC_FL_KEEP_SIZE */, 0, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	alloc, size, err := diskUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size != 1<<20+1<<10 {
+		t.Errorf("apparent size %d, want 1 MiB + 1 KiB", size)
+	}
+	if alloc < 5<<20 || alloc > 6<<20 {
+		t.Errorf("allocated %d, want about 5 MiB (1 MiB written + 4 MiB reserved)", alloc)
 	}
 }
 

@@ -58,7 +58,7 @@ func (b *benchClient) run(args ...string) (*bench.Report, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, io.MultiWriter(os.Stderr, &stderr)
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("cairn %s: %w\n%s%s", strings.Join(full, " "), err, stderr.String(), stdout.String())
+		return nil, fmt.Errorf("%s (%w); command: %s %s", errorLine(stderr.String()), err, filepath.Base(b.bin), strings.Join(full, " "))
 	}
 	var r bench.Report
 	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {

@@ -14,9 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // member is one server process (etcd or cairn, started with the same etcd
@@ -119,23 +116,16 @@ func (m *member) start() error {
 	return nil
 }
 
-// waitReady polls with a linearizable read until the member answers, the
-// process exits, or timeout passes, and returns how long that took from
-// since.
+// waitReady returns how long, from since, the member took to answer a
+// linearizable read, or an error if the process exits or timeout passes.
+// It first waits for the client port to accept connections, then reads
+// with a new client per attempt: a client that failed to connect waits out
+// gRPC's reconnect backoff (a second), which would swamp a restart time.
 func (m *member) waitReady(since time.Time, timeout time.Duration) (time.Duration, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.clientURL}, Logger: zap.NewNop(), DialTimeout: time.Second})
-	if err != nil {
-		return 0, err
-	}
-	defer cli.Close()
 	deadline := since.Add(timeout)
+	host := strings.TrimPrefix(m.clientURL, "http://")
+	var lastErr error
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		_, err := cli.Get(ctx, "compare-ready-probe")
-		cancel()
-		if err == nil {
-			return time.Since(since), nil
-		}
 		select {
 		case <-m.exited:
 			tail := m.logTail()
@@ -143,10 +133,32 @@ func (m *member) waitReady(since time.Time, timeout time.Duration) (time.Duratio
 		default:
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%s not ready after %v (last error: %v):\n%s", m.bin, timeout, err, m.logTail())
+			return 0, fmt.Errorf("%s not ready after %v (last error: %v):\n%s", m.bin, timeout, lastErr, m.logTail())
 		}
-		time.Sleep(10 * time.Millisecond)
+		if lastErr = probe(host); lastErr == nil {
+			return time.Since(since), nil
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// probe returns nil once host accepts a connection and answers a
+// linearizable read.
+func probe(host string) error {
+	conn, err := net.DialTimeout("tcp", host, 100*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	conn.Close()
+	cli, err := newClient("http://" + host)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = cli.Get(ctx, "compare-ready-probe")
+	return err
 }
 
 // stop sends SIGTERM and waits for the exit, killing the process if it has
@@ -182,7 +194,7 @@ func (m *member) logTail() string {
 // errorLine picks the line of a log tail most likely to say what went
 // wrong: the last one mentioning an error, else the last one.
 func errorLine(tail string) string {
-	lines := strings.Split(tail, "\n")
+	lines := strings.Split(strings.TrimRight(tail, "\n"), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		if strings.Contains(strings.ToLower(lines[i]), "error") {
 			return strings.TrimSpace(lines[i])
@@ -239,11 +251,11 @@ func (m *member) sampleRSS(stop <-chan struct{}) <-chan int64 {
 }
 
 // diskUsage returns the bytes allocated on disk under dir, as du counts
-// them: preallocated files (etcd's WAL segments) count in full, sparse
-// holes do not.
-func diskUsage(dir string) (int64, error) {
-	var total int64
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+// them (preallocated files, like etcd's and Pebble's write-ahead logs,
+// count in full; sparse holes do not), and the files' apparent size, the
+// bytes actually written.
+func diskUsage(dir string) (allocated, apparent int64, err error) {
+	err = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -254,12 +266,16 @@ func diskUsage(dir string) (int64, error) {
 			}
 			return err
 		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		apparent += info.Size()
 		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			total += st.Blocks * 512
+			allocated += st.Blocks * 512
 		} else {
-			total += info.Size()
+			allocated += info.Size()
 		}
 		return nil
 	})
-	return total, err
+	return allocated, apparent, err
 }

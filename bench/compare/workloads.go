@@ -169,8 +169,9 @@ func dataPhase(o *options, res *results, col int, name, serverBin, benchBin, dir
 	if v, err := m.rss(); err == nil {
 		res.set("memory: RSS after loading "+n+" values", "MiB", col, float64(v)/mib)
 	}
-	if v, err := diskUsage(m.dataDir); err == nil {
-		res.set("disk: data dir after loading "+n+" values", "MiB", col, float64(v)/mib)
+	if alloc, size, err := diskUsage(m.dataDir); err == nil {
+		res.set("disk: data dir allocated (du) after loading "+n+" values", "MiB", col, float64(alloc)/mib)
+		res.set("disk: data dir file sizes after loading "+n+" values", "MiB", col, float64(size)/mib)
 	}
 
 	stop := make(chan struct{})
