@@ -139,14 +139,14 @@ func (e *Engine) AppliedIndex() (uint64, error) {
 // Size returns the bytes the engine takes on disk.
 func (e *Engine) Size() int64 { return int64(e.db.Metrics().DiskSpaceUsage()) }
 
-// SizeInUse estimates the bytes of live data: the disk usage less what
-// obsolete files and zombie tables still hold.
+// SizeInUse returns the bytes of live data: the disk usage less the files
+// Pebble no longer needs and has yet to delete (obsolete and zombie tables,
+// obsolete write-ahead logs).
 func (e *Engine) SizeInUse() int64 {
-	n, err := e.db.EstimateDiskUsage([]byte{0}, []byte{0xff, 0xff})
-	if err != nil {
-		return e.Size()
-	}
-	return int64(n)
+	m := e.db.Metrics()
+	dead := m.WAL.ObsoletePhysicalSize + m.Table.Local.ObsoleteSize + m.Table.Local.ZombieSize +
+		m.BlobFiles.Local.ObsoleteSize + m.BlobFiles.Local.ZombieSize
+	return int64(m.DiskSpaceUsage() - dead)
 }
 
 // Sync makes every write committed so far durable.
