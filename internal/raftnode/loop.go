@@ -115,6 +115,12 @@ func (n *Node) handleReady() error {
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		return errors.New("raftnode: raft asked to install a snapshot, which this version cannot do")
 	}
+	if hs := rd.HardState; !raft.IsEmptyHardState(hs) {
+		// Published before the entries it covers can be applied, so
+		// readers never see an applied index above the commit index.
+		n.term.Store(hs.GetTerm())
+		n.commit.Store(hs.GetCommit())
+	}
 	isLeader := n.IsLeader()
 	if isLeader && len(rd.Messages) > 0 {
 		n.transport.Send(rd.Messages)
@@ -141,11 +147,6 @@ func (n *Node) handleReady() error {
 			n.cfg.ObserveSync(time.Since(start))
 		}
 	}
-	if hs := rd.HardState; !raft.IsEmptyHardState(hs) {
-		n.term.Store(hs.GetTerm())
-		n.commit.Store(hs.GetCommit())
-	}
-
 	if !handed && len(ents) > 0 {
 		if err := n.handOff(ents); err != nil {
 			return err

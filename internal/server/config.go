@@ -103,6 +103,8 @@ type testHooks struct {
 	dropApplyBatch func() bool
 	// skipPropose drops proposals before they reach raft.
 	skipPropose bool
+	// beforeReadRound runs before each read-index round.
+	beforeReadRound func()
 	// catchUpEntries overrides how much raft log a compaction keeps.
 	catchUpEntries uint64
 }

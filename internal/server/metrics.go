@@ -13,10 +13,10 @@ type metrics struct {
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
 
-	proposalsPending   prometheus.Gauge
-	proposalsFailed    prometheus.Counter
-	walFsync           prometheus.Histogram
-	backendCommit      prometheus.Histogram
+	proposalsPending prometheus.Gauge
+	proposalsFailed  prometheus.Counter
+	walFsync         prometheus.Histogram
+	backendCommit    prometheus.Histogram
 }
 
 // latencyBuckets are etcd's disk latency buckets: 1ms to 8s.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -18,8 +19,9 @@ const readIndexRetry = 500 * time.Millisecond
 // round. done closes when the member's applied state is recent enough for
 // all of them; err says why not, if it is not.
 type readBatch struct {
-	done chan struct{}
-	err  error
+	done    chan struct{}
+	err     error
+	readers int // guarded by readIndexer.mu
 }
 
 // readIndexer batches linearizable reads: one goroutine (run) takes every
@@ -38,7 +40,9 @@ type readIndexer struct {
 	states   []raft.ReadState
 	statesc  chan struct{}
 	appliedc chan struct{}
-	seq      uint64 // owned by run
+	// rounds counts read-index rounds started; it also makes each round's
+	// request context unique.
+	rounds atomic.Uint64
 }
 
 func newReadIndexer(s *Server) *readIndexer {
@@ -60,6 +64,7 @@ func (ri *readIndexer) wait(ctx context.Context) error {
 		b = &readBatch{done: make(chan struct{})}
 		ri.pending = b
 	}
+	b.readers++
 	ri.mu.Unlock()
 	select {
 	case ri.wake <- struct{}{}:
@@ -110,6 +115,9 @@ func (ri *readIndexer) run() {
 		if b == nil {
 			continue
 		}
+		if h := ri.s.cfg.hooks.beforeReadRound; h != nil {
+			h()
+		}
 		b.err = ri.round()
 		close(b.done)
 	}
@@ -130,9 +138,8 @@ func (ri *readIndexer) release(err error) {
 // round runs one read-index round and waits for the applied index to reach
 // the answer.
 func (ri *readIndexer) round() error {
-	ri.seq++
 	var rctx [8]byte
-	binary.BigEndian.PutUint64(rctx[:], ri.seq)
+	binary.BigEndian.PutUint64(rctx[:], ri.rounds.Add(1))
 	// Answers to earlier rounds (late, after a retry) are of no use now.
 	ri.statesMu.Lock()
 	ri.states = ri.states[:0]
