@@ -78,10 +78,9 @@ func (f *fakeBackend) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeR
 		}
 	}
 	sort.Strings(keys)
+	// Like etcd's, the header has the store's current revision whatever
+	// revision was read (the fake keeps only the latest values).
 	resp := &pb.RangeResponse{Header: f.hdr(), Count: int64(len(keys))}
-	if r.Revision != 0 {
-		resp.Header.Revision = r.Revision
-	}
 	if r.CountOnly {
 		return resp, nil
 	}

@@ -20,8 +20,9 @@ const firstStreamChunk = 10
 //     request asks (linearizable unless serializable); its header revision
 //     pins the rest, unless the request named a revision itself.
 //   - Each chunk carries only key-values. The last chunk also carries the
-//     header (with the pinned revision), more and count, so merging all
-//     chunks gives the RangeResponse a Range would have given.
+//     header (that of the first page: the store's revision when the stream
+//     started), more and count, so merging all chunks gives the
+//     RangeResponse a Range would have given.
 //   - Chunks aim at the request size limit: after each page the next page's
 //     key limit doubles while pages come out under half the target and
 //     halves while they come out over twice of it.
@@ -65,14 +66,17 @@ func (s *kvService) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingS
 			return toGRPCError(err)
 		}
 		if header == nil {
+			// The header reports the store's revision when the stream
+			// started, as Range's does, even when the request reads an
+			// older one. A request for the current revision (0, or
+			// negative, which Range reads the same way) is pinned to it.
 			header = &pb.ResponseHeader{}
 			if resp.Header != nil {
 				header = proto.Clone(resp.Header).(*pb.ResponseHeader)
 			}
-			if req.Revision == 0 {
+			if req.Revision <= 0 {
 				req.Revision = header.Revision
 			}
-			header.Revision = req.Revision
 			req.Serializable = true
 		}
 		count += int64(len(resp.Kvs))

@@ -349,6 +349,39 @@ func TestRangeStreamPinsRevision(t *testing.T) {
 	}
 }
 
+// TestRangeStreamRevisions checks the revision rules: a stream that names
+// an older revision reads it on every page but reports the store's current
+// revision in its header, as Range does; a negative revision reads the
+// current one, pinned like 0.
+func TestRangeStreamRevisions(t *testing.T) {
+	f := newFakeBackend()
+	fill(t, f, 50, 10)
+	s := serve(t, f, Options{MaxRequestBytes: 256})
+	cur := f.Status().Revision
+	for _, tc := range []struct{ asked, read int64 }{{7, 7}, {-1, cur}, {0, cur}} {
+		f.mu.Lock()
+		f.ranges = nil
+		f.mu.Unlock()
+		chunks, err := collectStream(t, s, &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Revision: tc.asked})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := chunks[len(chunks)-1].Header; h.Revision != cur {
+			t.Errorf("revision %d: header revision %d, want the current %d", tc.asked, h.Revision, cur)
+		}
+		f.mu.Lock()
+		if len(f.ranges) < 3 {
+			t.Errorf("revision %d: %d pages; the test wants several", tc.asked, len(f.ranges))
+		}
+		for i, r := range f.ranges[1:] {
+			if r.Revision != tc.read {
+				t.Errorf("revision %d: page %d read revision %d, want %d", tc.asked, i+1, r.Revision, tc.read)
+			}
+		}
+		f.mu.Unlock()
+	}
+}
+
 func TestRangeStreamRefusals(t *testing.T) {
 	f := newFakeBackend()
 	s := serve(t, f, Options{})
