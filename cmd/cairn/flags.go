@@ -65,6 +65,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.Uint32Var(&c.GRPC.MaxConcurrentStreams, "max-concurrent-streams", 0, "Maximum concurrent streams that each client can open at a time (0: unlimited).")
 	fs.Var(&urlList{v: &c.ListenClientURLs}, "listen-client-urls", "List of URLs to listen on for client grpc and http traffic.")
 	fs.Var(&urlList{v: &c.AdvertiseClientURLs}, "advertise-client-urls", "List of this member's client URLs to advertise to the public.")
+	fs.Var(&urlList{v: &c.ListenMetricsURLs}, "listen-metrics-urls", "List of URLs to listen on for the metrics and health endpoints.")
 
 	// Clustering: these found the cluster and derive the member's ID.
 	fs.Var(&urlList{v: &c.InitialAdvertisePeerURLs}, "initial-advertise-peer-urls", "List of this member's peer URLs to advertise to the rest of the cluster.")
@@ -108,7 +109,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("wal-dir", "")
 	urls("listen-peer-urls")
 	urls("listen-client-http-urls")
-	urls("listen-metrics-urls")
 	uintF("max-snapshots", 5)
 	uintF("max-wals", 5)
 	boolean("initial-election-tick-advance", true)

@@ -50,8 +50,12 @@ type Config struct {
 	// AdvertiseClientURLs are the client URLs this member tells others
 	// about.
 	AdvertiseClientURLs []string
-	// ClientTLS secures https:// client URLs.
+	// ClientTLS secures https:// client URLs (and https:// metrics URLs).
 	ClientTLS TLSInfo
+	// ListenMetricsURLs are extra HTTP-only listeners for /metrics and the
+	// health endpoints (etcd's --listen-metrics-urls), typically for
+	// probes that should not share the client port.
+	ListenMetricsURLs []string
 
 	// InitialCluster ("name=peerURL,...") , InitialClusterToken and
 	// InitialAdvertisePeerURLs found the cluster and derive the member and
@@ -157,21 +161,13 @@ func (c *Config) Validate() error {
 		return errors.New("embed: no client URL to listen on")
 	}
 	for _, raw := range c.ListenClientURLs {
-		u, err := url.Parse(raw)
-		if err != nil {
-			return fmt.Errorf("invalid listen client URL %q: %w", raw, err)
+		if err := c.checkListenURL("client", raw); err != nil {
+			return err
 		}
-		switch u.Scheme {
-		case "http":
-		case "https":
-			if c.ClientTLS.CertFile == "" || c.ClientTLS.KeyFile == "" {
-				return fmt.Errorf("TLS key/cert (--cert-file, --key-file) must be provided for client url %s with HTTPS scheme", raw)
-			}
-		default:
-			return fmt.Errorf("listen client URL %q: scheme %q is not supported (use http or https)", raw, u.Scheme)
-		}
-		if u.Port() == "" {
-			return fmt.Errorf("listen client URL %q has no port", raw)
+	}
+	for _, raw := range c.ListenMetricsURLs {
+		if err := c.checkListenURL("metrics", raw); err != nil {
+			return err
 		}
 	}
 	if c.HeartbeatMs == 0 {
@@ -203,6 +199,27 @@ func (c *Config) Validate() error {
 	case "", "json", "console":
 	default:
 		return fmt.Errorf("unknown log format: %s, supported values json, console", c.LogFormat)
+	}
+	return nil
+}
+
+// checkListenURL checks one URL to listen on; kind names it in errors.
+func (c *Config) checkListenURL(kind, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid listen %s URL %q: %w", kind, raw, err)
+	}
+	switch u.Scheme {
+	case "http":
+	case "https":
+		if c.ClientTLS.CertFile == "" || c.ClientTLS.KeyFile == "" {
+			return fmt.Errorf("TLS key/cert (--cert-file, --key-file) must be provided for %s url %s with HTTPS scheme", kind, raw)
+		}
+	default:
+		return fmt.Errorf("listen %s URL %q: scheme %q is not supported (use http or https)", kind, raw, u.Scheme)
+	}
+	if u.Port() == "" {
+		return fmt.Errorf("listen %s URL %q has no port", kind, raw)
 	}
 	return nil
 }

@@ -25,11 +25,13 @@ import (
 // Member is a running cairn member: its server and the client listeners
 // serving it. Close stops it. All methods are safe for concurrent use.
 type Member struct {
-	cfg        *Config
-	lg         *slog.Logger
-	srv        *server.Server
-	clientURLs []string
-	listeners  []*clientListener
+	cfg         *Config
+	lg          *slog.Logger
+	srv         *server.Server
+	clientURLs  []string
+	listeners   []*clientListener
+	metricsURLs []string
+	metrics     []*clientListener // HTTP only: grpc and mux are nil
 
 	errc      chan error
 	wg        sync.WaitGroup // serving goroutines
@@ -87,6 +89,15 @@ func Start(cfg *Config) (*Member, error) {
 		m.listeners = append(m.listeners, cl)
 		m.clientURLs = append(m.clientURLs, cl.url)
 	}
+	for _, raw := range cfg.ListenMetricsURLs {
+		cl, err := listen(raw)
+		if err != nil {
+			m.closeListeners()
+			return nil, err
+		}
+		m.metrics = append(m.metrics, cl)
+		m.metricsURLs = append(m.metricsURLs, cl.url)
+	}
 
 	srv, err := server.New(cfg.serverConfig(lg, reg))
 	if err != nil {
@@ -99,6 +110,9 @@ func Start(cfg *Config) (*Member, error) {
 	handler := api.NewHTTPHandler(srv, opts, api.HTTPOptions{EnablePprof: cfg.EnablePprof})
 	for _, cl := range m.listeners {
 		m.serve(cl, opts, handler, tlsCfg)
+	}
+	for _, cl := range m.metrics {
+		m.serveHTTP(cl, handler, tlsCfg)
 	}
 	m.wg.Add(1)
 	go m.watchServer()
@@ -142,6 +156,21 @@ func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handle
 	m.run(func() error { return ignoreClosed(cl.grpc.Serve(cl.mux.GRPC())) })
 	m.run(func() error { return ignoreClosed(cl.http.Serve(cl.mux.HTTP())) })
 	m.run(cl.mux.Serve)
+}
+
+// serveHTTP serves the HTTP endpoints alone on a metrics listener.
+func (m *Member) serveHTTP(cl *clientListener, handler http.Handler, tlsCfg *tls.Config) {
+	cl.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Minute,
+		ErrorLog:          log.New(discard{}, "", 0),
+	}
+	if tlsCfg != nil && mustScheme(cl.url) == "https" {
+		cl.http.TLSConfig = tlsCfg.Clone()
+		m.run(func() error { return ignoreClosed(cl.http.ServeTLS(cl.l, "", "")) })
+		return
+	}
+	m.run(func() error { return ignoreClosed(cl.http.Serve(cl.l)) })
 }
 
 func mustScheme(raw string) string {
@@ -208,6 +237,10 @@ func (m *Member) watchServer() {
 // actually bound (so "http://127.0.0.1:0" comes back with its real port).
 func (m *Member) ClientURLs() []string { return append([]string(nil), m.clientURLs...) }
 
+// MetricsURLs returns the URLs the HTTP endpoints alone are served on
+// (Config.ListenMetricsURLs), with the ports actually bound.
+func (m *Member) MetricsURLs() []string { return append([]string(nil), m.metricsURLs...) }
+
 // Server returns the member's server.
 func (m *Member) Server() *server.Server { return m.srv }
 
@@ -226,7 +259,7 @@ func (m *Member) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.requestTimeout())
 		defer cancel()
 		var wg sync.WaitGroup
-		for _, cl := range m.listeners {
+		for _, cl := range append(m.listeners, m.metrics...) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -249,6 +282,11 @@ func (cl *clientListener) stop(ctx context.Context) {
 		// Refuse new connections first; those being sniffed are dropped.
 		cl.mux.Close()
 	}
+	if cl.grpc == nil {
+		cl.http.Shutdown(ctx)
+		cl.http.Close()
+		return
+	}
 	stopped := make(chan struct{})
 	go func() {
 		cl.grpc.GracefulStop()
@@ -267,7 +305,7 @@ func (cl *clientListener) stop(ctx context.Context) {
 
 // closeListeners releases the listeners of a Start that failed.
 func (m *Member) closeListeners() {
-	for _, cl := range m.listeners {
+	for _, cl := range append(m.listeners, m.metrics...) {
 		cl.l.Close()
 	}
 }

@@ -289,3 +289,25 @@ func TestRangeStreamEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsURLs checks etcd's --listen-metrics-urls: the HTTP endpoints
+// alone on a port of their own, as kubeadm's probes use them.
+func TestMetricsURLs(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.ListenMetricsURLs = []string{"http://127.0.0.1:0"}
+	m := start(t, cfg)
+	urls := m.MetricsURLs()
+	if len(urls) != 1 || urls[0] == m.ClientURLs()[0] {
+		t.Fatalf("metrics URLs %v, client URLs %v", urls, m.ClientURLs())
+	}
+	for _, p := range []string{"/health?exclude=NOSPACE&serializable=true", "/livez", "/readyz", "/metrics"} {
+		resp, err := http.Get(urls[0] + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s on the metrics URL: %d", p, resp.StatusCode)
+		}
+	}
+}
