@@ -13,6 +13,11 @@ import (
 
 var errReplaced = errors.New("replaced by a newer stream from the same peer")
 
+// unknownPeer labels the metrics of requests refused before their sender was
+// trusted: labelling them with a claimed ID would let anyone who can reach
+// the port grow the metrics without bound.
+const unknownPeer = "unknown"
+
 // inboundStream is a stream some peer opened to this member.
 type inboundStream struct {
 	cancel context.CancelCauseFunc
@@ -72,14 +77,14 @@ func (t *Transport) admit(w http.ResponseWriter, r *http.Request) (from uint64, 
 	if cid != t.cfg.ClusterID {
 		t.log.Warn("refused a request from another cluster", "peer", formatID(from),
 			"remote_cluster", formatID(cid), "cluster", formatID(t.cfg.ClusterID), "remote_addr", r.RemoteAddr)
-		t.metrics.recvFailures.WithLabelValues(formatID(from)).Inc()
+		t.metrics.recvFailures.WithLabelValues(unknownPeer).Inc()
 		refuse(w, http.StatusPreconditionFailed, refusalClusterMismatch, fmt.Sprintf("%s: this member is in cluster %s, the request is from cluster %s",
 			ErrClusterIDMismatch, formatID(t.cfg.ClusterID), formatID(cid)))
 		return 0, false
 	}
 	if to != t.cfg.LocalID {
 		t.log.Warn("refused a request meant for another member", "peer", formatID(from), "to", formatID(to))
-		t.metrics.recvFailures.WithLabelValues(formatID(from)).Inc()
+		t.metrics.recvFailures.WithLabelValues(unknownPeer).Inc()
 		refuse(w, http.StatusPreconditionFailed, refusalMemberMismatch, fmt.Sprintf("%s: this member is %s, the request is for %s",
 			ErrMemberIDMismatch, formatID(t.cfg.LocalID), formatID(to)))
 		return 0, false

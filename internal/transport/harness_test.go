@@ -72,6 +72,12 @@ func (f *fakeRaft) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
 	f.snapReports = append(f.snapReports, status)
 }
 
+func (f *fakeRaft) setRemoved(id uint64) {
+	f.mu.Lock()
+	f.removed[id] = true
+	f.mu.Unlock()
+}
+
 func (f *fakeRaft) setGate(g chan struct{}) {
 	f.mu.Lock()
 	f.gate = g

@@ -147,7 +147,6 @@ func (p *peer) run() {
 			delay, wait = 0, 0
 		case isRefusal(err):
 			wait = p.t.cfg.MaxRetryRefused
-			p.t.noteRemoved(err)
 		default:
 			if established {
 				delay = 0
@@ -172,6 +171,7 @@ func (p *peer) run() {
 				p.log.Log(p.ctx, level, "stream to peer failed", "url", url, "established", established,
 					"retry_in", wait.Round(time.Millisecond), "err", err)
 			}
+			p.t.noteRemoved(err)
 		}
 		if wait > 0 {
 			timer := time.NewTimer(wait)

@@ -337,7 +337,7 @@ func TestRemovedMemberRefused(t *testing.T) {
 	cfg.MaxRetryRefused = time.Hour
 	a := startMember(t, cfg)
 	b := startMember(t, fastConfig(2, nil))
-	b.raft.removed[1] = true
+	b.raft.setRemoved(1)
 	a.tr.AddPeer(2, []string{b.url})
 	select {
 	case <-a.tr.Removed():
@@ -360,9 +360,7 @@ func TestRemovedWhileStreaming(t *testing.T) {
 	connect(t, a, b)
 	a.tr.Send([]*raftpb.Message{msgApp(1, 2, 1, nil)})
 	waitFor(t, "the first message", func() bool { return len(b.raft.received()) == 1 })
-	b.raft.mu.Lock()
-	b.raft.removed[1] = true
-	b.raft.mu.Unlock()
+	b.raft.setRemoved(1)
 	a.tr.Send([]*raftpb.Message{msgApp(1, 2, 2, nil)})
 	select {
 	case <-a.tr.Removed():
