@@ -265,3 +265,47 @@ func newStoppedTimer() *time.Timer {
 	t.Stop()
 	return t
 }
+
+// stuckSink stops reading after the first bytes until released.
+type stuckSink struct{ started, release chan struct{} }
+
+func (s *stuckSink) ReceiveSnapshot(m *raftpb.Message, r io.Reader) error {
+	if _, err := io.ReadFull(r, make([]byte, 1024)); err != nil {
+		return err
+	}
+	close(s.started)
+	<-s.release
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// TestSnapshotStallAborts checks that a receiver that stops reading makes
+// the sender give up and report the failure, rather than hold the transfer
+// (and raft's progress) forever.
+func TestSnapshotStallAborts(t *testing.T) {
+	acfg := fastConfig(1, nil)
+	acfg.SnapshotSource = endlessSource{}
+	acfg.SnapshotStallTimeout = 100 * time.Millisecond
+	a := startMember(t, acfg)
+	sink := &stuckSink{started: make(chan struct{}), release: make(chan struct{})}
+	bcfg := fastConfig(2, nil)
+	bcfg.SnapshotSink = sink
+	b := startMember(t, bcfg)
+	connect(t, a, b)
+	a.tr.Send([]*raftpb.Message{msgSnap(1, 2, 42)})
+	waitFor(t, "the snapshot report", func() bool { return len(a.raft.snapshotReports()) == 1 })
+	if got := a.raft.snapshotReports()[0]; got != raft.SnapshotFailure {
+		t.Fatalf("reported %v, want SnapshotFailure", got)
+	}
+	if !strings.Contains(a.logs.String(), errStalled.Error()) {
+		t.Fatalf("the sender's log does not say the transfer stalled:\n%s", a.logs.String())
+	}
+	<-sink.started
+	close(sink.release)
+	waitFor(t, "the receiver to fail the transfer", func() bool {
+		return counterValue(t, b.tr.metrics.snapRecvFailures.WithLabelValues("1")) == 1
+	})
+	if len(b.raft.received()) != 0 {
+		t.Fatal("raft received the MsgSnap of an aborted transfer")
+	}
+}
