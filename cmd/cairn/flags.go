@@ -78,6 +78,9 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.StringVar(&c.ClientTLS.KeyFile, "key-file", "", "Path to the client server TLS key file.")
 	fs.BoolVar(&c.ClientTLS.ClientCertAuth, "client-cert-auth", false, "Enable client cert authentication.")
 	fs.StringVar(&c.ClientTLS.TrustedCAFile, "trusted-ca-file", "", "Path to the client server TLS trusted CA cert file.")
+	fs.StringSliceVar(&c.ClientTLS.CipherSuites, "cipher-suites", nil, "Comma-separated list of supported TLS cipher suites between client/server (empty will be auto-populated by Go).")
+	fs.StringVar(&c.ClientTLS.MinVersion, "tls-min-version", "TLS1.2", "Minimum TLS version supported. Possible values: TLS1.2, TLS1.3.")
+	fs.StringVar(&c.ClientTLS.MaxVersion, "tls-max-version", "", "Maximum TLS version supported. Possible values: TLS1.2, TLS1.3 (empty defers to Go).")
 
 	// Logging, compaction, profiling, safety.
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "Configures log level. Only supports debug, info, warn, error, panic, or fatal.")
@@ -155,10 +158,7 @@ func (f *serveFlags) addNotImplemented() {
 	str("peer-crl-file", "")
 	str("peer-cert-allowed-cn", "")
 	str("peer-cert-allowed-hostname", "")
-	str("cipher-suites", "")
 	boolean("peer-skip-client-san-verification", false)
-	str("tls-min-version", "TLS1.2")
-	str("tls-max-version", "")
 	str("cors", "*")
 	str("host-whitelist", "*")
 

@@ -64,6 +64,7 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		"--grpc-keepalive-timeout", "3s",
 		"--max-concurrent-streams", "100",
 		"--cert-file", "c.pem", "--key-file", "k.pem", "--trusted-ca-file", "ca.pem", "--client-cert-auth",
+		"--tls-min-version", "TLS1.2", "--tls-max-version", "TLS1.3", "--cipher-suites", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
 		"--enable-pprof",
 	})
 	if err != nil {
@@ -73,11 +74,12 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		t.Errorf("implemented flags warned: %v", warnings)
 	}
 	want := embed.Config{
-		Name:                     "infra1",
-		DataDir:                  "/var/lib/x",
-		ListenClientURLs:         []string{"http://127.0.0.1:2379", "https://10.0.0.1:2379"},
-		AdvertiseClientURLs:      []string{"http://10.0.0.1:2379"},
-		ClientTLS:                embed.TLSInfo{CertFile: "c.pem", KeyFile: "k.pem", TrustedCAFile: "ca.pem", ClientCertAuth: true},
+		Name:                "infra1",
+		DataDir:             "/var/lib/x",
+		ListenClientURLs:    []string{"http://127.0.0.1:2379", "https://10.0.0.1:2379"},
+		AdvertiseClientURLs: []string{"http://10.0.0.1:2379"},
+		ClientTLS: embed.TLSInfo{CertFile: "c.pem", KeyFile: "k.pem", TrustedCAFile: "ca.pem", ClientCertAuth: true,
+			MinVersion: "TLS1.2", MaxVersion: "TLS1.3", CipherSuites: []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"}},
 		ListenMetricsURLs:        []string{"http://127.0.0.1:2381"},
 		InitialCluster:           "infra1=http://10.0.0.1:2380",
 		InitialClusterToken:      "tok",
@@ -254,6 +256,10 @@ func TestEtcdRulesBetweenFlags(t *testing.T) {
 		{[]string{"--initial-cluster-state", "existing", "--data-dir", t.TempDir()}, "joining a running cluster) is not supported yet"},
 		{[]string{"--config-file", "/etc/etcd.yaml"}, "--config-file is not supported yet"},
 		{[]string{"--log-level", "chatty"}, "unknown log level: chatty"},
+		{[]string{"--tls-min-version", "TLS1.1"}, `unexpected TLS version "TLS1.1" (must be one of: TLS1.2, TLS1.3)`},
+		{[]string{"--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2"}, "min version (TLS1.3) is greater than max version (TLS1.2)"},
+		{[]string{"--tls-min-version", "TLS1.3", "--cipher-suites", "TLS_AES_128_GCM_SHA256"}, "cipher suites cannot be configured when only TLS1.3 is enabled"},
+		{[]string{"--cipher-suites", "ROT13"}, `unexpected TLS cipher suite "ROT13"`},
 	}
 	for _, tc := range cases {
 		_, _, err := parse(t, tc.args)

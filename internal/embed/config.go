@@ -192,6 +192,9 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("unknown auto-compaction-mode %q", c.AutoCompactionMode)
 	}
+	if err := c.ClientTLS.validate(); err != nil {
+		return err
+	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
 		return err
 	}

@@ -20,6 +20,68 @@ type TLSInfo struct {
 	// ClientCertAuth requires every client to present a certificate signed
 	// by a trusted CA.
 	ClientCertAuth bool
+	// MinVersion and MaxVersion bound the TLS version: "TLS1.2" or
+	// "TLS1.3"; an empty MinVersion means TLS1.2, an empty MaxVersion lets
+	// Go choose (etcd's --tls-min-version, --tls-max-version).
+	MinVersion string
+	MaxVersion string
+	// CipherSuites restricts the TLS 1.2 cipher suites, by their Go names
+	// (etcd's --cipher-suites); empty lets Go choose.
+	CipherSuites []string
+}
+
+// tlsVersion reads etcd's TLS version names.
+func tlsVersion(v string) (uint16, error) {
+	switch v {
+	case "":
+		return 0, nil
+	case "TLS1.2":
+		return tls.VersionTLS12, nil
+	case "TLS1.3":
+		return tls.VersionTLS13, nil
+	}
+	return 0, fmt.Errorf("unexpected TLS version %q (must be one of: TLS1.2, TLS1.3)", v)
+}
+
+// cipherSuite finds a cipher suite by its Go name, or by the older names
+// etcd also accepts for the ChaCha20 suites.
+func cipherSuite(name string) (uint16, bool) {
+	for _, c := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		if c.Name == name {
+			return c.ID, true
+		}
+	}
+	switch name {
+	case "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305":
+		return tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, true
+	case "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305":
+		return tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, true
+	}
+	return 0, false
+}
+
+// validate checks the version and cipher settings as etcd does.
+func (t TLSInfo) validate() error {
+	minV, err := tlsVersion(t.MinVersion)
+	if err != nil {
+		return err
+	}
+	maxV, err := tlsVersion(t.MaxVersion)
+	if err != nil {
+		return err
+	}
+	if maxV != 0 && minV > maxV {
+		return fmt.Errorf("min version (%s) is greater than max version (%s)", t.MinVersion, t.MaxVersion)
+	}
+	if minV == tls.VersionTLS13 && len(t.CipherSuites) > 0 {
+		return errors.New("cipher suites cannot be configured when only TLS1.3 is enabled")
+	}
+	for _, name := range t.CipherSuites {
+		if _, ok := cipherSuite(name); !ok {
+			return fmt.Errorf("unexpected TLS cipher suite %q", name)
+		}
+	}
+	return nil
 }
 
 func (t TLSInfo) configured() bool { return t.CertFile != "" || t.KeyFile != "" }
@@ -34,12 +96,22 @@ func (t TLSInfo) serverConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embed: load client TLS certificate: %w", err)
 	}
+	if err := t.validate(); err != nil {
+		return nil, err
+	}
+	minV, _ := tlsVersion(t.MinVersion)
+	maxV, _ := tlsVersion(t.MaxVersion)
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		MinVersion:   max(minV, tls.VersionTLS12),
+		MaxVersion:   maxV,
 		// gRPC clients insist on ALPN "h2"; HTTP/1.1 stays available for
 		// the health and metrics endpoints.
 		NextProtos: []string{"h2", "http/1.1"},
+	}
+	for _, name := range t.CipherSuites {
+		id, _ := cipherSuite(name)
+		cfg.CipherSuites = append(cfg.CipherSuites, id)
 	}
 	if t.TrustedCAFile != "" {
 		pem, err := os.ReadFile(t.TrustedCAFile)
