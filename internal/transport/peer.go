@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,7 +69,7 @@ func newPeer(t *Transport, id uint64, urls []string) *peer {
 	}
 	p.log = t.log.With("peer", p.label)
 	p.ctx, p.cancel = context.WithCancel(t.ctx)
-	p.mu.urls = slices.Clone(urls)
+	p.mu.urls = cleanURLs(urls)
 	return p
 }
 
@@ -89,7 +90,7 @@ func (p *peer) stop() {
 
 func (p *peer) setURLs(urls []string) {
 	p.mu.Lock()
-	p.mu.urls = slices.Clone(urls)
+	p.mu.urls = cleanURLs(urls)
 	p.mu.next = 0
 	p.mu.Unlock()
 	select {
@@ -102,6 +103,16 @@ func (p *peer) status() PeerStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return PeerStatus{ActiveSince: p.mu.activeSince, URL: p.mu.url, LastError: p.mu.lastErr}
+}
+
+// cleanURLs copies urls without trailing slashes, which would otherwise
+// double the slash before PathPrefix.
+func cleanURLs(urls []string) []string {
+	out := slices.Clone(urls)
+	for i, u := range out {
+		out[i] = strings.TrimRight(u, "/")
+	}
+	return out
 }
 
 // pickURL returns the URL to dial, or "" if the peer has none.
@@ -147,6 +158,7 @@ func (p *peer) run() {
 			delay, wait = 0, 0
 		case isRefusal(err):
 			wait = p.t.cfg.MaxRetryRefused
+			p.failedURL()
 		default:
 			if established {
 				delay = 0

@@ -375,7 +375,7 @@ func TestRemovedWhileStreaming(t *testing.T) {
 func TestPeerURLFallback(t *testing.T) {
 	a := startMember(t, fastConfig(1, nil))
 	b := startMember(t, fastConfig(2, nil))
-	a.tr.AddPeer(2, []string{"http://" + freeAddr(t), b.url})
+	a.tr.AddPeer(2, []string{"http://" + freeAddr(t), b.url + "/"})
 	waitActive(t, a, 2)
 	if st, _ := a.tr.PeerStatus(2); st.URL != b.url {
 		t.Fatalf("connected through %q, want %q", st.URL, b.url)
