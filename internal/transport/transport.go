@@ -91,7 +91,8 @@ type Config struct {
 	SnapshotStallTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the jittered exponential delay between
 	// reconnection attempts (defaults 100ms and 2s). A peer that refused us
-	// (another cluster, removed, incompatible) is retried after MaxRetryRefused.
+	// (another cluster, removed, incompatible) is retried after
+	// MaxRetryRefused (default 10s).
 	MinBackoff, MaxBackoff, MaxRetryRefused time.Duration
 
 	// MaxMessageBytes is the largest encoded message sent or accepted
