@@ -18,8 +18,9 @@ func (n *Node) run() {
 	defer ticker.Stop()
 	campaignPending := true
 	for {
-		n.drainInbox()
-		for n.rn.HasReady() {
+		// Draining before every Ready (not once per wake-up) puts whatever
+		// arrived during the last fsync into the very next Ready.
+		for n.drainInbox(); n.rn.HasReady(); n.drainInbox() {
 			if err := n.handleReady(); err != nil {
 				if !errors.Is(err, errStopping) {
 					n.err = err
