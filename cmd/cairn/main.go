@@ -9,6 +9,7 @@ import (
 
 func main() {
 	root := newServeCommand()
+	root.AddCommand(newBenchCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}
