@@ -25,9 +25,9 @@ import (
 // CAIRN_CONFORMANCE_SUBJECT=direct it is the subject, which tells a
 // difference in the state machine or the API from one in the consensus
 // path when the full member disagrees with etcd.
-func startDirect(t testing.TB, sc *scope) string {
+func startDirect(t testing.TB, dir string) (string, func()) {
 	t.Helper()
-	eng, err := storage.Open(t.TempDir(), storage.Options{NoSync: true})
+	eng, err := storage.Open(dir, storage.Options{NoSync: true})
 	if err != nil {
 		t.Fatalf("open storage: %v", err)
 	}
@@ -47,12 +47,11 @@ func startDirect(t testing.TB, sc *scope) string {
 		t.Fatal(err)
 	}
 	go gs.Serve(l)
-	sc.defer_(func() {
+	return l.Addr().String(), func() {
 		gs.Stop()
 		st.Close()
 		eng.Close()
-	})
-	return l.Addr().String()
+	}
 }
 
 // directBackend is api.Backend over a bare mvcc store.

@@ -73,8 +73,10 @@ func (g *gen) next() op {
 		return op{Put: g.putReq()}
 	case p < 0.72:
 		return op{Delete: g.deleteReq()}
-	case p < 0.992:
+	case p < 0.99:
 		return op{Txn: g.txnReq(0)}
+	case p < 0.992:
+		return op{Restart: true}
 	default:
 		return op{Compact: g.compactReq()}
 	}

@@ -30,6 +30,9 @@ type op struct {
 	Delete  *pb.DeleteRangeRequest
 	Txn     *pb.TxnRequest
 	Compact *pb.CompactionRequest
+	// Restart restarts both servers on their data directories; its
+	// outcome is a read of every key afterwards.
+	Restart bool
 }
 
 // kind names the RPC the op is sent through.
@@ -47,6 +50,8 @@ func (o op) kind() string {
 		return "Txn"
 	case o.Compact != nil:
 		return "Compact"
+	case o.Restart:
+		return "Restart"
 	}
 	return "empty"
 }
@@ -74,6 +79,9 @@ func (o op) request() proto.Message {
 
 // String renders the op on one line, bytes escaped, huge requests cut.
 func (o op) String() string {
+	if o.Restart {
+		return "Restart (then a Range of every key)"
+	}
 	return o.kind() + " " + brief(o.request())
 }
 
@@ -156,7 +164,7 @@ func (o outcome) equal(p outcome) bool {
 
 // describe renders a mismatch: both outcomes and, when both are
 // responses, a field-level diff in which equal fields are elided.
-func describe(o op, oracle, subject side, want, got outcome) string {
+func describe(o op, oracle, subject *side, want, got outcome) string {
 	s := fmt.Sprintf("  request: %v\n  %s: %v\n  %s: %v", o, oracle.name, want, subject.name, got)
 	if !want.failed() && !got.failed() {
 		// Diff shortened copies: equal megabyte values cost time to

@@ -19,7 +19,7 @@ import (
 // stores may legitimately diverge.
 func TestRandomOps(t *testing.T) {
 	seeds := []uint64{1, 2, 3}
-	ops := 3000
+	ops := 5000
 	if testing.Short() {
 		seeds, ops = seeds[:1], 400
 	} else {
@@ -59,8 +59,7 @@ func runSeed(t *testing.T, seed uint64, n int) {
 	for i := range n {
 		o := g.next()
 		history = append(history, o)
-		want := do(oracle.kv, o)
-		got := do(subject.kv, o)
+		want, got := step(oracle, subject, o)
 		tally[o.kind()+": "+summary(want)]++
 		if !want.equal(got) {
 			// Report the first difference of each kind of op; the
@@ -117,7 +116,7 @@ func reportMinimal(t *testing.T, history []op) {
 		oracle, subject, stop := startPair(t)
 		defer stop()
 		for i, o := range ops {
-			want, got := do(oracle.kv, o), do(subject.kv, o)
+			want, got := step(oracle, subject, o)
 			if !want.equal(got) {
 				return i == len(ops)-1
 			}
@@ -150,7 +149,7 @@ func reportMinimal(t *testing.T, history []op) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "minimal sequence (%d ops) on fresh servers:\n", len(seq))
 	for i, o := range seq {
-		want, got := do(oracle.kv, o), do(subject.kv, o)
+		want, got := step(oracle, subject, o)
 		fmt.Fprintf(&b, "  %d. %v\n", i+1, o)
 		if i == len(seq)-1 || !want.equal(got) {
 			fmt.Fprintf(&b, "     %s: %v\n     %s: %v\n", oracle.name, want, subject.name, got)

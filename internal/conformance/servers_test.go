@@ -25,6 +25,45 @@ const startTimeout = 30 * time.Second
 type side struct {
 	name string
 	kv   pb.KVClient
+	// restart stops the server and starts it again on the same data
+	// directory, pointing kv at the new one.
+	restart func()
+}
+
+// starter starts a server on dir (new or used before) and returns its
+// client endpoint (host:port) and a function that stops it.
+type starter func(t testing.TB, dir string) (addr string, stop func())
+
+// newSide starts a server with start on a fresh data directory; sc stops
+// it.
+func newSide(t testing.TB, sc *scope, name string, start starter) *side {
+	t.Helper()
+	dir := t.TempDir()
+	s := &side{name: name}
+	var stopServer, closeConn func()
+	up := func() {
+		addr, stop := start(t, dir)
+		stopServer = stop
+		s.kv, closeConn = dialKV(t, addr)
+	}
+	down := func() {
+		if closeConn != nil {
+			closeConn()
+			closeConn = nil
+		}
+		if stopServer != nil {
+			stopServer()
+			stopServer = nil
+		}
+	}
+	up()
+	sc.defer_(down)
+	s.restart = func() {
+		t.Helper()
+		down()
+		up()
+	}
+	return s
 }
 
 // scope collects the stop functions of servers and connections so that a
@@ -58,35 +97,56 @@ func subjectKind(t testing.TB) string {
 	}
 }
 
+// startSubject starts the side the oracle is compared with.
+func startSubject(t testing.TB, sc *scope) *side {
+	t.Helper()
+	switch subjectKind(t) {
+	case "etcd":
+		return newSide(t, sc, "etcd-2", startEtcd)
+	case "direct":
+		return newSide(t, sc, "cairn-direct", startDirect)
+	default:
+		return newSide(t, sc, "cairn", startCairn)
+	}
+}
+
 // startPair returns the oracle (etcd) and the subject, each on a fresh
 // data directory, and a function that stops both (also called when the
 // test ends).
-func startPair(t testing.TB) (oracle, subject side, stop func()) {
+func startPair(t testing.TB) (oracle, subject *side, stop func()) {
 	t.Helper()
 	sc := &scope{}
 	t.Cleanup(sc.close)
-	oracle = side{name: "etcd", kv: dialKV(t, sc, startEtcd(t, sc))}
-	switch kind := subjectKind(t); kind {
-	case "etcd":
-		subject = side{name: "etcd-2", kv: dialKV(t, sc, startEtcd(t, sc))}
-	case "direct":
-		subject = side{name: "cairn-direct", kv: dialKV(t, sc, startDirect(t, sc))}
-	default:
-		subject = side{name: "cairn", kv: dialKV(t, sc, startCairn(t, sc))}
-	}
+	oracle = newSide(t, sc, "etcd", startEtcd)
+	subject = startSubject(t, sc)
 	return oracle, subject, sc.close
 }
 
+// step sends o to both sides and returns their outcomes. A restart op
+// restarts both and then reads every key from each, so that what survived
+// the restart is compared.
+func step(oracle, subject *side, o op) (want, got outcome) {
+	if o.Restart {
+		oracle.restart()
+		subject.restart()
+		o = op{Range: &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}}
+	}
+	return do(oracle.kv, o), do(subject.kv, o)
+}
+
 // startEtcd starts a single-member embedded etcd on 127.0.0.1 and returns
-// its client endpoint (host:port). sc stops it.
-func startEtcd(t testing.TB, sc *scope) string {
+// its client endpoint (host:port).
+func startEtcd(t testing.TB, dir string) (string, func()) {
 	t.Helper()
 	cfg := etcdembed.NewConfig()
 	cfg.Name = "oracle"
-	cfg.Dir = t.TempDir()
+	cfg.Dir = dir
 	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
 	// The oracle's durability is not under test; fsync only slows it down.
 	cfg.UnsafeNoFsync = true
+	// A restarted member waits an election timeout before it leads again;
+	// short ticks keep the restart ops quick.
+	cfg.TickMs, cfg.ElectionMs = 10, 100
 	clientURL := mustURL(t, "http://127.0.0.1:0")
 	peerURL := mustURL(t, fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
 	cfg.ListenClientUrls = []url.URL{clientURL}
@@ -99,22 +159,23 @@ func startEtcd(t testing.TB, sc *scope) string {
 	if err != nil {
 		t.Fatalf("start embedded etcd: %v", err)
 	}
-	sc.defer_(e.Close)
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
+		e.Close()
 		t.Fatalf("embedded etcd failed while starting: %v", err)
 	case <-time.After(startTimeout):
+		e.Close()
 		t.Fatalf("embedded etcd not ready after %v", startTimeout)
 	}
-	return e.Clients[0].Addr().String()
+	return e.Clients[0].Addr().String(), e.Close
 }
 
 // dialKV connects a KV stub to addr without clientv3's interceptors, so
 // that nothing retries or rewrites what the server answered. Message size
 // limits are lifted on the client so that the server's own limits are the
 // ones exercised.
-func dialKV(t testing.TB, sc *scope, addr string) pb.KVClient {
+func dialKV(t testing.TB, addr string) (pb.KVClient, func()) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -126,7 +187,7 @@ func dialKV(t testing.TB, sc *scope, addr string) pb.KVClient {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
-	sc.defer_(func() { conn.Close() })
+	closeConn := func() { conn.Close() }
 	kv := pb.NewKVClient(conn)
 	// Wait until the member answers a read; a fresh member may still be
 	// electing itself.
@@ -138,9 +199,10 @@ func dialKV(t testing.TB, sc *scope, addr string) pb.KVClient {
 		_, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("probe")}, grpc.WaitForReady(true))
 		cancel()
 		if err == nil {
-			return kv
+			return kv, closeConn
 		}
 		if time.Now().After(deadline) {
+			closeConn()
 			t.Fatalf("%s does not answer Range after %v: %v", addr, startTimeout, err)
 		}
 		<-tick.C
