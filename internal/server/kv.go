@@ -189,11 +189,13 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result
 	}
 }
 
-// onDropped answers proposals raft refused; they were never appended.
+// onDropped answers proposals raft refused (raft.ErrProposalDropped, as
+// etcd returns it): they were never appended, so they will never apply.
 func (s *Server) onDropped(ids []uint64, err error) {
 	for _, id := range ids {
-		s.waits.trigger(id, result{err: ErrTimeout})
+		s.waits.trigger(id, result{err: err})
 	}
+	s.metrics.proposalsFailed.Add(float64(len(ids)))
 	s.lg.Debug("raft dropped proposals", "count", len(ids), "err", err)
 }
 
