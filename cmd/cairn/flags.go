@@ -30,6 +30,8 @@ type serveFlags struct {
 	initialClusterState string
 	configFile          string
 	printVersion        bool
+	// fromFile is set when the flags came from a configuration file.
+	fromFile bool
 
 	// notImplemented are etcd flags cairn accepts and does not act on yet;
 	// setting one logs a warning. legacy are the flags etcd itself accepts
@@ -91,7 +93,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.BoolVar(&c.EnablePprof, "enable-pprof", false, `Enable runtime profiling data via HTTP server. Address is at client URL + "/debug/pprof/"`)
 	fs.BoolVar(&c.UnsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
 
-	fs.StringVar(&f.configFile, "config-file", "", "Path to the server configuration file (not supported yet: pass flags or CAIRN_* environment variables).")
+	fs.StringVar(&f.configFile, "config-file", "", "Path to the server configuration file (etcd's YAML format). Note that if a configuration file is provided, other command line flags and environment variables will be ignored.")
 	fs.BoolVar(&f.printVersion, "version", false, "Print the version and exit.")
 
 	f.addNotImplemented()
@@ -262,18 +264,13 @@ func (f *serveFlags) warnings() []string {
 // for the flags that depend on each other.
 func (f *serveFlags) config() (*embed.Config, error) {
 	c := f.cfg
-	if f.configFile != "" {
-		// Ignoring the file would start a member with settings its
-		// operator did not choose (another data directory, say).
-		return nil, fmt.Errorf("--config-file is not supported yet; give the settings as flags or %s_* environment variables", envPrefix)
-	}
 	c.DataDir = f.dataDir
 	if c.DataDir == "" {
 		c.DataDir = embed.DefaultDataDir(c.Name)
 	}
 	// As in etcd: explicit listen URLs do not inherit the default
 	// advertised ones, which would point clients elsewhere.
-	if f.fs.Changed("listen-client-urls") && !f.fs.Changed("advertise-client-urls") {
+	if !f.fromFile && f.fs.Changed("listen-client-urls") && !f.fs.Changed("advertise-client-urls") {
 		c.AdvertiseClientURLs = nil
 	}
 	switch f.initialClusterState {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -66,7 +67,7 @@ func runServe(cmd *cobra.Command, flags *serveFlags, environ []string) error {
 		printVersion(cmd.OutOrStdout())
 		return nil
 	}
-	envNotes, err := flags.applyEnv(environ)
+	flags, notes, err := resolveFlags(flags, environ)
 	if err != nil {
 		return err
 	}
@@ -80,7 +81,7 @@ func runServe(cmd *cobra.Command, flags *serveFlags, environ []string) error {
 	}
 	defer closeLog()
 	cfg.Logger = lg
-	for _, n := range envNotes {
+	for _, n := range notes {
 		lg.Warn(n)
 	}
 	for _, w := range flags.warnings() {
@@ -119,6 +120,32 @@ func runServe(cmd *cobra.Command, flags *serveFlags, environ []string) error {
 		m.Close()
 		return err
 	}
+}
+
+// resolveFlags completes the parsed command line with the environment, or,
+// when a configuration file is named (--config-file or CAIRN_CONFIG_FILE),
+// replaces both with the file, as etcd does. It returns the flags to use and
+// notes to log.
+func resolveFlags(flags *serveFlags, environ []string) (*serveFlags, []string, error) {
+	path := flags.configFile
+	if path == "" {
+		for _, kv := range environ {
+			if v, ok := strings.CutPrefix(kv, envName("config-file")+"="); ok {
+				path = v
+			}
+		}
+	}
+	if path == "" {
+		notes, err := flags.applyEnv(environ)
+		return flags, notes, err
+	}
+	_, fromFile := newServeCommandFlags()
+	notes, err := fromFile.loadConfigFile(path)
+	if err != nil {
+		return nil, notes, err
+	}
+	notes = append(notes, fmt.Sprintf("loaded server configuration from %s; other command line flags and environment variables are ignored", path))
+	return fromFile, notes, nil
 }
 
 func printVersion(w io.Writer) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -30,7 +31,7 @@ func parse(t *testing.T, args []string, env ...string) (*embed.Config, []string,
 	if err := cmd.ParseFlags(args); err != nil {
 		return nil, nil, err
 	}
-	notes, err := f.applyEnv(env)
+	f, notes, err := resolveFlags(f, env)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -254,7 +255,7 @@ func TestEtcdRulesBetweenFlags(t *testing.T) {
 		{[]string{"--election-timeout", "200"}, "--election-timeout[200ms] should be at least as 5 times as --heartbeat-interval[100ms]"},
 		{[]string{"--initial-cluster-state", "maybe"}, `invalid value "maybe" for --initial-cluster-state`},
 		{[]string{"--initial-cluster-state", "existing", "--data-dir", t.TempDir()}, "joining a running cluster) is not supported yet"},
-		{[]string{"--config-file", "/etc/etcd.yaml"}, "--config-file is not supported yet"},
+		{[]string{"--config-file", "/no/such/etcd.yaml"}, "--config-file: open /no/such/etcd.yaml: no such file or directory"},
 		{[]string{"--log-level", "chatty"}, "unknown log level: chatty"},
 		{[]string{"--tls-min-version", "TLS1.1"}, `unexpected TLS version "TLS1.1" (must be one of: TLS1.2, TLS1.3)`},
 		{[]string{"--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2"}, "min version (TLS1.3) is greater than max version (TLS1.2)"},
@@ -367,5 +368,85 @@ func TestServeUntilSignal(t *testing.T) {
 	}
 	if _, err := http.Get(url + "/health"); err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("member still answering after SIGTERM: %v", err)
+	}
+}
+
+// etcdConfigFile is etcd's sample configuration file format, trimmed to
+// keys of every kind: strings, numbers, booleans, URL lists, a list, a
+// duration in nanoseconds (as etcd reads it) and the TLS sections.
+const etcdConfigFile = `
+name: 'infra9'
+data-dir: /var/lib/cairn-test
+snapshot-count: 10000
+heartbeat-interval: 100
+election-timeout: 1000
+quota-backend-bytes: 8589934592
+listen-peer-urls: http://localhost:2380
+listen-client-urls: http://127.0.0.1:2379,http://10.0.0.9:2379
+max-txn-ops: 256
+initial-advertise-peer-urls: http://10.0.0.9:2380
+advertise-client-urls: http://10.0.0.9:2379
+initial-cluster: infra9=http://10.0.0.9:2380
+initial-cluster-token: 'etcd-cluster'
+initial-cluster-state: 'new'
+grpc-keepalive-min-time: 3000000000
+auto-compaction-mode: revision
+auto-compaction-retention: "500"
+enable-pprof: true
+unsafe-no-fsync: true
+log-level: warn
+log-outputs: [stderr]
+cipher-suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]
+enable-v2: false
+client-transport-security:
+  cert-file: /c.pem
+  key-file: /k.pem
+  client-cert-auth: true
+  trusted-ca-file: /ca.pem
+  auto-tls: false
+peer-transport-security:
+  cert-file: /p.pem
+  key-file:
+`
+
+func TestConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "etcd.yaml")
+	if err := os.WriteFile(path, []byte(etcdConfigFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The file wins over the command line and the environment, as in etcd.
+	cfg, notes, err := parse(t, []string{"--config-file", path, "--name", "ignored"}, "CAIRN_MAX_TXN_OPS=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "infra9" || cfg.DataDir != "/var/lib/cairn-test" || cfg.QuotaBackendBytes != 8<<30 || cfg.MaxTxnOps != 256 ||
+		!slices.Equal(cfg.ListenClientURLs, []string{"http://127.0.0.1:2379", "http://10.0.0.9:2379"}) ||
+		!slices.Equal(cfg.AdvertiseClientURLs, []string{"http://10.0.0.9:2379"}) ||
+		cfg.InitialCluster != "infra9=http://10.0.0.9:2380" || cfg.GRPC.KeepAliveMinTime != 3*time.Second ||
+		cfg.AutoCompactionMode != "revision" || cfg.AutoCompactionRetention != "500" || !cfg.EnablePprof || !cfg.UnsafeNoFsync ||
+		cfg.LogLevel != "warn" || cfg.ClientTLS.CertFile != "/c.pem" || !cfg.ClientTLS.ClientCertAuth || cfg.ClientTLS.TrustedCAFile != "/ca.pem" ||
+		!slices.Equal(cfg.ClientTLS.CipherSuites, []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}) {
+		t.Errorf("config from file: %+v", cfg)
+	}
+	for _, want := range []string{
+		"unknown key enable-v2 ignored",
+		"flag --listen-peer-urls is accepted for etcd compatibility but not implemented yet",
+		"flag --peer-cert-file is accepted for etcd compatibility but not implemented yet",
+		"other command line flags and environment variables are ignored",
+	} {
+		if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, want) }) {
+			t.Errorf("no note %q in %q", want, notes)
+		}
+	}
+	// Named through the environment too.
+	cfg, _, err = parse(t, nil, "CAIRN_CONFIG_FILE="+path)
+	if err != nil || cfg.Name != "infra9" {
+		t.Errorf("config file from CAIRN_CONFIG_FILE: %v %v", cfg, err)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("max-txn-ops: lots\n"), 0o600)
+	if _, _, err := parse(t, []string{"--config-file", bad}); err == nil || !strings.Contains(err.Error(), `invalid value "lots" for max-txn-ops`) {
+		t.Errorf("bad value in the file: %v", err)
 	}
 }
