@@ -64,7 +64,11 @@ func (s *Server) applyLoop() {
 				}
 			}
 			if err := s.applyGroup(group); err != nil {
-				s.fail(err)
+				// A conf change cut short by Stop is not a failure: the
+				// discarded batch is replayed at the next start.
+				if !s.stopping() {
+					s.fail(err)
+				}
 				return
 			}
 			clear(group)

@@ -366,3 +366,44 @@ func TestBadInitialCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestTimeoutWithStoppedRaftNode stops the raft node under a running
+// server: proposals and linearizable reads can no longer complete and time
+// out, while serializable reads still answer from the local store.
+func TestTimeoutWithStoppedRaftNode(t *testing.T) {
+	clock := newFakeClock()
+	s := startServer(t, t.TempDir(), func(c *Config) { c.Clock = clock })
+	put(t, s, "k", "v")
+	s.node.Stop()
+	timers := func() int {
+		clock.mu.Lock()
+		defer clock.mu.Unlock()
+		n := 0
+		for _, w := range clock.waiters {
+			if w.d == s.cfg.RequestTimeout {
+				n++
+			}
+		}
+		return n
+	}
+	before := timers() // those of finished requests stay until the clock moves
+	errc := make(chan error, 2)
+	go func() {
+		_, err := s.Put(context.Background(), &pb.PutRequest{Key: []byte("k")})
+		errc <- err
+	}()
+	go func() {
+		_, err := s.Range(context.Background(), &pb.RangeRequest{Key: []byte("k")})
+		errc <- err
+	}()
+	waitUntil(t, "both requests to wait", func() bool { return timers() == before+2 })
+	clock.Advance(s.cfg.RequestTimeout)
+	for range 2 {
+		if err := <-errc; !errors.Is(err, ErrTimeout) {
+			t.Fatalf("request with the raft node stopped: %v, want ErrTimeout", err)
+		}
+	}
+	if r := get(t, s, "k", true); string(r.Kvs[0].Value) != "v" {
+		t.Fatalf("serializable read = %v", r.Kvs)
+	}
+}
