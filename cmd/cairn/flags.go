@@ -67,6 +67,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.Uint32Var(&c.GRPC.MaxConcurrentStreams, "max-concurrent-streams", 0, "Maximum concurrent streams that each client can open at a time (0: unlimited).")
 	fs.Var(&urlList{v: &c.ListenClientURLs}, "listen-client-urls", "List of URLs to listen on for client grpc and http traffic.")
 	fs.Var(&urlList{v: &c.AdvertiseClientURLs}, "advertise-client-urls", "List of this member's client URLs to advertise to the public.")
+	fs.Var(&urlList{v: &c.ListenClientHTTPURLs}, "listen-client-http-urls", "List of URLs to listen on for http only client traffic. Enabling this flag removes http services from --listen-client-urls.")
 	fs.Var(&urlList{v: &c.ListenMetricsURLs}, "listen-metrics-urls", "List of URLs to listen on for the metrics and health endpoints.")
 
 	// Clustering: these found the cluster and derive the member's ID.
@@ -113,7 +114,6 @@ func (f *serveFlags) addNotImplemented() {
 
 	str("wal-dir", "")
 	urls("listen-peer-urls")
-	urls("listen-client-http-urls")
 	uintF("max-snapshots", 5)
 	uintF("max-wals", 5)
 	boolean("initial-election-tick-advance", true)

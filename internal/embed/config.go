@@ -52,6 +52,10 @@ type Config struct {
 	AdvertiseClientURLs []string
 	// ClientTLS secures https:// client URLs (and https:// metrics URLs).
 	ClientTLS TLSInfo
+	// ListenClientHTTPURLs, if set, serve the HTTP endpoints instead of
+	// ListenClientURLs, which then serve gRPC only (etcd's
+	// --listen-client-http-urls).
+	ListenClientHTTPURLs []string
 	// ListenMetricsURLs are extra HTTP-only listeners for /metrics and the
 	// health endpoints (etcd's --listen-metrics-urls), typically for
 	// probes that should not share the client port.
@@ -162,6 +166,11 @@ func (c *Config) Validate() error {
 	}
 	for _, raw := range c.ListenClientURLs {
 		if err := c.checkListenURL("client", raw); err != nil {
+			return err
+		}
+	}
+	for _, raw := range c.ListenClientHTTPURLs {
+		if err := c.checkListenURL("client http", raw); err != nil {
 			return err
 		}
 	}

@@ -31,7 +31,10 @@ type Member struct {
 	clientURLs  []string
 	listeners   []*clientListener
 	metricsURLs []string
-	metrics     []*clientListener // HTTP only: grpc and mux are nil
+	httpURLs    []string
+	// httpOnly are the metrics and client HTTP listeners: grpc and mux
+	// are nil.
+	httpOnly []*clientListener
 
 	errc      chan error
 	wg        sync.WaitGroup // serving goroutines
@@ -89,13 +92,22 @@ func Start(cfg *Config) (*Member, error) {
 		m.listeners = append(m.listeners, cl)
 		m.clientURLs = append(m.clientURLs, cl.url)
 	}
+	for _, raw := range cfg.ListenClientHTTPURLs {
+		cl, err := listen(raw)
+		if err != nil {
+			m.closeListeners()
+			return nil, err
+		}
+		m.httpOnly = append(m.httpOnly, cl)
+		m.httpURLs = append(m.httpURLs, cl.url)
+	}
 	for _, raw := range cfg.ListenMetricsURLs {
 		cl, err := listen(raw)
 		if err != nil {
 			m.closeListeners()
 			return nil, err
 		}
-		m.metrics = append(m.metrics, cl)
+		m.httpOnly = append(m.httpOnly, cl)
 		m.metricsURLs = append(m.metricsURLs, cl.url)
 	}
 
@@ -108,10 +120,11 @@ func Start(cfg *Config) (*Member, error) {
 
 	opts := cfg.apiOptions(lg, reg)
 	handler := api.NewHTTPHandler(srv, opts, api.HTTPOptions{EnablePprof: cfg.EnablePprof})
+	grpcOnly := len(cfg.ListenClientHTTPURLs) > 0
 	for _, cl := range m.listeners {
-		m.serve(cl, opts, handler, tlsCfg)
+		m.serve(cl, opts, handler, tlsCfg, grpcOnly)
 	}
-	for _, cl := range m.metrics {
+	for _, cl := range m.httpOnly {
 		m.serveHTTP(cl, handler, tlsCfg)
 	}
 	m.wg.Add(1)
@@ -136,9 +149,14 @@ func listen(raw string) (*clientListener, error) {
 	return &clientListener{url: bound.String(), l: l}, nil
 }
 
-// serve starts serving one listener: plain text split by api.ConnMux, TLS
-// through one http.Server that hands gRPC requests to the gRPC server.
-func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handler, tlsCfg *tls.Config) {
+// serve starts serving one client listener: plain text split by
+// api.ConnMux, TLS through one http.Server that hands gRPC requests to the
+// gRPC server. With grpcOnly (client HTTP URLs of their own) the HTTP
+// endpoints are left out.
+func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handler, tlsCfg *tls.Config, grpcOnly bool) {
+	if grpcOnly {
+		handler = http.NotFoundHandler()
+	}
 	cl.grpc = api.NewGRPCServer(m.srv, opts)
 	cl.http = &http.Server{
 		Handler:           handler,
@@ -152,13 +170,18 @@ func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handle
 		m.run(func() error { return ignoreClosed(cl.http.ServeTLS(cl.l, "", "")) })
 		return
 	}
+	if grpcOnly {
+		m.run(func() error { return ignoreClosed(cl.grpc.Serve(cl.l)) })
+		return
+	}
 	cl.mux = api.NewConnMux(cl.l)
 	m.run(func() error { return ignoreClosed(cl.grpc.Serve(cl.mux.GRPC())) })
 	m.run(func() error { return ignoreClosed(cl.http.Serve(cl.mux.HTTP())) })
 	m.run(cl.mux.Serve)
 }
 
-// serveHTTP serves the HTTP endpoints alone on a metrics listener.
+// serveHTTP serves the HTTP endpoints alone on a metrics or client HTTP
+// listener.
 func (m *Member) serveHTTP(cl *clientListener, handler http.Handler, tlsCfg *tls.Config) {
 	cl.http = &http.Server{
 		Handler:           handler,
@@ -241,6 +264,11 @@ func (m *Member) ClientURLs() []string { return append([]string(nil), m.clientUR
 // (Config.ListenMetricsURLs), with the ports actually bound.
 func (m *Member) MetricsURLs() []string { return append([]string(nil), m.metricsURLs...) }
 
+// HTTPURLs returns the URLs the HTTP endpoints are served on when they
+// have URLs of their own (Config.ListenClientHTTPURLs), with the ports
+// actually bound.
+func (m *Member) HTTPURLs() []string { return append([]string(nil), m.httpURLs...) }
+
 // Server returns the member's server.
 func (m *Member) Server() *server.Server { return m.srv }
 
@@ -259,7 +287,7 @@ func (m *Member) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.requestTimeout())
 		defer cancel()
 		var wg sync.WaitGroup
-		for _, cl := range append(m.listeners, m.metrics...) {
+		for _, cl := range append(m.listeners, m.httpOnly...) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -305,7 +333,7 @@ func (cl *clientListener) stop(ctx context.Context) {
 
 // closeListeners releases the listeners of a Start that failed.
 func (m *Member) closeListeners() {
-	for _, cl := range append(m.listeners, m.metrics...) {
+	for _, cl := range append(m.listeners, m.httpOnly...) {
 		cl.l.Close()
 	}
 }

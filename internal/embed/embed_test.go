@@ -311,3 +311,28 @@ func TestMetricsURLs(t *testing.T) {
 		}
 	}
 }
+
+// TestClientHTTPURLs checks etcd's --listen-client-http-urls: HTTP on its
+// own URLs, and the client URLs left to gRPC.
+func TestClientHTTPURLs(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.ListenClientHTTPURLs = []string{"http://127.0.0.1:0"}
+	m := start(t, cfg)
+	if _, err := client(t, m).Put(ctxT(t), "k", "v"); err != nil {
+		t.Fatalf("gRPC on the client URL: %v", err)
+	}
+	resp, err := http.Get(m.HTTPURLs()[0] + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/health on the HTTP URL: %d", resp.StatusCode)
+	}
+	// HTTP/1.1 on the client URL now reaches the gRPC server, which does
+	// not speak it.
+	if resp, err := http.Get(m.ClientURLs()[0] + "/health"); err == nil {
+		resp.Body.Close()
+		t.Errorf("/health still served on the gRPC-only client URL: %d", resp.StatusCode)
+	}
+}
