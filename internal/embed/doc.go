@@ -15,7 +15,9 @@
 // (/health, /livez, /readyz, /version, /metrics) on the same port: plain
 // http:// listeners tell the two apart by a connection's first bytes,
 // https:// listeners (with Config.ClientTLS) per request after the TLS
-// handshake, as etcd does.
+// handshake, as etcd does. As in etcd, ListenClientHTTPURLs moves the HTTP
+// endpoints to URLs of their own, and ListenMetricsURLs serves them on
+// extra URLs (for probes).
 //
 // Start binds every listener before it opens the data directory, so a port
 // in use fails before anything is written, and opens the data directory
