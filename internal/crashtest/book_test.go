@@ -92,10 +92,20 @@ func (b *book) maxRev() int64 {
 	return m
 }
 
+// settled counts the in-flight writes one check found in the store (kept)
+// and missing (lost).
+type settled struct{ kept, lost int }
+
 // check compares the store's full contents (resp, a Range over every key)
 // with the book, settles the writes a crash left in flight, and returns
 // every violation it finds.
 func (b *book) check(resp *pb.RangeResponse) []string {
+	bad, _ := b.checkSettle(resp)
+	return bad
+}
+
+// checkSettle is check, also counting how it settled in-flight writes.
+func (b *book) checkSettle(resp *pb.RangeResponse) ([]string, settled) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var bad []string
@@ -114,6 +124,7 @@ func (b *book) check(resp *pb.RangeResponse) []string {
 			report("key %q has version %d: written once, so a write was applied more than once", kv.Key, kv.Version)
 		}
 	}
+	var st settled
 	revOwner := map[int64]*write{}
 	for _, w := range b.writes {
 		var found []*mvccpb.KeyValue
@@ -133,6 +144,7 @@ func (b *book) check(resp *pb.RangeResponse) []string {
 			continue
 		case len(found) == 0:
 			w.state = lost
+			st.lost++
 			continue
 		case len(found) != len(w.keys):
 			report("%v is partly in the store: %d of its %d keys (a txn applied in part)", w, len(found), len(w.keys))
@@ -142,6 +154,7 @@ func (b *book) check(resp *pb.RangeResponse) []string {
 			// The crash hid the answer; the write made it, so it must
 			// stay, at the revision it was applied with.
 			w.state, w.rev = acked, found[0].ModRevision
+			st.kept++
 		}
 		for i, kv := range found {
 			if string(kv.Value) != w.values[i] {
@@ -173,7 +186,7 @@ func (b *book) check(resp *pb.RangeResponse) []string {
 			report("a write is at revision %d, above the store's revision %d", r, cur)
 		}
 	}
-	return bad
+	return bad, st
 }
 
 func clip(revs []int64) []int64 {

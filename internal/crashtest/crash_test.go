@@ -204,7 +204,8 @@ func verify(t *testing.T, p *proc, b *book, cycle int) {
 	if resp.Header.GetRevision() < before {
 		t.Errorf("cycle %d: store revision %d after the restart is below the acknowledged revision %d", cycle, resp.Header.GetRevision(), before)
 	}
-	for _, v := range b.check(resp) {
+	bad, st := b.checkSettle(resp)
+	for _, v := range bad {
 		t.Errorf("cycle %d: %s", cycle, v)
 	}
 	if c := b.compactedRev(); c > 1 {
@@ -230,6 +231,6 @@ func verify(t *testing.T, p *proc, b *book, cycle int) {
 	if rev != resp.Header.GetRevision()+1 {
 		t.Errorf("cycle %d: a put after the restart got revision %d; the store was at %d, so want %d", cycle, rev, resp.Header.GetRevision(), resp.Header.GetRevision()+1)
 	}
-	t.Logf("cycle %d: %d keys in the store at revision %d, all as acknowledged (compacted at %d or later); next put at %d",
-		cycle, len(resp.Kvs), resp.Header.GetRevision(), b.compactedRev(), rev)
+	t.Logf("cycle %d: %d keys in the store at revision %d, all as acknowledged; of the writes in flight at the kill %d were kept, %d lost; compacted at %d or later; next put at %d",
+		cycle, len(resp.Kvs), resp.Header.GetRevision(), st.kept, st.lost, b.compactedRev(), rev)
 }
