@@ -234,6 +234,11 @@ func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) 
 	for ok := it.First(); ok; ok = it.Next() {
 		idx := binary.BigEndian.Uint64(it.Key()[2:])
 		if idx != next {
+			if next == lo {
+				// Compacted between the bounds check and the iterator's
+				// snapshot.
+				return nil, raft.ErrCompacted
+			}
 			return nil, fmt.Errorf("raftnode: log has a gap: want entry %d, found %d", next, idx)
 		}
 		e, err := decodeEntry(idx, it.Value())
