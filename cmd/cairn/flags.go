@@ -93,6 +93,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.StringVar(&c.AutoCompactionMode, "auto-compaction-mode", c.AutoCompactionMode, "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.")
 	fs.BoolVar(&c.EnablePprof, "enable-pprof", false, `Enable runtime profiling data via HTTP server. Address is at client URL + "/debug/pprof/"`)
 	fs.BoolVar(&c.UnsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
+	fs.BoolVar(&c.EnableGRPCGateway, "enable-grpc-gateway", c.EnableGRPCGateway, "Enable GRPC gateway.")
 
 	fs.StringVar(&f.configFile, "config-file", "", "Path to the server configuration file (etcd's YAML format). Note that if a configuration file is provided, other command line flags and environment variables will be ignored.")
 	fs.BoolVar(&f.printVersion, "version", false, "Print the version and exit.")
@@ -176,7 +177,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("auth-token", "simple")
 	uintF("bcrypt-cost", 10)
 	uintF("auth-token-ttl", 300)
-	boolean("enable-grpc-gateway", true)
 	dur("corrupt-check-time", 0)
 	dur("compact-hash-check-time", time.Minute)
 	intF("compaction-batch-limit", 1000)

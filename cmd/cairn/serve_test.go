@@ -67,6 +67,7 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		"--cert-file", "c.pem", "--key-file", "k.pem", "--trusted-ca-file", "ca.pem", "--client-cert-auth",
 		"--tls-min-version", "TLS1.2", "--tls-max-version", "TLS1.3", "--cipher-suites", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
 		"--enable-pprof",
+		"--enable-grpc-gateway=false",
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -160,11 +160,7 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 	}
 	gs := grpc.NewServer(opts...)
 
-	pb.RegisterKVServer(gs, &kvService{
-		b:                b,
-		maxTxnOps:        int(o.MaxTxnOps),
-		streamChunkBytes: int(o.MaxRequestBytes),
-	})
+	pb.RegisterKVServer(gs, &kvService{b: b, maxTxnOps: int(o.MaxTxnOps), streamChunkBytes: int(o.MaxRequestBytes)})
 	pb.RegisterMaintenanceServer(gs, &maintenanceService{b: b, log: o.Logger})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

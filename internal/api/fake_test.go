@@ -212,7 +212,7 @@ func serve(t *testing.T, b Backend, o Options) *served {
 		t.Fatal(err)
 	}
 	s := &served{addr: l.Addr().String(), grpc: NewGRPCServer(b, o), mux: NewConnMux(l)}
-	hs := &http.Server{Handler: NewHTTPHandler(b, o, HTTPOptions{})}
+	hs := &http.Server{Handler: NewHTTPHandler(b, o, HTTPOptions{EnableGateway: true})}
 	go s.grpc.Serve(s.mux.GRPC())
 	go hs.Serve(s.mux.HTTP())
 	go s.mux.Serve()

@@ -27,6 +27,9 @@ type HTTPOptions struct {
 	// EnablePprof serves Go's profiler under /debug/pprof/, as etcd's
 	// --enable-pprof does.
 	EnablePprof bool
+	// EnableGateway serves etcd's JSON gateway under /v3/ (etcd's
+	// --enable-grpc-gateway, on by default there).
+	EnableGateway bool
 }
 
 // NewHTTPHandler returns the HTTP endpoints etcd serves beside gRPC on its
@@ -42,6 +45,8 @@ type HTTPOptions struct {
 //     ?verbose lists every check, ?exclude=<check> skips one.
 //   - /version: {"etcdserver":...,"etcdcluster":...,"storage":...}.
 //   - /metrics: Prometheus metrics from Options.Gatherer.
+//   - /v3/...: with HTTPOptions.EnableGateway, the KV and Maintenance calls
+//     as JSON over HTTP, as etcd's gRPC gateway serves them.
 //
 // Only GET is allowed on the probes and /version, as in etcd.
 func NewHTTPHandler(b Backend, o Options, ho HTTPOptions) http.Handler {
@@ -65,6 +70,16 @@ func NewHTTPHandler(b Backend, o Options, ho HTTPOptions) http.Handler {
 		p.install(mux, h.log)
 	}
 
+	if ho.EnableGateway {
+		kv := &kvService{b: b, maxTxnOps: int(o.MaxTxnOps), streamChunkBytes: int(o.MaxRequestBytes)}
+		gwmux, err := newGateway(kv, &maintenanceService{b: b, log: o.Logger})
+		if err != nil {
+			// Registration only fails on a programming error in the
+			// generated code's patterns.
+			panic(err)
+		}
+		mux.Handle("/v3/", gwmux)
+	}
 	if ho.EnablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

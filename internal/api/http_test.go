@@ -261,3 +261,36 @@ func TestMaintenanceAlarms(t *testing.T) {
 		t.Fatalf("after disarm: %v %v", alarms, err)
 	}
 }
+
+// TestGateway checks etcd's JSON gateway: a put and a range as JSON over
+// HTTP on the gRPC port, with etcd's JSON shapes (base64 bytes, int64 as
+// strings, proto field names) and etcd's errors.
+func TestGateway(t *testing.T) {
+	f := newFakeBackend()
+	s := serve(t, f, Options{})
+	base := "http://" + s.addr
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post("/v3/kv/put", `{"key":"Zm9v","value":"YmFy"}`); code != 200 || !strings.Contains(body, `"revision":"2"`) {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	code, body := post("/v3/kv/range", `{"key":"Zm9v"}`)
+	if code != 200 || !strings.Contains(body, `"key":"Zm9v"`) || !strings.Contains(body, `"value":"YmFy"`) || !strings.Contains(body, `"mod_revision":"2"`) {
+		t.Fatalf("range: %d %s", code, body)
+	}
+	code, body = post("/v3/kv/put", `{"value":"YmFy"}`)
+	if code != http.StatusBadRequest || !strings.Contains(body, "etcdserver: key is not provided") {
+		t.Fatalf("put without a key: %d %s", code, body)
+	}
+	if code, body := post("/v3/maintenance/status", `{}`); code != 200 || !strings.Contains(body, `"version":"`+EtcdVersion+`"`) {
+		t.Fatalf("status: %d %s", code, body)
+	}
+}

@@ -95,6 +95,9 @@ type Config struct {
 	GRPC GRPCOptions
 	// EnablePprof serves Go's profiler at /debug/pprof/ on the client URLs.
 	EnablePprof bool
+	// EnableGRPCGateway serves etcd's JSON gateway (/v3/kv/range, ...)
+	// with the HTTP endpoints; on by default, as in etcd.
+	EnableGRPCGateway bool
 
 	// LogLevel (debug, info, warn, error; etcd's panic and fatal mean
 	// error) and LogFormat (json, console) shape the log written to stderr
@@ -146,8 +149,9 @@ func NewConfig() *Config {
 			KeepAliveInterval: api.DefaultKeepAliveInterval,
 			KeepAliveTimeout:  api.DefaultKeepAliveTimeout,
 		},
-		LogLevel:  DefaultLogLevel,
-		LogFormat: DefaultLogFormat,
+		EnableGRPCGateway: true,
+		LogLevel:          DefaultLogLevel,
+		LogFormat:         DefaultLogFormat,
 	}
 }
 

@@ -119,7 +119,7 @@ func Start(cfg *Config) (*Member, error) {
 	m.srv = srv
 
 	opts := cfg.apiOptions(lg, reg)
-	handler := api.NewHTTPHandler(srv, opts, api.HTTPOptions{EnablePprof: cfg.EnablePprof})
+	handler := api.NewHTTPHandler(srv, opts, api.HTTPOptions{EnablePprof: cfg.EnablePprof, EnableGateway: cfg.EnableGRPCGateway})
 	grpcOnly := len(cfg.ListenClientHTTPURLs) > 0
 	for _, cl := range m.listeners {
 		m.serve(cl, opts, handler, tlsCfg, grpcOnly)
