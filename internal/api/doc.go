@@ -17,6 +17,7 @@
 // A plain-text listener is split by ConnMux: a connection that opens with
 // the HTTP/2 client preface is gRPC, anything else is HTTP/1.1 and goes to
 // the handler from NewHTTPHandler (/health, /livez, /readyz, /version,
-// /metrics). On TLS the split happens per request instead (GRPCOrHTTP),
-// because the protocol is only visible after the handshake.
+// /metrics, and etcd's JSON gateway under /v3/). On TLS the split happens per
+// request instead (GRPCOrHTTP), because the protocol is only visible after
+// the handshake.
 package api
