@@ -8,7 +8,9 @@
 // RangeStream, Put, DeleteRange, Txn (nested, every compare target and
 // result, both branches) and Compact, including the requests etcd refuses
 // (empty keys, duplicate keys in a txn, too many ops, missing leases,
-// compacted and future revisions, oversized requests). Requests go through
+// compacted and future revisions, oversized requests), and now and then a
+// restart of both servers on their data directories, after which every key
+// is read back from both and compared. Requests go through
 // plain gRPC stubs without clientv3's retry interceptors, so what is compared
 // is exactly what the server said.
 //
