@@ -101,8 +101,9 @@ func runServe(cmd *cobra.Command, flags *serveFlags, environ []string) error {
 	m, err := embed.Start(cfg)
 	if err != nil {
 		if errors.Is(err, storage.ErrLocked) {
-			return fmt.Errorf("data directory %s is in use by another process (is another cairn member running on it?)", cfg.DataDir)
+			err = fmt.Errorf("data directory %s is in use by another process (is another cairn member running on it?)", cfg.DataDir)
 		}
+		lg.Error("failed to start the member", "error", err)
 		return err
 	}
 	select {
