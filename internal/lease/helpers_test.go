@@ -71,7 +71,7 @@ func (c *fakeClock) pending() int {
 // member is one member's state machine as the server wires it: an engine,
 // a lessor and an mvcc store that asks the lessor whether leases exist.
 type member struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	clock *fakeClock
 	opts  Options
@@ -80,7 +80,7 @@ type member struct {
 	kv    *mvcc.Store
 }
 
-func newMember(t *testing.T, opts Options) *member {
+func newMember(t testing.TB, opts Options) *member {
 	t.Helper()
 	m := &member{t: t, dir: t.TempDir(), clock: newFakeClock(), opts: opts}
 	m.opts.Clock = m.clock
