@@ -269,7 +269,14 @@ func TestCancelledRunReportsWhatWasDone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Requests < 50 || r.Errors != 0 {
-		t.Fatalf("%d requests, %d errors %v after cancel; want at least 50 and no errors", r.Requests, r.Errors, r.ErrorCounts)
+	if r.Errors != 0 {
+		t.Fatalf("%d errors %v after cancel; interrupted requests are not errors", r.Errors, r.ErrorCounts)
+	}
+	// Every counted put was applied; a put in flight at the cancel may
+	// have been applied without being counted, at most one per client.
+	_, resp := count(t, cli, "")
+	applied := resp.Header.Revision - 1
+	if r.Requests > applied || r.Requests < applied-int64(cfg.Clients) || applied < 50 {
+		t.Fatalf("report counts %d puts, the server applied %d; want between %d and %d", r.Requests, applied, applied-int64(cfg.Clients), applied)
 	}
 }
