@@ -69,7 +69,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 	popts := &pebble.Options{
 		Cache:                       c,
 		FormatMajorVersion:          pebble.FormatNewest,
-		MemTableSize:                64 << 20,
+		MemTableSize:                32 << 20, // each WAL is preallocated to 1.1x this: keep the idle footprint small
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
