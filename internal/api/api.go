@@ -46,6 +46,7 @@ type Backend interface {
 var (
 	_ Backend = (*server.Server)(nil)
 	_ Alarmer = (*server.Server)(nil)
+	_ pager   = (*server.Server)(nil)
 )
 
 // Alarmer is implemented by a Backend that keeps alarms (NOSPACE when the

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"math"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -60,8 +61,12 @@ func (s *kvService) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingS
 		header *pb.ResponseHeader
 		count  int64
 	)
+	page := s.b.Range
+	if p, ok := s.b.(pager); ok {
+		page = p.RangePage
+	}
 	for {
-		resp, err := s.b.Range(ctx, req)
+		resp, err := page(ctx, req)
 		if err != nil {
 			return toGRPCError(err)
 		}
@@ -119,6 +124,13 @@ func (s *kvService) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingS
 		req.Key = next
 		req.Limit = min(nextChunkLimit(req.Limit, proto.Size(resp), s.streamChunkBytes), total-count)
 	}
+}
+
+// pager is a backend that can read a page of a range without counting the
+// rest of it, which turns streaming n keys from O(n²/chunk) key visits into
+// O(n). Its Count is meaningless; RangeStream counts separately.
+type pager interface {
+	RangePage(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error)
 }
 
 // nextChunkLimit picks the key limit of the next page from the last one and

@@ -38,6 +38,13 @@ func hasRevisionFilters(r *pb.RangeRequest) bool {
 // revision. Count is the number of keys in the range at the revision read,
 // before the revision filters and limit are applied (as in etcd).
 func (v *view) rangeReq(r *pb.RangeRequest, curRev, compactRev int64) (*pb.RangeResponse, error) {
+	return v.rangeCounted(r, curRev, compactRev, true)
+}
+
+// rangeCounted is rangeReq; with countAll unset it stops reading at the
+// limit instead of counting the rest of the range, and Count is only the
+// number of keys read.
+func (v *view) rangeCounted(r *pb.RangeRequest, curRev, compactRev int64, countAll bool) (*pb.RangeResponse, error) {
 	rev := r.Revision
 	if rev > curRev {
 		return nil, ErrFutureRev
@@ -106,10 +113,14 @@ func (v *view) rangeReq(r *pb.RangeRequest, curRev, compactRev int64) (*pb.Range
 		}
 	} else {
 		err := v.scan(r.Key, end, rev, func(prefix []byte, ver *version) (bool, error) {
-			total++
 			if limit > 0 && int64(len(kvs)) >= limit {
+				if !countAll {
+					return false, nil
+				}
+				total++
 				return true, nil // keep counting
 			}
+			total++
 			key, err := decodePrefix(prefix)
 			if err != nil {
 				return false, err
