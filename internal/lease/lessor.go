@@ -236,17 +236,18 @@ func (l *Lessor) Reload() error {
 // now is the lessor's time: nanoseconds since its epoch.
 func (l *Lessor) now() int64 { return int64(l.clock.Now().Sub(l.epoch)) }
 
-// addSat adds without overflowing past forever.
+// addSat adds, saturating short of forever (which means a stopped clock,
+// not a far deadline).
 func addSat(a, b int64) int64 {
-	if b > 0 && a > forever-b {
-		return forever
+	if b > 0 && a >= forever-1-b {
+		return forever - 1
 	}
 	return a + b
 }
 
 func seconds(s int64) int64 {
-	if s > forever/int64(time.Second) {
-		return forever
+	if s > (forever-1)/int64(time.Second) {
+		return forever - 1
 	}
 	return s * int64(time.Second)
 }

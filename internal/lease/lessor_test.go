@@ -373,3 +373,49 @@ func TestLeases(t *testing.T) {
 		t.Fatalf("Len = %d, want 4", m.le.Len())
 	}
 }
+
+// TestReload checks that a lessor picks up leases that appeared in its
+// engine behind its back (an ingested snapshot), with running clocks on
+// the primary.
+func TestReload(t *testing.T) {
+	m := newMember(t, Options{MinTTL: 1})
+	m.grant(1, 10)
+	m.le.Promote(0)
+	other, err := Open(m.eng, Options{MinTTL: 1, Clock: m.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := m.eng.NewBatch()
+	if _, err := other.Grant(b, 77, 30); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Revoke(b, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.le.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if m.le.Exists(1) || !m.le.Exists(77) {
+		t.Fatal("Reload did not replace the leases with the engine's")
+	}
+	if ttl := m.ttl(77); ttl != 30 {
+		t.Fatalf("reloaded lease TTL = %d, want 30 on a running clock", ttl)
+	}
+	m.clock.Advance(30 * time.Second)
+	if ids := m.le.Expired(10); !slices.Equal(ids, []int64{77}) {
+		t.Fatalf("Expired after reload = %v, want [77]", ids)
+	}
+}
+
+func TestHugeTTLKeepsRunningClock(t *testing.T) {
+	m := newMember(t, Options{MinTTL: 1})
+	m.le.Promote(time.Hour)
+	m.clock.Advance(100 * 365 * 24 * time.Hour) // a long-lived process
+	m.grant(1, MaxTTL)
+	if ttl := m.ttl(1); ttl <= 0 {
+		t.Fatalf("TTL of a MaxTTL lease = %d, want a large positive number", ttl)
+	}
+}
