@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/cairn-db/cairn/internal/storage"
@@ -78,6 +79,19 @@ func (l *Lessor) Revoke(b *storage.Batch, id int64) ([][]byte, error) {
 	}
 	l.mu.Unlock()
 	return keys, nil
+}
+
+// DeleteTxn returns the one txn that deletes a revoked lease's keys: a
+// DeleteRange of each key, in the order given (Revoke's, sorted), so the
+// deletes take one revision and every member writes the same events.
+func DeleteTxn(keys [][]byte) *pb.TxnRequest {
+	ops := make([]*pb.RequestOp, len(keys))
+	for i, k := range keys {
+		ops[i] = &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{
+			RequestDeleteRange: &pb.DeleteRangeRequest{Key: k},
+		}}
+	}
+	return &pb.TxnRequest{Success: ops}
 }
 
 // Checkpoint records lease id's remaining TTL (seconds; 0 clears it) in b,

@@ -21,9 +21,9 @@
 //
 //	LeaseGrant{ID, TTL}     ttl, err := l.Grant(b, ID, TTL)
 //	LeaseRevoke{ID}         keys, err := l.Revoke(b, ID)
-//	                        then ONE w.Txn whose success ops are a
-//	                        DeleteRange{Key: k} per key, in that order
-//	                        (none: an empty txn, which takes no revision)
+//	                        then w.Txn(DeleteTxn(keys)): ONE txn deleting
+//	                        each key in that order (no keys: an empty txn,
+//	                        which takes no revision)
 //	LeaseCheckpoint{cps}    l.Checkpoint(b, cp.ID, cp.Remaining_TTL) each
 //	every mvcc request      l.ApplyEvents(b, w.Events()[seen:]) right after
 //	                        it (puts with a lease attach, re-puts with

@@ -175,13 +175,7 @@ func (a *applier) revoke(id int64) (*pb.TxnResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	txn := &pb.TxnRequest{}
-	for _, k := range keys {
-		txn.Success = append(txn.Success, &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{
-			RequestDeleteRange: &pb.DeleteRangeRequest{Key: k},
-		}})
-	}
-	resp, err := a.w.Txn(txn)
+	resp, err := a.w.Txn(DeleteTxn(keys))
 	if err != nil {
 		a.m.t.Fatal(err)
 	}
