@@ -74,6 +74,11 @@ type LogStore struct {
 	}
 	maxCacheEntries int
 	maxCacheBytes   int
+
+	// localKeys are the engine's own keys that snapshots leave alone.
+	localKeys [][]byte
+	// out holds the snapshots offered to followers.
+	out outSnapshots
 }
 
 // OpenLogStore loads the log state kept in eng. A new engine yields an empty
@@ -264,13 +269,6 @@ func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) 
 		return nil, fmt.Errorf("raftnode: log is missing entries [%d, %d)", next, hi)
 	}
 	return ents, nil
-}
-
-// Snapshot implements raft.Storage. Snapshot transfer to lagging followers
-// does not exist yet, so raft is told to try later; it only asks when a
-// follower needs entries that were compacted away.
-func (s *LogStore) Snapshot() (*raftpb.Snapshot, error) {
-	return nil, raft.ErrSnapshotTemporarilyUnavailable
 }
 
 // Save writes ents (replacing any stored entries at or after ents[0]) and

@@ -2,10 +2,12 @@ package raftnode
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // errStopping unwinds the loop when Stop is called while it waits.
@@ -14,6 +16,9 @@ var errStopping = errors.New("raftnode: stopping")
 // run is the Ready loop: the only goroutine that touches n.rn.
 func (n *Node) run() {
 	defer close(n.done)
+	// Streams still open keep their snapshot until they close; the owner
+	// stops the transport before closing the engine.
+	defer n.log.out.close()
 	ticker := n.cfg.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	campaignPending := true
@@ -39,26 +44,29 @@ func (n *Node) run() {
 		case <-ticker.C():
 			n.rn.Tick()
 		case <-n.wake:
-		case req := <-n.ccReqs:
-			req.resp <- n.rn.ApplyConfChange(req.cc)
+		case f := <-n.calls:
+			f()
 		case <-n.stopc:
 			return
 		}
 	}
 }
 
-// drainInbox hands the queued proposals, read requests and peer messages to
-// raft. Proposals stay queued while no leader is known, as raft would only
-// drop them.
+// drainInbox hands the queued proposals, read requests, peer messages and
+// calls to raft. Proposals stay queued while no leader is known, as raft
+// would only drop them.
 func (n *Node) drainInbox() {
 	n.inbox.Lock()
-	var props []Proposal
+	var (
+		props []Proposal
+		ccs   []confChangeProposal
+	)
 	if n.lead.Load() != raft.None {
-		props = n.inbox.props
-		n.inbox.props = nil
+		props, ccs = n.inbox.props, n.inbox.ccs
+		n.inbox.props, n.inbox.ccs = nil, nil
 	}
-	reads, msgs := n.inbox.reads, n.inbox.msgs
-	n.inbox.reads, n.inbox.msgs = nil, nil
+	reads, msgs, funcs := n.inbox.reads, n.inbox.msgs, n.inbox.funcs
+	n.inbox.reads, n.inbox.msgs, n.inbox.funcs = nil, nil, nil
 	n.inbox.Unlock()
 
 	for _, m := range msgs {
@@ -66,8 +74,14 @@ func (n *Node) drainInbox() {
 			n.logger.Debug("raft refused a peer message", "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 		}
 	}
+	for _, f := range funcs {
+		f(n.rn)
+	}
 	for _, rctx := range reads {
 		n.rn.ReadIndex(rctx)
+	}
+	for _, p := range ccs {
+		n.stepConfChange(p)
 	}
 	if len(props) == 0 {
 		return
@@ -86,6 +100,31 @@ func (n *Node) drainInbox() {
 		for i := range props {
 			ids[i] = props[i].ID
 		}
+		n.dropped(ids, err)
+	}
+}
+
+// stepConfChange proposes one conf change. Raft answers a conf change it
+// will not take (another one is unapplied) by swapping it for an empty
+// entry in the message it was given, which is how the refusal is noticed.
+func (n *Node) stepConfChange(p confChangeProposal) {
+	data, err := proto.Marshal(p.cc)
+	if err != nil {
+		n.dropped([]uint64{p.id}, fmt.Errorf("raftnode: encode conf change: %w", err))
+		return
+	}
+	ents := []*raftpb.Entry{{Type: raftpb.EntryConfChange.Enum(), Data: data}}
+	err = n.rn.Step(&raftpb.Message{Type: raftpb.MsgProp.Enum(), From: new(n.cfg.ID), Entries: ents})
+	switch {
+	case err != nil:
+		n.dropped([]uint64{p.id}, err)
+	case ents[0].GetType() != raftpb.EntryConfChange:
+		n.dropped([]uint64{p.id}, ErrConfChangeInProgress)
+	}
+}
+
+func (n *Node) dropped(ids []uint64, err error) {
+	if n.cfg.Dropped != nil {
 		n.cfg.Dropped(ids, err)
 	}
 }
@@ -103,6 +142,12 @@ func (n *Node) drainInbox() {
 //     follower's messages (acks promising durability) are sent;
 //  5. Advance, after the apply loop has applied any conf change in the
 //     batch, so raft never sees two configuration changes in flight.
+//
+// A snapshot (a follower that fell behind the leader's log) is installed
+// by the apply side before anything else of its Ready: this loop hands it
+// over and waits until it is applied, so the log store already starts
+// after it when the Ready's hard state is written and its acknowledgement
+// is sent.
 func (n *Node) handleReady() error {
 	rd := n.rn.Ready()
 	if rd.SoftState != nil {
@@ -112,15 +157,27 @@ func (n *Node) handleReady() error {
 		n.lead.Store(rd.SoftState.Lead)
 		n.state.Store(uint32(rd.SoftState.RaftState))
 		n.logger.Info("raft state changed", "lead", rd.SoftState.Lead, "state", rd.SoftState.RaftState.String())
-	}
-	if !raft.IsEmptySnap(rd.Snapshot) {
-		return errors.New("raftnode: raft asked to install a snapshot, which this version cannot do")
+		if n.cfg.OnSoftState != nil {
+			n.cfg.OnSoftState(rd.SoftState.Lead, rd.SoftState.RaftState)
+		}
 	}
 	if hs := rd.HardState; !raft.IsEmptyHardState(hs) {
 		// Published before the entries it covers can be applied, so
 		// readers never see an applied index above the commit index.
 		n.term.Store(hs.GetTerm())
 		n.commit.Store(hs.GetCommit())
+	}
+	advanced := uint64(0)
+	if snap := rd.Snapshot; !raft.IsEmptySnap(snap) {
+		index := snap.GetMetadata().GetIndex()
+		n.logger.Info("installing a snapshot from the leader", "index", index, "term", snap.GetMetadata().GetTerm())
+		if err := n.handOff(Committed{Snapshot: snap}); err != nil {
+			return err
+		}
+		if err := n.waitApplied(index); err != nil {
+			return err
+		}
+		advanced = index
 	}
 	isLeader := n.IsLeader()
 	if isLeader && len(rd.Messages) > 0 {
@@ -132,11 +189,12 @@ func (n *Node) handleReady() error {
 	if len(ents) > 0 {
 		persisted, _ := n.log.LastIndex()
 		if ents[len(ents)-1].GetIndex() <= persisted {
-			if err := n.handOff(ents); err != nil {
+			if err := n.handOff(Committed{Entries: ents}); err != nil {
 				return err
 			}
 			handed = true
 		}
+		advanced = ents[len(ents)-1].GetIndex()
 	}
 
 	if len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState) {
@@ -149,7 +207,7 @@ func (n *Node) handleReady() error {
 		}
 	}
 	if !handed && len(ents) > 0 {
-		if err := n.handOff(ents); err != nil {
+		if err := n.handOff(Committed{Entries: ents}); err != nil {
 			return err
 		}
 	}
@@ -165,19 +223,22 @@ func (n *Node) handleReady() error {
 		}
 	}
 	n.rn.Advance(rd)
+	if advanced > 0 {
+		n.setAdvanced(advanced)
+	}
 	return nil
 }
 
-// handOff queues committed entries for the apply loop, serving conf change
-// requests meanwhile: the apply loop may be waiting on one while the queue
-// is full.
-func (n *Node) handOff(ents []*raftpb.Entry) error {
+// handOff queues committed entries or a snapshot for the apply loop,
+// serving calls meanwhile: the apply loop may be waiting on one
+// (ApplyConfChange) while the queue is full.
+func (n *Node) handOff(c Committed) error {
 	for {
 		select {
-		case n.committedc <- ents:
+		case n.committedc <- c:
 			return nil
-		case req := <-n.ccReqs:
-			req.resp <- n.rn.ApplyConfChange(req.cc)
+		case f := <-n.calls:
+			f()
 		case <-n.stopc:
 			return errStopping
 		}
@@ -189,8 +250,8 @@ func (n *Node) waitApplied(index uint64) error {
 	for n.applied.Load() < index {
 		select {
 		case <-n.appliedc:
-		case req := <-n.ccReqs:
-			req.resp <- n.rn.ApplyConfChange(req.cc)
+		case f := <-n.calls:
+			f()
 		case <-n.stopc:
 			return errStopping
 		}

@@ -18,6 +18,13 @@ import (
 // stopped.
 var ErrStopped = errors.New("raftnode: stopped")
 
+// ErrConfChangeInProgress is what the Dropped callback receives for a conf
+// change the leader refused because another one is not applied yet (raft
+// turns such a proposal into an empty entry instead of failing it). Only a
+// proposal stepped on the leader itself learns this; a follower's
+// forwarded one is simply never applied.
+var ErrConfChangeInProgress = errors.New("raftnode: a configuration change is already in progress")
+
 // Defaults for Config's zero values.
 const (
 	DefaultTickInterval   = 100 * time.Millisecond
@@ -40,6 +47,13 @@ type Config struct {
 	// Peers bootstraps a new log: one conf change entry per peer, in order.
 	// It is ignored when the log already has entries.
 	Peers []raft.Peer
+	// Join starts a new log without bootstrapping it: the member joins a
+	// running cluster, and its leader sends it the log (or a snapshot).
+	Join bool
+	// LocalKeys lists keys outside the raft keyspace that belong to this
+	// engine alone (such as the member's own ID): snapshots neither send
+	// nor overwrite them. Sorted.
+	LocalKeys [][]byte
 	// Applied is the index of the last entry whose effects the state
 	// machine holds (the engine's applied index). Raft delivers committed
 	// entries after it.
@@ -67,6 +81,9 @@ type Config struct {
 	Dropped func(ids []uint64, err error)
 	// ObserveSync, if set, receives the duration of every synced log write.
 	ObserveSync func(time.Duration)
+	// OnSoftState, if set, receives the leader and the role whenever either
+	// changes. It runs on the Ready loop and must not block.
+	OnSoftState func(lead uint64, state raft.StateType)
 
 	Logger *slog.Logger
 }
@@ -91,9 +108,17 @@ type Status struct {
 	LeaderChanges uint64
 }
 
-type ccRequest struct {
-	cc   raftpb.ConfChangeI
-	resp chan *raftpb.ConfState
+// Committed is one hand-off from the Ready loop to the apply side: either
+// committed entries, in log order, or a snapshot to install (see
+// InstallSnapshot), never both.
+type Committed struct {
+	Entries  []*raftpb.Entry
+	Snapshot *raftpb.Snapshot
+}
+
+type confChangeProposal struct {
+	id uint64
+	cc *raftpb.ConfChange
 }
 
 // Node runs a raft member: one goroutine (the Ready loop) owns the raft
@@ -112,15 +137,29 @@ type Node struct {
 	inbox struct {
 		sync.Mutex
 		props []Proposal
+		ccs   []confChangeProposal
 		reads [][]byte
 		msgs  []*raftpb.Message
+		// funcs run on the loop with the RawNode, for calls that need no
+		// answer (reports, leadership transfer).
+		funcs []func(*raft.RawNode)
 	}
 	wake chan struct{}
 
-	committedc chan []*raftpb.Entry
-	ccReqs     chan ccRequest
-	applied    atomic.Uint64
-	appliedc   chan struct{}
+	committedc chan Committed
+	// calls carries work that must run on the loop and be answered
+	// (ApplyConfChange, RaftStatus); the loop serves it even while it
+	// waits for the apply side.
+	calls    chan func()
+	applied  atomic.Uint64
+	appliedc chan struct{}
+
+	// advanced is the highest index raft has been told is applied
+	// (Advance); conf change proposers wait for it, because raft refuses
+	// the next conf change until then.
+	advanced atomic.Uint64
+	advMu    sync.Mutex
+	advc     chan struct{} // closed and replaced when advanced moves
 
 	lead, term, commit atomic.Uint64
 	state              atomic.Uint32
@@ -185,7 +224,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: %w", err)
 	}
-	if last == 0 {
+	if last == 0 && !cfg.Join {
 		if len(cfg.Peers) == 0 {
 			return nil, errors.New("raftnode: a new log needs at least one peer to bootstrap")
 		}
@@ -193,6 +232,8 @@ func Start(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("raftnode: bootstrap: %w", err)
 		}
 	}
+	ls.localKeys = cfg.LocalKeys
+	ls.removeSnapshotFiles(^uint64(0))
 	n := &Node{
 		cfg:        cfg,
 		log:        ls,
@@ -200,9 +241,10 @@ func Start(cfg Config) (*Node, error) {
 		transport:  cfg.Transport,
 		logger:     cfg.Logger,
 		wake:       make(chan struct{}, 1),
-		committedc: make(chan []*raftpb.Entry, 16),
-		ccReqs:     make(chan ccRequest),
+		committedc: make(chan Committed, 16),
+		calls:      make(chan func()),
 		appliedc:   make(chan struct{}, 1),
+		advc:       make(chan struct{}),
 		stopc:      make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -210,6 +252,7 @@ func Start(cfg Config) (*Node, error) {
 		n.transport = noTransport{}
 	}
 	n.applied.Store(cfg.Applied)
+	n.advanced.Store(cfg.Applied)
 	hs := ls.HardState()
 	n.term.Store(hs.GetTerm())
 	n.commit.Store(hs.GetCommit())
@@ -226,6 +269,74 @@ func (n *Node) Propose(p Proposal) {
 	n.inbox.props = append(n.inbox.props, p)
 	n.inbox.Unlock()
 	n.signal()
+}
+
+// ProposeConfChange queues a configuration change for the log, like
+// Propose (it waits in the queue while there is no leader). cc is marshaled
+// when it reaches raft; the caller must not modify it. id names the
+// proposal to the Dropped callback.
+func (n *Node) ProposeConfChange(id uint64, cc *raftpb.ConfChange) {
+	n.inbox.Lock()
+	n.inbox.ccs = append(n.inbox.ccs, confChangeProposal{id: id, cc: cc})
+	n.inbox.Unlock()
+	n.signal()
+}
+
+// TransferLeadership asks the leader to hand leadership to the member to.
+// It returns at once; watch Lead for the outcome. Raft ignores it on a
+// follower, and while the transfer runs the leader drops proposals.
+func (n *Node) TransferLeadership(to uint64) {
+	n.post(func(rn *raft.RawNode) { rn.TransferLeader(to) })
+}
+
+// ReportUnreachable tells raft that messages to member id were lost, so the
+// leader probes it instead of streaming entries into the void.
+func (n *Node) ReportUnreachable(id uint64) {
+	n.post(func(rn *raft.RawNode) { rn.ReportUnreachable(id) })
+}
+
+// ReportSnapshot tells raft how sending a snapshot to member id ended.
+func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	n.post(func(rn *raft.RawNode) { rn.ReportSnapshot(id, status) })
+}
+
+// post queues f to run on the loop with the RawNode.
+func (n *Node) post(f func(*raft.RawNode)) {
+	n.inbox.Lock()
+	n.inbox.funcs = append(n.inbox.funcs, f)
+	n.inbox.Unlock()
+	n.signal()
+}
+
+// call runs f on the loop and waits for it; it fails with ErrStopped once
+// the loop has exited and with cancel's closing.
+func (n *Node) call(f func(), cancel <-chan struct{}) error {
+	done := make(chan struct{})
+	wrapped := func() { f(); close(done) }
+	select {
+	case n.calls <- wrapped:
+	case <-n.done:
+		return ErrStopped
+	case <-cancel:
+		return errCanceled
+	}
+	select {
+	case <-done:
+		return nil
+	case <-n.done:
+		return ErrStopped
+	}
+}
+
+var errCanceled = errors.New("raftnode: call canceled")
+
+// RaftStatus returns raft's full status, including the leader's view of
+// each follower's progress. It waits for the loop; cancel abandons the
+// wait (with an error) before the loop has taken the call.
+func (n *Node) RaftStatus(cancel <-chan struct{}) (raft.Status, error) {
+	var st raft.Status
+	err := n.call(func() { st = n.rn.Status() }, cancel)
+	return st, err
 }
 
 // ReadIndex asks raft for the commit index a linearizable read must wait
@@ -253,10 +364,10 @@ func (n *Node) signal() {
 	}
 }
 
-// Committed returns the channel of committed entries, in log order. Exactly
-// one goroutine (the apply loop) must receive from it; it is never closed:
-// watch Done.
-func (n *Node) Committed() <-chan []*raftpb.Entry { return n.committedc }
+// Committed returns the channel of committed entries (in log order) and
+// snapshots to install. Exactly one goroutine (the apply loop) must receive
+// from it; it is never closed: watch Done.
+func (n *Node) Committed() <-chan Committed { return n.committedc }
 
 // AppliedTo tells the node that the state machine holds every entry up to
 // index. The apply loop calls it after each batch.
@@ -272,18 +383,45 @@ func (n *Node) AppliedTo(index uint64) {
 // and returns the new configuration. The apply loop must call it for every
 // conf change entry it applies, in log order.
 func (n *Node) ApplyConfChange(cc raftpb.ConfChangeI) (*raftpb.ConfState, error) {
-	req := ccRequest{cc: cc, resp: make(chan *raftpb.ConfState, 1)}
-	select {
-	case n.ccReqs <- req:
-	case <-n.done:
-		return nil, ErrStopped
+	var cs *raftpb.ConfState
+	if err := n.call(func() { cs = n.rn.ApplyConfChange(cc) }, nil); err != nil {
+		return nil, err
 	}
-	select {
-	case cs := <-req.resp:
-		return cs, nil
-	case <-n.done:
-		return nil, ErrStopped
+	return cs, nil
+}
+
+// WaitAdvanced blocks until raft has been told that index is applied, which
+// is when it accepts the next conf change. It fails with ErrStopped when the
+// loop exits and with an error when cancel closes.
+func (n *Node) WaitAdvanced(index uint64, cancel <-chan struct{}) error {
+	for {
+		n.advMu.Lock()
+		if n.advanced.Load() >= index {
+			n.advMu.Unlock()
+			return nil
+		}
+		c := n.advc
+		n.advMu.Unlock()
+		select {
+		case <-c:
+		case <-n.done:
+			return ErrStopped
+		case <-cancel:
+			return errCanceled
+		}
 	}
+}
+
+// setAdvanced records index as told to raft and wakes the waiters.
+func (n *Node) setAdvanced(index uint64) {
+	if index <= n.advanced.Load() {
+		return
+	}
+	n.advMu.Lock()
+	n.advanced.Store(index)
+	close(n.advc)
+	n.advc = make(chan struct{})
+	n.advMu.Unlock()
 }
 
 // Compact discards the log up to and including index, which must not

@@ -42,7 +42,12 @@ func (a *applier) run() {
 	defer close(a.done)
 	for {
 		select {
-		case ents := <-a.n.Committed():
+		case c := <-a.n.Committed():
+			if c.Snapshot != nil {
+				a.t.Error("single voter asked to install a snapshot")
+				return
+			}
+			ents := c.Entries
 			b := a.eng.NewBatch()
 			for _, e := range ents {
 				switch e.GetType() {

@@ -46,35 +46,49 @@ type pendingResult struct {
 var errSimulatedCrash = errors.New("server: apply batch dropped by a test hook")
 
 // applyLoop applies committed entries in log order, one storage batch per
-// group of Readys (group apply).
+// group of Readys (group apply), and installs the snapshots raft hands
+// over between them.
 func (s *Server) applyLoop() {
 	defer s.wg.Done()
 	var group [][]*raftpb.Entry
 	for {
+		var c raftnode.Committed
 		select {
-		case ents := <-s.node.Committed():
-			group = append(group[:0], ents)
-		more:
-			for len(group) < maxApplyGroup {
-				select {
-				case ents := <-s.node.Committed():
-					group = append(group, ents)
-				default:
-					break more
-				}
-			}
-			if err := s.applyGroup(group); err != nil {
-				// A conf change cut short by Stop is not a failure: the
-				// discarded batch is replayed at the next start.
-				if !s.stopping() {
-					s.fail(err)
-				}
-				return
-			}
-			clear(group)
+		case c = <-s.node.Committed():
 		case <-s.stopc:
 			return
 		case <-s.node.Done():
+			return
+		}
+		group = group[:0]
+		var snap *raftpb.Snapshot
+	more:
+		for {
+			if c.Snapshot != nil {
+				snap = c.Snapshot
+				break
+			}
+			group = append(group, c.Entries)
+			if len(group) == maxApplyGroup {
+				break
+			}
+			select {
+			case c = <-s.node.Committed():
+			default:
+				break more
+			}
+		}
+		err := s.applyGroup(group)
+		clear(group)
+		if err == nil && snap != nil {
+			err = s.installSnapshot(snap)
+		}
+		if err != nil {
+			// A conf change cut short by Stop is not a failure: the
+			// discarded batch is replayed at the next start.
+			if !s.stopping() {
+				s.fail(err)
+			}
 			return
 		}
 	}
@@ -328,4 +342,10 @@ func (s *Server) maybeMeasureSize(applied int) {
 		s.dbSize.Store(s.eng.Size())
 		ap.sizeMeasured, ap.sinceMeasure = now, 0
 	}
+}
+
+// installSnapshot replaces the member's state with a snapshot raft
+// received from the leader.
+func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
+	return fmt.Errorf("server: installing snapshot %d is not supported yet", snap.GetMetadata().GetIndex())
 }
