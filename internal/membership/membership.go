@@ -14,12 +14,24 @@
 //
 //	key                     value
 //	'c' 'i'                        cluster ID (8 bytes BE)
-//	'c' 's'                        this engine's own member ID (8 bytes BE)
+//	'c' 'b'                        this engine's seed, JSON (Seed)         local
+//	'c' 's'                        this engine's own member ID (8 bytes BE) local
 //	'c' 'm' <member ID:8>          the member, JSON (Member)
+//	'c' 'r' <member ID:8>          a removed member (empty value)
 //	'c' 'a' <member ID:8> <type:4> a raised alarm (empty value)
 //
-// The member list and the alarms change only when a committed entry is
-// applied, in the same batch as the applied index it belongs to.
+// The member list, the removed IDs and the alarms change only when a
+// committed entry is applied, in the same batch as the applied index it
+// belongs to; they are part of the replicated state a snapshot carries. The
+// keys marked local (LocalKeys) describe this engine alone and never leave
+// it.
+//
+// # Changes
+//
+// A membership change travels through raft as a ConfChange whose context is
+// a ChangeContext (the member, JSON). Every member checks it with Validate
+// against its applied member list before applying it, so all of them
+// accept or refuse the same changes.
 package membership
 
 import (
