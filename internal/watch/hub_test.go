@@ -120,10 +120,10 @@ func TestWatchStartRevision(t *testing.T) {
 		e.put("k", fmt.Sprint(i)) // revs 2..6
 	}
 	c := e.stream()
-	c.watch(WatchRequest{Key: []byte("k"), StartRev: 4})  // historical, inclusive
-	c.watch(WatchRequest{Key: []byte("k"), StartRev: 8})  // future
-	c.watch(WatchRequest{Key: []byte("k"), StartRev: 1})  // the whole history
-	c.watch(WatchRequest{Key: []byte("k"), StartRev: 7})  // the next revision
+	c.watch(WatchRequest{Key: []byte("k"), StartRev: 4}) // historical, inclusive
+	c.watch(WatchRequest{Key: []byte("k"), StartRev: 8}) // future
+	c.watch(WatchRequest{Key: []byte("k"), StartRev: 1}) // the whole history
+	c.watch(WatchRequest{Key: []byte("k"), StartRev: 7}) // the next revision
 	for id := range int64(4) {
 		if r := c.created(id); r.Revision != 6 {
 			t.Fatalf("created revision %d, want 6", r.Revision)

@@ -125,7 +125,7 @@ type watcher struct {
 	next int64
 
 	// Guarded by s.mu.
-	announced   bool // its created response was handed to the consumer
+	announced   bool  // its created response was handed to the consumer
 	eventsSince bool  // events were handed out since the last progress tick
 	round       int64 // catch-up round it was last listed in
 
