@@ -1,0 +1,121 @@
+package lockelect
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// The services' own errors, with etcd's text: clients match them by message.
+var (
+	// ErrSessionExpired is Lock's answer when the caller's key disappeared
+	// (its lease expired or was revoked, or the key was deleted) before the
+	// lock could be granted.
+	ErrSessionExpired = errors.New("mutex: session is expired")
+	// ErrElectionNotLeader is Proclaim's answer when the LeaderKey no longer
+	// leads, and Campaign's when the caller's key disappeared while waiting.
+	ErrElectionNotLeader = errors.New("election: not leader")
+	// ErrElectionNoLeader is Leader's answer when nobody campaigns.
+	ErrElectionNoLeader = errors.New("election: no leader")
+	// ErrMissingLeaderKey is Proclaim's and Resign's answer to a request
+	// without a LeaderKey.
+	ErrMissingLeaderKey = errors.New(`"leader" field must be provided`)
+)
+
+// errKeyLost reports that a waiter's own key is gone or was replaced; Lock
+// and Campaign turn it into their etcd errors.
+var errKeyLost = errors.New("lockelect: own key lost while waiting")
+
+// defaultTTL is the TTL, in seconds, of the lease granted for a request with
+// lease 0; etcd's server grants the same.
+const defaultTTL = 60
+
+// releaseTimeout bounds the clean-up delete of a failed Lock or Campaign. If
+// it does not finish in time the key stays until its lease ends, which is
+// the bound the design relies on anyway.
+const releaseTimeout = 10 * time.Second
+
+// Register serves the Lock and Election services on gs, backed by c. c must
+// reach the KV, Watch and Lease services of the same cluster (normally the
+// member itself, over an in-process connection) and stay open while gs
+// serves; Register does not close it. Call before gs starts serving.
+func Register(gs grpc.ServiceRegistrar, c *clientv3.Client) {
+	v3lockpb.RegisterLockServer(gs, NewLockServer(c))
+	v3electionpb.RegisterElectionServer(gs, NewElectionServer(c))
+}
+
+// NewLockServer returns the Lock service backed by c (see Register), for
+// callers that register it themselves, such as an HTTP gateway. It is safe
+// for concurrent use.
+func NewLockServer(c *clientv3.Client) v3lockpb.LockServer {
+	return &lockServer{c: c}
+}
+
+// NewElectionServer returns the Election service backed by c (see Register),
+// for callers that register it themselves. It is safe for concurrent use.
+func NewElectionServer(c *clientv3.Client) v3electionpb.ElectionServer {
+	return &electionServer{c: c}
+}
+
+// forwardedMD lists the incoming metadata that the calls underneath carry
+// on: the auth token, so they run with the caller's permissions, and the
+// require-leader flag, so a caller that asked to fail without a leader does.
+var forwardedMD = []string{rpctypes.TokenFieldNameGRPC, rpctypes.MetadataRequireLeaderKey}
+
+// outgoing returns ctx with the caller's forwarded metadata set for the
+// calls made through the client.
+func outgoing(ctx context.Context) context.Context {
+	in, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ctx
+	}
+	out := metadata.MD{}
+	for _, k := range forwardedMD {
+		if v := in.Get(k); len(v) > 0 {
+			out.Set(k, v...)
+		}
+	}
+	if len(out) == 0 {
+		return ctx
+	}
+	return metadata.NewOutgoingContext(ctx, out)
+}
+
+// leaseOrGrant returns id, or for id 0 a new lease with defaultTTL that
+// nobody keeps alive, as etcd's server does.
+func leaseOrGrant(ctx context.Context, c *clientv3.Client, id int64) (int64, error) {
+	if id != 0 {
+		return id, nil
+	}
+	resp, err := c.Grant(ctx, defaultTTL)
+	if err != nil {
+		return 0, err
+	}
+	return int64(resp.ID), nil
+}
+
+// ownKey returns the key a caller with lease holds under prefix.
+func ownKey(prefix string, lease int64) string {
+	return prefix + strconv.FormatInt(lease, 16)
+}
+
+// deleteIfOwned deletes key if it still has create revision rev, after the
+// request that queued it failed. It runs on after ctx is cancelled (the
+// usual reason for failing) but keeps ctx's metadata.
+func deleteIfOwned(ctx context.Context, c *clientv3.Client, key string, rev int64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	// A failure leaves the key to its lease; there is nobody to tell.
+	_, _ = c.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+}
