@@ -383,3 +383,17 @@ func (tk *fakeTicker) tick(t testing.TB) {
 		t.Fatal("tick not taken")
 	}
 }
+
+// settle waits until the hub has dispatched everything written.
+func (e *env) settle() {
+	e.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for e.hub.Rev() < e.store.Rev() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("hub at %d, store at %d", e.hub.Rev(), e.store.Rev())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func putReq(k, v string) *pb.PutRequest { return &pb.PutRequest{Key: []byte(k), Value: []byte(v)} }
