@@ -1,0 +1,203 @@
+package lockelect
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	etcdembed "go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// waitLimit bounds every wait for a condition in these tests. It is a
+// deadline that turns a hang into a clear failure, not a speed assertion.
+const waitLimit = 30 * time.Second
+
+// services are the two gRPC services as a client sees them.
+type services struct {
+	lock  v3lockpb.LockClient
+	elect v3electionpb.ElectionClient
+}
+
+// fixture is one embedded etcd (KV, Watch, Lease, and its own Lock and
+// Election services, the oracle) and our services on a separate gRPC server
+// whose backing client talks to that etcd.
+type fixture struct {
+	etcdAddr string
+	// kv is a plain client of the etcd, for the test's own KV and Lease
+	// calls.
+	kv *clientv3.Client
+	// etcd reaches etcd's Lock and Election services, ours reaches ours.
+	etcd, ours services
+}
+
+// newFixture starts an embedded etcd and our services on 127.0.0.1.
+// etcd runs with 10 ms ticks and a 100 ms election timeout, so its minimum
+// lease TTL is 1 s.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	addr := startEtcd(t)
+	f := &fixture{etcdAddr: addr, kv: newClient(t, addr)}
+	f.etcd = dialServices(t, addr)
+
+	// The backing client plays the member's client to itself.
+	backing := newClient(t, addr)
+	gs := grpc.NewServer()
+	Register(gs, backing)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = gs.Serve(l)
+	}()
+	t.Cleanup(func() {
+		gs.Stop()
+		<-served
+	})
+	f.ours = dialServices(t, l.Addr().String())
+	return f
+}
+
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	cfg := etcdembed.NewConfig()
+	cfg.Name = "oracle"
+	cfg.Dir = t.TempDir()
+	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.UnsafeNoFsync = true
+	cfg.TickMs, cfg.ElectionMs = 10, 100
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := l.Addr().String()
+	l.Close()
+	client, _ := url.Parse("http://127.0.0.1:0")
+	peerURL, _ := url.Parse("http://" + peer)
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := etcdembed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatalf("start embedded etcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		t.Fatalf("embedded etcd failed while starting: %v", err)
+	case <-time.After(waitLimit):
+		t.Fatal("embedded etcd not ready in time")
+	}
+	return e.Clients[0].Addr().String()
+}
+
+func newClient(t *testing.T, addr string) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{addr},
+		DialTimeout: waitLimit,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// dialServices returns plain gRPC stubs (no clientv3 retries) for the Lock
+// and Election services at addr, as etcdctl-like clients use them.
+func dialServices(t *testing.T, addr string) services {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return services{lock: v3lockpb.NewLockClient(conn), elect: v3electionpb.NewElectionClient(conn)}
+}
+
+// testCtx returns a context that ends with the test or after waitLimit.
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// grant returns a new lease with ttl seconds.
+func (f *fixture) grant(t *testing.T, ttl int64) int64 {
+	t.Helper()
+	resp, err := f.kv.Grant(testCtx(t), ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(resp.ID)
+}
+
+// revoke revokes lease id.
+func (f *fixture) revoke(t *testing.T, id int64) {
+	t.Helper()
+	if _, err := f.kv.Revoke(testCtx(t), clientv3.LeaseID(id)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitKeys polls until exactly n keys exist under prefix.
+func (f *fixture) waitKeys(t *testing.T, prefix string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		resp, err := f.kv.Get(testCtx(t), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count == int64(n) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys under %q, want %d", resp.Count, prefix, n)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval, not a wait for the condition
+	}
+}
+
+// result is the outcome of a call running in the background.
+type result[T any] struct {
+	resp T
+	err  error
+}
+
+// async runs call in the background; the returned channel yields its
+// outcome once.
+func async[T any](call func() (T, error)) <-chan result[T] {
+	ch := make(chan result[T], 1)
+	go func() {
+		resp, err := call()
+		ch <- result[T]{resp, err}
+	}()
+	return ch
+}
+
+// await returns the outcome on ch, failing the test if none comes in time.
+func await[T any](t *testing.T, ch <-chan result[T], what string) (T, error) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r.resp, r.err
+	case <-time.After(waitLimit):
+		t.Fatalf("%s did not return", what)
+		panic("unreachable")
+	}
+}
