@@ -26,9 +26,11 @@ func newAlarmSet() *alarmSet {
 	return &alarmSet{set: map[membership.Alarm]struct{}{}}
 }
 
-func (a *alarmSet) load(alarms []membership.Alarm) {
+// replace makes alarms the raised set (at startup, and after a snapshot).
+func (a *alarmSet) replace(alarms []membership.Alarm) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.set, a.noSpace = map[membership.Alarm]struct{}{}, 0
 	for _, al := range alarms {
 		a.addLocked(al)
 	}

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -35,6 +34,14 @@ type applyState struct {
 	results        []pendingResult
 	sizeMeasured   time.Time
 	sinceMeasure   int
+
+	// members and removed are the member list and removed IDs as of the
+	// entries applied so far, including the batch being built;
+	// publishMembers copies them to Server.members once it is committed.
+	members        []membership.Member
+	removed        map[uint64]bool
+	membersChanged bool // in the batch being built
+	removedSelf    bool // likewise: this member's own removal
 }
 
 type pendingResult struct {
@@ -104,12 +111,15 @@ func (s *Server) applyLoop() {
 // other than its own (a decoding or storage failure) would make this member
 // diverge from the others, so it stops instead.
 func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
+	if h := s.cfg.hooks.beforeApply; h != nil {
+		h()
+	}
 	ap := &s.ap
 	b := s.eng.NewBatch()
 	w := s.kv.Write(b)
 	results := ap.results[:0]
 	last := ap.applied
-	membersChanged := false
+	ap.membersChanged, ap.removedSelf = false, false
 	n := 0
 	for _, ents := range group {
 		for _, e := range ents {
@@ -123,6 +133,11 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 			}
 			last = idx
 			n++
+			var (
+				id  uint64
+				res result
+				err error
+			)
 			switch e.GetType() {
 			case raftpb.EntryNormal:
 				if len(e.GetData()) == 0 {
@@ -133,23 +148,21 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 					b.Discard()
 					return fmt.Errorf("server: decode entry %d: %w", idx, err)
 				}
-				res, err := s.applyRequest(w, b, req)
-				if err != nil {
-					b.Discard()
-					return fmt.Errorf("server: apply entry %d: %w", idx, err)
-				}
-				if id := req.GetHeader().GetID(); id != 0 {
-					results = append(results, pendingResult{id: id, res: res})
-				}
-			case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
-				if err := s.applyConfChange(b, e); err != nil {
-					b.Discard()
-					return fmt.Errorf("server: apply conf change %d: %w", idx, err)
-				}
-				membersChanged = true
+				id = req.GetHeader().GetID()
+				res, err = s.applyRequest(w, b, req)
+			case raftpb.EntryConfChange:
+				id, res, err = s.applyConfChange(b, e)
 			default:
+				// cairn proposes only ConfChange (see applyConfChange).
+				err = fmt.Errorf("entry has unsupported type %v", e.GetType())
+			}
+			if err != nil {
 				b.Discard()
-				return fmt.Errorf("server: entry %d has unknown type %v", idx, e.GetType())
+				return fmt.Errorf("server: apply entry %d: %w", idx, err)
+			}
+			if id != 0 {
+				res.index = idx
+				results = append(results, pendingResult{id: id, res: res})
 			}
 		}
 	}
@@ -168,9 +181,16 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 	}
 	s.metrics.backendCommit.Observe(time.Since(start).Seconds())
 	w.Done()
+	// The batch's effects are visible to readers from here on. This is the
+	// place for whatever follows every applied batch: w.Events() holds its
+	// events (mvccpb.Event, in revision order) for the watch hub, and
+	// w.Rev() the revision they bring the store to.
 
 	ap.applied = last
 	s.applied.Store(last)
+	if ap.membersChanged {
+		s.publishMembers()
+	}
 	s.node.AppliedTo(last)
 	s.reads.appliedAdvanced()
 	for i := range results {
@@ -179,10 +199,11 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 	clear(results)
 	ap.results = results[:0]
 
-	if membersChanged {
-		if err := s.reloadMembers(); err != nil {
-			return err
-		}
+	if ap.membersChanged {
+		s.syncPeers()
+	}
+	if ap.removedSelf {
+		s.leaveCluster()
 	}
 	s.maybeCompactLog()
 	s.maybeMeasureSize(n)
@@ -232,6 +253,8 @@ func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaf
 			return result{}, err
 		}
 		return result{resp: resp}, nil
+	case r.ClusterMemberAttrSet != nil:
+		return result{}, s.applyMemberAttributes(b, r.ClusterMemberAttrSet)
 	default:
 		return result{err: ErrUnsupportedRequest}, nil
 	}
@@ -248,70 +271,6 @@ func requestError(err error) (result, error) {
 	return result{}, err
 }
 
-// applyConfChange applies a conf change entry to raft and records the new
-// configuration and member list in b.
-func (s *Server) applyConfChange(b *storage.Batch, e *raftpb.Entry) error {
-	var (
-		cc      raftpb.ConfChangeI
-		changes []*raftpb.ConfChangeSingle
-		ctx     []byte
-	)
-	if e.GetType() == raftpb.EntryConfChange {
-		c := &raftpb.ConfChange{}
-		if err := proto.Unmarshal(e.GetData(), c); err != nil {
-			return fmt.Errorf("decode: %w", err)
-		}
-		cc, ctx = c, c.GetContext()
-		changes = []*raftpb.ConfChangeSingle{{Type: c.Type, NodeId: c.NodeId}}
-	} else {
-		c := &raftpb.ConfChangeV2{}
-		if err := proto.Unmarshal(e.GetData(), c); err != nil {
-			return fmt.Errorf("decode: %w", err)
-		}
-		cc, ctx, changes = c, c.GetContext(), c.GetChanges()
-	}
-	cs, err := s.node.ApplyConfChange(cc)
-	if err != nil {
-		return err
-	}
-	if err := raftnode.StageConfState(b, cs); err != nil {
-		return err
-	}
-	for _, ch := range changes {
-		id := ch.GetNodeId()
-		switch ch.GetType() {
-		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode, raftpb.ConfChangeUpdateNode:
-			m := membership.Member{ID: id}
-			if len(ctx) > 0 {
-				if err := json.Unmarshal(ctx, &m); err != nil {
-					return fmt.Errorf("decode member: %w", err)
-				}
-				m.ID = id
-			}
-			m.IsLearner = ch.GetType() == raftpb.ConfChangeAddLearnerNode
-			if err := membership.StageMember(b, m); err != nil {
-				return err
-			}
-		case raftpb.ConfChangeRemoveNode:
-			if err := membership.StageRemoveMember(b, id); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func (s *Server) reloadMembers() error {
-	ms, err := membership.LoadMembers(s.eng)
-	if err != nil {
-		return err
-	}
-	s.members.Lock()
-	s.members.list = ms
-	s.members.Unlock()
-	return nil
-}
-
 // maybeCompactLog folds the raft log into the applied state every
 // SnapshotCount applied entries, keeping snapshotCatchUpEntries of it for
 // followers that lag a little.
@@ -320,7 +279,7 @@ func (s *Server) maybeCompactLog() {
 	if ap.applied-ap.lastLogCompact < s.cfg.SnapshotCount {
 		return
 	}
-	keep := uint64(snapshotCatchUpEntries)
+	keep := s.cfg.SnapshotCatchUpEntries
 	if s.cfg.hooks.catchUpEntries > 0 {
 		keep = s.cfg.hooks.catchUpEntries
 	}
@@ -342,10 +301,4 @@ func (s *Server) maybeMeasureSize(applied int) {
 		s.dbSize.Store(s.eng.Size())
 		ap.sizeMeasured, ap.sinceMeasure = now, 0
 	}
-}
-
-// installSnapshot replaces the member's state with a snapshot raft
-// received from the leader.
-func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
-	return fmt.Errorf("server: installing snapshot %d is not supported yet", snap.GetMetadata().GetIndex())
 }

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -11,47 +13,74 @@ import (
 )
 
 // loadOrBootstrap establishes who this member is and which cluster it
-// belongs to. A new engine derives both from the configuration (etcd's
-// derivation, so the IDs match etcd's for the same flags) and records them
-// with one synced batch before raft starts; an existing engine reads them
-// back and ignores the initial-cluster settings, as etcd does.
+// belongs to, and returns the raft peers to bootstrap a still-empty log
+// with (none for a member joining a running cluster).
 //
-// It returns the raft peers to bootstrap a still-empty log with: the
-// recorded founding members, so that a crash between recording them and
-// raft's first write bootstraps the same log on restart.
+// A new engine in a new cluster derives both IDs from the configuration
+// (etcd's derivation, so the IDs match etcd's for the same flags); one that
+// joins an existing cluster asks the peers InitialCluster names for the
+// cluster ID and the member list, and finds itself in it by its peer URLs.
+// Either way it records the IDs and its seed (the founding members, or the
+// members it was told about) in one synced batch before raft starts. The
+// member list itself is replicated state: it fills as the bootstrap conf
+// changes (or, for a joining member, the leader's log) are applied.
+//
+// An existing engine reads everything back and ignores the initial-cluster
+// settings, as etcd does.
 func (s *Server) loadOrBootstrap() ([]raft.Peer, error) {
 	cid, ok, err := membership.LoadClusterID(s.eng)
 	if err != nil {
 		return nil, err
 	}
 	if ok {
-		id, ok, err := membership.LoadLocalID(s.eng)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, errNoLocalMember
-		}
-		members, err := membership.LoadMembers(s.eng)
-		if err != nil {
-			return nil, err
-		}
-		s.clusterID, s.memberID = cid, id
-		s.members.list = members
-		return peersOf(members)
+		return s.restart(cid)
 	}
-
 	initial, err := membership.ParseInitialCluster(s.cfg.InitialCluster)
-	if err != nil {
-		return nil, err
-	}
-	members, err := membership.InitialMembers(initial, s.cfg.ClusterToken)
 	if err != nil {
 		return nil, err
 	}
 	own, err := membership.NormalizeURLs(s.cfg.PeerURLs)
 	if err != nil {
 		return nil, err
+	}
+	var seed membership.Seed
+	if s.cfg.InitialClusterState == ClusterStateExisting {
+		seed, err = s.joinSeed(initial, own)
+	} else {
+		seed, err = s.foundingSeed(initial, own)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b := s.eng.NewWriteBatch()
+	err = errors.Join(
+		membership.StageClusterID(b, s.clusterID),
+		membership.StageLocalID(b, s.memberID),
+		membership.StageSeed(b, seed),
+	)
+	if err != nil {
+		b.Discard()
+		return nil, err
+	}
+	if err := b.Commit(true); err != nil {
+		return nil, fmt.Errorf("server: record membership: %w", err)
+	}
+	s.seed = seed
+	s.lg.Info("bootstrapped a new member", "cluster-id", fmt.Sprintf("%x", s.clusterID),
+		"member-id", fmt.Sprintf("%x", s.memberID), "initial-cluster", s.cfg.InitialCluster,
+		"initial-cluster-state", s.cfg.InitialClusterState)
+	if seed.Join {
+		return nil, nil
+	}
+	return peersOf(seed.Members)
+}
+
+// foundingSeed names the founding members of a new cluster and this member
+// among them.
+func (s *Server) foundingSeed(initial map[string][]string, own []string) (membership.Seed, error) {
+	members, err := membership.InitialMembers(initial, s.cfg.ClusterToken)
+	if err != nil {
+		return membership.Seed{}, err
 	}
 	var self *membership.Member
 	ids := make([]uint64, len(members))
@@ -62,41 +91,74 @@ func (s *Server) loadOrBootstrap() ([]raft.Peer, error) {
 		}
 	}
 	if self == nil {
-		return nil, fmt.Errorf("server: couldn't find local name %q in the initial cluster configuration", s.cfg.Name)
+		return membership.Seed{}, fmt.Errorf("server: couldn't find local name %q in the initial cluster configuration", s.cfg.Name)
 	}
 	if !slices.Equal(self.PeerURLs, own) {
-		return nil, fmt.Errorf("server: --initial-cluster has %s=%v but --initial-advertise-peer-urls is %v",
+		return membership.Seed{}, fmt.Errorf("server: --initial-cluster has %s=%v but --initial-advertise-peer-urls is %v",
 			self.Name, self.PeerURLs, own)
-	}
-	if len(members) > 1 {
-		// Needs the peer transport; until then a second voter would only
-		// make the cluster unable to elect a leader.
-		return nil, fmt.Errorf("server: an initial cluster of %d members is not supported yet: start a single member", len(members))
 	}
 	s.memberID = self.ID
 	s.clusterID = membership.ClusterID(ids)
-	b := s.eng.NewWriteBatch()
-	if err := membership.StageClusterID(b, s.clusterID); err != nil {
-		b.Discard()
-		return nil, err
-	}
-	if err := membership.StageLocalID(b, s.memberID); err != nil {
-		b.Discard()
-		return nil, err
-	}
-	for _, m := range members {
-		if err := membership.StageMember(b, m); err != nil {
-			b.Discard()
-			return nil, err
+	return membership.Seed{Members: members}, nil
+}
+
+// joinSeed asks the running cluster who is in it; this member must already
+// be there (added with MemberAdd), with exactly its peer URLs.
+func (s *Server) joinSeed(initial map[string][]string, own []string) (membership.Seed, error) {
+	var urls []string
+	for _, us := range initial {
+		for _, u := range us {
+			if !slices.Contains(own, u) && !slices.Contains(urls, u) {
+				urls = append(urls, u)
+			}
 		}
 	}
-	if err := b.Commit(true); err != nil {
-		return nil, fmt.Errorf("server: record membership: %w", err)
+	slices.Sort(urls)
+	if len(urls) == 0 {
+		return membership.Seed{}, errors.New("server: --initial-cluster names no other member to join")
 	}
-	s.members.list = members
-	s.lg.Info("bootstrapped a new cluster", "cluster-id", fmt.Sprintf("%x", s.clusterID),
-		"member-id", fmt.Sprintf("%x", s.memberID), "initial-cluster", s.cfg.InitialCluster)
-	return peersOf(members)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	ci, err := s.fetchCluster(ctx, urls)
+	if err != nil {
+		return membership.Seed{}, err
+	}
+	for _, m := range ci.Members {
+		if slices.Equal(m.PeerURLs, own) {
+			s.memberID, s.clusterID = m.ID, ci.ClusterID
+			return membership.Seed{Join: true, Members: ci.Members}, nil
+		}
+	}
+	return membership.Seed{}, fmt.Errorf("server: the cluster has no member with peer URLs %v: add this member (MemberAdd) before starting it with --initial-cluster-state existing", own)
+}
+
+// restart reads back an existing member.
+func (s *Server) restart(cid uint64) ([]raft.Peer, error) {
+	id, ok, err := membership.LoadLocalID(s.eng)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errNoLocalMember
+	}
+	seed, hasSeed, err := membership.LoadSeed(s.eng)
+	if err != nil {
+		return nil, err
+	}
+	s.clusterID, s.memberID, s.seed = cid, id, seed
+	if !hasSeed {
+		// Recorded before seeds were: a single member whose bootstrap
+		// staged the member list directly.
+		members, err := membership.LoadMembers(s.eng)
+		if err != nil {
+			return nil, err
+		}
+		s.seed = membership.Seed{Members: members}
+	}
+	if s.seed.Join {
+		return nil, nil
+	}
+	return peersOf(s.seed.Members)
 }
 
 // peersOf turns members into raft bootstrap peers; each conf change carries

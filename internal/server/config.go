@@ -1,9 +1,11 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairn-db/cairn/internal/raftnode"
+	"github.com/cairn-db/cairn/internal/transport"
 )
 
 // Defaults, etcd's where etcd has the same setting.
@@ -23,14 +26,21 @@ const (
 	DefaultSnapshotCount     = 10000
 	DefaultTickMs            = 100
 	DefaultElectionTicks     = 10
+	DefaultMaxLearners       = 1
+	// DefaultSnapshotCatchUpEntries is how much log a compaction keeps
+	// behind the applied index, so a follower that lags a little catches up
+	// from the log rather than needing a snapshot (etcd's default).
+	DefaultSnapshotCatchUpEntries = 5000
 
-	// snapshotCatchUpEntries is how much log a compaction keeps behind the
-	// applied index, so a follower that lags a little catches up from the
-	// log rather than needing a snapshot (etcd keeps the same).
-	snapshotCatchUpEntries = 5000
 	// maxApplyLag is how far the applied index may trail the committed
 	// index before new proposals are refused (etcd's limit).
 	maxApplyLag = 5000
+)
+
+// Initial cluster states (--initial-cluster-state).
+const (
+	ClusterStateNew      = "new"
+	ClusterStateExisting = "existing"
 )
 
 // Auto-compaction modes (--auto-compaction-mode).
@@ -50,11 +60,29 @@ type Config struct {
 	// "name=peerURL,name=peerURL" syntax; default Name=PeerURLs. Only read
 	// when DataDir is new.
 	InitialCluster string
+	// InitialClusterState is "new" (default): found the cluster
+	// InitialCluster lists, whose every member starts with the same list;
+	// or "existing": join a running cluster to which this member was added
+	// (MemberAdd), fetching the member list from the peers InitialCluster
+	// names. Only read when DataDir is new.
+	InitialClusterState string
 	// ClusterToken seeds member and cluster IDs (default "etcd-cluster").
 	ClusterToken string
 	// PeerURLs are this member's advertised peer URLs (default
 	// http://localhost:2380).
 	PeerURLs []string
+	// ClientURLs are this member's advertised client URLs; the member
+	// publishes them, with Name, to the member list once it runs, as etcd
+	// does.
+	ClientURLs []string
+	// MaxLearners bounds the learners in the cluster (default 1); a
+	// MemberAdd of one more learner fails with
+	// membership.ErrTooManyLearners.
+	MaxLearners int
+	// DisableStrictReconfigCheck turns off etcd's checks that refuse a
+	// membership change which could cost the cluster its quorum
+	// (--strict-reconfig-check=false).
+	DisableStrictReconfigCheck bool
 
 	// MaxRequestBytes limits a marshaled request (default 1.5 MiB).
 	MaxRequestBytes uint
@@ -66,6 +94,10 @@ type Config struct {
 	// SnapshotCount is how many applied entries trigger a raft log
 	// compaction (default 10,000).
 	SnapshotCount uint64
+	// SnapshotCatchUpEntries is how many entries a compaction keeps behind
+	// the applied index for followers that lag (default 5000); one that
+	// lags further catches up from a snapshot.
+	SnapshotCatchUpEntries uint64
 
 	// TickMs is the raft tick (heartbeat) interval in milliseconds (default
 	// 100); ElectionTicks the election timeout in ticks (default 10).
@@ -91,6 +123,20 @@ type Config struct {
 	// wall clock. Tests inject a fake one.
 	Clock Clock
 
+	// PeerTLS is the client TLS configuration for https:// peer URLs (the
+	// transport and the member's own requests to peers); nil uses the
+	// system roots. PeerServerTLS is the configuration the peer listener
+	// serves with: when set, PeerHandler refuses plaintext raft traffic.
+	PeerTLS, PeerServerTLS *tls.Config
+	// NewTransport, if set, builds the peer transport instead of
+	// transport.New, from the configuration New would have used (tests run
+	// members over a simulated network with it).
+	NewTransport func(transport.Config) PeerTransport
+	// PeerRoundTripper carries the member's own requests to its peers (the
+	// member list when joining, learner promotions forwarded to the
+	// leader); nil uses an HTTP/1.1 client with PeerTLS.
+	PeerRoundTripper http.RoundTripper
+
 	hooks testHooks
 }
 
@@ -107,6 +153,8 @@ type testHooks struct {
 	beforeReadRound func()
 	// catchUpEntries overrides how much raft log a compaction keeps.
 	catchUpEntries uint64
+	// beforeApply runs before each apply group.
+	beforeApply func()
 }
 
 // withDefaults fills zero fields and checks the rest.
@@ -122,6 +170,20 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ClusterToken == "" {
 		c.ClusterToken = DefaultClusterToken
+	}
+	switch c.InitialClusterState {
+	case "":
+		c.InitialClusterState = ClusterStateNew
+	case ClusterStateNew, ClusterStateExisting:
+	default:
+		return c, fmt.Errorf("server: unexpected initial cluster state %q: want %q or %q",
+			c.InitialClusterState, ClusterStateNew, ClusterStateExisting)
+	}
+	if c.MaxLearners == 0 {
+		c.MaxLearners = DefaultMaxLearners
+	}
+	if c.SnapshotCatchUpEntries == 0 {
+		c.SnapshotCatchUpEntries = DefaultSnapshotCatchUpEntries
 	}
 	if c.InitialCluster == "" {
 		parts := make([]string, len(c.PeerURLs))

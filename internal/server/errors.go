@@ -30,4 +30,37 @@ var (
 	// ErrUnsupportedRequest: a committed request of a kind this member
 	// cannot apply (for example written by a newer version).
 	ErrUnsupportedRequest = errors.New("etcdserver: unknown method")
+
+	// ErrTimeoutDueToLeaderFail: the request timed out, and a new leader
+	// was elected since it started.
+	ErrTimeoutDueToLeaderFail = errors.New("etcdserver: request timed out, possibly due to previous leader failure")
+	// ErrTimeoutDueToConnectionLost: the request timed out, and this member
+	// lost its connection to the leader (or, as leader, to a quorum) since
+	// it started.
+	ErrTimeoutDueToConnectionLost = errors.New("etcdserver: request timed out, possibly due to connection lost")
+	// ErrTimeoutLeaderTransfer: MoveLeader did not see the new leader in
+	// time.
+	ErrTimeoutLeaderTransfer = errors.New("etcdserver: request timed out, leader transfer took too long")
+	// ErrLeaderChanged: the leader changed while a linearizable read
+	// waited for it; the read may be retried.
+	ErrLeaderChanged = errors.New("etcdserver: leader changed")
+	// ErrNotLeader: the request (MoveLeader) must be sent to the leader.
+	ErrNotLeader = errors.New("etcdserver: not leader")
+	// ErrBadLeaderTransferee: MoveLeader's target is not a voting member.
+	ErrBadLeaderTransferee = errors.New("etcdserver: bad leader transferee")
+	// ErrLearnerNotReady: the learner to promote has not caught up with
+	// the leader's log.
+	ErrLearnerNotReady = errors.New("etcdserver: can only promote a learner member which is in sync with leader")
+	// ErrNotEnoughStartedMembers: with the change, fewer than a quorum of
+	// the voting members would have started (strict reconfig check).
+	ErrNotEnoughStartedMembers = errors.New("etcdserver: re-configuration failed due to not enough started members")
+	// ErrUnhealthy: this member is not connected to enough peers for the
+	// change to keep a quorum (strict reconfig check).
+	ErrUnhealthy = errors.New("etcdserver: unhealthy cluster")
+	// ErrConfChangeInProgress: the leader refused a membership change
+	// because the previous one is not applied yet; retry. (etcd lets such a
+	// change time out instead.)
+	ErrConfChangeInProgress = errors.New("etcdserver: a membership change is already in progress")
+	// ErrRemoved: this member was removed from the cluster; it stops.
+	ErrRemoved = errors.New("the member has been permanently removed from the cluster")
 )

@@ -7,6 +7,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/raftnode"
 )
 
@@ -24,7 +25,9 @@ func (s *Server) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRespon
 			return nil, err
 		}
 	}
+	s.restoring.RLock()
 	resp, err := s.kv.Range(r)
+	s.restoring.RUnlock()
 	if err != nil {
 		return nil, err
 	}
@@ -73,15 +76,31 @@ func (s *Server) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb
 	return resp, nil
 }
 
-// Txn runs a transaction through raft (a read-only one too: it takes no
-// revision, but evaluating it in the apply loop keeps its compares and
-// ranges atomic without a read-side transaction in mvcc). A txn that puts
-// anything fails with ErrNoSpace while the quota is exceeded.
+// Txn runs a transaction. One that only reads (mvcc.TxnReadOnly) is served
+// from this member's store as etcd serves it: after a read-index round
+// unless every range in it is serializable, never through the log. Any
+// other goes through raft; one that puts anything fails with ErrNoSpace
+// while the quota is exceeded.
 func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	defer s.leave()
+	if mvcc.TxnReadOnly(r) {
+		if !txnSerializable(r) {
+			if err := s.reads.wait(ctx); err != nil {
+				return nil, err
+			}
+		}
+		s.restoring.RLock()
+		resp, err := s.kv.ReadTxn(r)
+		s.restoring.RUnlock()
+		if err != nil {
+			return nil, err
+		}
+		resp.Header = s.fillHeader(resp.Header)
+		return resp, nil
+	}
 	if err := s.checkQuota(txnCost(r)); err != nil {
 		return nil, err
 	}
@@ -129,6 +148,20 @@ func (s *Server) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.Comp
 	return resp, nil
 }
 
+// txnSerializable reports whether every op of both branches is a
+// serializable range, etcd's rule for answering a read-only txn without a
+// read-index round (a txn without ops qualifies).
+func txnSerializable(r *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			if rr := op.GetRequestRange(); rr == nil || !rr.Serializable {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // fillHeader completes a response header that carries the revision.
 func (s *Server) fillHeader(h *pb.ResponseHeader) *pb.ResponseHeader {
 	if h == nil {
@@ -141,10 +174,12 @@ func (s *Server) fillHeader(h *pb.ResponseHeader) *pb.ResponseHeader {
 }
 
 // propose sends r through raft and waits for its result. Errors:
-// ErrTooManyRequests (apply is far behind commit), ErrRequestTooLarge,
-// ErrTimeout (no result within the request timeout; the request may still
-// be applied), ErrCanceled (ctx ended first; likewise), ErrStopped. The
-// caller holds enter.
+// ErrTooManyRequests (apply is far behind commit), ErrRequestTooLarge, a
+// timeout (no result within the request timeout; the request may still be
+// applied: ErrTimeout or one of its variants, see timeoutError),
+// ErrCanceled (ctx ended first; likewise), ErrStopped, and raft's
+// ErrProposalDropped (raft refused it, so it will never apply). The caller
+// holds enter.
 func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result, error) {
 	if s.stopping() {
 		return result{}, ErrStopped
@@ -161,9 +196,16 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result
 	if len(data) > int(s.cfg.MaxRequestBytes) {
 		return result{}, ErrRequestTooLarge
 	}
+	return s.await(ctx, id, func() { s.node.Propose(raftnode.Proposal{ID: id, Data: data}) })
+}
+
+// await registers a waiter for proposal id, calls send, and waits for the
+// apply loop's answer, the caller's context, the request timeout or Stop.
+func (s *Server) await(ctx context.Context, id uint64, send func()) (result, error) {
 	ch := s.waits.register(id)
+	start := s.clock.Now()
 	if !s.cfg.hooks.skipPropose {
-		s.node.Propose(raftnode.Proposal{ID: id, Data: data})
+		send()
 	}
 	s.metrics.proposalsPending.Inc()
 	defer s.metrics.proposalsPending.Dec()
@@ -174,15 +216,22 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result
 		if errors.Is(res.err, ErrStopped) {
 			return result{}, ErrStopped
 		}
+		if res.dropped {
+			s.metrics.proposalsFailed.Inc()
+			return result{}, res.err
+		}
 		return res, nil
 	case <-ctx.Done():
 		s.waits.cancel(id, ch)
 		s.metrics.proposalsFailed.Inc()
-		return result{}, ctxErr(ctx.Err())
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return result{}, s.timeoutError(start)
+		}
+		return result{}, ErrCanceled
 	case <-s.clock.After(s.cfg.RequestTimeout):
 		s.waits.cancel(id, ch)
 		s.metrics.proposalsFailed.Inc()
-		return result{}, ErrTimeout
+		return result{}, s.timeoutError(start)
 	case <-s.stopc:
 		s.waits.cancel(id, ch)
 		return result{}, ErrStopped
@@ -192,10 +241,12 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result
 // onDropped answers proposals raft refused (raft.ErrProposalDropped, as
 // etcd returns it): they were never appended, so they will never apply.
 func (s *Server) onDropped(ids []uint64, err error) {
-	for _, id := range ids {
-		s.waits.trigger(id, result{err: err})
+	if errors.Is(err, raftnode.ErrConfChangeInProgress) {
+		err = ErrConfChangeInProgress
 	}
-	s.metrics.proposalsFailed.Add(float64(len(ids)))
+	for _, id := range ids {
+		s.waits.trigger(id, result{err: err, dropped: true})
+	}
 	s.lg.Debug("raft dropped proposals", "count", len(ids), "err", err)
 }
 

@@ -146,6 +146,10 @@ func (ri *readIndexer) round() error {
 	ri.statesMu.Unlock()
 
 	s := ri.s
+	// A leader change loses the request (the old leader's pending reads,
+	// or the forwarded one): say so at once, as etcd does, rather than
+	// time out.
+	changed := s.lead.changedC()
 	deadline := s.clock.After(s.cfg.RequestTimeout)
 	s.node.ReadIndex(rctx[:])
 	retry := s.clock.After(readIndexRetry)
@@ -164,6 +168,8 @@ func (ri *readIndexer) round() error {
 		case <-retry:
 			s.node.ReadIndex(rctx[:])
 			retry = s.clock.After(readIndexRetry)
+		case <-changed:
+			return ErrLeaderChanged
 		case <-deadline:
 			return ErrTimeout
 		case <-s.stopc:

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/raft/v3"
+
 	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/raftnode"
@@ -26,12 +28,29 @@ type Server struct {
 	eng  *storage.Engine
 	kv   *mvcc.Store
 	node *raftnode.Node
+	tr   PeerTransport
 
 	memberID, clusterID uint64
-	members             struct {
+	// seed is what this member knew of the cluster when it started (see
+	// membership.Seed); fixed after New.
+	seed membership.Seed
+	// members is the applied member list and the removed IDs; the apply
+	// loop replaces them.
+	members struct {
 		sync.RWMutex
-		list []membership.Member
+		list    []membership.Member
+		removed map[uint64]bool
+		changed chan struct{} // closed and replaced on every change
 	}
+	// peers are the transport's peers and their URLs (syncPeers).
+	peers struct {
+		sync.Mutex
+		urls map[uint64][]string
+	}
+	lead leaderTracker
+	// restoring keeps readers of the store out while a snapshot replaces
+	// its state (mvcc.Store.Restore).
+	restoring sync.RWMutex
 
 	waits   *waitRegistry
 	ids     *idGenerator
@@ -85,6 +104,7 @@ func New(cfg Config) (*Server, error) {
 		stopc:  make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	s.peers.urls = map[uint64][]string{}
 	if err := s.open(); err != nil {
 		if s.kv != nil {
 			s.kv.Close()
@@ -101,11 +121,9 @@ func (s *Server) open() error {
 		return err
 	}
 	s.ids = newIDGenerator(s.memberID, s.clock.Now().UnixMilli())
-	alarms, err := membership.LoadAlarms(s.eng)
-	if err != nil {
+	if err := s.loadReplicated(); err != nil {
 		return err
 	}
-	s.alarms.load(alarms)
 	s.kv, err = mvcc.Open(s.eng, mvcc.Options{Logger: s.lg})
 	if err != nil {
 		return err
@@ -121,33 +139,43 @@ func (s *Server) open() error {
 	s.ap.sizeMeasured = time.Now()
 	s.metrics = newMetrics()
 	s.reads = newReadIndexer(s)
+	s.lead.init(s.clock.Now())
 
+	s.tr = s.newTransport()
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID:            s.memberID,
 		Engine:        s.eng,
 		Peers:         peers,
+		Join:          s.seed.Join,
+		LocalKeys:     membership.LocalKeys(),
 		Applied:       applied,
 		TickInterval:  time.Duration(s.cfg.TickMs) * time.Millisecond,
 		ElectionTicks: s.cfg.ElectionTicks,
 		NewTicker:     s.clock.NewTicker,
+		Transport:     s.tr,
 		OnReadStates:  s.reads.onReadStates,
 		Dropped:       s.onDropped,
 		ObserveSync:   func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) },
+		OnSoftState:   func(lead uint64, _ raft.StateType) { s.lead.observe(lead, s.clock.Now()) },
 		Logger:        s.lg.With("component", "raft"),
 	})
 	if err != nil {
+		s.tr.Stop()
 		return err
 	}
 	if err := s.metrics.register(s, s.cfg.Metrics); err != nil {
+		s.tr.Stop()
 		s.node.Stop()
 		return err
 	}
+	s.syncPeers()
 	retention, _ := parseRetention(s.cfg.AutoCompactionMode, s.cfg.AutoCompactionRetention)
 
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.applyLoop()
 	go s.reads.run()
 	go s.watchNode()
+	go s.publish()
 	if retention > 0 {
 		s.wg.Add(1)
 		if s.cfg.AutoCompactionMode == CompactionModeRevision {
@@ -161,7 +189,20 @@ func (s *Server) open() error {
 	return nil
 }
 
-// watchNode stops the member when the raft loop fails.
+// loadReplicated loads the replicated state the server keeps in memory
+// (member list, removed IDs, alarms) from the engine, at startup and after
+// a snapshot replaced it.
+func (s *Server) loadReplicated() error {
+	alarms, err := membership.LoadAlarms(s.eng)
+	if err != nil {
+		return err
+	}
+	s.alarms.replace(alarms)
+	return s.reloadMembers()
+}
+
+// watchNode stops the member when the raft loop fails or a peer reports
+// that this member was removed from the cluster.
 func (s *Server) watchNode() {
 	defer s.wg.Done()
 	select {
@@ -169,6 +210,8 @@ func (s *Server) watchNode() {
 		if err := s.node.Err(); err != nil {
 			s.fail(err)
 		}
+	case <-s.tr.Removed():
+		s.fail(ErrRemoved)
 	case <-s.stopc:
 	}
 }
@@ -201,6 +244,9 @@ func (s *Server) shutdown() {
 	s.life.Lock()
 	s.life.closed = true
 	s.life.Unlock()
+	// The transport first: its snapshot streams read the engine, and its
+	// inbound requests hand messages to the node.
+	s.tr.Stop()
 	s.node.Stop()
 	s.wg.Wait()
 	s.waits.failAll(ErrStopped)
@@ -265,13 +311,33 @@ func (s *Server) Term() uint64 { return s.node.Term() }
 // Rev returns the store's current revision.
 func (s *Server) Rev() int64 { return s.kv.Rev() }
 
-// Members returns the cluster's members, sorted by ID.
+// Members returns the cluster's members as this member has applied them,
+// sorted by ID.
 func (s *Server) Members() []membership.Member {
 	s.members.RLock()
 	defer s.members.RUnlock()
 	out := make([]membership.Member, len(s.members.list))
 	copy(out, s.members.list)
 	return out
+}
+
+// member returns the applied member id.
+func (s *Server) member(id uint64) (membership.Member, bool) {
+	s.members.RLock()
+	defer s.members.RUnlock()
+	for _, m := range s.members.list {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return membership.Member{}, false
+}
+
+// IsLearner reports whether this member is a learner (a non-voting
+// member), as of the applied member list.
+func (s *Server) IsLearner() bool {
+	m, _ := s.member(s.memberID)
+	return m.IsLearner
 }
 
 // Status is a member's state as Maintenance.Status reports it.
@@ -318,13 +384,7 @@ func (s *Server) Status() Status {
 		st.DBSizeInUse = s.eng.SizeInUse()
 		s.leave()
 	}
-	s.members.RLock()
-	for _, m := range s.members.list {
-		if m.ID == s.memberID {
-			st.IsLearner = m.IsLearner
-		}
-	}
-	s.members.RUnlock()
+	st.IsLearner = s.IsLearner()
 	return st
 }
 

@@ -355,7 +355,8 @@ func TestBadInitialCluster(t *testing.T) {
 	for _, cfg := range []Config{
 		{Name: "x", InitialCluster: "y=http://localhost:2380"},
 		{InitialCluster: "default=http://10.0.0.1:2380"},
-		{InitialCluster: "default=http://localhost:2380,other=http://localhost:2381"},
+		{InitialClusterState: "sometimes"},
+		{InitialClusterState: "existing"}, // nobody to join
 		{AutoCompactionMode: "sometimes"},
 		{AutoCompactionRetention: "soon"},
 	} {

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-db/cairn/internal/membership"
 )
 
 // result is what the apply loop hands a waiting proposer.
@@ -13,6 +15,12 @@ type result struct {
 	err  error
 	// compacted closes when a compaction's physical removal is done.
 	compacted <-chan struct{}
+	// dropped marks a proposal raft refused: err is why.
+	dropped bool
+	// index is the log index the request was applied at, and members the
+	// member list after it (conf changes).
+	index   uint64
+	members []membership.Member
 }
 
 const waitShards = 32

@@ -1,0 +1,114 @@
+package server
+
+import (
+	"sync"
+	"time"
+)
+
+// leaderTracker follows leadership as the raft loop reports it: when the
+// current leader became known, and a channel closed at every change, for
+// reads and leadership transfers that must notice one.
+type leaderTracker struct {
+	mu        sync.Mutex
+	lead      uint64
+	electedAt time.Time     // when lead (non-zero) became known
+	changed   chan struct{} // closed and replaced at every change
+}
+
+func (l *leaderTracker) init(now time.Time) {
+	l.electedAt = now
+	l.changed = make(chan struct{})
+}
+
+// observe records the leader raft reports; it runs on the raft loop.
+func (l *leaderTracker) observe(lead uint64, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lead == l.lead {
+		return
+	}
+	l.lead = lead
+	if lead != 0 {
+		l.electedAt = now
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// changedC returns a channel closed at the next leadership change.
+func (l *leaderTracker) changedC() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.changed
+}
+
+func (l *leaderTracker) elected() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.electedAt
+}
+
+// healthInterval is how long a peer connection must have lasted to count
+// as healthy (etcd's).
+const healthInterval = 5 * time.Second
+
+// electionTimeout is the raft election timeout as a duration.
+func (s *Server) electionTimeout() time.Duration {
+	return time.Duration(s.cfg.ElectionTicks) * time.Duration(s.cfg.TickMs) * time.Millisecond
+}
+
+// timeoutError tells why a request that started at start timed out, as
+// etcd does: a leader elected during it (ErrTimeoutDueToLeaderFail), the
+// connection to the leader (or, on the leader, to a quorum) established
+// after it started (ErrTimeoutDueToConnectionLost), or just ErrTimeout.
+func (s *Server) timeoutError(start time.Time) error {
+	elected := s.lead.elected()
+	if start.After(elected.Add(-2*s.electionTimeout())) && start.Before(elected) {
+		return ErrTimeoutDueToLeaderFail
+	}
+	switch lead := s.node.Lead(); lead {
+	case 0:
+	case s.memberID:
+		voters := s.votingMembers()
+		if len(voters) > 0 && s.connectedSince(start, voters) < len(voters)/2+1 {
+			return ErrTimeoutDueToConnectionLost
+		}
+	default:
+		if !s.isConnectedSince(lead, start) {
+			return ErrTimeoutDueToConnectionLost
+		}
+	}
+	return ErrTimeout
+}
+
+// isConnectedSince reports whether the connection to peer id has lasted
+// since before t.
+func (s *Server) isConnectedSince(id uint64, t time.Time) bool {
+	at := s.tr.ActiveSince(id)
+	return !at.IsZero() && at.Before(t)
+}
+
+// connectedSince counts the members of ids this member has been connected
+// to since before t, itself included.
+func (s *Server) connectedSince(t time.Time, ids []uint64) int {
+	n := 0
+	for _, id := range ids {
+		if id == s.memberID || s.isConnectedSince(id, t) {
+			n++
+		}
+	}
+	return n
+}
+
+// votingMembers returns the IDs of the voting members.
+func (s *Server) votingMembers() []uint64 {
+	s.members.RLock()
+	defer s.members.RUnlock()
+	var ids []uint64
+	for _, m := range s.members.list {
+		if !m.IsLearner {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
+}

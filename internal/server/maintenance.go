@@ -1,0 +1,73 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+// MoveLeader hands leadership to the voting member target, as the
+// Maintenance service's MoveLeader does. It must be called on the leader
+// (ErrNotLeader otherwise) and returns once target leads. Errors:
+// ErrBadLeaderTransferee (not a member, or a learner),
+// ErrTimeoutLeaderTransfer (target did not take over within the request
+// timeout or ctx's deadline), ErrCanceled, ErrStopped.
+func (s *Server) MoveLeader(ctx context.Context, target uint64) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	if !s.node.IsLeader() {
+		return ErrNotLeader
+	}
+	if m, ok := s.member(target); !ok || m.IsLearner {
+		return ErrBadLeaderTransferee
+	}
+	s.lg.Info("leadership transfer starting", "transferee", target)
+	timeout := s.clock.After(s.cfg.RequestTimeout)
+	changed := s.lead.changedC()
+	s.node.TransferLeadership(target)
+	for s.node.Lead() != target {
+		select {
+		case <-changed:
+			changed = s.lead.changedC()
+		case <-timeout:
+			return ErrTimeoutLeaderTransfer
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return ErrTimeoutLeaderTransfer
+			}
+			return ErrCanceled
+		case <-s.stopc:
+			return ErrStopped
+		}
+	}
+	s.lg.Info("leadership transfer finished", "leader", target)
+	return nil
+}
+
+// HashKV returns the hash of the key history up to revision rev (0: the
+// current one) from the compaction revision on, as the Maintenance
+// service's HashKV does: members with the same history give the same hash.
+// The header's revision is the store's current one. Errors:
+// mvcc.ErrCompacted, mvcc.ErrFutureRev, ErrStopped.
+func (s *Server) HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	s.restoring.RLock()
+	cur := s.kv.Rev()
+	hash, compactRev, hashRev, err := s.kv.HashKV(rev)
+	s.restoring.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.HashKVResponse{
+		Header:          s.fillHeader(&pb.ResponseHeader{Revision: cur}),
+		Hash:            hash,
+		CompactRevision: compactRev,
+		HashRevision:    hashRev,
+	}, nil
+}

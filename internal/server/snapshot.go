@@ -1,0 +1,44 @@
+package server
+
+import (
+	"fmt"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// installSnapshot replaces this member's state with the snapshot raft
+// received from the leader (raftnode.InstallSnapshot describes the files
+// and the atomic ingest). Readers of the store wait meanwhile; the mvcc
+// store, the member list, the removed IDs and the alarms are reloaded from
+// the new state, and the peers follow the new member list. Only the apply
+// loop calls it, with every earlier entry applied.
+func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
+	index := snap.GetMetadata().GetIndex()
+	start := time.Now()
+	s.restoring.Lock()
+	err := s.kv.Restore(func() error { return s.node.InstallSnapshot(snap) })
+	if err == nil {
+		err = s.loadReplicated()
+	}
+	s.restoring.Unlock()
+	if err != nil {
+		return fmt.Errorf("server: install snapshot %d: %w", index, err)
+	}
+	// The store jumped from its old revision to the snapshot's: whatever
+	// follows applied batches (watchers) must catch up from the store here
+	// rather than expect the events in between.
+	ap := &s.ap
+	ap.applied, ap.lastLogCompact = index, index
+	s.applied.Store(index)
+	s.node.AppliedTo(index)
+	s.reads.appliedAdvanced()
+	s.syncPeers()
+	s.dbSize.Store(s.eng.Size())
+	s.lg.Info("installed a snapshot from the leader", "index", index, "revision", s.kv.Rev(),
+		"duration", time.Since(start).Round(time.Millisecond))
+	if s.ap.removed[s.memberID] {
+		s.leaveCluster() // the snapshot includes this member's removal
+	}
+	return nil
+}
