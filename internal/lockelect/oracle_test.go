@@ -138,3 +138,6 @@ func (r *recorder) waitKeys(t *testing.T, p string, n int) {
 	t.Helper()
 	r.f.waitKeys(t, string(r.name(p)), n)
 }
+
+// errText returns the message a client sees for err.
+func errText(err error) string { return status.Convert(err).Message() }
