@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/server"
 )
@@ -28,6 +29,16 @@ var grpcErrors = []struct {
 	{mvcc.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
 	{mvcc.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
 
+	{membership.ErrIDRemoved, rpctypes.ErrGRPCMemberNotFound},
+	{membership.ErrIDNotFound, rpctypes.ErrGRPCMemberNotFound},
+	{membership.ErrIDExists, rpctypes.ErrGRPCMemberExist},
+	{membership.ErrPeerURLExists, rpctypes.ErrGRPCPeerURLExist},
+	{membership.ErrMemberNotLearner, rpctypes.ErrGRPCMemberNotLearner},
+	{membership.ErrTooManyLearners, rpctypes.ErrGRPCTooManyLearners},
+	// etcd has no error of its own for removing the last voter: its
+	// quorum checks refuse the removal first, as this.
+	{membership.ErrLastVoter, rpctypes.ErrGRPCMemberNotEnoughStarted},
+
 	{server.ErrRequestTooLarge, rpctypes.ErrGRPCRequestTooLarge},
 	{server.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
 	// etcd answers this one with a plain error, not a status, so gRPC
@@ -37,6 +48,21 @@ var grpcErrors = []struct {
 	{server.ErrNoLeader, rpctypes.ErrGRPCNoLeader},
 	{server.ErrStopped, rpctypes.ErrGRPCStopped},
 	{server.ErrTimeout, rpctypes.ErrGRPCTimeout},
+	{server.ErrTimeoutDueToLeaderFail, rpctypes.ErrGRPCTimeoutDueToLeaderFail},
+	{server.ErrTimeoutDueToConnectionLost, rpctypes.ErrGRPCTimeoutDueToConnectionLost},
+	{server.ErrLeaderChanged, rpctypes.ErrGRPCLeaderChanged},
+	{server.ErrNotLeader, rpctypes.ErrGRPCNotLeader},
+	{server.ErrBadLeaderTransferee, rpctypes.ErrGRPCBadLeaderTransferee},
+	// etcd sends this one as a plain error too (codes.Unknown, its text).
+	{server.ErrTimeoutLeaderTransfer, status.Error(codes.Unknown, server.ErrTimeoutLeaderTransfer.Error())},
+	{server.ErrLearnerNotReady, rpctypes.ErrGRPCLearnerNotReady},
+	{server.ErrNotEnoughStartedMembers, rpctypes.ErrGRPCMemberNotEnoughStarted},
+	{server.ErrUnhealthy, rpctypes.ErrGRPCUnhealthy},
+	// etcd has no such error (a second change in flight times out there);
+	// Unavailable tells clients it is worth retrying.
+	{server.ErrConfChangeInProgress, status.Error(codes.Unavailable, server.ErrConfChangeInProgress.Error())},
+	// A removed member stops; until it has, it answers as a stopping one.
+	{server.ErrRemoved, rpctypes.ErrGRPCStopped},
 	{server.ErrCanceled, rpctypes.ErrGRPCCanceled},
 }
 

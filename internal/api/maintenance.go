@@ -27,8 +27,9 @@ var EtcdClusterVersion = version.Cluster(version.Version) + ".0"
 // lists among its errors.
 const errNoLeaderText = "etcdserver: no leader"
 
-// maintenanceService serves etcd's Maintenance service: Status, Alarm and
-// Defragment; the rest answer codes.Unimplemented until cairn has them.
+// maintenanceService serves etcd's Maintenance service: Status, Alarm,
+// Defragment, HashKV and MoveLeader; the rest answer codes.Unimplemented
+// until cairn has them.
 type maintenanceService struct {
 	pb.UnimplementedMaintenanceServer
 	b   Backend
@@ -108,16 +109,64 @@ func (s *maintenanceService) Hash(context.Context, *pb.HashRequest) (*pb.HashRes
 	return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.Hash is not implemented yet")
 }
 
-func (s *maintenanceService) HashKV(context.Context, *pb.HashKVRequest) (*pb.HashKVResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.HashKV is not implemented yet")
+// HashKVer is implemented by a Backend that can hash its key history
+// (Maintenance.HashKV); without it HashKV answers codes.Unimplemented.
+type HashKVer interface {
+	// HashKV hashes the key history up to revision rev (0: the current
+	// one) from the compaction revision on; the header's revision is the
+	// current one. Errors: mvcc.ErrCompacted, mvcc.ErrFutureRev, the
+	// server's.
+	HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, error)
+}
+
+// LeaderMover is implemented by a Backend that can hand its leadership to
+// another member (Maintenance.MoveLeader); without it MoveLeader answers
+// codes.Unimplemented.
+type LeaderMover interface {
+	// MoveLeader makes target the leader; it must be called on the
+	// leader (server.ErrNotLeader otherwise) and returns once target
+	// leads.
+	MoveLeader(ctx context.Context, target uint64) error
+}
+
+var (
+	_ HashKVer    = (*server.Server)(nil)
+	_ LeaderMover = (*server.Server)(nil)
+)
+
+// HashKV answers with the hash of the key history as etcd computes it, so
+// that members of one cluster (and an etcd member with the same history)
+// can be compared. A negative revision is refused as a future one, as etcd
+// refuses it.
+func (s *maintenanceService) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	h, ok := s.b.(HashKVer)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.HashKV is not implemented by this member")
+	}
+	resp, err := h.HashKV(ctx, r.Revision)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	return resp, nil
 }
 
 func (s *maintenanceService) Snapshot(*pb.SnapshotRequest, grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "cairn: Maintenance.Snapshot is not implemented yet")
 }
 
-func (s *maintenanceService) MoveLeader(context.Context, *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.MoveLeader is not implemented yet")
+// MoveLeader hands the leadership to the member named in the request. As
+// in etcd it must be sent to the leader ("not leader" otherwise, which
+// etcdctl avoids by finding the leader first), the target must be a voting
+// member, and the response, sent once the target leads, has no header.
+func (s *maintenanceService) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	lm, ok := s.b.(LeaderMover)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.MoveLeader is not implemented by this member")
+	}
+	if err := lm.MoveLeader(ctx, r.TargetID); err != nil {
+		return nil, toGRPCError(err)
+	}
+	return &pb.MoveLeaderResponse{}, nil
 }
 
 func (s *maintenanceService) Downgrade(context.Context, *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
