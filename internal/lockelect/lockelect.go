@@ -66,9 +66,14 @@ func NewElectionServer(c *clientv3.Client) v3electionpb.ElectionServer {
 }
 
 // forwardedMD lists the incoming metadata that the calls underneath carry
-// on: the auth token, so they run with the caller's permissions, and the
+// on: the auth token (as gRPC clients send it, and as etcd's HTTP gateway
+// passes it on), so they run with the caller's permissions, and the
 // require-leader flag, so a caller that asked to fail without a leader does.
-var forwardedMD = []string{rpctypes.TokenFieldNameGRPC, rpctypes.MetadataRequireLeaderKey}
+var forwardedMD = []string{
+	rpctypes.TokenFieldNameGRPC,
+	rpctypes.TokenFieldNameSwagger,
+	rpctypes.MetadataRequireLeaderKey,
+}
 
 // outgoing returns ctx with the caller's forwarded metadata set for the
 // calls made through the client.
