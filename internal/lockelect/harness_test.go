@@ -3,10 +3,12 @@ package lockelect
 import (
 	"context"
 	"net"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
 
+	gw "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
@@ -14,16 +16,19 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // waitLimit bounds every wait for a condition in these tests. It is a
 // deadline that turns a hang into a clear failure, not a speed assertion.
 const waitLimit = 30 * time.Second
 
-// services are the two gRPC services as a client sees them.
+// services are the two services as a client sees them: gRPC stubs, and the
+// base URL of the JSON gateway in front of them.
 type services struct {
 	lock  v3lockpb.LockClient
 	elect v3electionpb.ElectionClient
+	http  string
 }
 
 // fixture is one embedded etcd (KV, Watch, Lease, and its own Lock and
@@ -46,6 +51,7 @@ func newFixture(t *testing.T) *fixture {
 	addr := startEtcd(t)
 	f := &fixture{etcdAddr: addr, kv: newClient(t, addr)}
 	f.etcd = dialServices(t, addr)
+	f.etcd.http = "http://" + addr
 
 	// The backing client plays the member's client to itself.
 	backing := newClient(t, addr)
@@ -65,7 +71,31 @@ func newFixture(t *testing.T) *fixture {
 		<-served
 	})
 	f.ours = dialServices(t, l.Addr().String())
+	f.ours.http = serveGateway(t, l.Addr().String())
 	return f
+}
+
+// serveGateway serves RegisterGateway's paths, with etcd's JSON settings,
+// in front of the gRPC server at addr, and returns the base URL.
+func serveGateway(t *testing.T, addr string) string {
+	t.Helper()
+	mux := gw.NewServeMux(gw.WithMarshalerOption(gw.MIMEWildcard, &gw.HTTPBodyMarshaler{
+		Marshaler: &gw.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+		},
+	}))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := RegisterGateway(context.Background(), mux, conn); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 func startEtcd(t *testing.T) string {
@@ -76,14 +106,10 @@ func startEtcd(t *testing.T) string {
 	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.UnsafeNoFsync = true
 	cfg.TickMs, cfg.ElectionMs = 10, 100
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := l.Addr().String()
-	l.Close()
-	client, _ := url.Parse("http://127.0.0.1:0")
-	peerURL, _ := url.Parse("http://" + peer)
+	// etcd's gateway dials the client URL as configured, so it needs a
+	// concrete port rather than 0.
+	client, _ := url.Parse("http://" + freeAddr(t))
+	peerURL, _ := url.Parse("http://" + freeAddr(t))
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
@@ -100,6 +126,18 @@ func startEtcd(t *testing.T) string {
 		t.Fatal("embedded etcd not ready in time")
 	}
 	return e.Clients[0].Addr().String()
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func newClient(t *testing.T, addr string) *clientv3.Client {
