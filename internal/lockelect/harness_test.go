@@ -53,8 +53,21 @@ func newFixture(t *testing.T) *fixture {
 	f.etcd = dialServices(t, addr)
 	f.etcd.http = "http://" + addr
 
-	// The backing client plays the member's client to itself.
-	backing := newClient(t, addr)
+	// The backing client plays the member's client to itself: an endpoint
+	// that is only a name, and a dialer that makes the connection, as a
+	// member dialing an in-process listener does (here the connection
+	// happens to be TCP to the etcd).
+	backing, err := clientv3.New(clientv3.Config{
+		Endpoints: []string{"in-process"},
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		})},
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backing.Close() })
 	gs := grpc.NewServer()
 	Register(gs, backing)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
