@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -71,10 +70,15 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.Var(&urlList{v: &c.ListenMetricsURLs}, "listen-metrics-urls", "List of URLs to listen on for the metrics and health endpoints.")
 
 	// Clustering: these found the cluster and derive the member's ID.
+	c.ListenPeerURLs = []string{embed.DefaultListenPeerURL}
+	fs.Var(&urlList{v: &c.ListenPeerURLs}, "listen-peer-urls", "List of URLs to listen on for peer traffic.")
 	fs.Var(&urlList{v: &c.InitialAdvertisePeerURLs}, "initial-advertise-peer-urls", "List of this member's peer URLs to advertise to the rest of the cluster.")
 	fs.StringVar(&c.InitialCluster, "initial-cluster", "", `Initial cluster configuration for bootstrapping (default "<name>=<initial-advertise-peer-urls>").`)
 	fs.StringVar(&c.InitialClusterToken, "initial-cluster-token", c.InitialClusterToken, "Initial cluster token for the cluster during bootstrap.")
-	fs.StringVar(&f.initialClusterState, "initial-cluster-state", "new", "Initial cluster state ('new' when bootstrapping a new cluster or 'existing' when adding new members to an existing cluster). Only 'new' is supported yet.")
+	fs.StringVar(&f.initialClusterState, "initial-cluster-state", embed.ClusterStateNew, "Initial cluster state ('new' when bootstrapping a new cluster or 'existing' when adding new members to an existing cluster).")
+	fs.IntVar(&c.MaxLearners, "max-learners", c.MaxLearners, "Sets the maximum number of learners that can be available in the cluster membership.")
+	fs.BoolVar(&c.StrictReconfigCheck, "strict-reconfig-check", c.StrictReconfigCheck, "Reject reconfiguration requests that would cause quorum loss.")
+	fs.Uint64Var(&c.SnapshotCatchUpEntries, "snapshot-catchup-entries", c.SnapshotCatchUpEntries, "Number of entries for a slow follower to catch-up after compacting the raft storage entries.")
 
 	// Client security.
 	fs.StringVar(&c.ClientTLS.CertFile, "cert-file", "", "Path to the client server TLS cert file.")
@@ -84,6 +88,14 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.StringSliceVar(&c.ClientTLS.CipherSuites, "cipher-suites", nil, "Comma-separated list of supported TLS cipher suites between client/server (empty will be auto-populated by Go).")
 	fs.StringVar(&c.ClientTLS.MinVersion, "tls-min-version", "TLS1.2", "Minimum TLS version supported. Possible values: TLS1.2, TLS1.3.")
 	fs.StringVar(&c.ClientTLS.MaxVersion, "tls-max-version", "", "Maximum TLS version supported. Possible values: TLS1.2, TLS1.3 (empty defers to Go).")
+
+	// Peer security.
+	fs.StringVar(&c.PeerTLS.CertFile, "peer-cert-file", "", "Path to the peer server TLS cert file.")
+	fs.StringVar(&c.PeerTLS.KeyFile, "peer-key-file", "", "Path to the peer server TLS key file.")
+	fs.StringVar(&c.PeerTLS.ClientCertFile, "peer-client-cert-file", "", "Path to an explicit peer client TLS cert file otherwise peer cert file will be used when client auth is required.")
+	fs.StringVar(&c.PeerTLS.ClientKeyFile, "peer-client-key-file", "", "Path to an explicit peer client TLS key file otherwise peer key file will be used when client auth is required.")
+	fs.BoolVar(&c.PeerTLS.ClientCertAuth, "peer-client-cert-auth", false, "Enable peer client cert authentication.")
+	fs.StringVar(&c.PeerTLS.TrustedCAFile, "peer-trusted-ca-file", "", "Path to the peer server TLS trusted CA file.")
 
 	// Logging, compaction, profiling, safety.
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "Configures log level. Only supports debug, info, warn, error, panic, or fatal.")
@@ -111,10 +123,8 @@ func (f *serveFlags) addNotImplemented() {
 	uintF := func(name string, def uint) { fs.Uint(name, def, ""); f.notImplemented[name] = true }
 	intF := func(name string, def int) { fs.Int(name, def, ""); f.notImplemented[name] = true }
 	dur := func(name string, def time.Duration) { fs.Duration(name, def, ""); f.notImplemented[name] = true }
-	urls := func(name string) { fs.Var(&urlList{v: new([]string)}, name, ""); f.notImplemented[name] = true }
 
 	str("wal-dir", "")
-	urls("listen-peer-urls")
 	uintF("max-snapshots", 5)
 	uintF("max-wals", 5)
 	boolean("initial-election-tick-advance", true)
@@ -142,7 +152,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("discovery-srv", "")
 	str("discovery-srv-name", "")
 	str("discovery-fallback", "exit")
-	boolean("strict-reconfig-check", true)
 	boolean("pre-vote", true)
 
 	str("client-cert-file", "")
@@ -150,12 +159,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("client-crl-file", "")
 	str("client-cert-allowed-hostname", "")
 	boolean("auto-tls", false)
-	str("peer-cert-file", "")
-	str("peer-key-file", "")
-	str("peer-client-cert-file", "")
-	str("peer-client-key-file", "")
-	boolean("peer-client-cert-auth", false)
-	str("peer-trusted-ca-file", "")
 	boolean("peer-auto-tls", false)
 	uintF("self-signed-cert-validity", 1)
 	str("peer-crl-file", "")
@@ -187,9 +190,6 @@ func (f *serveFlags) addNotImplemented() {
 	dur("warning-unary-request-duration", 300*time.Millisecond)
 	boolean("memory-mlock", false)
 	uintF("bootstrap-defrag-threshold-megabytes", 0)
-	intF("max-learners", 1)
-	fs.Uint64("snapshot-catchup-entries", 5000, "")
-	f.notImplemented["snapshot-catchup-entries"] = true
 	boolean("force-new-cluster", false)
 	str("feature-gates", "")
 	str("v2-deprecation", "")
@@ -274,21 +274,16 @@ func (f *serveFlags) config() (*embed.Config, error) {
 		c.AdvertiseClientURLs = nil
 	}
 	switch f.initialClusterState {
-	case "new":
-	case "existing":
-		if !dirHasData(c.DataDir) {
-			return nil, fmt.Errorf("--initial-cluster-state=existing (joining a running cluster) is not supported yet, and %s holds no member to restart", c.DataDir)
-		}
-		// A restart ignores the initial cluster state, as in etcd.
+	case embed.ClusterStateNew, embed.ClusterStateExisting:
+		c.InitialClusterState = f.initialClusterState
 	default:
 		return nil, fmt.Errorf("invalid value %q for --initial-cluster-state: valid values are \"new\" and \"existing\"", f.initialClusterState)
 	}
+	// As in etcd, --tls-min-version, --tls-max-version and --cipher-suites
+	// apply to peer connections too.
+	c.PeerTLS.MinVersion, c.PeerTLS.MaxVersion = c.ClientTLS.MinVersion, c.ClientTLS.MaxVersion
+	c.PeerTLS.CipherSuites = c.ClientTLS.CipherSuites
 	return c, c.Validate()
-}
-
-func dirHasData(dir string) bool {
-	entries, err := os.ReadDir(dir)
-	return err == nil && len(entries) > 0
 }
 
 // urlList is a comma-separated list of URLs, checked as etcd checks them.

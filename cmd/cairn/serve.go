@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairn-db/cairn/internal/api"
 	"github.com/cairn-db/cairn/internal/embed"
+	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/storage"
 )
 
@@ -117,6 +118,13 @@ func runServe(cmd *cobra.Command, flags *serveFlags, environ []string) error {
 		}()
 		return m.Close()
 	case err := <-m.Err():
+		if errors.Is(err, server.ErrRemoved) {
+			// Removed from the cluster: its work is done, and etcd exits
+			// with status 0 then too.
+			lg.Warn("the member has been permanently removed from the cluster; exiting")
+			m.Close()
+			return nil
+		}
 		lg.Error("member failed; shutting down", "error", err)
 		m.Close()
 		return err

@@ -49,6 +49,13 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		"--initial-advertise-peer-urls", "http://10.0.0.1:2380",
 		"--initial-cluster", "infra1=http://10.0.0.1:2380",
 		"--initial-cluster-token", "tok",
+		"--initial-cluster-state", "existing",
+		"--listen-peer-urls", "https://127.0.0.1:2380,http://10.0.0.1:2380",
+		"--max-learners", "3",
+		"--strict-reconfig-check=false",
+		"--snapshot-catchup-entries", "700",
+		"--peer-cert-file", "p.pem", "--peer-key-file", "pk.pem", "--peer-trusted-ca-file", "pca.pem", "--peer-client-cert-auth",
+		"--peer-client-cert-file", "pc.pem", "--peer-client-key-file", "pck.pem",
 		"--max-request-bytes", "1000",
 		"--max-txn-ops", "64",
 		"--quota-backend-bytes", "4096",
@@ -82,10 +89,19 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		AdvertiseClientURLs: []string{"http://10.0.0.1:2379"},
 		ClientTLS: embed.TLSInfo{CertFile: "c.pem", KeyFile: "k.pem", TrustedCAFile: "ca.pem", ClientCertAuth: true,
 			MinVersion: "TLS1.2", MaxVersion: "TLS1.3", CipherSuites: []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"}},
-		ListenMetricsURLs:        []string{"http://127.0.0.1:2381"},
+		ListenMetricsURLs: []string{"http://127.0.0.1:2381"},
+		ListenPeerURLs:    []string{"https://127.0.0.1:2380", "http://10.0.0.1:2380"},
+		// The TLS version and cipher flags apply to peers too, as in etcd.
+		PeerTLS: embed.TLSInfo{CertFile: "p.pem", KeyFile: "pk.pem", TrustedCAFile: "pca.pem", ClientCertAuth: true,
+			MinVersion: "TLS1.2", MaxVersion: "TLS1.3", CipherSuites: []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"},
+			ClientCertFile: "pc.pem", ClientKeyFile: "pck.pem"},
 		InitialCluster:           "infra1=http://10.0.0.1:2380",
 		InitialClusterToken:      "tok",
 		InitialAdvertisePeerURLs: []string{"http://10.0.0.1:2380"},
+		InitialClusterState:      "existing",
+		MaxLearners:              3,
+		StrictReconfigCheck:      false,
+		SnapshotCatchUpEntries:   700,
 		MaxRequestBytes:          1000,
 		MaxTxnOps:                64,
 		QuotaBackendBytes:        4096,
@@ -111,7 +127,10 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Name != "default" || cfg.DataDir != "default.cairn" || !slices.Equal(cfg.ListenClientURLs, []string{"http://localhost:2379"}) ||
-		!slices.Equal(cfg.AdvertiseClientURLs, []string{"http://localhost:2379"}) || len(warnings) != 0 {
+		!slices.Equal(cfg.AdvertiseClientURLs, []string{"http://localhost:2379"}) || len(warnings) != 0 ||
+		!slices.Equal(cfg.ListenPeerURLs, []string{"http://localhost:2380"}) || !slices.Equal(cfg.InitialAdvertisePeerURLs, []string{"http://localhost:2380"}) ||
+		cfg.InitialClusterState != "new" || cfg.InitialClusterToken != "etcd-cluster" || cfg.MaxLearners != 1 ||
+		!cfg.StrictReconfigCheck || cfg.SnapshotCatchUpEntries != 5000 {
 		t.Errorf("defaults: %+v, warnings %v", cfg, warnings)
 	}
 	// The data directory follows the name, as etcd's "<name>.etcd" does.
@@ -165,14 +184,14 @@ func TestEnvironment(t *testing.T) {
 }
 
 func TestNotImplementedFlagsWarn(t *testing.T) {
-	_, warnings, err := parse(t, []string{"--wal-dir", "/w", "--auto-tls", "--listen-peer-urls", "http://127.0.0.1:2380", "--max-learners=3", "--v"})
+	_, warnings, err := parse(t, []string{"--wal-dir", "/w", "--auto-tls", "--peer-auto-tls", "--peer-cert-allowed-cn=m1", "--v"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
 		"flag --auto-tls is accepted for etcd compatibility but not implemented yet",
-		"flag --listen-peer-urls is accepted for etcd compatibility but not implemented yet",
-		"flag --max-learners is accepted for etcd compatibility but not implemented yet",
+		"flag --peer-auto-tls is accepted for etcd compatibility but not implemented yet",
+		"flag --peer-cert-allowed-cn is accepted for etcd compatibility but not implemented yet",
 		"flag --v is ignored, as in etcd",
 		"flag --wal-dir is accepted for etcd compatibility but not implemented yet",
 	}
@@ -255,7 +274,10 @@ func TestEtcdRulesBetweenFlags(t *testing.T) {
 		{[]string{"--advertise-client-urls", "http://h:1/path"}, "URL must not contain a path: http://h:1/path"},
 		{[]string{"--election-timeout", "200"}, "--election-timeout[200ms] should be at least as 5 times as --heartbeat-interval[100ms]"},
 		{[]string{"--initial-cluster-state", "maybe"}, `invalid value "maybe" for --initial-cluster-state`},
-		{[]string{"--initial-cluster-state", "existing", "--data-dir", t.TempDir()}, "joining a running cluster) is not supported yet"},
+		{[]string{"--listen-peer-urls", "https://127.0.0.1:2380"}, "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url https://127.0.0.1:2380 with HTTPS scheme"},
+		{[]string{"--listen-peer-urls", "unix://peer.sock"}, `listen peer URL "unix://peer.sock": scheme "unix" is not supported (use http or https)`},
+		{[]string{"--listen-peer-urls", "http://127.0.0.1:2380/raft"}, "URL must not contain a path: http://127.0.0.1:2380/raft"},
+		{[]string{"--max-learners", "-1"}, "--max-learners must be >= 0 (set to -1)"},
 		{[]string{"--config-file", "/no/such/etcd.yaml"}, "--config-file: open /no/such/etcd.yaml: no such file or directory"},
 		{[]string{"--log-level", "chatty"}, "unknown log level: chatty"},
 		{[]string{"--tls-min-version", "TLS1.1"}, `unexpected TLS version "TLS1.1" (must be one of: TLS1.2, TLS1.3)`},
@@ -313,7 +335,8 @@ func TestDataDirInUse(t *testing.T) {
 	}
 	defer eng.Close()
 	cmd, _ := newServeCommandFlags()
-	cmd.SetArgs([]string{"--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:0", "--advertise-client-urls", "http://127.0.0.1:2379", "--log-level", "error"})
+	cmd.SetArgs([]string{"--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:0", "--advertise-client-urls", "http://127.0.0.1:2379",
+		"--listen-peer-urls", "http://127.0.0.1:0", "--log-level", "error"})
 	cmd.SetOut(&bytes.Buffer{})
 	cmd.SetErr(&bytes.Buffer{})
 	err = cmd.Execute()
@@ -336,7 +359,7 @@ func TestServeUntilSignal(t *testing.T) {
 	var logs bytes.Buffer
 	cmd.SetErr(&logs)
 	cmd.SetArgs([]string{"--name", "sig", "--data-dir", filepath.Join(t.TempDir(), "d"), "--listen-client-urls", url,
-		"--advertise-client-urls", url, "--unsafe-no-fsync", "--log-level", "warn"})
+		"--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:0", "--unsafe-no-fsync", "--log-level", "warn"})
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(context.Background()) }()
 
@@ -426,13 +449,12 @@ func TestConfigFile(t *testing.T) {
 		cfg.InitialCluster != "infra9=http://10.0.0.9:2380" || cfg.GRPC.KeepAliveMinTime != 3*time.Second ||
 		cfg.AutoCompactionMode != "revision" || cfg.AutoCompactionRetention != "500" || !cfg.EnablePprof || !cfg.UnsafeNoFsync ||
 		cfg.LogLevel != "warn" || cfg.ClientTLS.CertFile != "/c.pem" || !cfg.ClientTLS.ClientCertAuth || cfg.ClientTLS.TrustedCAFile != "/ca.pem" ||
-		!slices.Equal(cfg.ClientTLS.CipherSuites, []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}) {
+		!slices.Equal(cfg.ClientTLS.CipherSuites, []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}) ||
+		!slices.Equal(cfg.ListenPeerURLs, []string{"http://localhost:2380"}) || cfg.PeerTLS.CertFile != "/p.pem" || cfg.InitialClusterState != "new" {
 		t.Errorf("config from file: %+v", cfg)
 	}
 	for _, want := range []string{
 		"unknown key enable-v2 ignored",
-		"flag --listen-peer-urls is accepted for etcd compatibility but not implemented yet",
-		"flag --peer-cert-file is accepted for etcd compatibility but not implemented yet",
 		"other command line flags and environment variables are ignored",
 	} {
 		if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, want) }) {

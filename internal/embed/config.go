@@ -19,6 +19,11 @@ const (
 	DefaultListenClientURL         = "http://localhost:2379"
 	DefaultAdvertiseClientURL      = "http://localhost:2379"
 	DefaultInitialPeerURL          = "http://localhost:2380"
+	DefaultListenPeerURL           = "http://localhost:2380"
+	DefaultMaxLearners             = server.DefaultMaxLearners
+	DefaultSnapshotCatchUpEntries  = server.DefaultSnapshotCatchUpEntries
+	ClusterStateNew                = server.ClusterStateNew
+	ClusterStateExisting           = server.ClusterStateExisting
 	DefaultClusterToken            = "etcd-cluster"
 	DefaultMaxRequestBytes         = api.DefaultMaxRequestBytes
 	DefaultMaxTxnOps               = api.DefaultMaxTxnOps
@@ -61,6 +66,17 @@ type Config struct {
 	// probes that should not share the client port.
 	ListenMetricsURLs []string
 
+	// ListenPeerURLs are where the other members' raft traffic is served
+	// (http:// or https://; port 0 picks a free port, Member.PeerURLs
+	// reports it). Empty means no peer listener: the member can only ever
+	// be a cluster of one. NewConfig leaves it empty, so members embedded
+	// in tests take no fixed port; cairn's command line sets etcd's
+	// default, http://localhost:2380.
+	ListenPeerURLs []string
+	// PeerTLS secures https:// peer URLs: the peer listeners and the
+	// connections to other members' https:// peer URLs.
+	PeerTLS TLSInfo
+
 	// InitialCluster ("name=peerURL,...") , InitialClusterToken and
 	// InitialAdvertisePeerURLs found the cluster and derive the member and
 	// cluster IDs, as in etcd. Only read when DataDir is new. Empty
@@ -68,6 +84,21 @@ type Config struct {
 	InitialCluster           string
 	InitialClusterToken      string
 	InitialAdvertisePeerURLs []string
+	// InitialClusterState is "new" (the members of InitialCluster found a
+	// cluster together) or "existing" (this member joins a running cluster
+	// that already has it in its member list, after a MemberAdd;
+	// InitialCluster then lists the current members, this one included).
+	// Only read when DataDir is new.
+	InitialClusterState string
+	// MaxLearners bounds how many learners the cluster's member list may
+	// hold (etcd's --max-learners, default 1).
+	MaxLearners int
+	// StrictReconfigCheck refuses membership changes that could cost the
+	// cluster its quorum (etcd's --strict-reconfig-check, on by default).
+	StrictReconfigCheck bool
+	// SnapshotCatchUpEntries is how many entries a raft log compaction
+	// keeps for followers that lag; one lagging further gets a snapshot.
+	SnapshotCatchUpEntries uint64
 
 	// MaxRequestBytes bounds a client request; MaxTxnOps each list of a
 	// txn.
@@ -136,6 +167,10 @@ func NewConfig() *Config {
 		AdvertiseClientURLs:      []string{DefaultAdvertiseClientURL},
 		InitialClusterToken:      DefaultClusterToken,
 		InitialAdvertisePeerURLs: []string{DefaultInitialPeerURL},
+		InitialClusterState:      ClusterStateNew,
+		MaxLearners:              DefaultMaxLearners,
+		StrictReconfigCheck:      true,
+		SnapshotCatchUpEntries:   DefaultSnapshotCatchUpEntries,
 		MaxRequestBytes:          DefaultMaxRequestBytes,
 		MaxTxnOps:                DefaultMaxTxnOps,
 		QuotaBackendBytes:        defaultQuotaBackendBytes,
@@ -183,6 +218,19 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	for _, raw := range c.ListenPeerURLs {
+		if err := c.checkListenPeerURL(raw); err != nil {
+			return err
+		}
+	}
+	switch c.InitialClusterState {
+	case ClusterStateNew, ClusterStateExisting:
+	default:
+		return fmt.Errorf("unexpected clusterState %q", c.InitialClusterState)
+	}
+	if c.MaxLearners < 0 {
+		return fmt.Errorf("--max-learners must be >= 0 (set to %d)", c.MaxLearners)
+	}
 	if c.HeartbeatMs == 0 {
 		return fmt.Errorf("--heartbeat-interval must be >0 (set to %dms)", c.HeartbeatMs)
 	}
@@ -206,6 +254,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("unknown auto-compaction-mode %q", c.AutoCompactionMode)
 	}
 	if err := c.ClientTLS.validate(); err != nil {
+		return err
+	}
+	if err := c.PeerTLS.validate(); err != nil {
 		return err
 	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
@@ -240,6 +291,27 @@ func (c *Config) checkListenURL(kind, raw string) error {
 	return nil
 }
 
+// checkListenPeerURL checks one peer URL to listen on.
+func (c *Config) checkListenPeerURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid listen peer URL %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "http":
+	case "https":
+		if c.PeerTLS.CertFile == "" || c.PeerTLS.KeyFile == "" {
+			return fmt.Errorf("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url %s with HTTPS scheme", raw)
+		}
+	default:
+		return fmt.Errorf("listen peer URL %q: scheme %q is not supported (use http or https)", raw, u.Scheme)
+	}
+	if u.Port() == "" {
+		return fmt.Errorf("listen peer URL %q has no port", raw)
+	}
+	return nil
+}
+
 func (c *Config) dataDir() string {
 	if c.DataDir != "" {
 		return c.DataDir
@@ -249,21 +321,26 @@ func (c *Config) dataDir() string {
 
 func (c *Config) serverConfig(lg *slog.Logger, reg prometheus.Registerer) server.Config {
 	return server.Config{
-		Name:                    c.Name,
-		DataDir:                 c.dataDir(),
-		InitialCluster:          c.InitialCluster,
-		ClusterToken:            c.InitialClusterToken,
-		PeerURLs:                c.InitialAdvertisePeerURLs,
-		MaxRequestBytes:         c.MaxRequestBytes,
-		QuotaBackendBytes:       c.QuotaBackendBytes,
-		UnsafeNoFsync:           c.UnsafeNoFsync,
-		SnapshotCount:           c.SnapshotCount,
-		TickMs:                  c.HeartbeatMs,
-		ElectionTicks:           int(c.ElectionMs / c.HeartbeatMs),
-		AutoCompactionMode:      c.AutoCompactionMode,
-		AutoCompactionRetention: c.AutoCompactionRetention,
-		Logger:                  lg,
-		Metrics:                 reg,
+		Name:                       c.Name,
+		DataDir:                    c.dataDir(),
+		InitialCluster:             c.InitialCluster,
+		InitialClusterState:        c.InitialClusterState,
+		ClusterToken:               c.InitialClusterToken,
+		PeerURLs:                   c.InitialAdvertisePeerURLs,
+		ClientURLs:                 c.AdvertiseClientURLs,
+		MaxLearners:                c.MaxLearners,
+		DisableStrictReconfigCheck: !c.StrictReconfigCheck,
+		SnapshotCatchUpEntries:     c.SnapshotCatchUpEntries,
+		MaxRequestBytes:            c.MaxRequestBytes,
+		QuotaBackendBytes:          c.QuotaBackendBytes,
+		UnsafeNoFsync:              c.UnsafeNoFsync,
+		SnapshotCount:              c.SnapshotCount,
+		TickMs:                     c.HeartbeatMs,
+		ElectionTicks:              int(c.ElectionMs / c.HeartbeatMs),
+		AutoCompactionMode:         c.AutoCompactionMode,
+		AutoCompactionRetention:    c.AutoCompactionRetention,
+		Logger:                     lg,
+		Metrics:                    reg,
 	}
 }
 

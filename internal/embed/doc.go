@@ -26,7 +26,20 @@
 // requests in flight finish (up to etcd's request timeout), and stops the
 // member.
 //
-// Peer URLs (--listen-peer-urls) are not served yet: a member is a
-// one-member cluster. The advertised peer URLs and the cluster token still
-// feed the member and cluster IDs exactly as in etcd.
+// ListenPeerURLs serve the other members: raft messages and snapshots
+// (internal/transport) and the member list a joining member asks for, all
+// through the server's PeerHandler, over TLS for https:// URLs (PeerTLS,
+// which also secures this member's connections to https:// peers). A
+// cluster is founded as in etcd: every member starts with the same
+// InitialCluster, InitialClusterToken and InitialClusterState "new", its own
+// Name and InitialAdvertisePeerURLs; the advertised peer URLs and the token
+// derive the member and cluster IDs exactly as etcd derives them. A member
+// added at runtime (Cluster.MemberAdd) starts with InitialClusterState
+// "existing" and the current members in InitialCluster. NewConfig leaves
+// ListenPeerURLs empty, so members embedded in tests take no fixed port;
+// without a peer listener a member can only be a cluster of one. Each
+// client listener serves the Cluster service next to KV and Maintenance.
+//
+// Close stops the client listeners first, then the server (whose transport
+// ends the peers' long-lived streams), then the peer listeners.
 package embed

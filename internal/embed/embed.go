@@ -35,6 +35,7 @@ type Member struct {
 	// httpOnly are the metrics and client HTTP listeners: grpc and mux
 	// are nil.
 	httpOnly []*clientListener
+	peers    []*peerListener
 
 	errc      chan error
 	wg        sync.WaitGroup // serving goroutines
@@ -79,6 +80,10 @@ func Start(cfg *Config) (*Member, error) {
 			return nil, err
 		}
 	}
+	peerTLS, err := cfg.peerTLS()
+	if err != nil {
+		return nil, err
+	}
 
 	m := &Member{cfg: cfg, lg: lg, errc: make(chan error, 1), closing: make(chan struct{})}
 	// Bind first, as etcd does: a port in use fails before the data
@@ -110,8 +115,18 @@ func Start(cfg *Config) (*Member, error) {
 		m.httpOnly = append(m.httpOnly, cl)
 		m.metricsURLs = append(m.metricsURLs, cl.url)
 	}
+	for _, raw := range cfg.ListenPeerURLs {
+		pl, err := listenPeer(raw)
+		if err != nil {
+			m.closeListeners()
+			return nil, err
+		}
+		m.peers = append(m.peers, pl)
+	}
 
-	srv, err := server.New(cfg.serverConfig(lg, reg))
+	scfg := cfg.serverConfig(lg, reg)
+	scfg.PeerTLS, scfg.PeerServerTLS = peerTLS.dial, peerTLS.enforce
+	srv, err := server.New(scfg)
 	if err != nil {
 		m.closeListeners()
 		return nil, fmt.Errorf("embed: start member %q in %s: %w", cfg.Name, cfg.dataDir(), err)
@@ -121,6 +136,7 @@ func Start(cfg *Config) (*Member, error) {
 	opts := cfg.apiOptions(lg, reg)
 	handler := api.NewHTTPHandler(srv, opts, api.HTTPOptions{EnablePprof: cfg.EnablePprof, EnableGateway: cfg.EnableGRPCGateway})
 	grpcOnly := len(cfg.ListenClientHTTPURLs) > 0
+	m.servePeers(srv.PeerHandler(), peerTLS)
 	for _, cl := range m.listeners {
 		m.serve(cl, opts, handler, tlsCfg, grpcOnly)
 	}
@@ -129,6 +145,9 @@ func Start(cfg *Config) (*Member, error) {
 	}
 	m.wg.Add(1)
 	go m.watchServer()
+	if len(m.peers) > 0 {
+		lg.Info("serving peer traffic", "name", cfg.Name, "peer-urls", m.PeerURLs())
+	}
 	lg.Info("serving client requests", "name", cfg.Name, "client-urls", m.clientURLs, "data-dir", cfg.dataDir())
 	return m, nil
 }
@@ -158,6 +177,7 @@ func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handle
 		handler = http.NotFoundHandler()
 	}
 	cl.grpc = api.NewGRPCServer(m.srv, opts)
+	api.RegisterCluster(cl.grpc, m.srv)
 	cl.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Minute,
@@ -296,6 +316,7 @@ func (m *Member) Close() error {
 		}
 		wg.Wait()
 		m.srv.Stop()
+		m.stopPeers(ctx)
 		m.wg.Wait()
 		m.closeErr = m.srv.Err()
 		m.lg.Info("member closed", "name", m.cfg.Name)
@@ -335,5 +356,8 @@ func (cl *clientListener) stop(ctx context.Context) {
 func (m *Member) closeListeners() {
 	for _, cl := range append(m.listeners, m.httpOnly...) {
 		cl.l.Close()
+	}
+	for _, pl := range m.peers {
+		pl.l.Close()
 	}
 }

@@ -8,8 +8,9 @@ import (
 	"os"
 )
 
-// TLSInfo is the client-side TLS configuration, etcd's --cert-file,
-// --key-file, --trusted-ca-file and --client-cert-auth.
+// TLSInfo is a TLS configuration: for clients, etcd's --cert-file,
+// --key-file, --trusted-ca-file and --client-cert-auth; for peers, their
+// --peer-* counterparts.
 type TLSInfo struct {
 	// CertFile and KeyFile are the server's certificate and key (PEM).
 	CertFile string
@@ -28,6 +29,12 @@ type TLSInfo struct {
 	// CipherSuites restricts the TLS 1.2 cipher suites, by their Go names
 	// (etcd's --cipher-suites); empty lets Go choose.
 	CipherSuites []string
+	// ClientCertFile and ClientKeyFile are the certificate a member
+	// presents when it dials other members (etcd's
+	// --peer-client-cert-file, --peer-client-key-file); empty means
+	// CertFile and KeyFile. Only peer TLS uses them.
+	ClientCertFile string
+	ClientKeyFile  string
 }
 
 // tlsVersion reads etcd's TLS version names.
@@ -128,6 +135,59 @@ func (t TLSInfo) serverConfig() (*tls.Config, error) {
 		// Without a trusted CA file, client certificates are verified
 		// against the system's roots, as in etcd.
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// peerServerConfig builds the TLS configuration of https:// peer
+// listeners: the client TLS rules, with only HTTP/1.1 offered, as the
+// peer transport speaks nothing else.
+func (t TLSInfo) peerServerConfig() (*tls.Config, error) {
+	cfg, err := t.serverConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.NextProtos = []string{"http/1.1"}
+	return cfg, nil
+}
+
+// peerClientConfig builds the configuration a member dials other members'
+// https:// peer URLs with: their certificates are verified against
+// TrustedCAFile (the system's roots without one), and this member presents
+// ClientCertFile (or CertFile) so that peers requiring client certificates
+// accept it.
+func (t TLSInfo) peerClientConfig() (*tls.Config, error) {
+	if err := t.validate(); err != nil {
+		return nil, err
+	}
+	minV, _ := tlsVersion(t.MinVersion)
+	maxV, _ := tlsVersion(t.MaxVersion)
+	cfg := &tls.Config{MinVersion: max(minV, tls.VersionTLS12), MaxVersion: maxV}
+	for _, name := range t.CipherSuites {
+		id, _ := cipherSuite(name)
+		cfg.CipherSuites = append(cfg.CipherSuites, id)
+	}
+	certFile, keyFile := t.ClientCertFile, t.ClientKeyFile
+	if certFile == "" && keyFile == "" {
+		certFile, keyFile = t.CertFile, t.KeyFile
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("embed: load peer client TLS certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if t.TrustedCAFile != "" {
+		pem, err := os.ReadFile(t.TrustedCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("embed: read peer trusted CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("embed: no certificate found in peer trusted CA file %s", t.TrustedCAFile)
+		}
+		cfg.RootCAs = pool
 	}
 	return cfg, nil
 }

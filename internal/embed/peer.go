@@ -1,0 +1,118 @@
+package embed
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// peerListener is one peer URL being served: the other members' raft
+// traffic (streams and snapshots) and the member list a joining member
+// asks for, all from the server's PeerHandler.
+type peerListener struct {
+	url  string // as bound: the configured URL with the real port
+	l    net.Listener
+	http *http.Server
+}
+
+func listenPeer(raw string) (*peerListener, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("invalid listen peer URL %q: %w", raw, err)
+	}
+	l, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("listen on peer URL %s: %w", raw, err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	bound := *u
+	bound.Host = net.JoinHostPort(u.Hostname(), port)
+	bound.Path = ""
+	return &peerListener{url: bound.String(), l: l}, nil
+}
+
+// peerTLSConfigs holds the TLS configurations of the peer side.
+type peerTLSConfigs struct {
+	// listen is what https:// peer listeners serve with.
+	listen *tls.Config
+	// enforce is listen when every peer listener is https: the server's
+	// peer handler then refuses plaintext raft traffic. With a mix of
+	// http:// and https:// peer listeners it is nil.
+	enforce *tls.Config
+	// dial is what this member dials other members' https:// peer URLs
+	// with; nil means the system's roots and no client certificate.
+	dial *tls.Config
+}
+
+func (c *Config) peerTLS() (peerTLSConfigs, error) {
+	var out peerTLSConfigs
+	p := c.PeerTLS
+	if p.CertFile != "" || p.KeyFile != "" || p.TrustedCAFile != "" || p.ClientCertFile != "" || p.ClientKeyFile != "" {
+		var err error
+		if out.dial, err = p.peerClientConfig(); err != nil {
+			return out, err
+		}
+	}
+	https := 0
+	for _, raw := range c.ListenPeerURLs {
+		if mustScheme(raw) == "https" {
+			https++
+		}
+	}
+	if https == 0 {
+		return out, nil
+	}
+	var err error
+	if out.listen, err = p.peerServerConfig(); err != nil {
+		return out, err
+	}
+	if https == len(c.ListenPeerURLs) {
+		out.enforce = out.listen
+	}
+	return out, nil
+}
+
+// servePeers serves handler on every peer listener.
+func (m *Member) servePeers(handler http.Handler, tlsCfg peerTLSConfigs) {
+	for _, pl := range m.peers {
+		pl.http = &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 30 * time.Second,
+			ErrorLog:          log.New(discard{}, "", 0), // the transport logs what matters
+		}
+		if mustScheme(pl.url) == "https" {
+			pl.http.TLSConfig = tlsCfg.listen.Clone()
+			m.run(func() error { return ignoreClosed(pl.http.ServeTLS(pl.l, "", "")) })
+			continue
+		}
+		m.run(func() error { return ignoreClosed(pl.http.Serve(pl.l)) })
+	}
+}
+
+// stopPeers stops serving peers. Stop the server first: its transport ends
+// the long-lived raft streams that Shutdown would otherwise wait for.
+func (m *Member) stopPeers(ctx context.Context) {
+	for _, pl := range m.peers {
+		if pl.http == nil {
+			pl.l.Close()
+			continue
+		}
+		pl.http.Shutdown(ctx)
+		pl.http.Close()
+	}
+}
+
+// PeerURLs returns the URLs other members' raft traffic is served on, with
+// the ports actually bound.
+func (m *Member) PeerURLs() []string {
+	out := make([]string, len(m.peers))
+	for i, pl := range m.peers {
+		out[i] = pl.url
+	}
+	return out
+}
