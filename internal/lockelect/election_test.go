@@ -147,7 +147,7 @@ func TestElectionMatchesEtcd(t *testing.T) {
 
 		// The leader's lease is revoked: the next campaigner leads.
 		cch := r.campaignAsync(t, testCtx(t), "e", c, "c1", 2)
-		r.f.revoke(t, b)
+		r.revoke(t, b)
 		resp, err = await(t, cch, "Campaign C")
 		r.campaignResult("campaign C after B's lease revoked", resp, err)
 		lc := resp.GetLeader()

@@ -122,7 +122,7 @@ func TestGatewayMatchesEtcd(t *testing.T) {
 	compareWithEtcd(t, func(t *testing.T, r *recorder) {
 		a := r.grant(t, "A")
 		gone := r.grant(t, "gone")
-		r.f.revoke(t, gone)
+		r.revoke(t, gone)
 
 		var lock v3lockpb.LockResponse
 		if e := r.post(t, "/v3/lock/lock", &v3lockpb.LockRequest{Name: r.name("g"), Lease: a}, &lock); e != "" {

@@ -23,12 +23,14 @@ import (
 // deadline that turns a hang into a clear failure, not a speed assertion.
 const waitLimit = 30 * time.Second
 
-// services are the two services as a client sees them: gRPC stubs, and the
-// base URL of the JSON gateway in front of them.
+// services are the two services as a client sees them: gRPC stubs, the
+// base URL of the JSON gateway in front of them, and a client of the store
+// they keep their keys in (for the scenario's own leases and reads).
 type services struct {
 	lock  v3lockpb.LockClient
 	elect v3electionpb.ElectionClient
 	http  string
+	kv    *clientv3.Client
 }
 
 // fixture is one embedded etcd (KV, Watch, Lease, and its own Lock and
@@ -52,6 +54,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{etcdAddr: addr, kv: newClient(t, addr)}
 	f.etcd = dialServices(t, addr)
 	f.etcd.http = "http://" + addr
+	f.etcd.kv = f.kv
 
 	// The backing client plays the member's client to itself: an endpoint
 	// that is only a name, and a dialer that makes the connection, as a
@@ -85,6 +88,7 @@ func newFixture(t *testing.T) *fixture {
 	})
 	f.ours = dialServices(t, l.Addr().String())
 	f.ours.http = serveGateway(t, l.Addr().String())
+	f.ours.kv = f.kv
 	return f
 }
 
@@ -188,29 +192,35 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // grant returns a new lease with ttl seconds.
-func (f *fixture) grant(t *testing.T, ttl int64) int64 {
+func (f *fixture) grant(t *testing.T, ttl int64) int64 { return grantLease(t, f.kv, ttl) }
+
+// revoke revokes lease id.
+func (f *fixture) revoke(t *testing.T, id int64) { revokeLease(t, f.kv, id) }
+
+// waitKeys polls until exactly n keys exist under prefix.
+func (f *fixture) waitKeys(t *testing.T, prefix string, n int) { waitKeys(t, f.kv, prefix, n) }
+
+func grantLease(t *testing.T, c *clientv3.Client, ttl int64) int64 {
 	t.Helper()
-	resp, err := f.kv.Grant(testCtx(t), ttl)
+	resp, err := c.Grant(testCtx(t), ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return int64(resp.ID)
 }
 
-// revoke revokes lease id.
-func (f *fixture) revoke(t *testing.T, id int64) {
+func revokeLease(t *testing.T, c *clientv3.Client, id int64) {
 	t.Helper()
-	if _, err := f.kv.Revoke(testCtx(t), clientv3.LeaseID(id)); err != nil {
+	if _, err := c.Revoke(testCtx(t), clientv3.LeaseID(id)); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// waitKeys polls until exactly n keys exist under prefix.
-func (f *fixture) waitKeys(t *testing.T, prefix string, n int) {
+func waitKeys(t *testing.T, c *clientv3.Client, prefix string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
-		resp, err := f.kv.Get(testCtx(t), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		resp, err := c.Get(testCtx(t), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -53,7 +53,7 @@ func TestLockMatchesEtcd(t *testing.T) {
 	compareWithEtcd(t, func(t *testing.T, r *recorder) {
 		a, b, c := r.grant(t, "A"), r.grant(t, "B"), r.grant(t, "C")
 		gone := r.grant(t, "gone")
-		r.f.revoke(t, gone)
+		r.revoke(t, gone)
 
 		// Uncontended, then again with the same lease: one acquisition.
 		ha := r.lock(t, "lock A", "l", a)
@@ -86,7 +86,7 @@ func TestLockMatchesEtcd(t *testing.T) {
 		r.keys(t, "l/")
 
 		// Unlock deletes whatever key it is given.
-		if _, err := r.f.kv.Put(testCtx(t), string(r.name("l/plain")), "v"); err != nil {
+		if _, err := r.svc.kv.Put(testCtx(t), string(r.name("l/plain")), "v"); err != nil {
 			t.Fatal(err)
 		}
 		r.unlock(t, "unlock plain key", r.name("l/plain"))
@@ -96,7 +96,7 @@ func TestLockMatchesEtcd(t *testing.T) {
 		ha = r.lock(t, "lock A", "m", a)
 		d := r.grant(t, "D")
 		dch := r.lockAsync(t, testCtx(t), "m", d, 2)
-		r.f.revoke(t, d)
+		r.revoke(t, d)
 		r.unlock(t, "unlock A", ha.GetKey())
 		resp, err = await(t, dch, "Lock D")
 		r.lockResult("lock D, lease revoked while waiting", resp, err)
@@ -106,7 +106,7 @@ func TestLockMatchesEtcd(t *testing.T) {
 		e, g := r.grant(t, "E"), r.grant(t, "G")
 		r.lock(t, "lock E", "n", e)
 		gch := r.lockAsync(t, testCtx(t), "n", g, 2)
-		r.f.revoke(t, e)
+		r.revoke(t, e)
 		resp, err = await(t, gch, "Lock G")
 		r.lockResult("lock G after E's lease revoked", resp, err)
 		r.keys(t, "n/")

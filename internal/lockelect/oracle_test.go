@@ -14,7 +14,7 @@ import (
 
 // scenario is a sequence of Lock and Election calls that records, in order,
 // what a client sees. It runs once against etcd's services and once against
-// ours, on the same etcd, under different key prefixes.
+// ours, under different key prefixes (the two may share one store).
 type scenario func(t *testing.T, r *recorder)
 
 // recorder runs one scenario against one pair of services and writes the
@@ -23,7 +23,6 @@ type scenario func(t *testing.T, r *recorder)
 // the scenario, or "$gen" for a lease the service granted itself) and the
 // store revision the run started at. Headers are left out.
 type recorder struct {
-	f    *fixture
 	svc  services
 	ns   string
 	base int64
@@ -32,13 +31,20 @@ type recorder struct {
 	lines  []string
 }
 
-// compareWithEtcd runs s against etcd's services and ours and fails on any
-// difference in what a client sees.
+// compareWithEtcd runs s against etcd's services and ours, both on one
+// embedded etcd, and fails on any difference in what a client sees.
 func compareWithEtcd(t *testing.T, s scenario) {
 	f := newFixture(t)
+	compareServices(t, f.etcd, f.ours, s)
+}
+
+// compareServices runs s against want, then against got, and fails on any
+// difference in what a client sees. Nothing else may write to the stores
+// meanwhile: revisions are compared relative to each run's start.
+func compareServices(t *testing.T, want, got services, s scenario) {
 	run := func(svc services, ns string) []string {
-		r := &recorder{f: f, svc: svc, ns: ns, leases: map[int64]string{}}
-		resp, err := f.kv.Get(testCtx(t), "any")
+		r := &recorder{svc: svc, ns: ns, leases: map[int64]string{}}
+		resp, err := svc.kv.Get(testCtx(t), "any")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,12 +52,12 @@ func compareWithEtcd(t *testing.T, s scenario) {
 		s(t, r)
 		return r.lines
 	}
-	want := run(f.etcd, "etcd-")
-	got := run(f.ours, "ours-")
-	if d := cmp.Diff(want, got); d != "" {
+	wantLines := run(want, "etcd-")
+	gotLines := run(got, "ours-")
+	if d := cmp.Diff(wantLines, gotLines); d != "" {
 		t.Errorf("answers differ from etcd's (-etcd +ours):\n%s", d)
 	}
-	t.Logf("transcript:\n%s", strings.Join(got, "\n"))
+	t.Logf("transcript:\n%s", strings.Join(gotLines, "\n"))
 }
 
 // name returns a lock or election name in the run's namespace.
@@ -59,7 +65,7 @@ func (r *recorder) name(n string) []byte { return []byte(r.ns + n) }
 
 // grant returns a new lease with TTL 60 s, called sym in the transcript.
 func (r *recorder) grant(t *testing.T, sym string) int64 {
-	id := r.f.grant(t, 60)
+	id := grantLease(t, r.svc.kv, 60)
 	r.leases[id] = sym
 	return id
 }
@@ -83,6 +89,9 @@ func (r *recorder) key(k []byte) string {
 	}
 	return s[:i+1] + r.lease(id)
 }
+
+// revoke revokes lease id.
+func (r *recorder) revoke(t *testing.T, id int64) { revokeLease(t, r.svc.kv, id) }
 
 // lease renders a lease ID.
 func (r *recorder) lease(id int64) string {
@@ -121,7 +130,7 @@ func (r *recorder) err(err error) string {
 // keys records the keys under prefix n in the run's namespace.
 func (r *recorder) keys(t *testing.T, n string) {
 	t.Helper()
-	resp, err := r.f.kv.Get(testCtx(t), string(r.name(n)), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	resp, err := r.svc.kv.Get(testCtx(t), string(r.name(n)), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +145,7 @@ func (r *recorder) keys(t *testing.T, n string) {
 // namespace.
 func (r *recorder) waitKeys(t *testing.T, p string, n int) {
 	t.Helper()
-	r.f.waitKeys(t, string(r.name(p)), n)
+	waitKeys(t, r.svc.kv, string(r.name(p)), n)
 }
 
 // errText returns the message a client sees for err.
