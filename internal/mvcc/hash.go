@@ -23,7 +23,7 @@ func (s *Store) HashKV(rev int64) (hash uint32, compactRev int64, hashRev int64,
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	defer v.close()
+	defer s.closeView(v)
 	compactRev = st.compactRev
 	if rev > 0 && rev < compactRev {
 		return 0, compactRev, 0, ErrCompacted

@@ -57,6 +57,10 @@ type Store struct {
 	opts  Options
 	state atomic.Pointer[revState]
 	comp  *compactor
+	// views keeps the views of finished reads for the next reads at the
+	// same state; unwatch stops it from following the engine's generation.
+	views   viewPool
+	unwatch func()
 
 	chunkEvents int // events per compaction batch
 }
@@ -80,6 +84,7 @@ func Open(eng *storage.Engine, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.state.Store(&revState{rev: rev, compactRev: scheduled})
+	s.unwatch = eng.WatchGeneration(func() { s.views.drop(false) })
 	s.comp = startCompactor(s, finished)
 	if scheduled > finished {
 		s.comp.schedule(scheduled, nil)
@@ -120,28 +125,40 @@ func (s *Store) CompactRev() int64 { return s.state.Load().compactRev }
 // compaction resumes at the next Open. Close does not close the engine.
 func (s *Store) Close() error {
 	s.comp.stop()
+	s.unwatch()
+	s.views.drop(true)
 	return nil
 }
 
-// openView returns a view over the published state and that state. The
-// iterator is created after the state is loaded, so every write at or below
-// st.rev is in it; and it is only used if the compaction revision did not
-// change meanwhile, so the background compaction (which starts only after a
-// new compaction revision is published) cannot have removed anything a read
-// at or above st.compactRev needs.
+// openView returns a view over the published state and that state; the
+// caller gives it back with closeView. The iterator is created after the
+// state is loaded, so every write at or below st.rev is in it; and it is
+// only used if the compaction revision did not change meanwhile, so the
+// background compaction (which starts only after a new compaction revision
+// is published) cannot have removed anything a read at or above
+// st.compactRev needs. A view reused from the pool was opened the same way
+// at the same state (see viewPool).
 func (s *Store) openView() (*view, *revState, error) {
 	for {
 		st := s.state.Load()
+		gen := s.eng.Generation()
+		if v := s.views.get(st, gen); v != nil {
+			return v, st, nil
+		}
 		it, err := s.db.NewIter(&keysIterOptions)
 		if err != nil {
 			return nil, nil, fmt.Errorf("mvcc: open iterator: %w", err)
 		}
 		if s.state.Load().compactRev == st.compactRev {
-			return &view{it: it}, st, nil
+			return &view{it: it, st: st, gen: gen}, st, nil
 		}
 		it.Close()
 	}
 }
+
+// closeView gives back a view from openView: it is kept for the next read
+// if the state it was opened at is still the published one.
+func (s *Store) closeView(v *view) { s.views.put(v, s.state.Load(), s.eng.Generation()) }
 
 func (v *view) close() { v.it.Close() }
 
@@ -167,7 +184,7 @@ func (s *Store) Range(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer v.close()
+	defer s.closeView(v)
 	return v.rangeReq(r, st.rev, st.compactRev)
 }
 
@@ -181,6 +198,6 @@ func (s *Store) RangePage(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer v.close()
+	defer s.closeView(v)
 	return v.rangeCounted(r, st.rev, st.compactRev, false)
 }

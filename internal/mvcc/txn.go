@@ -84,7 +84,10 @@ func (s *Store) ReadTxn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
 		return nil, err
 	}
 	t := &txnWrite{v: *v, compactRev: st.compactRev, beginRev: st.rev}
-	defer t.end()
+	defer func() {
+		*v = t.v // with the buffers the txn grew
+		s.closeView(v)
+	}()
 	path, err := t.comparePath(r)
 	if err != nil {
 		return nil, err

@@ -17,6 +17,10 @@ type view struct {
 	it      *pebble.Iterator
 	prefix  []byte // current key's prefix, copied out of the iterator
 	seekBuf []byte
+	// st and gen are the published state and engine generation a reader's
+	// view was opened at (nil and 0 for a writer's), for the view pool.
+	st  *revState
+	gen uint64
 }
 
 var keysIterOptions = pebble.IterOptions{

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -48,6 +50,12 @@ type Engine struct {
 	dir    string
 	noSync bool
 	lock   *os.File
+
+	// gen counts the flushes and compactions that finished; see Generation.
+	gen     atomic.Uint64
+	watchMu sync.Mutex
+	watches map[int]func()
+	nextID  int
 }
 
 // Open opens (creating if needed) the engine in dir. It returns ErrLocked,
@@ -66,6 +74,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 	}
 	c := pebble.NewCache(cache)
 	defer c.Unref()
+	e := &Engine{dir: dir, noSync: opts.NoSync, lock: lock}
 	popts := &pebble.Options{
 		Cache:                       c,
 		FormatMajorVersion:          pebble.FormatNewest,
@@ -75,13 +84,56 @@ func Open(dir string, opts Options) (*Engine, error) {
 		L0StopWritesThreshold:       24,
 		LBaseMaxBytes:               256 << 20,
 		Logger:                      quietLogger{},
+		EventListener: &pebble.EventListener{
+			FlushEnd:      func(pebble.FlushInfo) { e.nextGeneration() },
+			CompactionEnd: func(pebble.CompactionInfo) { e.nextGeneration() },
+		},
 	}
 	db, err := pebble.Open(filepath.Join(dir, "db"), popts)
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	return &Engine{db: db, dir: dir, noSync: opts.NoSync, lock: lock}, nil
+	e.db = db
+	return e, nil
+}
+
+// Generation returns a number that grows each time a flush or a compaction
+// finishes. An iterator holds on to the memtables and tables that were live
+// when it was opened, so one opened before the generation last changed may
+// be keeping memory and disk space the engine no longer needs: a holder of
+// long-lived iterators compares generations to know when to let them go.
+func (e *Engine) Generation() uint64 { return e.gen.Load() }
+
+// WatchGeneration registers fn to be called after each change of
+// Generation, and returns a function that unregisters it. fn runs on a
+// goroutine of its own (never on Pebble's flush or compaction goroutine),
+// possibly concurrently with another call of fn.
+func (e *Engine) WatchGeneration(fn func()) (cancel func()) {
+	e.watchMu.Lock()
+	defer e.watchMu.Unlock()
+	if e.watches == nil {
+		e.watches = make(map[int]func())
+	}
+	id := e.nextID
+	e.nextID++
+	e.watches[id] = fn
+	return func() {
+		e.watchMu.Lock()
+		delete(e.watches, id)
+		e.watchMu.Unlock()
+	}
+}
+
+// nextGeneration runs on Pebble's goroutines, which must not block on the
+// watchers (they may close iterators, which takes Pebble's own locks).
+func (e *Engine) nextGeneration() {
+	e.gen.Add(1)
+	e.watchMu.Lock()
+	for _, fn := range e.watches {
+		go fn()
+	}
+	e.watchMu.Unlock()
 }
 
 func lockDir(dir string) (*os.File, error) {
