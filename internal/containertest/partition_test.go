@@ -100,4 +100,3 @@ func refusal(err error) bool {
 	}
 	return status.Code(err) == codes.DeadlineExceeded
 }
-
