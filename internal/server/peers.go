@@ -45,14 +45,19 @@ type PeerTransport interface {
 var _ PeerTransport = (*transport.Transport)(nil)
 
 // raftPeer is the server as the transport sees it (transport.Raft, the
-// snapshot source and sink). The raft node exists before any peer is added,
-// so nothing reaches it earlier.
+// snapshot source and sink). The transport exists before the raft node it
+// feeds; what arrives in between is dropped (raft retransmits).
 type raftPeer struct{ s *Server }
 
 func (p raftPeer) Process(_ context.Context, m *raftpb.Message) error {
+	if !p.s.nodeStarted.Load() {
+		return errNotStarted
+	}
 	p.s.node.Step(m)
 	return nil
 }
+
+var errNotStarted = errors.New("server: the raft node is not started yet")
 
 func (p raftPeer) IsIDRemoved(id uint64) bool {
 	p.s.members.RLock()
@@ -60,17 +65,29 @@ func (p raftPeer) IsIDRemoved(id uint64) bool {
 	return p.s.members.removed[id]
 }
 
-func (p raftPeer) ReportUnreachable(id uint64) { p.s.node.ReportUnreachable(id) }
+func (p raftPeer) ReportUnreachable(id uint64) {
+	if p.s.nodeStarted.Load() {
+		p.s.node.ReportUnreachable(id)
+	}
+}
 
 func (p raftPeer) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
-	p.s.node.ReportSnapshot(id, status)
+	if p.s.nodeStarted.Load() {
+		p.s.node.ReportSnapshot(id, status)
+	}
 }
 
 func (p raftPeer) OpenSnapshot(index uint64) (io.ReadCloser, int64, error) {
+	if !p.s.nodeStarted.Load() {
+		return nil, 0, errNotStarted
+	}
 	return p.s.node.OpenSnapshot(index)
 }
 
 func (p raftPeer) ReceiveSnapshot(m *raftpb.Message, r io.Reader) error {
+	if !p.s.nodeStarted.Load() {
+		return errNotStarted
+	}
 	return p.s.node.ReceiveSnapshot(m, r)
 }
 

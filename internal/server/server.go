@@ -29,6 +29,8 @@ type Server struct {
 	kv   *mvcc.Store
 	node *raftnode.Node
 	tr   PeerTransport
+	// nodeStarted is set once node is, for the transport's goroutines.
+	nodeStarted atomic.Bool
 
 	memberID, clusterID uint64
 	// seed is what this member knew of the cluster when it started (see
@@ -124,6 +126,9 @@ func (s *Server) open() error {
 	if err := s.loadReplicated(); err != nil {
 		return err
 	}
+	if s.ap.removed[s.memberID] {
+		return fmt.Errorf("server: member %x: %w", s.memberID, ErrRemoved)
+	}
 	s.kv, err = mvcc.Open(s.eng, mvcc.Options{Logger: s.lg})
 	if err != nil {
 		return err
@@ -163,6 +168,7 @@ func (s *Server) open() error {
 		s.tr.Stop()
 		return err
 	}
+	s.nodeStarted.Store(true)
 	if err := s.metrics.register(s, s.cfg.Metrics); err != nil {
 		s.tr.Stop()
 		s.node.Stop()
