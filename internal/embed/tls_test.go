@@ -24,9 +24,10 @@ import (
 // testPKI is a CA with a server certificate for 127.0.0.1 and a client
 // certificate, written as PEM files.
 type testPKI struct {
-	caFile, certFile, keyFile string
-	pool                      *x509.CertPool
-	client                    tls.Certificate
+	caFile, certFile, keyFile     string
+	clientCertFile, clientKeyFile string
+	pool                          *x509.CertPool
+	client                        tls.Certificate
 }
 
 func newTestPKI(t *testing.T) testPKI {
@@ -73,11 +74,14 @@ func newTestPKI(t *testing.T) testPKI {
 	srvDER, srvKey := issue(2, x509.ExtKeyUsageServerAuth)
 	srvKeyDER, _ := x509.MarshalECPrivateKey(srvKey)
 	cliDER, cliKey := issue(3, x509.ExtKeyUsageClientAuth)
+	cliKeyDER, _ := x509.MarshalECPrivateKey(cliKey)
 	pki := testPKI{
-		caFile:   write("ca.pem", "CERTIFICATE", caDER),
-		certFile: write("server.pem", "CERTIFICATE", srvDER),
-		keyFile:  write("server-key.pem", "EC PRIVATE KEY", srvKeyDER),
-		pool:     x509.NewCertPool(),
+		caFile:         write("ca.pem", "CERTIFICATE", caDER),
+		certFile:       write("server.pem", "CERTIFICATE", srvDER),
+		keyFile:        write("server-key.pem", "EC PRIVATE KEY", srvKeyDER),
+		clientCertFile: write("client.pem", "CERTIFICATE", cliDER),
+		clientKeyFile:  write("client-key.pem", "EC PRIVATE KEY", cliKeyDER),
+		pool:           x509.NewCertPool(),
 	}
 	pki.pool.AddCert(ca)
 	pki.client = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}

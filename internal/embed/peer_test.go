@@ -1,0 +1,145 @@
+package embed
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+// freePort returns a port that was free a moment ago: a founding member's
+// peer URL must be known to every member before any of them starts.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startCluster starts n members founding one cluster over peer URLs of
+// the given scheme; tune adjusts each member's configuration.
+func startCluster(t *testing.T, n int, scheme string, tune func(*Config)) []*Member {
+	t.Helper()
+	peerURLs := make([]string, n)
+	var initial []string
+	for i := range n {
+		peerURLs[i] = fmt.Sprintf("%s://127.0.0.1:%d", scheme, freePort(t))
+		initial = append(initial, fmt.Sprintf("m%d=%s", i+1, peerURLs[i]))
+	}
+	ms := make([]*Member, n)
+	for i := range n {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Name = fmt.Sprintf("m%d", i+1)
+		cfg.ListenPeerURLs = []string{peerURLs[i]}
+		cfg.InitialAdvertisePeerURLs = []string{peerURLs[i]}
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.InitialClusterToken = "embed-test"
+		cfg.HeartbeatMs, cfg.ElectionMs = 20, 200
+		if tune != nil {
+			tune(cfg)
+		}
+		ms[i] = start(t, cfg)
+		if got := ms[i].PeerURLs(); !slices.Equal(got, []string{peerURLs[i]}) {
+			t.Fatalf("member %d serves peers on %v, want %s", i+1, got, peerURLs[i])
+		}
+	}
+	return ms
+}
+
+// checkCluster writes through the first member, reads it linearizably
+// through the last, and checks the member list every member reports.
+func checkCluster(t *testing.T, ms []*Member) {
+	t.Helper()
+	ctx := ctxT(t)
+	first, last := client(t, ms[0]), client(t, ms[len(ms)-1])
+	if _, err := first.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("put through m1: %v", err)
+	}
+	resp, err := last.Get(ctx, "k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+		t.Fatalf("linearizable get through m%d: %v %v", len(ms), resp, err)
+	}
+	for i, m := range ms {
+		list, err := client(t, m).MemberList(ctx)
+		if err != nil {
+			t.Fatalf("member list from m%d: %v", i+1, err)
+		}
+		if len(list.Members) != len(ms) {
+			t.Fatalf("m%d lists %d members: %v", i+1, len(list.Members), list.Members)
+		}
+		for _, pm := range list.Members {
+			j := slices.IndexFunc(ms, func(m *Member) bool { return m.Server().MemberID() == pm.ID })
+			if j < 0 || !slices.Equal(pm.PeerURLs, ms[j].PeerURLs()) || pm.IsLearner {
+				t.Errorf("m%d lists %+v", i+1, pm)
+			}
+		}
+	}
+}
+
+func TestThreeMembers(t *testing.T) {
+	ms := startCluster(t, 3, "http", nil)
+	checkCluster(t, ms)
+	// Every member knows the cluster; only the leader moves the
+	// leadership, as in etcd.
+	ctx := ctxT(t)
+	lead := ms[0].Server().Leader()
+	for _, m := range ms {
+		if m.Server().MemberID() == lead {
+			continue
+		}
+		_, err := client(t, m).MoveLeader(ctx, m.Server().MemberID())
+		if !errors.Is(err, rpctypes.ErrNotLeader) {
+			t.Errorf("MoveLeader through a follower: %v, want %v", err, rpctypes.ErrNotLeader)
+		}
+	}
+}
+
+// TestPeerTLS runs the peer traffic over TLS with client certificates
+// required: the members only form a cluster if each verifies the others
+// and presents its own certificate.
+func TestPeerTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	ms := startCluster(t, 3, "https", func(c *Config) {
+		c.PeerTLS = TLSInfo{
+			CertFile: pki.certFile, KeyFile: pki.keyFile, TrustedCAFile: pki.caFile, ClientCertAuth: true,
+			ClientCertFile: pki.clientCertFile, ClientKeyFile: pki.clientKeyFile,
+		}
+	})
+	checkCluster(t, ms)
+
+	// The peer port speaks TLS only, and wants a client certificate.
+	peer := ms[0].PeerURLs()[0]
+	resp, err := http.Get(strings.Replace(peer, "https://", "http://", 1) + "/members")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("plaintext request to the TLS peer port: %s", resp.Status)
+		}
+	}
+	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.pool}}}
+	if resp, err := noCert.Get(peer + "/members"); err == nil {
+		resp.Body.Close()
+		t.Errorf("a peer without a client certificate was served: %s", resp.Status)
+	}
+}
+
+func TestPeerTLSConfigErrors(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.ListenPeerURLs = []string{"https://127.0.0.1:0"}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--peer-cert-file, --peer-key-file") {
+		t.Errorf("https peer URL without a certificate: %v", err)
+	}
+	cfg.PeerTLS = TLSInfo{CertFile: "/no/such/cert.pem", KeyFile: "/no/such/key.pem"}
+	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "/no/such/cert.pem") {
+		t.Errorf("start with a missing peer certificate: %v", err)
+	}
+}
