@@ -341,3 +341,13 @@ func (c *cluster) checkConverged() {
 	}
 	c.t.Logf("%d members agree on HashKV %08x at revision %d", len(got), got[0].hash, rev)
 }
+
+// logSnapshots logs how many snapshots each member installed, to show
+// which paths the run took.
+func (c *cluster) logSnapshots() {
+	var parts []string
+	for _, m := range c.current() {
+		parts = append(parts, fmt.Sprintf("%s %d", m.name, m.countInLogs("installed a snapshot from the leader")))
+	}
+	c.t.Logf("snapshots installed: %s", strings.Join(parts, ", "))
+}

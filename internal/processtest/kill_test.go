@@ -24,7 +24,7 @@ func newSchedule(t *testing.T) schedule {
 	s := schedule{passes: 1, workers: 6, progress: 150}
 	switch {
 	case os.Getenv("CAIRN_PROCESS_LONG") == "1":
-		s = schedule{passes: 5, workers: 12, progress: 400}
+		s = schedule{passes: 8, workers: 12, progress: 500}
 	case testing.Short():
 		s = schedule{passes: 0, workers: 4, progress: 60}
 	}
@@ -91,6 +91,7 @@ func TestKillRestart(t *testing.T) {
 	}
 
 	l.stop()
+	c.logSnapshots()
 	c.checkConverged()
 	l.checkLedger(c, newClient(t, c.endpoints()...))
 	checkLinearizable(t, l.history(), s.seed)

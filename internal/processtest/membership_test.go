@@ -87,6 +87,7 @@ func TestMembershipChanges(t *testing.T) {
 	}
 
 	l.stop()
+	c.logSnapshots()
 	c.checkConverged()
 	l.checkLedger(c, admin)
 	checkLinearizable(t, l.history(), s.seed)

@@ -135,6 +135,11 @@ func (m *member) start(t testing.TB, initialCluster, state, token string) {
 		"--initial-cluster-token", token,
 		"--heartbeat-interval", "100",
 		"--election-timeout", "1000",
+		// Compact the raft log often and keep little of it, so a member
+		// that was down or joins late catches up from a snapshot, not
+		// only from the log.
+		"--snapshot-count", "300",
+		"--snapshot-catchup-entries", "50",
 		"--log-level", "info",
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -202,6 +207,21 @@ func (m *member) exitedEarly() (bool, error) {
 	default:
 		return false, nil
 	}
+}
+
+// countInLogs counts the lines of all of m's process logs that contain s.
+func (m *member) countInLogs(s string) int {
+	m.mu.Lock()
+	n := m.starts
+	m.mu.Unlock()
+	count := 0
+	for i := 1; i <= n; i++ {
+		b, err := os.ReadFile(filepath.Join(m.logDir, fmt.Sprintf("%s-%d.log", m.name, i)))
+		if err == nil {
+			count += strings.Count(string(b), s)
+		}
+	}
+	return count
 }
 
 // output returns the tail of the output of m's latest process.
