@@ -304,6 +304,7 @@ func (m *Member) Err() <-chan error { return m.errc }
 func (m *Member) Close() error {
 	m.closeOnce.Do(func() {
 		close(m.closing)
+		m.handOffLeadership()
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.requestTimeout())
 		defer cancel()
 		var wg sync.WaitGroup

@@ -107,6 +107,36 @@ func (m *Member) stopPeers(ctx context.Context) {
 	}
 }
 
+// handOffLeadership moves the leadership to another voting member before a
+// leader stops, as etcd does on a graceful stop: the others then need not
+// wait out an election timeout to notice it is gone. A target that does not
+// take over within two election timeouts is given up on; the stop goes on.
+func (m *Member) handOffLeadership() {
+	srv := m.srv
+	self := srv.MemberID()
+	if srv.Leader() != self {
+		return
+	}
+	for _, mem := range srv.Members() {
+		// A member that never published its name has never run.
+		if mem.ID == self || mem.IsLearner || mem.Name == "" {
+			continue
+		}
+		timeout := 2 * time.Duration(m.cfg.ElectionMs) * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := srv.MoveLeader(ctx, mem.ID)
+		cancel()
+		if err == nil {
+			m.lg.Info("handed the leadership over before stopping", "leader", fmt.Sprintf("%x", mem.ID))
+			return
+		}
+		m.lg.Warn("leadership hand-over before stopping failed", "transferee", fmt.Sprintf("%x", mem.ID), "error", err)
+		if srv.Leader() != self {
+			return
+		}
+	}
+}
+
 // PeerURLs returns the URLs other members' raft traffic is served on, with
 // the ports actually bound.
 func (m *Member) PeerURLs() []string {

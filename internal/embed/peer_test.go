@@ -1,13 +1,16 @@
 package embed
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -101,6 +104,60 @@ func TestThreeMembers(t *testing.T) {
 			t.Errorf("MoveLeader through a follower: %v, want %v", err, rpctypes.ErrNotLeader)
 		}
 	}
+}
+
+// TestLeaderHandsOverOnClose closes the leader: it hands the leadership to
+// another member first, as etcd does on a graceful stop, and the others go
+// on serving.
+func TestLeaderHandsOverOnClose(t *testing.T) {
+	var logs lockedBuffer
+	ms := startCluster(t, 3, "http", func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	checkCluster(t, ms)
+	var lead *Member
+	var rest []*Member
+	for _, m := range ms {
+		if m.Server().MemberID() == m.Server().Leader() {
+			lead = m
+		} else {
+			rest = append(rest, m)
+		}
+	}
+	if lead == nil {
+		t.Fatal("no member leads after a linearizable read")
+	}
+	old := lead.Server().MemberID()
+	if err := lead.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "handed the leadership over before stopping") {
+		t.Errorf("the leader stopped without handing over; log:\n%s", logs.String())
+	}
+	ctx := ctxT(t)
+	if _, err := client(t, rest[0]).Put(ctx, "after", "v"); err != nil {
+		t.Fatalf("put after the leader left: %v", err)
+	}
+	if l := rest[0].Server().Leader(); l == old || l == 0 {
+		t.Errorf("leader after the old one closed: %x", l)
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // TestPeerTLS runs the peer traffic over TLS with client certificates
