@@ -17,7 +17,8 @@
 //
 // TestKillRestart SIGKILLs the leader, then each follower in turn, letting
 // the two survivors serve writes while the third is down and restarting it
-// on its data directory (it rejoins from its own log and its peers).
+// on its data directory (it rejoins from its own log and its peers); at the
+// end it kills all three at once and restarts them.
 // TestMembershipChanges adds a fourth member as a learner (MemberAdd, then a
 // process started with --initial-cluster-state existing), waits for it to
 // catch up, promotes it, removes an original member, and moves the
