@@ -40,6 +40,8 @@
 // without a peer listener a member can only be a cluster of one. Each
 // client listener serves the Cluster service next to KV and Maintenance.
 //
-// Close stops the client listeners first, then the server (whose transport
-// ends the peers' long-lived streams), then the peer listeners.
+// Close first hands the leadership to another voting member if this member
+// leads (as etcd does on a graceful stop, so the others need not wait out an
+// election timeout), then stops the client listeners, then the server (whose
+// transport ends the peers' long-lived streams), then the peer listeners.
 package embed
