@@ -154,6 +154,17 @@ func (n *Network) Snapshots(id uint64) int {
 	return n.snapshots[id]
 }
 
+// TotalSnapshots returns how many snapshots all members have received.
+func (n *Network) TotalSnapshots() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	total := 0
+	for _, k := range n.snapshots {
+		total += k
+	}
+	return total
+}
+
 // inflight is a message on its way.
 type inflight struct {
 	at   time.Time
