@@ -37,9 +37,9 @@ type Input struct {
 
 // KV is a key's state as etcd reports it.
 type KV struct {
-	Value                  string
-	Create, Mod, Version   int64
-	Exists                 bool
+	Value                string
+	Create, Mod, Version int64
+	Exists               bool
 }
 
 // Output is what a client saw; Unknown when the call failed in a way that
