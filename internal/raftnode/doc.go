@@ -25,12 +25,22 @@
 //	    wait for a tick, a wake-up, a conf change to apply, or Stop
 //
 // A single voter campaigns as soon as its configuration is applied instead
-// of waiting out an election timeout. Pre-vote and check-quorum are on.
+// of waiting out an election timeout. Pre-vote and check-quorum are on: a
+// member cut off from the others cannot disrupt them when it comes back,
+// and a leader that loses its quorum steps down within an election timeout
+// (so a minority never answers reads). Proposals wait in the inbox while
+// no leader is known and are then forwarded to it by raft; a follower does
+// not forward a proposal to nowhere. A member started with Config.Join has
+// an empty log and no configuration: it campaigns never, and waits for the
+// leader to send it the log or a snapshot.
 //
-// The apply side receives []*raftpb.Entry batches from Committed, applies
-// them, calls ApplyConfChange for each conf change entry (the loop answers
-// those requests even while blocked handing off entries), and reports
-// progress with AppliedTo.
+// The apply side receives Committed batches of entries (or a snapshot to
+// install, see Snapshots), applies them, calls ApplyConfChange for each
+// conf change entry (the loop answers those requests even while blocked
+// handing off entries), and reports progress with AppliedTo. Other
+// goroutines reach the RawNode only through the inbox (Propose,
+// ProposeConfChange, ReadIndex, Step, the Report* calls,
+// TransferLeadership) or a call the loop runs for them (RaftStatus).
 //
 // # Persistence order and crashes
 //
@@ -54,6 +64,61 @@
 // Compact folds the log up to an applied index into a truncation point with
 // an unsynced batch: if a crash loses it, the log is merely longer.
 //
+// # Snapshots
+//
+// A follower that needs entries the leader has compacted away gets the
+// leader's whole replicated state instead: every engine key outside the
+// raft keyspace, except Config.LocalKeys (the member's own identity).
+//
+// Sending: raft calls LogStore.Snapshot on the Ready loop. It takes a
+// Pebble snapshot of the engine — a consistent point-in-time view, free to
+// take — and reads the applied index and the ConfState from it: they are
+// the snapshot's metadata, so the data matches them exactly whatever the
+// apply loop commits meanwhile. The transport then asks OpenSnapshot for
+// the data and gets a stream generated from that Pebble snapshot as it is
+// read (one 256 KiB buffer in memory):
+//
+//	"cairnsn1" | index (8 BE) | term (8 BE)
+//	{ uvarint key length | key | uvarint value length | value }   keys ascending
+//	0 (uvarint) | record count (8 BE)
+//
+// The current and the previous snapshot are kept for raft to offer; a
+// stream holds its own reference, so a snapshot superseded mid-transfer is
+// released only when the transfer ends.
+//
+// Receiving: ReceiveSnapshot writes the stream into two SSTs (the
+// replicated keys below the raft keyspace, and those above it) in
+// <data dir>/snap, each also holding range deletions over its share of the
+// replicated key space, and keeps them only once the transport's end frame
+// checked out. Nothing in the engine changes yet.
+//
+// Installing: raft's Ready carries the snapshot; the Ready loop hands it to
+// the apply side (Committed.Snapshot) and waits. The apply side stops
+// whatever writes the state (mvcc's compactor) and calls InstallSnapshot,
+// which builds a third SST for the raft keyspace — a range deletion over
+// every log entry, the truncation point at the snapshot's index and term,
+// and its ConfState — and ingests the three files in ONE Pebble ingest.
+// Ingested files get a sequence number above everything in the engine, and
+// a file's range deletions remove only older keys, never its own: so the
+// old state and log vanish and the new ones appear in one atomic step. A
+// crash before it leaves the old state intact (the files are removed at the
+// next start); a crash after it leaves the new state, whose applied index
+// and truncation point agree. The hard state (term, vote) is not part of
+// a snapshot; its commit index is raised to the snapshot's at the next
+// start if the crash came before the Ready's hard state was written.
+// Finally the apply side reloads its in-memory state and reports the index
+// with AppliedTo, and the Ready loop goes on with the rest of the Ready.
+//
+// # Configuration changes
+//
+// ProposeConfChange proposes a ConfChange (version 1, one member at a
+// time). The apply side applies it with ApplyConfChange (or a change of
+// node 0 to refuse it). A proposer that wants to propose another one waits
+// with WaitAdvanced until raft was told the first is applied: raft refuses
+// a conf change while another is pending, turning it into an empty entry,
+// which stepConfChange notices on the leader and reports through Dropped
+// as ErrConfChangeInProgress.
+//
 // # On-disk format
 //
 //	key                      value
@@ -61,6 +126,9 @@
 //	'r' 'h'                  hard state: term | vote | commit (3 × 8 bytes BE)
 //	'r' 'c'                  ConfState as of the applied index (protobuf)
 //	'r' 't'                  truncation point: index | term (2 × 8 bytes BE)
+//
+// Received snapshots wait in <data dir>/snap as
+// <index:16 hex>-<term:16 hex>-{lo,hi}.sst until installed.
 //
 // The first stored entry is the one after the truncation point; raft's
 // FirstIndex is truncation index + 1.
@@ -71,11 +139,4 @@
 // memory as it is written, so the steady state — committed entries handed
 // to the apply side a Ready after they were appended, entries sent to
 // followers — never reads Pebble. Older entries are read from Pebble.
-//
-// # Not yet
-//
-// Snapshots: Snapshot returns raft.ErrSnapshotTemporarilyUnavailable, so a
-// follower that needs compacted entries waits, and a Ready carrying a
-// snapshot stops the member. Both need the peer transport's checkpoint
-// streaming, which does not exist yet.
 package raftnode

@@ -6,9 +6,9 @@
 //
 // # Writes
 //
-// A write (Put, DeleteRange, Txn, Compact, Alarm) is marshaled as an
-// etcdserverpb.InternalRaftRequest with a unique ID in its header and
-// proposed; the caller waits on a channel registered under that ID until
+// A write (Put, DeleteRange, a Txn that writes, Compact, Alarm) is
+// marshaled as an etcdserverpb.InternalRaftRequest with a unique ID in its
+// header and proposed; the caller waits on a channel registered under that ID until
 // the apply loop answers, the request timeout passes (ErrTimeout), the
 // caller's context ends (ErrCanceled) or the member stops (ErrStopped).
 // Before proposing, a request is refused if applying lags committing by
@@ -37,28 +37,74 @@
 //
 // A serializable Range reads the store directly. A linearizable one joins
 // the current read batch; one goroutine runs a read-index round per batch
-// (raft confirms leadership and returns the commit index), waits until the
+// (raft confirms with a quorum that the leader is still the leader and
+// returns its commit index; a follower asks the leader), waits until the
 // apply loop has applied that index, and releases every read of the batch
-// at once, so concurrent reads share one round.
+// at once, so concurrent reads share one round. A member that knows no
+// leader, or cannot reach a quorum, never answers a linearizable read from
+// its possibly stale state: the round fails with ErrLeaderChanged when the
+// leadership changes under it and ErrTimeout when no answer comes. A
+// read-only Txn (mvcc.TxnReadOnly) is served the same way, from the store
+// after a read-index round (none if every range in it is serializable),
+// never through the log, as etcd serves it.
 //
 // Every response header carries the cluster ID, member ID, raft term and
 // the store revision the response reflects.
 //
+// # Clusters
+//
+// Members talk over a PeerTransport (internal/transport, or a simulated
+// network in tests), which PeerHandler serves on the peer listener together
+// with GET /members (the cluster ID and member list, for a member joining
+// with InitialClusterState "existing") and POST /members/promote/<id> (a
+// promotion forwarded to the leader). The transport's peers follow the
+// applied member list.
+//
+// Writes may go to any member: raft forwards a follower's proposal to the
+// leader. While no leader is known, proposals wait (and time out with
+// ErrTimeout or one of etcd's variants, see timeoutError); a proposal raft
+// refuses outright (a leadership transfer in progress) fails with raft's
+// ErrProposalDropped at once.
+//
+// Membership changes (MemberAdd, MemberRemove, MemberUpdate,
+// MemberPromote) are raft ConfChange entries carrying the member; every
+// member validates them against its applied member list in the apply loop
+// (membership.Validate, etcd's checks and errors), so all accept or refuse
+// the same ones. Before proposing, etcd's strict reconfiguration checks
+// refuse changes that could cost the quorum (ErrNotEnoughStartedMembers,
+// ErrUnhealthy), and a promotion needs the learner within 10% of the
+// leader's log (ErrLearnerNotReady); only the leader knows that, so a
+// follower forwards promotions to it. A member publishes its name and
+// client URLs through raft once it runs (ClusterMemberAttrSet), as etcd
+// does. A member that applies its own removal stops a second later with
+// ErrRemoved; one that learns of it from a peer refusing it stops at once,
+// and one whose data records its removal refuses to start.
+//
+// # Snapshots
+//
+// Every SnapshotCount applied entries the raft log is compacted, keeping
+// SnapshotCatchUpEntries of it for followers that lag a little. One that
+// lags further, or a new member, gets a snapshot of the leader's state
+// (raftnode's package doc describes the stream and the atomic install).
+// The apply loop installs it between two groups of entries: with readers
+// of the store held off, mvcc.Store.Restore stops the background
+// compaction, raftnode ingests the new state, and the store, member list,
+// removed IDs and alarms are reloaded from the engine.
+//
 // # Lifecycle
 //
-// New bootstraps a one-member cluster in a new data directory (member and
-// cluster IDs derived as etcd derives them) or restarts from an existing
-// one. Stop closes the stop channel (failing pending requests with
-// ErrStopped), stops the raft node, waits for every goroutine and closes
-// the engine. A fatal error does the same in the background; Done reports
-// the end and Err the cause.
+// New bootstraps a new member (the founding members of a new cluster derive
+// member and cluster IDs as etcd does, from the initial cluster and token;
+// a joining member asks the running cluster) or restarts from an existing
+// data directory, which keeps its identity and ignores the initial-cluster
+// settings. Stop closes the stop channel (failing pending requests with
+// ErrStopped), stops the transport and then the raft node, waits for every
+// goroutine and closes the engine. A fatal error does the same in the
+// background; Done reports the end and Err the cause.
 //
 // # Not yet
 //
-// Multi-member clusters (the peer transport, snapshots, membership
-// changes through the API) are not wired in: New refuses an initial cluster
-// of more than one member. Read-only transactions go through raft (correct,
-// but not as cheap as etcd's read-index path), pending a read-side
-// transaction in mvcc. Leases and auth are absent: a Put with a lease fails
-// with mvcc.ErrLeaseNotFound.
+// Leases and auth are absent: a Put with a lease fails with
+// mvcc.ErrLeaseNotFound. Nothing consumes the applied events yet (the
+// watch hub goes where applyGroup says so).
 package server
