@@ -3,6 +3,7 @@ package raftnode
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -60,14 +61,21 @@ func (n *Node) drainInbox() {
 	var (
 		props []Proposal
 		ccs   []confChangeProposal
+		held  bool
 	)
 	if n.lead.Load() != raft.None {
-		props, ccs = n.inbox.props, n.inbox.ccs
-		n.inbox.props, n.inbox.ccs = nil, nil
+		props, ccs, held = n.inbox.props, n.inbox.ccs, n.inbox.held
+		n.inbox.props, n.inbox.ccs, n.inbox.held = nil, nil, false
+	} else if len(n.inbox.props) > 0 || len(n.inbox.ccs) > 0 {
+		n.inbox.held = true
 	}
 	reads, msgs, funcs := n.inbox.reads, n.inbox.msgs, n.inbox.funcs
 	n.inbox.reads, n.inbox.msgs, n.inbox.funcs = nil, nil, nil
 	n.inbox.Unlock()
+	if held && n.cfg.Abandoned != nil {
+		props = slices.DeleteFunc(props, func(p Proposal) bool { return p.ID != 0 && n.cfg.Abandoned(p.ID) })
+		ccs = slices.DeleteFunc(ccs, func(p confChangeProposal) bool { return n.cfg.Abandoned(p.id) })
+	}
 
 	for _, m := range msgs {
 		if err := n.rn.Step(m); err != nil {

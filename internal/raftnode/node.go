@@ -74,6 +74,12 @@ type Config struct {
 	// OnReadStates receives the answers to ReadIndex requests. It runs on
 	// the Ready loop and must not block.
 	OnReadStates func([]raft.ReadState)
+	// Abandoned, if set, reports whether nobody waits for proposal id any
+	// more. Proposals that waited in the queue for a leader are checked
+	// when one appears, and the abandoned ones are not proposed: a request
+	// that timed out while the member knew no leader must not apply long
+	// after, as etcd never proposes it either.
+	Abandoned func(id uint64) bool
 	// Dropped receives the IDs of proposals raft refused (for example
 	// during a leadership transfer). It runs on the Ready loop and must not
 	// block. Proposals can also be lost without notice (a leader that
@@ -143,6 +149,8 @@ type Node struct {
 		// funcs run on the loop with the RawNode, for calls that need no
 		// answer (reports, leadership transfer).
 		funcs []func(*raft.RawNode)
+		// held is set when proposals waited for a leader.
+		held bool
 	}
 	wake chan struct{}
 

@@ -159,6 +159,7 @@ func (s *Server) open() error {
 		NewTicker:     s.clock.NewTicker,
 		Transport:     s.tr,
 		OnReadStates:  s.reads.onReadStates,
+		Abandoned:     func(id uint64) bool { return !s.waits.has(id) },
 		Dropped:       s.onDropped,
 		ObserveSync:   func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) },
 		OnSoftState:   func(lead uint64, _ raft.StateType) { s.lead.observe(lead, s.clock.Now()) },
