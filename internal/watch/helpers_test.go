@@ -146,7 +146,7 @@ type consumer struct {
 
 func (e *env) stream() *consumer {
 	e.t.Helper()
-	c := &consumer{t: e.t, s: e.hub.NewStream(), out: make(chan Response, 1<<16), errc: make(chan error, 1)}
+	c := &consumer{t: e.t, s: e.hub.NewStream(), out: make(chan Response, 1<<16), errc: make(chan error, 1), cancel: func() {}}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {

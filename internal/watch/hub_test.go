@@ -96,22 +96,15 @@ func TestWatchPrevKVAndFilters(t *testing.T) {
 		"{id=3 rev=5 put:k=2@5}")
 
 	// The same from storage (a historical watch catches up).
+	e.settle()
 	h := e.stream()
 	h.watch(WatchRequest{Key: []byte("k"), PrevKV: true, StartRev: 3})
 	h.watch(WatchRequest{Key: []byte("k"), StartRev: 3, NoDelete: true})
-	h.created(0)
-	h.created(1)
-	got := map[int64]string{}
-	for range 2 {
-		r := h.next()
-		got[r.WatchID] = show(r)
-	}
-	if want := "{id=0 rev=5 put:k=1@3(prev=0) del:k@4(prev=1) put:k=2@5}"; got[0] != want {
-		t.Errorf("prev_kv catch-up: got %s, want %s", got[0], want)
-	}
-	if want := "{id=1 rev=5 put:k=1@3 put:k=2@5}"; got[1] != want {
-		t.Errorf("nodelete catch-up: got %s, want %s", got[1], want)
-	}
+	h.expectEach(
+		"{id=0 rev=5 created}",
+		"{id=1 rev=5 created}",
+		"{id=0 rev=5 put:k=1@3(prev=0) del:k@4(prev=1) put:k=2@5}",
+		"{id=1 rev=5 put:k=1@3 put:k=2@5}")
 }
 
 func TestWatchStartRevision(t *testing.T) {
@@ -119,27 +112,19 @@ func TestWatchStartRevision(t *testing.T) {
 	for i := range 5 {
 		e.put("k", fmt.Sprint(i)) // revs 2..6
 	}
+	e.settle() // so that the first three catch up from storage
 	c := e.stream()
 	c.watch(WatchRequest{Key: []byte("k"), StartRev: 4}) // historical, inclusive
 	c.watch(WatchRequest{Key: []byte("k"), StartRev: 8}) // future
 	c.watch(WatchRequest{Key: []byte("k"), StartRev: 1}) // the whole history
 	c.watch(WatchRequest{Key: []byte("k"), StartRev: 7}) // the next revision
-	for id := range int64(4) {
-		if r := c.created(id); r.Revision != 6 {
-			t.Fatalf("created revision %d, want 6", r.Revision)
-		}
-	}
-	got := map[int64]string{}
-	for range 2 {
-		r := c.next()
-		got[r.WatchID] = show(r)
-	}
-	if want := "{id=0 rev=6 put:k=2@4 put:k=3@5 put:k=4@6}"; got[0] != want {
-		t.Errorf("start 4: %s, want %s", got[0], want)
-	}
-	if want := "{id=2 rev=6 put:k=0@2 put:k=1@3 put:k=2@4 put:k=3@5 put:k=4@6}"; got[2] != want {
-		t.Errorf("start 1: %s, want %s", got[2], want)
-	}
+	c.expectEach(
+		"{id=0 rev=6 created}",
+		"{id=1 rev=6 created}",
+		"{id=2 rev=6 created}",
+		"{id=3 rev=6 created}",
+		"{id=0 rev=6 put:k=2@4 put:k=3@5 put:k=4@6}",
+		"{id=2 rev=6 put:k=0@2 put:k=1@3 put:k=2@4 put:k=3@5 put:k=4@6}")
 	e.put("k", "5") // 7
 	e.put("k", "6") // 8
 	want := map[string]bool{
@@ -208,13 +193,16 @@ func TestWatchCancel(t *testing.T) {
 	}
 	e.put("a", "2")
 	c.expect("{id=1 rev=3 put:a=2@3}")
-	// Responses queued before a cancel are dropped with the watcher.
+	// Responses queued before a cancel still go out before it.
 	resume := c.hold()
 	e.put("a", "3")
+	e.settle()
 	if err := c.s.Cancel(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
+	e.put("a", "4")
 	resume()
+	c.expect("{id=1 rev=4 put:a=3@4}")
 	c.expect("{id=1 rev=4 canceled}")
 	// The id is free again.
 	if id := c.watch(WatchRequest{ID: 1, Key: []byte("a")}); id != 1 {
@@ -229,6 +217,7 @@ func TestWatchCompacted(t *testing.T) {
 		e.put("k", fmt.Sprint(i)) // 2..6
 	}
 	e.compact(4)
+	e.settle()
 	c := e.stream()
 	c.watch(WatchRequest{Key: []byte("k"), StartRev: 3})
 	c.watch(WatchRequest{Key: []byte("k"), StartRev: 4, PrevKV: true})

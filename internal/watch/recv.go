@@ -99,11 +99,12 @@ func (s *Stream) pop() (out []Response, catch catchRound, wantTick bool, err err
 		if q.ctrl {
 			s.release()
 		}
+		// A canceled watcher's responses queued before its cancel still go
+		// out: a progress notification queued between them counts them
+		// as delivered.
 		if w := q.w; w != nil {
 			if q.resp.Created {
 				w.announced = true
-			} else if w.state == stateCanceled {
-				continue
 			} else {
 				w.eventsSince = true
 			}

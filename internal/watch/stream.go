@@ -188,8 +188,8 @@ func (s *Stream) Reject(ctx context.Context, reason string) error {
 	return nil
 }
 
-// Cancel removes watcher id and queues its canceled response; responses
-// queued for it before are dropped. It returns ErrWatcherNotExist (and
+// Cancel removes watcher id and queues its canceled response, after the
+// responses already queued for it. It returns ErrWatcherNotExist (and
 // queues nothing, as etcd) for an unknown id.
 func (s *Stream) Cancel(ctx context.Context, id int64) error {
 	if err := s.acquire(ctx); err != nil {
