@@ -284,11 +284,20 @@ func TestMemberRemove(t *testing.T) {
 		t.Fatalf("removing it again: %v, want ErrIDRemoved", err)
 	}
 	put(t, lead, "k", "two members")
-	// Restarted on its data directory, which records its removal, it
-	// refuses to start.
+	// Restarted on its data directory, it refuses to start if the data
+	// records its removal (it applied it), and is turned away by the others
+	// otherwise (they stopped talking to it before it learned the removal
+	// was committed).
 	gone.Stop()
-	if err := gone.Start(); !errors.Is(err, server.ErrRemoved) {
-		t.Fatalf("restarting a removed member: %v, want ErrRemoved", err)
+	switch err := gone.Start(); {
+	case errors.Is(err, server.ErrRemoved):
+	case err == nil:
+		c.WaitFor("the restarted removed member to be turned away", func() bool { return gone.Server() == nil })
+		if err := gone.Err(); !errors.Is(err, server.ErrRemoved) {
+			t.Fatalf("restarted removed member stopped with %v", err)
+		}
+	default:
+		t.Fatalf("restarting a removed member: %v", err)
 	}
 
 	// The leader removes itself: it stops, and the other elects itself.
