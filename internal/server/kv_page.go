@@ -20,7 +20,9 @@ func (s *Server) RangePage(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRe
 			return nil, err
 		}
 	}
+	s.restoring.RLock()
 	resp, err := s.kv.RangePage(r)
+	s.restoring.RUnlock()
 	if err != nil {
 		return nil, err
 	}
