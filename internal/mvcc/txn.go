@@ -83,11 +83,8 @@ func (s *Store) ReadTxn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &txnWrite{v: *v, compactRev: st.compactRev, beginRev: st.rev}
-	defer func() {
-		*v = t.v // with the buffers the txn grew
-		s.closeView(v)
-	}()
+	defer s.closeView(v)
+	t := &txnWrite{v: v, compactRev: st.compactRev, beginRev: st.rev}
 	path, err := t.comparePath(r)
 	if err != nil {
 		return nil, err

@@ -26,18 +26,35 @@ import (
 type Write struct {
 	s          *Store
 	b          *storage.Batch
+	startRev   int64 // the published revision when the Write began
 	rev        int64 // current revision, counting this Write's requests
 	compactRev int64 // compaction revision, counting this Write's requests
 	compacted  bool  // a compaction was scheduled in this Write
 	waiters    []chan struct{}
 	events     []*mvccpb.Event
+
+	// v reads the batch and the engine for every request of the Write: one
+	// iterator, opened on first use and closed by the batch, refreshed when
+	// the batch has grown (seen is the batch count it last saw).
+	v      *view
+	seen   uint32
+	keyBuf []byte
+	valBuf []byte
 }
 
 // Write starts applying write requests into b, which must be an indexed
 // batch (storage.Engine.NewBatch) on the store's engine.
 func (s *Store) Write(b *storage.Batch) *Write {
 	st := s.state.Load()
-	return &Write{s: s, b: b, rev: st.rev, compactRev: st.compactRev}
+	w := &Write{s: s, b: b, startRev: st.rev, rev: st.rev, compactRev: st.compactRev}
+	// The revision is recorded once per batch, however many requests
+	// moved it.
+	b.BeforeCommit(func() {
+		if w.rev != w.startRev {
+			w.b.Set(metaRev, encodeInt64(w.rev), nil)
+		}
+	})
+	return w
 }
 
 // Rev returns the revision the store will be at once this Write is done.
@@ -65,21 +82,21 @@ func (w *Write) Events() []*mvccpb.Event { return w.events }
 // beginRev+1.
 type txnWrite struct {
 	w          *Write // nil for a read-only txn on the published state
-	v          view
+	v          *view  // a read-only txn's view; a write's is its Write's
 	compactRev int64
-	seen       uint32 // batch count the iterator last saw
 	beginRev   int64
 	changes    int64 // writes so far: the next sub-revision
-	keyBuf     []byte
-	valBuf     []byte
 }
 
 func (w *Write) begin() (*txnWrite, error) {
-	it, err := w.b.NewIter(&keysIterOptions)
-	if err != nil {
-		return nil, fmt.Errorf("mvcc: open batch iterator: %w", err)
+	if w.v == nil {
+		it, err := w.b.NewTrackedIter(&keysIterOptions)
+		if err != nil {
+			return nil, fmt.Errorf("mvcc: open batch iterator: %w", err)
+		}
+		w.v, w.seen = &view{it: it}, w.b.Count()
 	}
-	return &txnWrite{w: w, v: view{it: it}, compactRev: w.compactRev, seen: w.b.Count(), beginRev: w.rev}, nil
+	return &txnWrite{w: w, compactRev: w.compactRev, beginRev: w.rev}, nil
 }
 
 // view returns the iterator, refreshed if the batch grew since it last
@@ -87,13 +104,14 @@ func (w *Write) begin() (*txnWrite, error) {
 // created or refreshed.
 func (t *txnWrite) view() *view {
 	if t.w == nil {
-		return &t.v
+		return t.v
 	}
-	if n := t.w.b.Count(); n != t.seen {
-		t.v.it.SetOptions(&keysIterOptions)
-		t.seen = n
+	w := t.w
+	if n := w.b.Count(); n != w.seen {
+		w.v.it.SetOptions(&keysIterOptions)
+		w.seen = n
 	}
-	return &t.v
+	return w.v
 }
 
 // readRev is the revision reads inside the request see: the one before it,
@@ -105,13 +123,10 @@ func (t *txnWrite) readRev() int64 {
 	return t.beginRev
 }
 
-// end closes the iterator and, if the request wrote anything, moves the
-// Write to its revision.
+// end moves the Write to the request's revision if it wrote anything.
 func (t *txnWrite) end() {
-	t.v.close()
 	if t.w != nil && t.changes > 0 {
 		t.w.rev = t.beginRev + 1
-		t.w.b.Set(metaRev, encodeInt64(t.w.rev), nil)
 	}
 }
 
@@ -200,18 +215,19 @@ func (t *txnWrite) put(r *pb.PutRequest, prev *mvccpb.KeyValue) (*pb.PutResponse
 func (t *txnWrite) writeVersion(key []byte, kv *mvccpb.KeyValue, tombstone bool) {
 	rev, sub := t.beginRev+1, t.changes
 	t.changes++
-	t.keyBuf = versionKey(t.keyBuf[:0], key, rev, sub)
+	w := t.w
+	w.keyBuf = versionKey(w.keyBuf[:0], key, rev, sub)
 	typ := eventPut
 	if tombstone {
 		typ = eventDelete
-		t.w.b.Set(t.keyBuf, tombstoneValue, nil)
+		w.b.Set(w.keyBuf, tombstoneValue, nil)
 	} else {
-		t.valBuf = appendVersionValue(t.valBuf[:0], kv.CreateRevision, kv.Version, kv.Lease, kv.Value)
-		t.w.b.Set(t.keyBuf, t.valBuf, nil)
+		w.valBuf = appendVersionValue(w.valBuf[:0], kv.CreateRevision, kv.Version, kv.Lease, kv.Value)
+		w.b.Set(w.keyBuf, w.valBuf, nil)
 	}
-	t.keyBuf = eventKey(t.keyBuf[:0], rev, sub)
-	t.valBuf = append(append(t.valBuf[:0], typ), key...)
-	t.w.b.Set(t.keyBuf, t.valBuf, nil)
+	w.keyBuf = eventKey(w.keyBuf[:0], rev, sub)
+	w.valBuf = append(append(w.valBuf[:0], typ), key...)
+	w.b.Set(w.keyBuf, w.valBuf, nil)
 }
 
 // DeleteRange applies a DeleteRangeRequest. Deleting nothing takes no

@@ -234,6 +234,42 @@ func (e *Engine) NewWriteBatch() *Batch {
 type Batch struct {
 	*pebble.Batch
 	e *Engine
+	// iters are the iterators NewTrackedIter opened, closed with the batch;
+	// beforeCommit are the BeforeCommit functions, in registration order.
+	iters        []*pebble.Iterator
+	beforeCommit []func()
+}
+
+// NewTrackedIter returns an iterator over the batch's writes and the engine
+// (the batch must be indexed: Engine.NewBatch) that the batch closes itself
+// when it is committed or discarded; the caller must not close it. A writer
+// that reads its own writes through one iterator for the batch's whole life
+// refreshes it with SetOptions after writing, which is much cheaper than a
+// new iterator per read.
+func (b *Batch) NewTrackedIter(o *pebble.IterOptions) (*pebble.Iterator, error) {
+	it, err := b.Batch.NewIter(o)
+	if err != nil {
+		return nil, err
+	}
+	b.iters = append(b.iters, it)
+	return it, nil
+}
+
+// BeforeCommit registers fn to run at the start of Commit, before the batch
+// is applied: the last chance to add writes that only need to be made once
+// per batch however many requests it holds (a counter's final value). fn
+// does not run if the batch is discarded.
+func (b *Batch) BeforeCommit(fn func()) { b.beforeCommit = append(b.beforeCommit, fn) }
+
+func (b *Batch) closeIters() error {
+	var err error
+	for _, it := range b.iters {
+		if cerr := it.Close(); err == nil {
+			err = cerr
+		}
+	}
+	b.iters = nil
+	return err
 }
 
 // SetAppliedIndex records that the batch carries the effects of every entry
@@ -247,6 +283,14 @@ func (b *Batch) SetAppliedIndex(index uint64) {
 // Commit applies the batch, syncing the write-ahead log first when sync is
 // set (and the engine was not opened with NoSync), and releases it.
 func (b *Batch) Commit(sync bool) error {
+	for _, fn := range b.beforeCommit {
+		fn()
+	}
+	b.beforeCommit = nil
+	if err := b.closeIters(); err != nil {
+		b.Batch.Close()
+		return fmt.Errorf("storage: close batch iterator: %w", err)
+	}
 	wo := pebble.NoSync
 	if sync && !b.e.noSync {
 		wo = pebble.Sync
@@ -259,7 +303,11 @@ func (b *Batch) Commit(sync bool) error {
 }
 
 // Discard releases the batch without applying it.
-func (b *Batch) Discard() { b.Batch.Close() }
+func (b *Batch) Discard() {
+	b.closeIters()
+	b.beforeCommit = nil
+	b.Batch.Close()
+}
 
 type quietLogger struct{}
 
