@@ -5,9 +5,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestResultsTable(t *testing.T) {
@@ -43,7 +45,7 @@ func TestFormatValues(t *testing.T) {
 		want string
 	}{
 		{1.23456, "ms", "1.235 ms"}, {1234.6, "req/s", "1235/s"}, {10.25, "MiB", "10.2 MiB"},
-		{2.5, "s", "2.50 s"}, {1.5, "x", "1.50x"}, {math.NaN(), "ms", "n/a"},
+		{2.5, "s", "2.50 s"}, {1.5, "x", "1.50x"}, {12.34, "us", "12.3 µs"}, {math.NaN(), "ms", "n/a"},
 	} {
 		if got := fmtValue(c.v, c.unit); got != c.want {
 			t.Errorf("fmtValue(%v, %q) = %q, want %q", c.v, c.unit, got, c.want)
@@ -114,4 +116,30 @@ func TestErrorLine(t *testing.T) {
 	if got := errorLine("a\nb"); got != "b" {
 		t.Errorf("errorLine without an error = %q, want the last line", got)
 	}
+}
+
+func TestProcCPUTime(t *testing.T) {
+	before, err := procCPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Burn CPU until /proc shows some (its unit is 10ms), or give up.
+	start := time.Now()
+	x := 1
+	for time.Since(start) < 10*time.Second {
+		for i := range 1_000_000 {
+			x = x*31 + i
+		}
+		after, err := procCPUTime(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after > before {
+			if elapsed := time.Since(start); after-before > elapsed*time.Duration(runtime.NumCPU())+time.Second {
+				t.Fatalf("used %v of CPU in %v of wall time", after-before, elapsed)
+			}
+			return
+		}
+	}
+	t.Fatalf("no CPU time counted after 10s of busy loop (%d)", x)
 }

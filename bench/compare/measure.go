@@ -48,6 +48,14 @@ type benchClient struct {
 // run executes `cairn bench <args> --output json` and decodes the report.
 // A run with errors is returned with them; the caller shows the count.
 func (b *benchClient) run(args ...string) (*bench.Report, error) {
+	r, _, err := b.runCPU(args...)
+	return r, err
+}
+
+// runCPU is run that also returns the CPU time (user and system) the bench
+// process used: on one machine, the client's share of the CPU bounds what
+// any server can reach.
+func (b *benchClient) runCPU(args ...string) (*bench.Report, time.Duration, error) {
 	full := append([]string{"bench"}, args...)
 	// Progress lines (one every 10s) show that a long load is alive.
 	full = append(full, "--endpoints", strings.Join(b.endpoints, ","), "--output", "json", "--progress", "lines")
@@ -58,13 +66,14 @@ func (b *benchClient) run(args ...string) (*bench.Report, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, io.MultiWriter(os.Stderr, &stderr)
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s (%w); command: %s %s", errorLine(stderr.String()), err, filepath.Base(b.bin), strings.Join(full, " "))
+		return nil, 0, fmt.Errorf("%s (%w); command: %s %s", errorLine(stderr.String()), err, filepath.Base(b.bin), strings.Join(full, " "))
 	}
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	var r bench.Report
 	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-		return nil, fmt.Errorf("cairn %s: decode report: %w\n%s", strings.Join(full, " "), err, stdout.String())
+		return nil, 0, fmt.Errorf("cairn %s: decode report: %w\n%s", strings.Join(full, " "), err, stdout.String())
 	}
-	return &r, nil
+	return &r, cpu, nil
 }
 
 // hasBench reports whether bin has the bench subcommand (main.go wires it).

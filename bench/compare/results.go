@@ -76,6 +76,8 @@ func fmtValue(v float64, unit string) string {
 		return fmt.Sprintf("%.2f s", v)
 	case "x":
 		return fmt.Sprintf("%.2fx", v)
+	case "us":
+		return fmt.Sprintf("%.1f µs", v)
 	}
 	return fmt.Sprintf("%g %s", v, unit)
 }

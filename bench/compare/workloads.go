@@ -76,6 +76,18 @@ func (res *results) record(col int, name string, f figureSet, r *bench.Report, e
 		fmtMs(r.Average.Duration().Seconds()), fmtMs(r.Percentiles["p99"].Duration().Seconds()), r.Errors)
 }
 
+// recordCPU adds the CPU time per request of the server (all members)
+// and of the bench client. Both share this machine's cores: when they are
+// all busy, throughput is about cores / (server + client CPU per request),
+// so the client's figure bounds the throughput ratio any server can reach
+// here, and the server's is the efficiency the throughput ratio only
+// partly shows.
+func (res *results) recordCPU(col int, f figureSet, server, client time.Duration, requests int64) {
+	per := func(d time.Duration) float64 { return d.Seconds() * 1e6 / float64(requests) }
+	res.set(f.label+": server CPU per request", "us", col, per(server))
+	res.set(f.label+": bench client CPU per request", "us", col, per(client))
+}
+
 func firstLine(s string) string {
 	for i, c := range s {
 		if c == '\n' {
@@ -141,8 +153,13 @@ func throughputPhase(o *options, res *results, col int, name, serverBin, benchBi
 	var roundTrip time.Duration
 	fsync := res.fsync
 	for _, f := range plan {
-		r, err := bc.run(f.args...)
+		before, cerr := m.cpuTime()
+		r, clientCPU, err := bc.runCPU(f.args...)
 		res.record(col, name, f, r, err)
+		after, cerr2 := m.cpuTime()
+		if err == nil && f.throughput && cerr == nil && cerr2 == nil && r.Requests > 0 {
+			res.recordCPU(col, f, after-before, clientCPU, r.Requests)
+		}
 		switch {
 		case err != nil:
 		case f.label == "range serializable, 1 client":
@@ -242,6 +259,17 @@ func clusterPhase(o *options, res *results, col int, name, serverBin, benchBin, 
 	}
 	bc := &benchClient{bin: benchBin, endpoints: eps, verbose: o.verbose}
 	limit := []string{"--duration", o.maxTime.String(), "--request-timeout", "30s"}
+	cpu := func() (time.Duration, error) {
+		var sum time.Duration
+		for _, m := range ms {
+			d, err := m.cpuTime()
+			if err != nil {
+				return 0, err
+			}
+			sum += d
+		}
+		return sum, nil
+	}
 	for _, f := range []figureSet{
 		{label: "3 members: put, 100 clients", throughput: true, p99: true,
 			args: append([]string{"put", "--total", itoa(o.requests), "--clients", "100", "--conns", "12",
@@ -249,8 +277,13 @@ func clusterPhase(o *options, res *results, col int, name, serverBin, benchBin, 
 		{label: "3 members: range linearizable, 100 clients", throughput: true, p99: true,
 			args: append([]string{"range", rangeKey, "--total", itoa(o.requests * 2), "--clients", "100", "--conns", "12"}, limit...)},
 	} {
-		r, err := bc.run(f.args...)
+		before, cerr := cpu()
+		r, clientCPU, err := bc.runCPU(f.args...)
 		res.record(col, name, f, r, err)
+		after, cerr2 := cpu()
+		if err == nil && cerr == nil && cerr2 == nil && r.Requests > 0 {
+			res.recordCPU(col, f, after-before, clientCPU, r.Requests)
+		}
 	}
 	return nil
 }
