@@ -222,11 +222,9 @@ func requireLeaderStream(b Backend) grpc.StreamServerInterceptor {
 	}
 }
 
+// needsLeader looks the one key up: FromIncomingContext would copy the
+// request's whole metadata, on every request.
 func needsLeader(ctx context.Context) bool {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return false
-	}
-	v := md.Get(rpctypes.MetadataRequireLeaderKey)
+	v := metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataRequireLeaderKey)
 	return len(v) > 0 && v[0] == rpctypes.MetadataHasLeader
 }
