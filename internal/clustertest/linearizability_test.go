@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/server"
 )
 
 func envInt(name string, def int) int {
@@ -56,6 +58,9 @@ func runSchedule(t *testing.T, seed uint64) {
 		Seed:                   seed,
 		SnapshotCount:          uint64(30 + rng.IntN(100)),
 		SnapshotCatchUpEntries: uint64(5 + rng.IntN(20)),
+		// Membership churn below replaces members without waiting for
+		// connections to count as healthy.
+		Configure: func(cfg *server.Config) { cfg.DisableStrictReconfigCheck = true },
 	})
 	t.Logf("seed %d: %d members", seed, size)
 	h := NewHistory()
@@ -68,7 +73,7 @@ func runSchedule(t *testing.T, seed uint64) {
 	var stopped []*Member
 	for range nemesisSteps {
 		c.Elapse(time.Duration(200+rng.IntN(800)) * time.Millisecond)
-		switch rng.IntN(8) {
+		switch rng.IntN(9) {
 		case 0, 1:
 			m := c.Members()[rng.IntN(size)]
 			t.Logf("isolate %s", m)
@@ -106,6 +111,10 @@ func runSchedule(t *testing.T, seed uint64) {
 			}
 			t.Logf("faults %+v", f)
 			c.Net.SetFaults(f)
+		case 8:
+			if len(stopped) == 0 { // the cluster can lose a voter
+				replaceMember(t, c, rng)
+			}
 		case 7:
 			if l := c.Leader(); l != nil {
 				to := c.Members()[rng.IntN(size)]
@@ -136,6 +145,37 @@ func runSchedule(t *testing.T, seed uint64) {
 		seed, ops, unknown, unresolved, c.Net.TotalSnapshots())
 	h.CheckLinearizable(t, seed)
 	h.CheckSerializable(t, seed, lead)
+}
+
+// replaceMember removes a running follower and adds a new member in its
+// place (after healing the network, so the cluster can agree on a leader).
+func replaceMember(t *testing.T, c *Cluster, rng *rand.Rand) {
+	t.Log("heal, then replace a member")
+	c.Heal()
+	lead := c.WaitLeader()
+	var cands []*Member
+	for _, m := range c.Running() {
+		if m != lead {
+			cands = append(cands, m)
+		}
+	}
+	if len(cands) == 0 {
+		return
+	}
+	gone := cands[rng.IntN(len(cands))]
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_, err := lead.Server().MemberRemove(ctx, gone.ID())
+	cancel()
+	t.Logf("remove %s: %v", gone, err)
+	if err != nil {
+		return
+	}
+	c.WaitFor("the removed member to stop", func() bool { return gone.Server() == nil })
+	m, err := c.AddMember(false)
+	t.Logf("add %v: %v", m, err)
+	if err != nil {
+		t.Fatalf("adding a member after removing %s: %v", gone, err)
+	}
 }
 
 // runClient runs operations against random running members until ctx ends.
