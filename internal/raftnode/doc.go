@@ -86,28 +86,35 @@
 // stream holds its own reference, so a snapshot superseded mid-transfer is
 // released only when the transfer ends.
 //
-// Receiving: ReceiveSnapshot writes the stream into two SSTs (the
-// replicated keys below the raft keyspace, and those above it) in
-// <data dir>/snap, each also holding range deletions over its share of the
-// replicated key space, and keeps them only once the transport's end frame
-// checked out. Nothing in the engine changes yet.
+// Receiving: ReceiveSnapshot checks the stream (format, key order, only
+// replicated keys, the applied index matching the MsgSnap) and keeps it as
+// it came in <data dir>/snap, once the transport's end frame checked out.
+// Nothing in the engine changes yet.
 //
 // Installing: raft's Ready carries the snapshot; the Ready loop hands it to
 // the apply side (Committed.Snapshot) and waits. The apply side stops
-// whatever writes the state (mvcc's compactor) and calls InstallSnapshot,
-// which builds a third SST for the raft keyspace — a range deletion over
-// every log entry, the truncation point at the snapshot's index and term,
-// and its ConfState — and ingests the three files in ONE Pebble ingest.
-// Ingested files get a sequence number above everything in the engine, and
-// a file's range deletions remove only older keys, never its own: so the
-// old state and log vanish and the new ones appear in one atomic step. A
-// crash before it leaves the old state intact (the files are removed at the
-// next start); a crash after it leaves the new state, whose applied index
-// and truncation point agree. The hard state (term, vote) is not part of
-// a snapshot; its commit index is raised to the snapshot's at the next
-// start if the crash came before the Ready's hard state was written.
-// Finally the apply side reloads its in-memory state and reports the index
-// with AppliedTo, and the Ready loop goes on with the rest of the Ready.
+// whatever writes the state (mvcc's compactor) and calls InstallSnapshot:
+//
+//  1. a synced batch records the install ('r' 'i': index, term, ConfState);
+//  2. one batch deletes every replicated key range, and batches of 4 MiB
+//     write the snapshot's keys from the kept file;
+//  3. a final synced batch deletes the whole log, sets the truncation point
+//     at the snapshot's index and term and its ConfState, and removes the
+//     record.
+//
+// A crash between 1 and 3 leaves a mix of old and new state, and the record
+// says so: the owner calls RecoverSnapshotInstall before it reads anything
+// from the engine (Start refuses to run before), which redoes 2 and 3 from
+// the kept file (deleting and rewriting is idempotent); the file goes only
+// after 3. The hard state (term, vote) is not part of a snapshot; its
+// commit index is raised to the snapshot's at the next start if the crash
+// came before the Ready's hard state was written. Finally the apply side
+// reloads its in-memory state and reports the index with AppliedTo, and the
+// Ready loop goes on with the rest of the Ready.
+//
+// An SST ingestion would make the switch one atomic step and write the data
+// once instead of twice; it needs SSTs built with the engine's comparer and
+// key schema, which package storage does not hand out.
 //
 // # Configuration changes
 //
@@ -126,9 +133,11 @@
 //	'r' 'h'                  hard state: term | vote | commit (3 × 8 bytes BE)
 //	'r' 'c'                  ConfState as of the applied index (protobuf)
 //	'r' 't'                  truncation point: index | term (2 × 8 bytes BE)
+//	'r' 'i'                  snapshot install in progress: index | term | ConfState
 //
 // Received snapshots wait in <data dir>/snap as
-// <index:16 hex>-<term:16 hex>-{lo,hi}.sst until installed.
+// <index:16 hex>-<term:16 hex>.snap (the stream as received) until their
+// install has finished.
 //
 // The first stored entry is the one after the truncation point; raft's
 // FirstIndex is truncation index + 1.

@@ -241,7 +241,13 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	ls.localKeys = cfg.LocalKeys
-	ls.removeSnapshotFiles(^uint64(0))
+	if _, err := cfg.Engine.Get(keyInstalling); !errors.Is(err, storage.ErrNotFound) {
+		if err == nil {
+			err = errors.New("a snapshot install was interrupted: call RecoverSnapshotInstall before Start")
+		}
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	removeSnapshotFiles(cfg.Engine, ^uint64(0))
 	n := &Node{
 		cfg:        cfg,
 		log:        ls,

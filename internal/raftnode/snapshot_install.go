@@ -3,7 +3,6 @@ package raftnode
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,52 +12,108 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
-	"github.com/cockroachdb/pebble/v2/sstable"
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-db/cairn/internal/storage"
 )
 
-// A received snapshot becomes two SSTs in <data dir>/snap, one for the
-// replicated keys below the raft keyspace ("lo") and one for those above it
-// ("hi"). Each carries, besides the received keys, range deletions over its
-// part of the replicated key space. Installing ingests them together with a
-// third SST built at install time for the raft keyspace: a range deletion
-// over every log entry, the truncation point (index, term) and the
-// ConfState. Pebble ingests the three files in one atomic step, and an
-// ingested file's range deletions remove only older keys, never the file's
-// own: the member's state and log switch to the snapshot whole, or, after a
-// crash, not at all.
+// A received snapshot is kept, as the stream came, in
+// <data dir>/snap/<index>-<term>.snap until it is installed. Installing is a
+// protocol of several Pebble batches that a crash can interrupt anywhere:
+//
+//  1. a synced batch records the install in the raft keyspace
+//     ('r' 'i' → index (8 BE), term (8 BE), ConfState (protobuf));
+//  2. one batch deletes the replicated key ranges, and batches of about
+//     4 MiB write the snapshot's keys (unsynced);
+//  3. a final synced batch deletes the whole log, sets the truncation point
+//     at the snapshot's index and term and its ConfState, and removes the
+//     record of step 1.
+//
+// Until step 3 commits, the engine's state is a mix and the record says so:
+// RecoverSnapshotInstall, which the owner runs before reading anything from
+// an engine it opens, redoes steps 2 and 3 from the kept file (deleting and
+// rewriting is idempotent). The file is removed only after step 3.
+//
+// Why not an SST ingestion, atomic in one step: the SSTs would have to be
+// written with the engine's comparer and key schema, which the storage
+// package keeps to itself.
 
 const snapDirName = "snap"
 
+// installBatchBytes bounds one batch of an install.
+const installBatchBytes = 4 << 20
+
+var keyInstalling = []byte{storage.PrefixRaft, 'i'}
+
 var errSnapshotStream = errors.New("raftnode: malformed snapshot stream")
 
-func (s *LogStore) snapDir() string { return filepath.Join(s.eng.Dir(), snapDirName) }
+func snapDir(eng *storage.Engine) string { return filepath.Join(eng.Dir(), snapDirName) }
 
-func snapFileName(index, term uint64, part string) string {
-	return fmt.Sprintf("%016x-%016x-%s.sst", index, term, part)
+func snapFileName(index, term uint64) string {
+	return fmt.Sprintf("%016x-%016x.snap", index, term)
 }
 
 // ReceiveSnapshot reads the stream of MsgSnap m's snapshot from r to
-// io.EOF and stores it as SSTs ready to install. It implements the peer
-// transport's snapshot sink; it does not touch the engine, so a failed or
-// abandoned transfer leaves nothing behind but files that the next install
-// or restart removes.
+// io.EOF, checks it (format, key order, that every key is replicated
+// state, that its applied index is the message's) and keeps it in a file,
+// ready to install. It implements the peer transport's snapshot sink; it
+// does not touch the engine, so a failed or abandoned transfer leaves
+// nothing behind but files that the next install or restart removes.
 func (s *LogStore) ReceiveSnapshot(m *raftpb.Message, r io.Reader) error {
 	meta := m.GetSnapshot().GetMetadata()
 	index, term := meta.GetIndex(), meta.GetTerm()
-	dir := s.snapDir()
+	dir := snapDir(s.eng)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("raftnode: create snapshot directory: %w", err)
 	}
+	path := filepath.Join(dir, snapFileName(index, term))
+	f, err := os.CreateTemp(dir, snapFileName(index, term)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("raftnode: create snapshot file: %w", err)
+	}
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	w := bufio.NewWriterSize(f, 256<<10)
+	if err := readSnapshot(io.TeeReader(r, w), index, term, replicatedSpans(s.localKeys), nil); err != nil {
+		return fail(err)
+	}
+	// The transport's reader says io.EOF only once the transfer's checksum
+	// matched: read it before keeping anything.
+	var one [1]byte
+	if n, err := r.Read(one[:]); n != 0 || err != io.EOF {
+		if err == nil || err == io.EOF {
+			err = fmt.Errorf("%w: data after the trailer", errSnapshotStream)
+		}
+		return fail(fmt.Errorf("raftnode: finish snapshot: %w", err))
+	}
+	if err := w.Flush(); err != nil {
+		return fail(fmt.Errorf("raftnode: write snapshot file: %w", err))
+	}
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Errorf("raftnode: sync snapshot file: %w", err))
+	}
+	if err := f.Close(); err != nil {
+		return fail(fmt.Errorf("raftnode: close snapshot file: %w", err))
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("raftnode: keep snapshot file: %w", err)
+	}
+	return nil
+}
+
+// readSnapshot parses a snapshot stream at index and term, checking every
+// key against spans and the applied index, and hands each record to put
+// (if not nil). It reads up to the trailer, not to io.EOF.
+func readSnapshot(r io.Reader, index, term uint64, spans []span, put func(k, v []byte) error) error {
 	br := bufio.NewReaderSize(r, 256<<10)
 	var hdr [snapshotHeaderLen]byte
 	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		return fmt.Errorf("raftnode: read snapshot header: %w", err)
+		return fmt.Errorf("raftnode: read snapshot header: %w", eofIsUnexpected(err))
 	}
 	if !bytes.Equal(hdr[:8], snapshotMagic[:]) {
 		return fmt.Errorf("%w: bad magic", errSnapshotStream)
@@ -66,108 +121,72 @@ func (s *LogStore) ReceiveSnapshot(m *raftpb.Message, r io.Reader) error {
 	if gi, gt := binary.BigEndian.Uint64(hdr[8:]), binary.BigEndian.Uint64(hdr[16:]); gi != index || gt != term {
 		return fmt.Errorf("%w: stream is at index %d term %d, message at %d term %d", errSnapshotStream, gi, gt, index, term)
 	}
-
-	spans := replicatedSpans(s.localKeys)
-	raftLo := []byte{storage.PrefixRaft}
-	var lo, hi []span
-	for _, sp := range spans {
-		if sp.hi != nil && bytes.Compare(sp.hi, raftLo) <= 0 {
-			lo = append(lo, sp)
-		} else {
-			hi = append(hi, sp)
-		}
-	}
-	parts := []*sstPart{
-		{name: snapFileName(index, term, "lo"), spans: lo},
-		{name: snapFileName(index, term, "hi"), spans: hi},
-	}
-	fail := func(err error) error {
-		for _, p := range parts {
-			p.abort()
-		}
-		return err
-	}
-	for _, p := range parts {
-		if err := p.create(s, dir); err != nil {
-			return fail(err)
-		}
-	}
-
 	var (
-		n           uint64
-		prev        []byte
-		sawApplied  bool
-		key, value  []byte
-		appliedWant [8]byte
+		n          uint64
+		prev       []byte
+		sawApplied bool
+		key, value []byte
+		applied    [8]byte
 	)
-	binary.BigEndian.PutUint64(appliedWant[:], index)
+	binary.BigEndian.PutUint64(applied[:], index)
 	for {
 		kl, err := binary.ReadUvarint(br)
 		if err != nil {
-			return fail(fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err)))
+			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		if kl == 0 {
 			break
 		}
 		if kl > 1<<30 {
-			return fail(fmt.Errorf("%w: key of %d bytes", errSnapshotStream, kl))
+			return fmt.Errorf("%w: key of %d bytes", errSnapshotStream, kl)
 		}
 		key = grow(key, int(kl))
 		if _, err := io.ReadFull(br, key); err != nil {
-			return fail(fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err)))
+			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		vl, err := binary.ReadUvarint(br)
 		if err != nil {
-			return fail(fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err)))
+			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		if vl > 1<<31 {
-			return fail(fmt.Errorf("%w: value of %d bytes", errSnapshotStream, vl))
+			return fmt.Errorf("%w: value of %d bytes", errSnapshotStream, vl)
 		}
 		value = grow(value, int(vl))
 		if _, err := io.ReadFull(br, value); err != nil {
-			return fail(fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err)))
+			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		if prev != nil && bytes.Compare(key, prev) <= 0 {
-			return fail(fmt.Errorf("%w: keys out of order", errSnapshotStream))
+			return fmt.Errorf("%w: keys out of order", errSnapshotStream)
 		}
 		prev = append(prev[:0], key...)
-		p := partFor(parts, key)
-		if p == nil {
-			return fail(fmt.Errorf("%w: key %q is not replicated state", errSnapshotStream, key))
+		if !inSpans(spans, key) {
+			return fmt.Errorf("%w: key %q is not replicated state", errSnapshotStream, key)
 		}
 		if bytes.Equal(key, appliedIndexKey) {
-			if !bytes.Equal(value, appliedWant[:]) {
-				return fail(fmt.Errorf("%w: applied index in the data does not match index %d", errSnapshotStream, index))
+			if !bytes.Equal(value, applied[:]) {
+				return fmt.Errorf("%w: applied index in the data does not match index %d", errSnapshotStream, index)
 			}
 			sawApplied = true
 		}
-		if err := p.w.Set(key, value); err != nil {
-			return fail(fmt.Errorf("raftnode: write snapshot SST: %w", err))
+		if put != nil {
+			if err := put(key, value); err != nil {
+				return err
+			}
 		}
 		n++
 	}
 	var cnt [8]byte
 	if _, err := io.ReadFull(br, cnt[:]); err != nil {
-		return fail(fmt.Errorf("raftnode: read snapshot trailer: %w", eofIsUnexpected(err)))
+		return fmt.Errorf("raftnode: read snapshot trailer: %w", eofIsUnexpected(err))
 	}
 	if got := binary.BigEndian.Uint64(cnt[:]); got != n {
-		return fail(fmt.Errorf("%w: trailer counts %d records, read %d", errSnapshotStream, got, n))
-	}
-	// The transport's reader says io.EOF only once the transfer's checksum
-	// matched: read it before keeping anything.
-	if _, err := br.ReadByte(); err != io.EOF {
-		if err == nil {
-			err = fmt.Errorf("%w: data after the trailer", errSnapshotStream)
-		}
-		return fail(fmt.Errorf("raftnode: finish snapshot: %w", err))
+		return fmt.Errorf("%w: trailer counts %d records, read %d", errSnapshotStream, got, n)
 	}
 	if !sawApplied {
-		return fail(fmt.Errorf("%w: no applied index in the data", errSnapshotStream))
+		return fmt.Errorf("%w: no applied index in the data", errSnapshotStream)
 	}
-	for _, p := range parts {
-		if err := p.finish(); err != nil {
-			return fail(err)
-		}
+	if br.Buffered() > 0 {
+		return fmt.Errorf("%w: data after the trailer", errSnapshotStream)
 	}
 	return nil
 }
@@ -186,108 +205,48 @@ func grow(b []byte, n int) []byte {
 	return b[:n]
 }
 
-// sstPart is one SST being written from a snapshot stream, covering spans.
-type sstPart struct {
-	name  string
-	spans []span
-	path  string // final path
-	tmp   string
-	w     *sstable.Writer
-}
-
-func (p *sstPart) create(s *LogStore, dir string) error {
-	p.path = filepath.Join(dir, p.name)
-	p.tmp = p.path + ".tmp"
-	f, err := vfs.Default.Create(p.tmp, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return fmt.Errorf("raftnode: create snapshot SST: %w", err)
-	}
-	p.w = sstable.NewWriter(objstorageprovider.NewFileWritable(f), sstable.WriterOptions{
-		TableFormat: s.eng.DB().TableFormat(),
-	})
-	// The range deletions clear what the member held in these spans; the
-	// file's own keys, written at the same sequence number, survive them.
-	for _, sp := range p.spans {
-		lo, hi := sp.lo, sp.hi
-		if lo == nil {
-			lo = []byte{}
-		}
-		if hi == nil {
-			hi = []byte{0xff}
-		}
-		if err := p.w.DeleteRange(lo, hi); err != nil {
-			return fmt.Errorf("raftnode: write snapshot SST: %w", err)
+func inSpans(spans []span, key []byte) bool {
+	for _, sp := range spans {
+		if (sp.lo == nil || bytes.Compare(key, sp.lo) >= 0) && (sp.hi == nil || bytes.Compare(key, sp.hi) < 0) {
+			return true
 		}
 	}
-	return nil
-}
-
-// partFor returns the part whose spans hold key, nil if none does.
-func partFor(parts []*sstPart, key []byte) *sstPart {
-	for _, p := range parts {
-		for _, sp := range p.spans {
-			if (sp.lo == nil || bytes.Compare(key, sp.lo) >= 0) && (sp.hi == nil || bytes.Compare(key, sp.hi) < 0) {
-				return p
-			}
-		}
-	}
-	return nil
-}
-
-func (p *sstPart) finish() error {
-	if err := p.w.Close(); err != nil { // syncs the file
-		p.w = nil
-		return fmt.Errorf("raftnode: finish snapshot SST: %w", err)
-	}
-	p.w = nil
-	if err := os.Rename(p.tmp, p.path); err != nil {
-		return fmt.Errorf("raftnode: finish snapshot SST: %w", err)
-	}
-	return nil
-}
-
-func (p *sstPart) abort() {
-	if p.w != nil {
-		p.w.Close()
-		p.w = nil
-	}
-	if p.tmp != "" {
-		os.Remove(p.tmp)
-	}
+	return false
 }
 
 // InstallSnapshot switches the engine to the snapshot received for snap:
 // the replicated keyspaces take the snapshot's keys (and lose every other),
 // the log is emptied with its truncation point at the snapshot's index and
-// term, and the ConfState becomes the snapshot's, all in one atomic ingest.
-// The caller must make sure nothing else writes the replicated keyspaces
-// meanwhile. Received files at or below the snapshot's index are removed
-// afterwards.
+// term, and the ConfState becomes the snapshot's. It survives a crash at
+// any point (see RecoverSnapshotInstall). The caller must make sure nothing
+// else writes the replicated keyspaces meanwhile. Received files at or
+// below the snapshot's index are removed afterwards.
 func (s *LogStore) InstallSnapshot(snap *raftpb.Snapshot) error {
 	meta := snap.GetMetadata()
 	index, term := meta.GetIndex(), meta.GetTerm()
-	dir := s.snapDir()
-	lo := filepath.Join(dir, snapFileName(index, term, "lo"))
-	hi := filepath.Join(dir, snapFileName(index, term, "hi"))
-	for _, p := range []string{lo, hi} {
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("raftnode: snapshot %d (term %d) was not received: %w", index, term, err)
-		}
+	path := filepath.Join(snapDir(s.eng), snapFileName(index, term))
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("raftnode: snapshot %d (term %d) was not received: %w", index, term, err)
 	}
 	cs := meta.GetConfState()
 	if cs == nil {
 		cs = &raftpb.ConfState{}
 	}
-	logPath := filepath.Join(dir, snapFileName(index, term, "log"))
-	if err := s.writeLogSST(logPath, index, term, cs); err != nil {
-		return err
+	csv, err := proto.Marshal(cs)
+	if err != nil {
+		return fmt.Errorf("raftnode: encode conf state: %w", err)
 	}
-	defer os.Remove(logPath)
-
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	if err := s.eng.DB().Ingest(context.Background(), []string{lo, logPath, hi}); err != nil {
-		return fmt.Errorf("raftnode: ingest snapshot %d: %w", index, err)
+	rec := binary.BigEndian.AppendUint64(nil, index)
+	rec = binary.BigEndian.AppendUint64(rec, term)
+	rec = append(rec, csv...)
+	b := s.eng.NewWriteBatch()
+	if err := errors.Join(b.Set(keyInstalling, rec, nil), b.Commit(true)); err != nil {
+		return fmt.Errorf("raftnode: record snapshot install: %w", err)
+	}
+	if err := installFromFile(s.eng, s.localKeys, index, term, cs); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.mu.truncIndex, s.mu.truncTerm = index, term
@@ -303,62 +262,114 @@ func (s *LogStore) InstallSnapshot(snap *raftpb.Snapshot) error {
 	s.mu.Unlock()
 	// Snapshots this member offered describe the state it just replaced.
 	s.out.close()
-	s.removeSnapshotFiles(index)
+	removeSnapshotFiles(s.eng, index)
 	return nil
 }
 
-// writeLogSST writes the raft keyspace's part of a snapshot install.
-func (s *LogStore) writeLogSST(path string, index, term uint64, cs *raftpb.ConfState) error {
+// installFromFile runs steps 2 and 3 of an install from the kept file.
+func installFromFile(eng *storage.Engine, localKeys [][]byte, index, term uint64, cs *raftpb.ConfState) error {
+	f, err := os.Open(filepath.Join(snapDir(eng), snapFileName(index, term)))
+	if err != nil {
+		return fmt.Errorf("raftnode: open snapshot %d: %w", index, err)
+	}
+	defer f.Close()
+	spans := replicatedSpans(localKeys)
+	b := eng.NewWriteBatch()
+	for _, sp := range spans {
+		lo, hi := sp.lo, sp.hi
+		if lo == nil {
+			lo = []byte{}
+		}
+		if hi == nil {
+			hi = []byte{0xff} // no keyspace prefix is 0xff
+		}
+		if err := b.DeleteRange(lo, hi, nil); err != nil {
+			b.Discard()
+			return fmt.Errorf("raftnode: clear state for snapshot %d: %w", index, err)
+		}
+	}
+	put := func(k, v []byte) error {
+		if err := b.Set(k, v, nil); err != nil {
+			return err
+		}
+		if b.Len() >= installBatchBytes {
+			if err := b.Commit(false); err != nil {
+				return err
+			}
+			b = eng.NewWriteBatch()
+		}
+		return nil
+	}
+	if err := readSnapshot(f, index, term, spans, put); err != nil {
+		b.Discard()
+		return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
+	}
 	csv, err := proto.Marshal(cs)
 	if err != nil {
+		b.Discard()
 		return fmt.Errorf("raftnode: encode conf state: %w", err)
 	}
-	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return fmt.Errorf("raftnode: create log SST: %w", err)
-	}
-	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), sstable.WriterOptions{
-		TableFormat: s.eng.DB().TableFormat(),
-	})
 	var trunc [16]byte
 	binary.BigEndian.PutUint64(trunc[:], index)
 	binary.BigEndian.PutUint64(trunc[8:], term)
-	// Keys in order: 'r' 'c' < 'r' 'e' ... < 'r' 't'.
 	err = errors.Join(
-		w.DeleteRange([]byte{storage.PrefixRaft, subEntry}, []byte{storage.PrefixRaft, subEntry + 1}),
-		w.Set(keyConfState, csv),
-		w.Set(keyTruncated, trunc[:]),
+		b.DeleteRange([]byte{storage.PrefixRaft, subEntry}, []byte{storage.PrefixRaft, subEntry + 1}, nil),
+		b.Set(keyConfState, csv, nil),
+		b.Set(keyTruncated, trunc[:], nil),
+		b.Delete(keyInstalling, nil),
 	)
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("raftnode: write log SST: %w", err)
+		b.Discard()
+		return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
+	}
+	if err := b.Commit(true); err != nil {
+		return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
 	}
 	return nil
 }
 
+// RecoverSnapshotInstall finishes a snapshot install that a crash
+// interrupted, from the received file it kept; it reports whether there was
+// one. The owner of an engine must call it before reading anything from
+// the engine (the replicated state is a mix until it has run) and before
+// Start. An interrupted install whose file is gone is an error: the state
+// cannot be repaired.
+func RecoverSnapshotInstall(eng *storage.Engine, localKeys [][]byte) (bool, error) {
+	v, err := eng.Get(keyInstalling)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("raftnode: read snapshot install record: %w", err)
+	}
+	if len(v) < 16 {
+		return false, fmt.Errorf("raftnode: snapshot install record is %d bytes, want at least 16", len(v))
+	}
+	index, term := binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
+	cs := &raftpb.ConfState{}
+	if err := proto.Unmarshal(v[16:], cs); err != nil {
+		return false, fmt.Errorf("raftnode: decode conf state of snapshot %d: %w", index, err)
+	}
+	if err := installFromFile(eng, localKeys, index, term, cs); err != nil {
+		return false, err
+	}
+	removeSnapshotFiles(eng, index)
+	return true, nil
+}
+
 // removeSnapshotFiles deletes received snapshot files at or below index
-// (all of them for ^0), and unfinished ones.
-func (s *LogStore) removeSnapshotFiles(index uint64) {
-	ents, err := os.ReadDir(s.snapDir())
+// (all of them, and unfinished ones, for ^0).
+func removeSnapshotFiles(eng *storage.Engine, index uint64) {
+	dir := snapDir(eng)
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasSuffix(name, ".tmp") && index == ^uint64(0) {
-			os.Remove(filepath.Join(s.snapDir(), name))
-			continue
-		}
-		i, _, ok := strings.Cut(name, "-")
-		if !ok {
-			continue
-		}
-		at, err := strconv.ParseUint(i, 16, 64)
+		at, err := strconv.ParseUint(strings.SplitN(name, "-", 2)[0], 16, 64)
 		if err == nil && at <= index {
-			os.Remove(filepath.Join(s.snapDir(), name))
+			os.Remove(filepath.Join(dir, name))
 		}
 	}
 }

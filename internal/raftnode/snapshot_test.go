@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -221,4 +222,82 @@ func TestSnapshotTransferAndInstall(t *testing.T) {
 		t.Fatal("a key above the raft keyspace survived the install")
 	}
 	it.Close()
+}
+
+// TestSnapshotInstallResumesAfterCrash interrupts an install after its
+// record and a partial rewrite, reopens the engine, and checks that
+// RecoverSnapshotInstall completes it (and that Start refuses to run
+// before it did).
+func TestSnapshotInstallResumesAfterCrash(t *testing.T) {
+	src := openEngine(t, t.TempDir())
+	defer src.Close()
+	srcLog, _ := OpenLogStore(src)
+	srcLog.localKeys = [][]byte{localKey}
+	if err := srcLog.Save(hardState(2, 1, 9), ents(1, 9, 2), true); err != nil {
+		t.Fatal(err)
+	}
+	cs := &raftpb.ConfState{Voters: []uint64{1, 2}}
+	writeState(t, src, 9, map[string]string{"ka": "1", "kb": "2", "x/rev": "3", "cs": "src"}, cs)
+	snap, err := srcLog.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dumpReplicated(t, src)
+	rc, _, err := srcLog.OpenSnapshot(9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(rc)
+	rc.Close()
+
+	dir := t.TempDir()
+	dst := openEngine(t, dir)
+	dstLog, _ := OpenLogStore(dst)
+	dstLog.localKeys = [][]byte{localKey}
+	if err := dstLog.Save(hardState(3, 2, 4), ents(1, 5, 1), true); err != nil {
+		t.Fatal(err)
+	}
+	writeState(t, dst, 4, map[string]string{"kold": "x", "cs": "dst"}, nil)
+	if err := dstLog.ReceiveSnapshot(&raftpb.Message{Snapshot: snap}, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	// The crash: the install record and a cleared state, nothing more.
+	csv, _ := proto.Marshal(cs)
+	rec := append(append(binary.BigEndian.AppendUint64(nil, 9), binary.BigEndian.AppendUint64(nil, 2)...), csv...)
+	b := dst.NewWriteBatch()
+	b.Set(keyInstalling, rec, nil)
+	b.DeleteRange([]byte("k"), []byte("l"), nil)
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
+
+	dst = openEngine(t, dir)
+	defer dst.Close()
+	if _, err := Start(Config{ID: 2, Engine: dst, Applied: 4}); err == nil {
+		t.Fatal("Start ran on an engine with an interrupted install")
+	}
+	resumed, err := RecoverSnapshotInstall(dst, [][]byte{localKey})
+	if err != nil || !resumed {
+		t.Fatalf("RecoverSnapshotInstall = %v, %v", resumed, err)
+	}
+	if got := dumpReplicated(t, dst); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("state after the resumed install:\n%v\nwant:\n%v", got, want)
+	}
+	if v, _ := dst.Get(localKey); string(v) != "dst" {
+		t.Fatalf("local key = %q", v)
+	}
+	ls, err := OpenLogStore(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, _ := ls.FirstIndex(); first != 10 {
+		t.Fatalf("log starts at %d after the resumed install, want 10", first)
+	}
+	if _, gotCS, _ := ls.InitialState(); !proto.Equal(gotCS, cs) {
+		t.Fatalf("conf state %v, want %v", gotCS, cs)
+	}
+	if resumed, err := RecoverSnapshotInstall(dst, [][]byte{localKey}); resumed || err != nil {
+		t.Fatalf("second RecoverSnapshotInstall = %v, %v", resumed, err)
+	}
 }

@@ -88,8 +88,9 @@
 // (raftnode's package doc describes the stream and the atomic install).
 // The apply loop installs it between two groups of entries: with readers
 // of the store held off, mvcc.Store.Restore stops the background
-// compaction, raftnode ingests the new state, and the store, member list,
-// removed IDs and alarms are reloaded from the engine.
+// compaction, raftnode replaces the state (a protocol that a crash can
+// interrupt anywhere: New finishes it before reading the engine), and the
+// store, member list, removed IDs and alarms are reloaded from the engine.
 //
 // # Lifecycle
 //

@@ -6,8 +6,10 @@ import (
 )
 
 // leaderTracker follows leadership as the raft loop reports it: when the
-// current leader became known, and a channel closed at every change, for
-// reads and leadership transfers that must notice one.
+// current leader became known, and a channel closed whenever a new leader
+// becomes known (not when one is lost: as in etcd, a read waiting for a
+// lost leader times out rather than fail at once), for reads and
+// leadership transfers that must notice one.
 type leaderTracker struct {
 	mu        sync.Mutex
 	lead      uint64
@@ -28,14 +30,15 @@ func (l *leaderTracker) observe(lead uint64, now time.Time) {
 		return
 	}
 	l.lead = lead
-	if lead != 0 {
-		l.electedAt = now
+	if lead == 0 {
+		return
 	}
+	l.electedAt = now
 	close(l.changed)
 	l.changed = make(chan struct{})
 }
 
-// changedC returns a channel closed at the next leadership change.
+// changedC returns a channel closed when the next new leader is known.
 func (l *leaderTracker) changedC() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -118,6 +118,13 @@ func New(cfg Config) (*Server, error) {
 }
 
 func (s *Server) open() error {
+	// Before anything reads the engine: a crash during a snapshot install
+	// leaves the replicated state half replaced until this finishes it.
+	if resumed, err := raftnode.RecoverSnapshotInstall(s.eng, membership.LocalKeys()); err != nil {
+		return err
+	} else if resumed {
+		s.lg.Warn("finished a snapshot install a crash had interrupted")
+	}
 	peers, err := s.loadOrBootstrap()
 	if err != nil {
 		return err
