@@ -268,6 +268,7 @@ func (m *Member) ID() uint64 {
 	return m.id
 }
 
+// String names the member and its ID, for logs.
 func (m *Member) String() string { return fmt.Sprintf("%s(%x)", m.Name, m.ID()) }
 
 // Err returns why the member's server stopped by itself, nil if it runs or
@@ -453,6 +454,7 @@ type peerRoundTripper struct {
 	from *Member
 }
 
+// RoundTrip serves req with the target member's PeerHandler.
 func (rt peerRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	var to *Member
 	for _, m := range rt.c.Members() {

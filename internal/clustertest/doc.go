@@ -35,7 +35,10 @@
 // at any time after its call. A violation prints the seed and the history
 // and writes porcupine's visualization to a temporary file.
 //
-// The tests' randomized schedules run CAIRN_CLUSTER_SEEDS seeds (a few by
-// default), from CAIRN_CLUSTER_SEED on; CAIRN_CLUSTER_LOG=debug|info|warn
-// prints the members' logs.
+// The tests' randomized schedules run CAIRN_CLUSTER_SEEDS seeds (five by
+// default, a few seconds each), from CAIRN_CLUSTER_SEED (1) on. A seed
+// fixes the schedule (faults, operations, their targets), not the Go
+// scheduler's interleavings: CAIRN_CLUSTER_SEED=<seed> CAIRN_CLUSTER_SEEDS=1
+// replays a failing schedule, which may take a few runs to fail again.
+// CAIRN_CLUSTER_LOG=debug|info|warn prints the members' logs.
 package clustertest

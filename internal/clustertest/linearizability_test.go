@@ -32,7 +32,7 @@ func envInt(name string, def int) int {
 // learn.
 func TestLinearizableUnderFaults(t *testing.T) {
 	first := envInt("CAIRN_CLUSTER_SEED", 1)
-	n := envInt("CAIRN_CLUSTER_SEEDS", 3)
+	n := envInt("CAIRN_CLUSTER_SEEDS", 5)
 	for seed := first; seed < first+n; seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runSchedule(t, uint64(seed)) })
 	}
