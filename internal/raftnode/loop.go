@@ -55,27 +55,16 @@ func (n *Node) run() {
 
 // drainInbox hands the queued proposals, read requests, peer messages and
 // calls to raft. Proposals stay queued while no leader is known, as raft
-// would only drop them.
+// would only drop them: a follower forwards a proposal to its leader, and
+// drops it when it has none. The check is against raft itself, after the
+// peer messages of this round, which may have just deposed the leader.
 func (n *Node) drainInbox() {
 	n.inbox.Lock()
-	var (
-		props []Proposal
-		ccs   []confChangeProposal
-		held  bool
-	)
-	if n.lead.Load() != raft.None {
-		props, ccs, held = n.inbox.props, n.inbox.ccs, n.inbox.held
-		n.inbox.props, n.inbox.ccs, n.inbox.held = nil, nil, false
-	} else if len(n.inbox.props) > 0 || len(n.inbox.ccs) > 0 {
-		n.inbox.held = true
-	}
+	props, ccs, held := n.inbox.props, n.inbox.ccs, n.inbox.held
 	reads, msgs, funcs := n.inbox.reads, n.inbox.msgs, n.inbox.funcs
+	n.inbox.props, n.inbox.ccs, n.inbox.held = nil, nil, false
 	n.inbox.reads, n.inbox.msgs, n.inbox.funcs = nil, nil, nil
 	n.inbox.Unlock()
-	if held && n.cfg.Abandoned != nil {
-		props = slices.DeleteFunc(props, func(p Proposal) bool { return p.ID != 0 && n.cfg.Abandoned(p.ID) })
-		ccs = slices.DeleteFunc(ccs, func(p confChangeProposal) bool { return n.cfg.Abandoned(p.id) })
-	}
 
 	for _, m := range msgs {
 		if err := n.rn.Step(m); err != nil {
@@ -87,6 +76,22 @@ func (n *Node) drainInbox() {
 	}
 	for _, rctx := range reads {
 		n.rn.ReadIndex(rctx)
+	}
+	if len(props) == 0 && len(ccs) == 0 {
+		return
+	}
+	if n.rn.BasicStatus().SoftState.Lead == raft.None {
+		// Back to the front of the queue, in order, to wait for a leader.
+		n.inbox.Lock()
+		n.inbox.props = append(props, n.inbox.props...)
+		n.inbox.ccs = append(ccs, n.inbox.ccs...)
+		n.inbox.held = true
+		n.inbox.Unlock()
+		return
+	}
+	if held && n.cfg.Abandoned != nil {
+		props = slices.DeleteFunc(props, func(p Proposal) bool { return p.ID != 0 && n.cfg.Abandoned(p.ID) })
+		ccs = slices.DeleteFunc(ccs, func(p confChangeProposal) bool { return n.cfg.Abandoned(p.id) })
 	}
 	for _, p := range ccs {
 		n.stepConfChange(p)
