@@ -221,7 +221,10 @@ func runGuarantees(t *testing.T, seed uint64) {
 	}
 	// Future watchers start at most 3 past the revision they were made at.
 	for range 5 {
-		write(func(w *mvcc.Write) error { _, err := w.Put(&pb.PutRequest{Key: []byte("k00"), Value: []byte("end")}); return err })
+		write(func(w *mvcc.Write) error {
+			_, err := w.Put(&pb.PutRequest{Key: []byte("k00"), Value: []byte("end")})
+			return err
+		})
 	}
 	// Every stream gets a live watcher, so that it gets a notification even
 	// if compaction ended all the others.
