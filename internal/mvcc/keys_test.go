@@ -3,6 +3,8 @@ package mvcc
 import (
 	"bytes"
 	"testing"
+
+	"github.com/cairn-db/cairn/internal/storage"
 )
 
 func sign(x int) int {
@@ -62,6 +64,26 @@ func FuzzKeyEncoding(f *testing.F) {
 		}
 		if got := sign(bytes.Compare(va, vb)); got != want {
 			t.Fatalf("order of (%q,%d.%d) and (%q,%d.%d): %d, want %d", a, mainA, subA, b, mainB, subB, got, want)
+		}
+
+		// The engine's comparer splits a version into its key prefix and
+		// revision, and every other key this package seeks to (bounds,
+		// seek targets) is a prefix of its own; prefixes order the keys.
+		split := storage.Comparer.Split
+		if n := split(va); n != len(prefix) {
+			t.Fatalf("Split(%x) = %d, want %d (the key prefix)", va, n, len(prefix))
+		}
+		pa, pb := va[:split(va)], vb[:split(vb)]
+		if c := sign(bytes.Compare(pa, pb)); c != 0 && c != sign(bytes.Compare(va, vb)) {
+			t.Fatalf("prefixes of %x and %x order them %d, the keys %d", va, vb, c, bytes.Compare(va, vb))
+		}
+		for _, k := range [][]byte{keyBound(nil, a), keyPrefix(nil, a), skipKey(keyPrefix(nil, a)), eventKey(nil, mainA, subA)} {
+			if n := split(k); n != len(k) {
+				t.Fatalf("Split(%x) = %d, want the whole key", k, n)
+			}
+		}
+		if n := split(seekAt(nil, keyPrefix(nil, a), mainB)); n != len(prefix) {
+			t.Fatalf("Split(seekAt(%q)) = %d, want %d", a, n, len(prefix))
 		}
 
 		// keyBound(b) splits the keys below b from b and above.

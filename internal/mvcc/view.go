@@ -29,11 +29,13 @@ var keysIterOptions = pebble.IterOptions{
 }
 
 // get finds the newest version of key at or below rev. It reports false when
-// the key has no such version or that version is a tombstone.
+// the key has no such version or that version is a tombstone. The seek is
+// a prefix seek (see storage.Comparer): tables whose bloom filter says they
+// hold no version of key are not searched.
 func (v *view) get(key []byte, rev int64, out *version) (bool, error) {
 	v.prefix = keyPrefix(v.prefix[:0], key)
 	v.seekBuf = seekAt(v.seekBuf[:0], v.prefix, rev)
-	if !v.it.SeekGE(v.seekBuf) {
+	if !v.it.SeekPrefixGE(v.seekBuf) {
 		return false, v.it.Error()
 	}
 	k := v.it.Key()

@@ -18,6 +18,13 @@
 //	'a'     auth                  users, roles, auth revision
 //	'c'     membership            members, cluster id, cluster version
 //
+// Keys compare bytewise. The engine's Comparer also knows one thing of
+// mvcc's layout: a key in 'k' whose terminator 0x00 0x01 sits 16 bytes
+// from its end is a version of a user key, and its prefix (all but the
+// 16-byte revision) is what the tables' bloom filters hold, so a lookup of
+// one key's newest version skips the tables without it. Every other key is
+// its own prefix. The comparer's name is recorded in the data directory.
+//
 // # Durability
 //
 // The applied index is written in the same batch as the state it covers

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 )
 
 // Keyspace prefixes; see the package doc for who owns each.
@@ -84,10 +85,17 @@ func Open(dir string, opts Options) (*Engine, error) {
 		L0StopWritesThreshold:       24,
 		LBaseMaxBytes:               256 << 20,
 		Logger:                      quietLogger{},
+		Comparer:                    Comparer,
 		EventListener: &pebble.EventListener{
 			FlushEnd:      func(pebble.FlushInfo) { e.nextGeneration() },
 			CompactionEnd: func(pebble.CompactionInfo) { e.nextGeneration() },
 		},
+	}
+	for i := range popts.Levels {
+		// A bloom filter per table of the user keys it holds versions of
+		// (see Comparer), L0 included: those are the tables a lookup of a
+		// recently written key would otherwise search one by one.
+		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	db, err := pebble.Open(filepath.Join(dir, "db"), popts)
 	if err != nil {
@@ -307,6 +315,38 @@ func (b *Batch) Discard() {
 	b.closeIters()
 	b.beforeCommit = nil
 	b.Batch.Close()
+}
+
+// Comparer orders keys bytewise, as Pebble's default does, and tells Pebble
+// where the user key of a stored MVCC version ends (Split), so that tables
+// carry bloom filters of user keys and a lookup of one key's newest version
+// (a prefix seek) skips every table holding no version of it. A version key
+// is PrefixKeys, the escaped user key, the terminator 0x00 0x01 and a
+// 16-byte revision (see package mvcc); its prefix is everything but the
+// revision. An escaped key never holds 0x00 0x01, so finding the terminator
+// exactly 16 bytes from the end identifies a version key, and every other
+// key (raft log, events, meta, seek bounds) is a prefix of its own.
+// Bytewise order then compares prefixes first and revisions second, which
+// is what Pebble requires of a Split.
+//
+// The name is recorded in the data directory: a directory written with
+// another comparer does not open.
+var Comparer = func() *pebble.Comparer {
+	c := *pebble.DefaultComparer
+	c.Name = "cairn.keys.v1"
+	c.Split = splitVersion
+	return &c
+}()
+
+// versionRevLen is the length of the revision that ends a version key.
+const versionRevLen = 16
+
+func splitVersion(k []byte) int {
+	n := len(k)
+	if n >= 1+2+versionRevLen && k[0] == PrefixKeys && k[n-versionRevLen-2] == 0x00 && k[n-versionRevLen-1] == 0x01 {
+		return n - versionRevLen
+	}
+	return n
 }
 
 type quietLogger struct{}
