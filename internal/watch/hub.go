@@ -355,7 +355,7 @@ func (h *Hub) dispatchGapLocked(rev int64) {
 func (h *Hub) answerWaitersLocked() {
 	for s := range h.mu.waiters {
 		s.mu.Lock()
-		s.answerProgressLocked(h)
+		s.answerProgressLocked(h, false)
 		s.mu.Unlock()
 	}
 }

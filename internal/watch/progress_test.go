@@ -89,3 +89,30 @@ func TestProgressNotify(t *testing.T) {
 	gtk.tick(t)
 	g.expect("{id=0 rev=5}")
 }
+
+// TestRequestProgressFutureWatcher: a watcher waiting for a future
+// revision holds the stream's notification back (etcd would drop it)
+// until the store gets there or the watcher goes.
+func TestRequestProgressFutureWatcher(t *testing.T) {
+	e := newEnv(t, Options{})
+	ctx := context.Background()
+	c := e.stream()
+	c.watch(WatchRequest{Key: []byte("a")})
+	c.watch(WatchRequest{Key: []byte("a"), StartRev: 4})
+	c.watch(WatchRequest{Key: []byte("a"), StartRev: 100})
+	c.created(0)
+	c.created(1)
+	c.created(2)
+	if err := c.s.RequestProgress(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.put("x", "1") // 2
+	e.put("x", "2") // 3
+	e.put("x", "3") // 4
+	e.settle()
+	if err := c.s.Cancel(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("{id=2 rev=4 canceled}")
+	c.expect("{id=-1 rev=4}")
+}

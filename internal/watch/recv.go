@@ -174,7 +174,7 @@ func (s *Stream) compacted(ws []*watcher, compactRev int64) []Response {
 		w.state = stateCompacted
 		out = append(out, Response{WatchID: w.id, Canceled: true, CompactRevision: compactRev, Fragment: w.fragment})
 	}
-	s.answerProgressLocked(h)
+	s.answerProgressLocked(h, false)
 	return out
 }
 
@@ -279,7 +279,7 @@ func (s *Stream) rejoin() {
 		h.mu.synced.add(w)
 	}
 	if len(back) > 0 {
-		s.answerProgressLocked(h)
+		s.answerProgressLocked(h, false)
 	}
 }
 

@@ -34,9 +34,12 @@ type Stream struct {
 		// revision the answer must reach: the store's revision when asked.
 		progressWanted bool
 		progressTarget int64
-		nProgress      int   // live watchers with progress_notify
-		catchLimit     int   // events per storage read, adapted to their size
-		round          int64 // catch-up rounds so far (see catchRound)
+		// progressBlocked is a watcher's future start revision the answer
+		// waits for (reset when a watcher goes).
+		progressBlocked int64
+		nProgress       int   // live watchers with progress_notify
+		catchLimit      int   // events per storage read, adapted to their size
+		round           int64 // catch-up rounds so far (see catchRound)
 	}
 
 	// tick drives progress notifications; owned by the Recv goroutine.
@@ -211,7 +214,7 @@ func (s *Stream) Cancel(ctx context.Context, id int64) error {
 	s.removeLocked(h, w)
 	s.enqueueLocked(queued{ctrl: true, bytes: queuedOverhead, resp: Response{
 		WatchID: id, Canceled: true, Revision: h.src.Rev()}})
-	s.answerProgressLocked(h)
+	s.answerProgressLocked(h, false)
 	return nil
 }
 
@@ -228,6 +231,7 @@ func (s *Stream) removeLocked(h *Hub, w *watcher) {
 	}
 	w.state = stateCanceled
 	delete(s.mu.watchers, w.id)
+	s.mu.progressBlocked = 0
 }
 
 // RequestProgress asks for a progress notification for the whole stream
@@ -246,44 +250,54 @@ func (s *Stream) RequestProgress(ctx context.Context) error {
 	defer h.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.release()
 	if s.mu.closed {
+		s.release()
 		return ErrStreamClosed
 	}
 	s.mu.progressWanted = true
 	s.mu.progressTarget = max(s.mu.progressTarget, target)
 	h.mu.waiters[s] = struct{}{}
-	s.answerProgressLocked(h)
+	// Answered now, the response holds the slot like any control response;
+	// a deferred answer is one per stream however many requests wait.
+	if !s.answerProgressLocked(h, true) {
+		s.release()
+	}
 	return nil
 }
 
 // answerProgressLocked queues the stream's progress notification if it is
-// wanted and true now. h.mu and s.mu are held.
-func (s *Stream) answerProgressLocked(h *Hub) {
+// wanted and true now, holding a control slot if slot, and reports
+// whether it queued one. h.mu and s.mu are held.
+func (s *Stream) answerProgressLocked(h *Hub, slot bool) bool {
 	if !s.mu.progressWanted {
 		delete(h.mu.waiters, s)
-		return
+		return false
 	}
 	d := h.dispatched.Load()
-	if s.mu.closed || d < s.mu.progressTarget || d < s.mu.floor || s.mu.unsynced.len() > 0 {
-		return
+	if s.mu.closed || d < s.mu.progressTarget || d < s.mu.floor || d < s.mu.progressBlocked || s.mu.unsynced.len() > 0 {
+		return false
 	}
 	live := 0
 	for _, w := range s.mu.watchers {
 		if !w.live() {
 			continue
 		}
-		if w.state != stateSynced || d < w.startRev {
-			return
+		if d < w.startRev {
+			// Waiting for a future start revision: no need to look again
+			// before the hub gets there (the dispatcher asks after every
+			// write).
+			s.mu.progressBlocked = w.startRev
+			return false
 		}
 		live++
 	}
 	s.mu.progressWanted, s.mu.progressTarget = false, 0
 	delete(h.mu.waiters, s)
 	if live == 0 {
-		return
+		return false
 	}
-	s.enqueueLocked(queued{bytes: queuedOverhead, resp: Response{WatchID: InvalidWatchID, Revision: d}})
+	s.enqueueLocked(queued{ctrl: slot, bytes: queuedOverhead, resp: Response{WatchID: InvalidWatchID, Revision: d}})
+	return true
 }
 
 // deliver queues a synced watcher's events of revision rev, or moves the
