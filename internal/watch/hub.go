@@ -293,8 +293,23 @@ func (h *Hub) dispatchRevLocked(rev int64, evs []*mvccpb.Event) {
 	}
 	// Watchers without prev_kv share one copy of the events without it.
 	var noPrev []*mvccpb.Event
+	// Watchers of one stream tend to come together: lock each stream once
+	// per run of them.
+	var locked *Stream
+	defer func() {
+		if locked != nil {
+			locked.mu.Unlock()
+		}
+	}()
 	for i := range t {
 		w := t[i].w
+		if w.s != locked {
+			if locked != nil {
+				locked.mu.Unlock()
+			}
+			locked = w.s
+			locked.mu.Lock()
+		}
 		src := evs
 		if !w.prevKV {
 			if noPrev == nil {
@@ -311,7 +326,7 @@ func (h *Hub) dispatchRevLocked(rev int64, evs []*mvccpb.Event) {
 				}
 			}
 		}
-		w.s.deliver(h, w, rev, out)
+		w.s.deliverLocked(h, w, rev, out)
 		t[i].w = nil
 	}
 }

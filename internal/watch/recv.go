@@ -10,8 +10,8 @@ import (
 
 // Recv returns the stream's next responses, in order, waiting until there
 // are some. The caller must send them all, in order, before calling Recv
-// again: ordering across Recv calls relies on it. Only one goroutine may
-// call Recv.
+// again: ordering across Recv calls relies on it, and Recv reuses the
+// returned slice. Only one goroutine may call Recv.
 //
 // Recv is also where the stream's slow watchers catch up: when watchers
 // are unsynced it reads the next batch of events from storage for them,
@@ -94,27 +94,31 @@ func (s *Stream) pop() (out []Response, catch catchRound, wantTick bool, err err
 	if s.mu.closed {
 		return nil, catch, false, ErrStreamClosed
 	}
-	for i := range s.mu.queue {
-		q := &s.mu.queue[i]
-		if q.ctrl {
+	for i, m := range s.mu.meta {
+		if m.ctrl {
 			s.release()
 		}
 		// A canceled watcher's responses queued before its cancel still go
 		// out: a progress notification queued between them counts them
 		// as delivered.
-		if w := q.w; w != nil {
-			if q.resp.Created {
-				w.announced = true
+		if m.w != nil {
+			if s.mu.queue[i].Created {
+				m.w.announced = true
 			} else {
-				w.eventsSince = true
+				m.w.eventsSince = true
 			}
 		}
-		out = append(out, q.resp)
 	}
-	clear(s.mu.queue)
-	s.mu.queue, s.mu.bytes = s.mu.queue[:0], 0
-	if cap(s.mu.queue) > 1024 {
-		s.mu.queue = nil
+	if len(s.mu.queue) > 0 {
+		out = s.mu.queue
+		clear(s.mu.meta)
+		// The caller is done with the slice Recv returned last time.
+		clear(s.mu.spare)
+		s.mu.queue, s.mu.meta, s.mu.spare, s.mu.bytes = s.mu.spare[:0], s.mu.meta[:0], out, 0
+		if cap(out) > 1024 {
+			// Let a burst's buffers go.
+			s.mu.queue, s.mu.meta, s.mu.spare = nil, nil, nil
+		}
 	}
 	s.mu.round++
 	catch.round = s.mu.round

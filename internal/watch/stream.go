@@ -24,8 +24,13 @@ type Stream struct {
 		watchers map[int64]*watcher // every watcher with an id, compacted ones too
 		nextID   int64
 		unsynced index // watchers catching up from storage
-		queue    []queued
-		bytes    int // estimated size of queue
+		// queue holds the responses waiting for Recv, meta what the hub
+		// needs to know of each; Recv hands queue itself out and takes
+		// spare (the slice it handed out last time) as the next queue.
+		queue []Response
+		meta  []qmeta
+		spare []Response
+		bytes int // estimated size of queue
 		// floor is the highest header revision handed out that progress
 		// notifications must not go below: clientv3 resumes a watch after
 		// the last header revision it saw, so headers must not go back.
@@ -46,12 +51,18 @@ type Stream struct {
 	tick Ticker
 }
 
-// queued is a response waiting for Recv.
+// queued is a response to queue.
 type queued struct {
 	resp  Response
 	w     *watcher // the watcher an event or created response is for
 	bytes int
 	ctrl  bool // holds a control slot
+}
+
+// qmeta is what the hub remembers of a queued response.
+type qmeta struct {
+	w    *watcher
+	ctrl bool
 }
 
 // NewStream returns a new stream on the hub.
@@ -87,7 +98,8 @@ func (s *Stream) release() { <-s.ctrl }
 // enqueueLocked appends a response. Control responses hold a slot taken
 // by acquire.
 func (s *Stream) enqueueLocked(q queued) {
-	s.mu.queue = append(s.mu.queue, q)
+	s.mu.queue = append(s.mu.queue, q.resp)
+	s.mu.meta = append(s.mu.meta, qmeta{w: q.w, ctrl: q.ctrl})
 	s.mu.bytes += q.bytes
 	if len(s.mu.queue) == 1 {
 		s.signal()
@@ -300,12 +312,10 @@ func (s *Stream) answerProgressLocked(h *Hub, slot bool) bool {
 	return true
 }
 
-// deliver queues a synced watcher's events of revision rev, or moves the
-// watcher to catch-up when the stream's queue is full. Called by the
-// dispatcher with h.mu held.
-func (s *Stream) deliver(h *Hub, w *watcher, rev int64, evs []*mvccpb.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// deliverLocked queues a synced watcher's events of revision rev, or
+// moves the watcher to catch-up when the stream's queue is full. Called by
+// the dispatcher with h.mu and s.mu held.
+func (s *Stream) deliverLocked(h *Hub, w *watcher, rev int64, evs []*mvccpb.Event) {
 	if len(evs) == 0 {
 		w.next = rev + 1
 		return
@@ -343,7 +353,7 @@ func (s *Stream) Close() {
 		s.removeLocked(h, w)
 	}
 	s.mu.closed = true
-	s.mu.queue, s.mu.bytes = nil, 0
+	s.mu.queue, s.mu.meta, s.mu.spare, s.mu.bytes = nil, nil, nil, 0
 	delete(h.mu.waiters, s)
 	close(s.closec)
 }
