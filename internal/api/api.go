@@ -7,7 +7,6 @@ import (
 	"math"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -153,8 +152,8 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 	metrics := serverMetrics(o.Registerer, o.Logger)
 
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), learnerUnary(b), requireLeaderUnary(b)),
-		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor(), learnerStream(b), requireLeaderStream(b)),
+		grpc.ChainUnaryInterceptor(metrics.unaryInterceptor(), learnerUnary(b), requireLeaderUnary(b)),
+		grpc.ChainStreamInterceptor(metrics.streamInterceptor(), learnerStream(b), requireLeaderStream(b)),
 		grpc.MaxRecvMsgSize(int(o.MaxRequestBytes) + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
@@ -179,19 +178,19 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 
-	metrics.InitializeMetrics(gs)
+	metrics.initialize(gs)
 	return gs
 }
 
 // serverMetrics returns the gRPC request metrics registered on reg (etcd's
 // grpc_server_* series). Several servers in one process (tests, or one per
 // listener) share one collector, as registering a second would fail.
-func serverMetrics(reg prometheus.Registerer, log *slog.Logger) *grpcprom.ServerMetrics {
-	m := grpcprom.NewServerMetrics()
+func serverMetrics(reg prometheus.Registerer, log *slog.Logger) *rpcMetrics {
+	m := newRPCMetrics()
 	if err := reg.Register(m); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*grpcprom.ServerMetrics); ok {
+			if existing, ok := are.ExistingCollector.(*rpcMetrics); ok {
 				return existing
 			}
 		}
