@@ -1,11 +1,13 @@
 package watch
 
 import (
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
@@ -71,6 +73,9 @@ type Options struct {
 	Clock Clock
 	// Logger receives the hub's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Registerer receives the hub's gauges (etcd's names: watch streams,
+	// watchers, slow watchers); nil registers none.
+	Registerer prometheus.Registerer
 }
 
 func (o Options) withDefaults() Options {
@@ -135,6 +140,9 @@ type Hub struct {
 	// for every synced watcher. Written with mu held.
 	dispatched atomic.Int64
 
+	// For metrics: open streams and live watchers.
+	streams, watchers atomic.Int64
+
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -157,6 +165,7 @@ func New(src EventSource, opts Options) *Hub {
 	h.dispatched.Store(rev)
 	h.mu.synced = newIndex()
 	h.mu.waiters = make(map[*Stream]struct{})
+	h.registerMetrics()
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -372,5 +381,50 @@ func (h *Hub) answerWaitersLocked() {
 		s.mu.Lock()
 		s.answerProgressLocked(h, false)
 		s.mu.Unlock()
+	}
+}
+
+// Stats is a count of the hub's streams and watchers.
+type Stats struct {
+	Streams int
+	// Watchers counts the live watchers (not canceled or compacted).
+	Watchers int
+	// Slow counts the live watchers catching up from storage.
+	Slow int
+}
+
+// Stats returns the hub's current counts. Safe for concurrent use.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	synced := h.mu.synced.len()
+	n := int(h.watchers.Load())
+	h.mu.Unlock()
+	return Stats{Streams: int(h.streams.Load()), Watchers: n, Slow: max(n-synced, 0)}
+}
+
+// registerMetrics exports Stats under etcd's metric names, so dashboards
+// built for etcd show them. A second hub on the same registry (several
+// members in one test process) is not registered.
+func (h *Hub) registerMetrics() {
+	reg := h.opts.Registerer
+	if reg == nil {
+		return
+	}
+	gauge := func(name, help string, v func(Stats) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "etcd_debugging", Subsystem: "mvcc", Name: name, Help: help,
+		}, func() float64 { return float64(v(h.Stats())) })
+	}
+	for _, c := range []prometheus.Collector{
+		gauge("watch_stream_total", "Total number of watch streams.", func(s Stats) int { return s.Streams }),
+		gauge("watcher_total", "Total number of watchers.", func(s Stats) int { return s.Watchers }),
+		gauge("slow_watcher_total", "Total number of unsynced slow watchers.", func(s Stats) int { return s.Slow }),
+	} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				h.opts.Logger.Warn("watch metrics are not registered", "error", err)
+			}
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/cairn-db/cairn/internal/mvcc"
@@ -246,4 +248,27 @@ func TestWatchCompacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.expect("{id=0 rev=6 canceled}")
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, Options{Registerer: reg})
+	c := e.stream()
+	c.watch(WatchRequest{Key: []byte("a")})
+	c.watch(WatchRequest{Key: []byte("a"), StartRev: 1})
+	c.created(0)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	if got["etcd_debugging_mvcc_watch_stream_total"] != 1 || got["etcd_debugging_mvcc_watcher_total"] != 2 {
+		t.Fatalf("metrics %v", got)
+	}
+	if _, ok := got["etcd_debugging_mvcc_slow_watcher_total"]; !ok {
+		t.Fatalf("no slow watcher gauge in %v", got)
+	}
 }

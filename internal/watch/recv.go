@@ -176,6 +176,7 @@ func (s *Stream) compacted(ws []*watcher, compactRev int64) []Response {
 			s.mu.nProgress--
 		}
 		w.state = stateCompacted
+		h.watchers.Add(-1)
 		out = append(out, Response{WatchID: w.id, Canceled: true, CompactRevision: compactRev, Fragment: w.fragment})
 	}
 	s.answerProgressLocked(h, false)

@@ -74,6 +74,9 @@ func TestSlowStreamCatchesUpFromStorage(t *testing.T) {
 	if st := slow.state(0); st != stateUnsynced {
 		t.Fatalf("held stream's watcher is %d, want unsynced", st)
 	}
+	if st := e.hub.Stats(); st != (Stats{Streams: 2, Watchers: 2, Slow: 1}) {
+		t.Fatalf("stats %+v", st)
+	}
 	resume()
 	if got := strings.Join(slow.collectPuts(0, n), ",") + ","; got != seq(n) {
 		t.Fatalf("slow stream got %s", got)
@@ -85,6 +88,9 @@ func TestSlowStreamCatchesUpFromStorage(t *testing.T) {
 	}
 	if st := slow.state(0); st != stateSynced {
 		t.Fatalf("watcher is %d after catching up, want synced", st)
+	}
+	if st := e.hub.Stats(); st != (Stats{Streams: 2, Watchers: 2, Slow: 0}) {
+		t.Fatalf("stats %+v", st)
 	}
 }
 

@@ -71,6 +71,7 @@ func (h *Hub) NewStream() *Stream {
 	s.mu.watchers = make(map[int64]*watcher)
 	s.mu.unsynced = newIndex()
 	s.mu.catchLimit = 64
+	h.streams.Add(1)
 	return s
 }
 
@@ -175,6 +176,7 @@ func (s *Stream) Watch(ctx context.Context, r WatchRequest) (int64, error) {
 		s.mu.unsynced.add(w)
 	}
 	s.mu.watchers[id] = w
+	h.watchers.Add(1)
 	if w.progress {
 		s.mu.nProgress++
 	}
@@ -238,8 +240,11 @@ func (s *Stream) removeLocked(h *Hub, w *watcher) {
 	case stateUnsynced:
 		s.mu.unsynced.remove(w)
 	}
-	if w.progress && w.live() {
-		s.mu.nProgress--
+	if w.live() {
+		h.watchers.Add(-1)
+		if w.progress {
+			s.mu.nProgress--
+		}
 	}
 	w.state = stateCanceled
 	delete(s.mu.watchers, w.id)
@@ -356,4 +361,5 @@ func (s *Stream) Close() {
 	s.mu.queue, s.mu.meta, s.mu.spare, s.mu.bytes = nil, nil, nil, 0
 	delete(h.mu.waiters, s)
 	close(s.closec)
+	h.streams.Add(-1)
 }
