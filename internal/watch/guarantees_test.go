@@ -44,7 +44,9 @@ type history struct {
 
 // TestGuarantees writes at random (puts, deletes, txns, group applies,
 // compactions) while watchers come and go on several streams at random
-// revisions, and consumers pause at random; then it checks everything
+// revisions, consumers pause at random, progress_notify intervals elapse
+// and the hub is sometimes told of a revision without its events (as
+// after a snapshot restore); then it checks everything
 // each stream delivered against the write history: ordered, unique,
 // complete, atomic per revision, correct prev_kv and filters, compaction
 // reported rather than events lost, and every progress notification and
@@ -79,7 +81,13 @@ func runGuarantees(t *testing.T, seed uint64) {
 			hist.byRev[r] = append(hist.byRev[r], ev)
 		}
 		hist.mu.Unlock()
-		e.hub.Notify(w.Rev(), w.Events())
+		if rng.IntN(100) == 0 {
+			// As after restoring a snapshot: the hub learns only the new
+			// revision, and everyone reads the rest from storage.
+			e.hub.Notify(w.Rev(), nil)
+		} else {
+			e.hub.Notify(w.Rev(), w.Events())
+		}
 	}
 	key := func() []byte { return []byte(fmt.Sprintf("k%02d", rng.IntN(20))) }
 	randomOp := func(w *mvcc.Write) error {
@@ -155,7 +163,7 @@ func runGuarantees(t *testing.T, seed uint64) {
 		switch p := rng.IntN(100); {
 		case p < 4:
 			cur := e.store.Rev()
-			r := WatchRequest{Key: key(), PrevKV: rng.IntN(2) == 0, NoPut: rng.IntN(8) == 0, NoDelete: rng.IntN(8) == 0}
+			r := WatchRequest{Key: key(), PrevKV: rng.IntN(2) == 0, NoPut: rng.IntN(8) == 0, NoDelete: rng.IntN(8) == 0, ProgressNotify: rng.IntN(2) == 0}
 			switch rng.IntN(4) {
 			case 1:
 				r.End = key()
@@ -168,8 +176,11 @@ func runGuarantees(t *testing.T, seed uint64) {
 			case 3:
 				r.FromKey = true
 			}
-			if rng.IntN(3) > 0 {
-				r.StartRev = 1 + rng.Int64N(cur+3)
+			switch rng.IntN(4) {
+			case 1:
+				r.StartRev = 1 + rng.Int64N(cur+3) // often compacted
+			case 2, 3:
+				r.StartRev = max(1, cur-100+rng.Int64N(104)) // recent
 			}
 			addWatch(rng.IntN(nStreams), r)
 		case p < 5:
@@ -183,14 +194,13 @@ func runGuarantees(t *testing.T, seed uint64) {
 		case p < 7:
 			streams[rng.IntN(nStreams)].s.RequestProgress(ctx)
 		case p < 9:
-			i := rng.IntN(nStreams)
-			if held[i] == nil {
+			if i := rng.IntN(nStreams); held[i] == nil {
 				held[i] = streams[i].hold()
-			} else {
-				held[i]()
-				held[i] = nil
 			}
-		case p < 10:
+		case p < 13:
+			// A progress_notify interval elapses.
+			streams[rng.IntN(nStreams)].s.progressTick()
+		case p < 14:
 			cur, comp := e.store.Rev(), e.store.CompactRev()
 			if cur-comp > 300 {
 				c := comp + 1 + rng.Int64N(cur-comp-200)
@@ -198,6 +208,12 @@ func runGuarantees(t *testing.T, seed uint64) {
 				hist.mu.Lock()
 				hist.maxCompact = c
 				hist.mu.Unlock()
+			}
+		}
+		for i := range held {
+			if held[i] != nil && rng.IntN(30) == 0 {
+				held[i]()
+				held[i] = nil
 			}
 		}
 		if rng.IntN(10) == 0 {
@@ -249,9 +265,21 @@ func runGuarantees(t *testing.T, seed uint64) {
 			t.Fatalf("stream %d: no progress notification at %d or later", i, final)
 		}
 	}
+	var progress, compacted, responses int
 	for i := range streams {
-		checkStream(t, i, recs[i].snapshot(), specs[i], hist, final)
+		log := recs[i].snapshot()
+		checkStream(t, i, log, specs[i], hist, final)
+		for _, r := range log {
+			responses++
+			if isProgress(r) && r.WatchID != InvalidWatchID {
+				progress++
+			}
+			if r.CompactRevision != 0 {
+				compacted++
+			}
+		}
 	}
+	t.Logf("%d responses checked: %d watcher progress notifications, %d compacted watchers", responses, progress, compacted)
 }
 
 // waitProgress waits for a progress notification of the whole stream at
