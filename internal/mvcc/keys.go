@@ -114,10 +114,30 @@ func decodePrefix(prefix []byte) ([]byte, error) {
 	return key, nil
 }
 
+// appendDecodedPrefix is decodePrefix appending the user key to dst.
+func appendDecodedPrefix(dst, prefix []byte) ([]byte, error) {
+	if len(prefix) < 3 || prefix[0] != storage.PrefixKeys {
+		return nil, fmt.Errorf("%w: %q", errCorruptKey, prefix)
+	}
+	out, rest, err := unescapeAppend(dst, prefix[1:])
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("%w: %q", errCorruptKey, prefix)
+	}
+	return out, nil
+}
+
 // unescape decodes one escaped, terminated key from the front of b and returns
 // it with the bytes that follow the terminator.
 func unescape(b []byte) (key, rest []byte, err error) {
-	key = make([]byte, 0, len(b))
+	return unescapeAppend(make([]byte, 0, len(b)), b)
+}
+
+// unescapeAppend is unescape appending the key to dst.
+func unescapeAppend(dst, b []byte) (key, rest []byte, err error) {
+	key = dst
 	for {
 		i := bytes.IndexByte(b, escByte)
 		if i < 0 || i+1 >= len(b) {

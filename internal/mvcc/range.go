@@ -55,7 +55,10 @@ func (v *view) rangeCounted(r *pb.RangeRequest, curRev, compactRev int64, countA
 	if rev < compactRev {
 		return nil, ErrCompacted
 	}
-	resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: curRev}}
+	ro := &rangeObjects{}
+	resp := &ro.resp
+	ro.hdr.Revision = curRev
+	resp.Header = &ro.hdr
 	end := gteEnd(r.RangeEnd)
 
 	if r.CountOnly {
@@ -84,22 +87,35 @@ func (v *view) rangeCounted(r *pb.RangeRequest, curRev, compactRev int64, countA
 
 	var kvs []*mvccpb.KeyValue
 	var total int64
-	collect := func(key []byte, ver *version) {
+	var slab kvSlab
+	// collect copies the key (raw, or as the escaped prefix to decode) and
+	// the value out of the iterator, into one allocation.
+	collect := func(rawKey, prefix []byte, ver *version) error {
 		if limit > 0 && int64(len(kvs)) >= limit {
-			return
+			return nil
 		}
-		kv := &mvccpb.KeyValue{
-			Key:            key,
-			CreateRevision: ver.create,
-			ModRevision:    ver.main,
-			Version:        ver.ver,
-		}
+		kv := slab.next()
+		kv.CreateRevision, kv.ModRevision, kv.Version = ver.create, ver.main, ver.ver
+		var value []byte
 		if !fastKeysOnly {
 			kv.Lease = ver.lease
-			kv.Value = bytes.Clone(ver.value) // needed to sort by value even when keys_only
-
+			value = ver.value // needed to sort by value even when keys_only
+		}
+		buf := make([]byte, 0, len(rawKey)+len(prefix)+len(value))
+		if rawKey != nil {
+			buf = append(buf, rawKey...)
+		} else {
+			var err error
+			if buf, err = appendDecodedPrefix(buf, prefix); err != nil {
+				return err
+			}
+		}
+		kv.Key = buf[:len(buf):len(buf)]
+		if !fastKeysOnly {
+			kv.Value = append(buf[len(buf):], value...)
 		}
 		kvs = append(kvs, kv)
+		return nil
 	}
 	if end == nil {
 		var ver version
@@ -109,7 +125,11 @@ func (v *view) rangeCounted(r *pb.RangeRequest, curRev, compactRev int64, countA
 		}
 		if ok {
 			total = 1
-			collect(bytes.Clone(r.Key), &ver)
+			ro.one[0] = nil
+			kvs = ro.one[:0]
+			if err := collect(r.Key, nil, &ver); err != nil {
+				return nil, err
+			}
 		}
 	} else {
 		err := v.scan(r.Key, end, rev, func(prefix []byte, ver *version) (bool, error) {
@@ -121,12 +141,7 @@ func (v *view) rangeCounted(r *pb.RangeRequest, curRev, compactRev int64, countA
 				return true, nil // keep counting
 			}
 			total++
-			key, err := decodePrefix(prefix)
-			if err != nil {
-				return false, err
-			}
-			collect(key, ver)
-			return true, nil
+			return true, collect(nil, prefix, ver)
 		})
 		if err != nil {
 			return nil, err
@@ -150,6 +165,34 @@ func (v *view) rangeCounted(r *pb.RangeRequest, curRev, compactRev int64, countA
 	resp.Kvs = kvs
 	resp.Count = total
 	return resp, nil
+}
+
+// rangeObjects are the messages every range makes, allocated together;
+// one backs the result of a single-key range.
+type rangeObjects struct {
+	resp pb.RangeResponse
+	hdr  pb.ResponseHeader
+	one  [1]*mvccpb.KeyValue
+}
+
+// kvSlab hands out KeyValues from slabs that double in size up to
+// maxKVSlab, so that a range of n keys makes about n/maxKVSlab allocations
+// for them, and one of a single key makes one.
+type kvSlab struct {
+	free []mvccpb.KeyValue
+	size int
+}
+
+const maxKVSlab = 256
+
+func (s *kvSlab) next() *mvccpb.KeyValue {
+	if len(s.free) == 0 {
+		s.size = min(max(1, 2*s.size), maxKVSlab)
+		s.free = make([]mvccpb.KeyValue, s.size)
+	}
+	kv := &s.free[0]
+	s.free = s.free[1:]
+	return kv
 }
 
 // count returns how many keys in the range are live at rev.

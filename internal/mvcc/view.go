@@ -124,12 +124,17 @@ func (v *view) scan(start, end []byte, rev int64, fn func(prefix []byte, ver *ve
 
 // keyValue builds the KeyValue of a live version, copying what it aliases.
 func keyValue(key []byte, ver *version) *mvccpb.KeyValue {
-	return &mvccpb.KeyValue{
-		Key:            key,
-		CreateRevision: ver.create,
-		ModRevision:    ver.main,
-		Version:        ver.ver,
-		Value:          bytes.Clone(ver.value),
-		Lease:          ver.lease,
-	}
+	kv := &mvccpb.KeyValue{}
+	fillKeyValue(kv, key, ver)
+	return kv
+}
+
+// fillKeyValue is keyValue into a KeyValue the caller allocated.
+func fillKeyValue(kv *mvccpb.KeyValue, key []byte, ver *version) {
+	kv.Key = key
+	kv.CreateRevision = ver.create
+	kv.ModRevision = ver.main
+	kv.Version = ver.ver
+	kv.Value = bytes.Clone(ver.value)
+	kv.Lease = ver.lease
 }

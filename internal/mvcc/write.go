@@ -40,6 +40,7 @@ type Write struct {
 	seen   uint32
 	keyBuf []byte
 	valBuf []byte
+	t      txnWrite // the request in progress
 }
 
 // Write starts applying write requests into b, which must be an indexed
@@ -96,7 +97,9 @@ func (w *Write) begin() (*txnWrite, error) {
 		}
 		w.v, w.seen = &view{it: it}, w.b.Count()
 	}
-	return &txnWrite{w: w, compactRev: w.compactRev, beginRev: w.rev}, nil
+	// Requests run one after another: each reuses the Write's txnWrite.
+	w.t = txnWrite{w: w, compactRev: w.compactRev, beginRev: w.rev}
+	return &w.t, nil
 }
 
 // view returns the iterator, refreshed if the batch grew since it last
@@ -194,20 +197,36 @@ func (t *txnWrite) put(r *pb.PutRequest, prev *mvccpb.KeyValue) (*pb.PutResponse
 	if err != nil {
 		return nil, err
 	}
-	kv := &mvccpb.KeyValue{Key: r.Key, Value: value, CreateRevision: rev, ModRevision: rev, Version: 1, Lease: lease}
-	ev := &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: kv}
+	o := &putObjects{}
+	kv := &o.kv
+	kv.Key, kv.Value, kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease = r.Key, value, rev, rev, 1, lease
+	ev := &o.ev
+	ev.Type, ev.Kv = mvccpb.Event_PUT, kv
 	if exists {
 		kv.CreateRevision = head.create
 		kv.Version = head.ver + 1
-		ev.PrevKv = keyValue(r.Key, &head)
+		fillKeyValue(&o.prev, r.Key, &head)
+		ev.PrevKv = &o.prev
 	}
 	t.writeVersion(r.Key, kv, false)
 	t.w.events = append(t.w.events, ev)
-	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: rev}}
+	resp := &o.resp
+	o.hdr.Revision = rev
+	resp.Header = &o.hdr
 	if r.PrevKv {
 		resp.PrevKv = prev
 	}
 	return resp, nil
+}
+
+// putObjects are the messages a put makes, allocated together: they live
+// as long as one another (the event, kept by watchers, holds the response's
+// few bytes a little longer), and a put is the hottest write.
+type putObjects struct {
+	kv, prev mvccpb.KeyValue
+	ev       mvccpb.Event
+	resp     pb.PutResponse
+	hdr      pb.ResponseHeader
 }
 
 // writeVersion adds one version and its event to the batch at the next
