@@ -293,6 +293,11 @@ func (s *Stream) rejoin() {
 // does.
 func (s *Stream) progressTick() {
 	h := s.h
+	// With h.mu held the dispatcher is between writes: everything queued
+	// is at or below d, so a notification at d does not go back behind an
+	// event already queued.
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := h.dispatched.Load()
