@@ -77,9 +77,9 @@ func Open(dir string, opts Options) (*Engine, error) {
 	defer c.Unref()
 	e := &Engine{dir: dir, noSync: opts.NoSync, lock: lock}
 	popts := &pebble.Options{
-		Cache:                       c,
-		FormatMajorVersion:          pebble.FormatNewest,
-		MemTableSize:                32 << 20, // each WAL is preallocated to 1.1x this: keep the idle footprint small
+		Cache:              c,
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       32 << 20, // each WAL is preallocated to 1.1x this: keep the idle footprint small
 		// Pebble keeps this many + 1 write-ahead logs for reuse, each
 		// preallocated in full: 2 (one memtable flushing while the next
 		// fills) keeps 3 instead of 5, 70 MiB less disk on an idle member.
