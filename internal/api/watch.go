@@ -15,10 +15,10 @@ import (
 	"github.com/cairn-db/cairn/internal/watch"
 )
 
-// HeaderSource fills the headers of watch responses; *server.Server
+// WatchHeaderSource fills the headers of watch responses; *server.Server
 // provides it. Its methods are called for every response, from many
 // goroutines, so they must be cheap.
-type HeaderSource interface {
+type WatchHeaderSource interface {
 	ClusterID() uint64
 	MemberID() uint64
 	// Term is the current raft term.
@@ -40,7 +40,7 @@ type WatchOptions struct {
 // stream from hub, with response headers from hs. The interceptors gs was
 // built with apply to it (NewGRPCServer's refuse a stream that requires a
 // leader when there is none).
-func RegisterWatch(gs *grpc.Server, hub *watch.Hub, hs HeaderSource, o WatchOptions) {
+func RegisterWatch(gs *grpc.Server, hub *watch.Hub, hs WatchHeaderSource, o WatchOptions) {
 	if o.MaxRequestBytes == 0 {
 		o.MaxRequestBytes = DefaultMaxRequestBytes
 	}
@@ -58,7 +58,7 @@ func RegisterWatch(gs *grpc.Server, hub *watch.Hub, hs HeaderSource, o WatchOpti
 type watchService struct {
 	pb.UnimplementedWatchServer
 	hub       *watch.Hub
-	hs        HeaderSource
+	hs        WatchHeaderSource
 	fragLimit int // response size from which fragmentation splits
 	log       *slog.Logger
 }
