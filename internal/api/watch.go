@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/watch"
 )
 
@@ -24,6 +25,9 @@ type WatchHeaderSource interface {
 	// Term is the current raft term.
 	Term() uint64
 }
+
+// A member provides the headers.
+var _ WatchHeaderSource = (*server.Server)(nil)
 
 // WatchOptions configure the Watch service. Zero fields take etcd's
 // defaults.
