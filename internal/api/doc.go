@@ -7,10 +7,12 @@
 // a Backend (the member, internal/server), and the Backend's errors are
 // turned into gRPC statuses by one table (errors.go).
 //
-// Served today: KV (Range, RangeStream, Put, DeleteRange, Txn, Compact) and
-// Maintenance (Status, Alarm, Defragment; Hash, HashKV, Snapshot, MoveLeader
-// and Downgrade answer codes.Unimplemented). Watch, Lease, Cluster, Auth,
-// Lock and Election are not registered, so clients get codes.Unimplemented.
+// NewGRPCServer serves KV (Range, RangeStream, Put, DeleteRange, Txn,
+// Compact) and Maintenance (Status, Alarm, Defragment, HashKV and
+// MoveLeader where the backend provides them; Hash, Snapshot and Downgrade
+// answer codes.Unimplemented). RegisterWatch, RegisterLease and
+// RegisterCluster add those services; a member (internal/embed) registers
+// them all. Auth is not served, so clients get codes.Unimplemented.
 //
 // # One port for gRPC and HTTP
 //

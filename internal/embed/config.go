@@ -11,32 +11,36 @@ import (
 
 	"github.com/cairn-db/cairn/internal/api"
 	"github.com/cairn-db/cairn/internal/server"
+	"github.com/cairn-db/cairn/internal/watch"
 )
 
 // Defaults, etcd's (with cairn's data directory suffix).
 const (
-	DefaultName                    = "default"
-	DefaultListenClientURL         = "http://localhost:2379"
-	DefaultAdvertiseClientURL      = "http://localhost:2379"
-	DefaultInitialPeerURL          = "http://localhost:2380"
-	DefaultListenPeerURL           = "http://localhost:2380"
-	DefaultMaxLearners             = server.DefaultMaxLearners
-	DefaultSnapshotCatchUpEntries  = server.DefaultSnapshotCatchUpEntries
-	ClusterStateNew                = server.ClusterStateNew
-	ClusterStateExisting           = server.ClusterStateExisting
-	DefaultClusterToken            = "etcd-cluster"
-	DefaultMaxRequestBytes         = api.DefaultMaxRequestBytes
-	DefaultMaxTxnOps               = api.DefaultMaxTxnOps
-	DefaultSnapshotCount           = server.DefaultSnapshotCount
-	DefaultHeartbeatMs             = 100
-	DefaultElectionMs              = 1000
-	DefaultAutoCompactionMode      = server.CompactionModePeriodic
-	DefaultLogLevel                = "info"
-	DefaultLogFormat               = "json"
-	maxElectionMs                  = 50000
-	dataDirSuffix                  = ".cairn"
-	defaultQuotaBackendBytes       = 0 // the server's default: 2 GiB
-	defaultAutoCompactionRetention = "0"
+	DefaultName                   = "default"
+	DefaultListenClientURL        = "http://localhost:2379"
+	DefaultAdvertiseClientURL     = "http://localhost:2379"
+	DefaultInitialPeerURL         = "http://localhost:2380"
+	DefaultListenPeerURL          = "http://localhost:2380"
+	DefaultMaxLearners            = server.DefaultMaxLearners
+	DefaultSnapshotCatchUpEntries = server.DefaultSnapshotCatchUpEntries
+	// DefaultWatchProgressNotifyInterval is etcd's
+	// --watch-progress-notify-interval.
+	DefaultWatchProgressNotifyInterval = watch.DefaultProgressNotifyInterval
+	ClusterStateNew                    = server.ClusterStateNew
+	ClusterStateExisting               = server.ClusterStateExisting
+	DefaultClusterToken                = "etcd-cluster"
+	DefaultMaxRequestBytes             = api.DefaultMaxRequestBytes
+	DefaultMaxTxnOps                   = api.DefaultMaxTxnOps
+	DefaultSnapshotCount               = server.DefaultSnapshotCount
+	DefaultHeartbeatMs                 = 100
+	DefaultElectionMs                  = 1000
+	DefaultAutoCompactionMode          = server.CompactionModePeriodic
+	DefaultLogLevel                    = "info"
+	DefaultLogFormat                   = "json"
+	maxElectionMs                      = 50000
+	dataDirSuffix                      = ".cairn"
+	defaultQuotaBackendBytes           = 0 // the server's default: 2 GiB
+	defaultAutoCompactionRetention     = "0"
 )
 
 // Config configures a member. Start it with Start. NewConfig returns etcd's
@@ -122,6 +126,11 @@ type Config struct {
 	AutoCompactionMode      string
 	AutoCompactionRetention string
 
+	// WatchProgressNotifyInterval is how often a watcher created with
+	// progress_notify that saw no events gets a progress notification
+	// (--watch-progress-notify-interval, default 10 minutes).
+	WatchProgressNotifyInterval time.Duration
+
 	// GRPC tunes the client-facing gRPC server.
 	GRPC GRPCOptions
 	// EnablePprof serves Go's profiler at /debug/pprof/ on the client URLs.
@@ -161,24 +170,25 @@ type GRPCOptions struct {
 // 100 ms heartbeat, 1 s election timeout, periodic auto-compaction off.
 func NewConfig() *Config {
 	return &Config{
-		Name:                     DefaultName,
-		DataDir:                  DefaultName + dataDirSuffix,
-		ListenClientURLs:         []string{DefaultListenClientURL},
-		AdvertiseClientURLs:      []string{DefaultAdvertiseClientURL},
-		InitialClusterToken:      DefaultClusterToken,
-		InitialAdvertisePeerURLs: []string{DefaultInitialPeerURL},
-		InitialClusterState:      ClusterStateNew,
-		MaxLearners:              DefaultMaxLearners,
-		StrictReconfigCheck:      true,
-		SnapshotCatchUpEntries:   DefaultSnapshotCatchUpEntries,
-		MaxRequestBytes:          DefaultMaxRequestBytes,
-		MaxTxnOps:                DefaultMaxTxnOps,
-		QuotaBackendBytes:        defaultQuotaBackendBytes,
-		SnapshotCount:            DefaultSnapshotCount,
-		HeartbeatMs:              DefaultHeartbeatMs,
-		ElectionMs:               DefaultElectionMs,
-		AutoCompactionMode:       DefaultAutoCompactionMode,
-		AutoCompactionRetention:  defaultAutoCompactionRetention,
+		Name:                        DefaultName,
+		DataDir:                     DefaultName + dataDirSuffix,
+		ListenClientURLs:            []string{DefaultListenClientURL},
+		AdvertiseClientURLs:         []string{DefaultAdvertiseClientURL},
+		InitialClusterToken:         DefaultClusterToken,
+		InitialAdvertisePeerURLs:    []string{DefaultInitialPeerURL},
+		InitialClusterState:         ClusterStateNew,
+		MaxLearners:                 DefaultMaxLearners,
+		StrictReconfigCheck:         true,
+		SnapshotCatchUpEntries:      DefaultSnapshotCatchUpEntries,
+		MaxRequestBytes:             DefaultMaxRequestBytes,
+		MaxTxnOps:                   DefaultMaxTxnOps,
+		QuotaBackendBytes:           defaultQuotaBackendBytes,
+		SnapshotCount:               DefaultSnapshotCount,
+		HeartbeatMs:                 DefaultHeartbeatMs,
+		ElectionMs:                  DefaultElectionMs,
+		AutoCompactionMode:          DefaultAutoCompactionMode,
+		AutoCompactionRetention:     defaultAutoCompactionRetention,
+		WatchProgressNotifyInterval: DefaultWatchProgressNotifyInterval,
 		GRPC: GRPCOptions{
 			KeepAliveMinTime:  api.DefaultKeepAliveMinTime,
 			KeepAliveInterval: api.DefaultKeepAliveInterval,
@@ -321,26 +331,27 @@ func (c *Config) dataDir() string {
 
 func (c *Config) serverConfig(lg *slog.Logger, reg prometheus.Registerer) server.Config {
 	return server.Config{
-		Name:                       c.Name,
-		DataDir:                    c.dataDir(),
-		InitialCluster:             c.InitialCluster,
-		InitialClusterState:        c.InitialClusterState,
-		ClusterToken:               c.InitialClusterToken,
-		PeerURLs:                   c.InitialAdvertisePeerURLs,
-		ClientURLs:                 c.AdvertiseClientURLs,
-		MaxLearners:                c.MaxLearners,
-		DisableStrictReconfigCheck: !c.StrictReconfigCheck,
-		SnapshotCatchUpEntries:     c.SnapshotCatchUpEntries,
-		MaxRequestBytes:            c.MaxRequestBytes,
-		QuotaBackendBytes:          c.QuotaBackendBytes,
-		UnsafeNoFsync:              c.UnsafeNoFsync,
-		SnapshotCount:              c.SnapshotCount,
-		TickMs:                     c.HeartbeatMs,
-		ElectionTicks:              int(c.ElectionMs / c.HeartbeatMs),
-		AutoCompactionMode:         c.AutoCompactionMode,
-		AutoCompactionRetention:    c.AutoCompactionRetention,
-		Logger:                     lg,
-		Metrics:                    reg,
+		Name:                        c.Name,
+		DataDir:                     c.dataDir(),
+		InitialCluster:              c.InitialCluster,
+		InitialClusterState:         c.InitialClusterState,
+		ClusterToken:                c.InitialClusterToken,
+		PeerURLs:                    c.InitialAdvertisePeerURLs,
+		ClientURLs:                  c.AdvertiseClientURLs,
+		MaxLearners:                 c.MaxLearners,
+		DisableStrictReconfigCheck:  !c.StrictReconfigCheck,
+		SnapshotCatchUpEntries:      c.SnapshotCatchUpEntries,
+		MaxRequestBytes:             c.MaxRequestBytes,
+		QuotaBackendBytes:           c.QuotaBackendBytes,
+		UnsafeNoFsync:               c.UnsafeNoFsync,
+		SnapshotCount:               c.SnapshotCount,
+		TickMs:                      c.HeartbeatMs,
+		ElectionTicks:               int(c.ElectionMs / c.HeartbeatMs),
+		AutoCompactionMode:          c.AutoCompactionMode,
+		AutoCompactionRetention:     c.AutoCompactionRetention,
+		WatchProgressNotifyInterval: c.WatchProgressNotifyInterval,
+		Logger:                      lg,
+		Metrics:                     reg,
 	}
 }
 

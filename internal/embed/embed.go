@@ -178,6 +178,7 @@ func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handle
 	}
 	cl.grpc = api.NewGRPCServer(m.srv, opts)
 	api.RegisterCluster(cl.grpc, m.srv)
+	api.RegisterWatch(cl.grpc, m.srv.WatchHub(), m.srv, api.WatchOptions{MaxRequestBytes: m.cfg.MaxRequestBytes, Logger: m.lg})
 	cl.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Minute,

@@ -181,10 +181,9 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 	}
 	s.metrics.backendCommit.Observe(time.Since(start).Seconds())
 	w.Done()
-	// The batch's effects are visible to readers from here on. This is the
-	// place for whatever follows every applied batch: w.Events() holds its
-	// events (mvccpb.Event, in revision order) for the watch hub, and
-	// w.Rev() the revision they bring the store to.
+	// The batch's effects are visible to readers from here on; the watch
+	// hub takes its events (it never blocks, see watch.Hub.Notify).
+	s.hub.Notify(w.Rev(), w.Events())
 
 	ap.applied = last
 	s.applied.Store(last)

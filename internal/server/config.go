@@ -114,6 +114,11 @@ type Config struct {
 	AutoCompactionMode      string
 	AutoCompactionRetention string
 
+	// WatchProgressNotifyInterval is how often watchers created with
+	// progress_notify that saw no events get a progress notification
+	// (default 10 minutes, etcd's --watch-progress-notify-interval).
+	WatchProgressNotifyInterval time.Duration
+
 	// Logger receives the member's log; nil discards it.
 	Logger *slog.Logger
 	// Metrics, if set, gets the member's Prometheus collectors (etcd's

@@ -106,6 +106,12 @@
 // # Not yet
 //
 // Leases and auth are absent: a Put with a lease fails with
-// mvcc.ErrLeaseNotFound. Nothing consumes the applied events yet (the
-// watch hub goes where applyGroup says so).
+// mvcc.ErrLeaseNotFound.
+//
+// # Watch
+//
+// After committing and publishing each apply batch, the apply loop hands
+// its events to the member's watch hub (WatchHub; internal/watch), which
+// never blocks it; an installed snapshot is a gap the hub's watchers catch
+// up over from the store.
 package server

@@ -14,6 +14,7 @@ import (
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/raftnode"
 	"github.com/cairn-db/cairn/internal/storage"
+	"github.com/cairn-db/cairn/internal/watch"
 )
 
 // Server is one cairn member: its engine, its raft node and its state
@@ -29,6 +30,8 @@ type Server struct {
 	kv   *mvcc.Store
 	node *raftnode.Node
 	tr   PeerTransport
+	// hub fans applied events out to watchers; the apply loop notifies it.
+	hub *watch.Hub
 	// nodeStarted is set once node is, for the transport's goroutines.
 	nodeStarted atomic.Bool
 
@@ -108,6 +111,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.peers.urls = map[uint64][]string{}
 	if err := s.open(); err != nil {
+		if s.hub != nil {
+			s.hub.Close()
+		}
 		if s.kv != nil {
 			s.kv.Close()
 		}
@@ -144,6 +150,7 @@ func (s *Server) open() error {
 	if err != nil {
 		return err
 	}
+	s.hub = s.newHub()
 	s.applied.Store(applied)
 	s.ap.applied = applied
 	s.ap.lastLogCompact = applied
@@ -263,6 +270,7 @@ func (s *Server) shutdown() {
 	s.tr.Stop()
 	s.node.Stop()
 	s.wg.Wait()
+	s.hub.Close()
 	s.waits.failAll(ErrStopped)
 	s.metrics.unregister()
 	if err := s.kv.Close(); err != nil {

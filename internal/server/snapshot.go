@@ -25,9 +25,9 @@ func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	if err != nil {
 		return fmt.Errorf("server: install snapshot %d: %w", index, err)
 	}
-	// The store jumped from its old revision to the snapshot's: whatever
-	// follows applied batches (watchers) must catch up from the store here
-	// rather than expect the events in between.
+	// The store jumped from its old revision to the snapshot's: watchers
+	// catch up from the store over the revisions in between.
+	s.hub.Notify(s.kv.Rev(), nil)
 	ap := &s.ap
 	ap.applied, ap.lastLogCompact = index, index
 	s.applied.Store(index)
