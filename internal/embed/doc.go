@@ -40,6 +40,16 @@
 // without a peer listener a member can only be a cluster of one. Each
 // client listener serves the Cluster service next to KV and Maintenance.
 //
+// Every client listener also serves etcd's Lock and Election services
+// (internal/lockelect), and with EnableGRPCGateway their JSON paths
+// (/v3/lock/lock, /v3/election/campaign, ...). They keep their state in
+// ordinary keys, through the member's self-client: a clientv3 client of the
+// member's own KV, Watch and Lease services over an in-process listener
+// that the first client listener's gRPC server also serves. That listener
+// needs no TLS whatever the client URLs require, and its calls pass through
+// the same interceptors as any client's; the caller's auth token goes along
+// with each call. Close closes the self-client once the servers stop.
+//
 // Close first hands the leadership to another voting member if this member
 // leads (as etcd does on a graceful stop, so the others need not wait out an
 // election timeout), then stops the client listeners, then the server (whose

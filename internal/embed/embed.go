@@ -36,6 +36,7 @@ type Member struct {
 	// are nil.
 	httpOnly []*clientListener
 	peers    []*peerListener
+	self     *self // the Lock and Election services' client of the member
 
 	errc      chan error
 	wg        sync.WaitGroup // serving goroutines
@@ -135,11 +136,17 @@ func Start(cfg *Config) (*Member, error) {
 
 	opts := cfg.apiOptions(lg, reg)
 	handler := api.NewHTTPHandler(srv, opts, api.HTTPOptions{EnablePprof: cfg.EnablePprof, EnableGateway: cfg.EnableGRPCGateway})
+	if handler, err = m.startSelf(handler); err != nil {
+		srv.Stop()
+		m.closeListeners()
+		return nil, err
+	}
 	grpcOnly := len(cfg.ListenClientHTTPURLs) > 0
 	m.servePeers(srv.PeerHandler(), peerTLS)
 	for _, cl := range m.listeners {
 		m.serve(cl, opts, handler, tlsCfg, grpcOnly)
 	}
+	m.serveSelf(m.listeners[0].grpc)
 	for _, cl := range m.httpOnly {
 		m.serveHTTP(cl, handler, tlsCfg)
 	}
@@ -179,6 +186,7 @@ func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handle
 	cl.grpc = api.NewGRPCServer(m.srv, opts)
 	api.RegisterCluster(cl.grpc, m.srv)
 	api.RegisterWatch(cl.grpc, m.srv.WatchHub(), m.srv, api.WatchOptions{MaxRequestBytes: m.cfg.MaxRequestBytes, Logger: m.lg})
+	m.registerSelf(cl.grpc)
 	cl.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Minute,
@@ -317,6 +325,7 @@ func (m *Member) Close() error {
 			}()
 		}
 		wg.Wait()
+		m.self.close()
 		m.srv.Stop()
 		m.stopPeers(ctx)
 		m.wg.Wait()

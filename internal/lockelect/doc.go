@@ -6,7 +6,9 @@
 // dials to itself, so locks and elections are plain keys that any etcd client
 // can read, watch, and contend for: a lock taken here excludes a lock taken
 // with clientv3's concurrency.Mutex or etcdctl on the same name, and the other
-// way round.
+// way round. Every cairn member serves both services, and their JSON gateway,
+// on each client URL (internal/embed), backed by a client that dials the
+// member over an in-process listener.
 //
 // # Keys
 //
