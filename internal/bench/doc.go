@@ -1,6 +1,7 @@
 // Package bench is the library behind `cairn bench`: closed-loop load
 // generators for the etcd v3 API (put, range, txn-put, watch-latency,
-// lease-keepalive), a latency histogram with percentiles, a progress bar, and
+// lease-keepalive), a measure of how fast a server expires leases
+// (lease-expire), a latency histogram with percentiles, a progress bar, and
 // the report printed at the end of a run.
 //
 // Every workload talks to the server through clientv3, so it measures cairn
