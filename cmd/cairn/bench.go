@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,9 @@ type benchFlags struct {
 	cfg      bench.Config
 	output   string
 	progress string
+	// durationIsWait says that --duration bounds a wait, not the number
+	// of requests, so that --duration alone keeps --total's default.
+	durationIsWait bool
 }
 
 // newBenchCommand returns `cairn bench` and its workloads. They speak the
@@ -28,6 +32,9 @@ func newBenchCommand() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure the throughput and latency of a cairn or etcd cluster",
 		Long: `Measure the throughput and latency of a cairn or etcd cluster.
+
+Workloads: put, range, txn-put, watch-latency, lease-keepalive and
+lease-expire (how fast the server expires leases and deletes their keys).
 
 Each workload runs --clients concurrent clients over --conns connections, each
 client issuing one request at a time, until --total requests were issued or
@@ -39,6 +46,7 @@ run early and still prints the report of what was done.`,
 		Example: `  cairn bench put --clients 100 --conns 10 --total 100000 --val-size 256
   cairn bench range foo --consistency s --clients 50 --duration 30s
   cairn bench watch-latency --streams 100 --watchers-per-stream 100 --put-rate 50
+  cairn bench lease-expire --total 10000 --clients 100 --conns 10 --lease-ttl 10
   cairn bench put --endpoints 127.0.0.1:2379 --output json`,
 		Args: cobra.NoArgs,
 	}
@@ -48,6 +56,7 @@ run early and still prints the report of what was done.`,
 		newBenchTxnPutCommand(),
 		newBenchWatchLatencyCommand(),
 		newBenchLeaseKeepaliveCommand(),
+		newBenchLeaseExpireCommand(),
 	)
 	return cmd
 }
@@ -79,7 +88,7 @@ func addBenchFlags(cmd *cobra.Command, f *benchFlags, requests string, withClien
 func (f *benchFlags) run(cmd *cobra.Command, workload func(context.Context, bench.Config) (*bench.Report, error)) error {
 	// Flags are right by now: a failure from here on is not a usage error.
 	cmd.SilenceUsage = true
-	if cmd.Flags().Changed("duration") && !cmd.Flags().Changed("total") {
+	if cmd.Flags().Changed("duration") && !cmd.Flags().Changed("total") && !f.durationIsWait {
 		f.cfg.Total = 0 // --duration alone means: run for that long
 	}
 	if f.output != "text" && f.output != "json" {
@@ -276,6 +285,55 @@ renewal at a time. The leases are revoked at the end.`,
 		f.cfg.Rate = rate
 		return f.run(cmd, func(ctx context.Context, cfg bench.Config) (*bench.Report, error) {
 			return bench.LeaseKeepalive(ctx, cfg, opts)
+		})
+	}
+	return cmd
+}
+
+func newBenchLeaseExpireCommand() *cobra.Command {
+	f := &benchFlags{durationIsWait: true}
+	var opts bench.LeaseExpireOptions
+	cmd := &cobra.Command{
+		Use:   "lease-expire",
+		Short: "Measure how fast leases expire and their keys go",
+		Long: `Measure how fast leases expire and their keys go.
+
+--clients clients (over --conns connections) grant --total leases of
+--lease-ttl seconds, each followed by a put of one key (--val-size bytes)
+attached to it. A lease's deadline is the time its grant was answered plus
+the TTL the server granted (etcd raises a TTL below its minimum). Then one
+client counts the keys left with a count-only range every --poll-interval,
+from a second before the first deadline, until none is left.
+
+The report has one latency per lease: from the k-th deadline to the first
+count that found k keys gone. Leases/sec is the expiry throughput: the leases
+over the time from the first deadline until the last key was gone; if the
+server keeps pace, that is just the rate they were granted at. Its counters
+say how long the grants took (setup_us), how far apart the deadlines were
+(deadline_spread_us), how long after the last deadline the last key went
+(drain_us), and how many deadlines passed before all leases were granted
+(expired_during_setup: if not 0, give a longer --lease-ttl). Keys still there
+--duration after the last deadline count as errors, and their leases are
+revoked.`,
+		Args: cobra.NoArgs,
+	}
+	addBenchFlags(cmd, f, "leases", true)
+	fs := cmd.Flags()
+	total := fs.Lookup("total")
+	total.DefValue, total.Usage = "1000", "number of leases, each with one key attached"
+	f.cfg.Total = 1000
+	// The keys are the run's own, one per lease.
+	for _, name := range []string{"key-size", "key-space-size", "sequential-keys"} {
+		fs.MarkHidden(name)
+	}
+	f.cfg.Duration = 5 * time.Minute
+	d := fs.Lookup("duration")
+	d.DefValue, d.Usage = "5m0s", "how long to wait after the last deadline for the keys to go (0: no limit)"
+	fs.Int64Var(&opts.TTL, "lease-ttl", 10, "time to live of each lease in seconds; must outlast granting them all")
+	fs.DurationVar(&opts.PollInterval, "poll-interval", bench.DefaultExpirePollInterval, "time between two counts of the keys left")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return f.run(cmd, func(ctx context.Context, cfg bench.Config) (*bench.Report, error) {
+			return bench.LeaseExpire(ctx, cfg, opts)
 		})
 	}
 	return cmd

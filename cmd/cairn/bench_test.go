@@ -112,6 +112,26 @@ func TestBenchCommandText(t *testing.T) {
 	}
 }
 
+func TestBenchLeaseExpireCommand(t *testing.T) {
+	addr, cli := startBenchEtcd(t)
+	// --duration bounds the wait for expiry; alone, it keeps --total.
+	out, err := runBench(t, "lease-expire", "--endpoints", addr, "--clients", "3", "--total", "6", "--lease-ttl", "2",
+		"--duration", "1m", "-o", "json", "--progress", "none")
+	if err != nil {
+		t.Fatalf("bench lease-expire: %v", err)
+	}
+	var r bench.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("output is not a JSON report: %v\n%s", err, out)
+	}
+	if r.Workload != "lease-expire" || r.Requests != 6 || r.Errors != 0 || r.Counters["keys_left"] != 0 {
+		t.Fatalf("report %+v, want 6 leases expired, none left, no errors", r)
+	}
+	if resp, err := cli.Get(context.Background(), "", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+		t.Fatalf("keys left after the run: %v (err %v), want none", resp.Count, err)
+	}
+}
+
 func TestBenchCommandRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"put", "--output", "yaml"},
@@ -119,6 +139,8 @@ func TestBenchCommandRejectsBadFlags(t *testing.T) {
 		{"range", "k", "--consistency", "x"},
 		{"range"},
 		{"put", "--total", "0"},
+		{"lease-expire", "--lease-ttl", "0"},
+		{"lease-expire", "--total", "0"},
 	} {
 		if _, err := runBench(t, append(args, "--endpoints", "127.0.0.1:1", "--request-timeout", "100ms")...); err == nil {
 			t.Errorf("%v: accepted", args)
