@@ -2,14 +2,18 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/bench"
 )
 
 func TestResultsTable(t *testing.T) {
@@ -142,4 +146,75 @@ func TestProcCPUTime(t *testing.T) {
 		}
 	}
 	t.Fatalf("no CPU time counted after 10s of busy loop (%d)", x)
+}
+
+func TestParseWatchers(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		full bool
+		want []int
+	}{
+		{"", false, []int{1, 1000, 10000}},
+		{"", true, []int{1, 1000, 10000, 100000}},
+		{"5, 200", true, []int{5, 200}},
+	} {
+		got, err := parseWatchers(c.in, c.full)
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("parseWatchers(%q, %v) = %v, %v; want %v", c.in, c.full, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"0", "1,,2", "x", "-3"} {
+		if _, err := parseWatchers(bad, false); err == nil {
+			t.Errorf("parseWatchers(%q) accepted", bad)
+		}
+	}
+}
+
+func TestWatchFigureShape(t *testing.T) {
+	for _, c := range []struct {
+		n                         int
+		label                     string
+		streams, perStream, conns string
+	}{
+		{1, "watch, 1 watcher", "1", "1", "1"},
+		{1000, "watch, 1000 watchers", "10", "100", "10"},
+		{100000, "watch, 100000 watchers", "1000", "100", "10"},
+	} {
+		f := watchFigure(c.n, nil)
+		args := strings.Join(f.args, " ")
+		if f.label != c.label || !f.p50 || !f.p99 ||
+			!strings.Contains(args, "--streams "+c.streams+" --watchers-per-stream "+c.perStream+" --conns "+c.conns+" ") {
+			t.Errorf("watchFigure(%d): %q %s", c.n, f.label, args)
+		}
+	}
+}
+
+func TestExpireFigureRows(t *testing.T) {
+	f := expireFigure(10000, 10*time.Second)
+	if args := strings.Join(f.args, " "); !strings.Contains(args, "lease-expire --total 10000 --lease-ttl 10 ") {
+		t.Errorf("args: %s", args)
+	}
+	res := &results{servers: []string{"etcd", "cairn"}}
+	r := &bench.Report{
+		RequestsPerSecond: 1000,
+		Percentiles:       map[string]bench.Seconds{"p50": bench.Seconds(2 * time.Second), "p99": bench.Seconds(5 * time.Second)},
+		Counters:          map[string]int64{"leases": 10000, "setup_us": 4_000_000, "drain_us": 3_500_000, "expired_during_setup": 7},
+	}
+	res.record(0, "etcd", f, r, nil)
+	res.record(1, "cairn", f, nil, errors.New("rpc error: code = Unimplemented"))
+	var buf bytes.Buffer
+	res.print(&buf, &options{})
+	out := buf.String()
+	for _, want := range []string{
+		"lease expiry, 10000 leases of 10s: throughput", "1000/s",
+		"delay after the deadline, p50", "2000.000 ms", "delay after the deadline, p99", "5000.000 ms",
+		"last key gone after the last deadline", "3.50 s",
+		"grant + attached put throughput", "2500/s",
+		"7 deadlines passed before every lease was granted",
+		"cairn: lease expiry, 10000 leases of 10s: rpc error: code = Unimplemented",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
 }

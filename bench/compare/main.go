@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,7 +40,9 @@ type options struct {
 	values      int64
 	requests    int64
 	maxTime     time.Duration
-	watchers    int
+	watchers    []int         // one watch figure for each count
+	leases      int64         // leases in the lease-expiry figure
+	leaseTTL    time.Duration // their TTL
 	cluster     bool
 	phases      map[string]bool
 	fsyncCount  int
@@ -49,9 +52,30 @@ type options struct {
 	serverFlags []string
 }
 
+// parseWatchers turns --watchers into counts; empty gives the default
+// list, which --full extends to DESIGN.md's 100,000.
+func parseWatchers(s string, full bool) ([]int, error) {
+	if s == "" {
+		if full {
+			return []int{1, 1000, 10_000, 100_000}, nil
+		}
+		return []int{1, 1000, 10_000}, nil
+	}
+	var counts []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--watchers: want positive counts separated by commas, got %q", s)
+		}
+		counts = append(counts, n)
+	}
+	return counts, nil
+}
+
 func parseFlags() (*options, error) {
 	o := &options{}
-	var servers, serverFlags string
+	var err error
+	var servers, serverFlags, watchers string
 	flag.StringVar(&servers, "servers", "etcd,cairn", "the two servers to compare, in column order (etcd,etcd checks the tool itself)")
 	flag.StringVar(&o.repo, "repo", "../..", "root of the cairn repository")
 	flag.StringVar(&o.workDir, "work-dir", "", "directory for binaries, data and logs (default: a new temp dir, removed at the end)")
@@ -59,11 +83,13 @@ func parseFlags() (*options, error) {
 	flag.StringVar(&o.etcdBin, "etcd-bin", "", "use this etcd binary instead of building go.etcd.io/etcd/server/v3")
 	flag.StringVar(&o.cairnBin, "cairn-bin", "", "use this cairn binary instead of building ./cmd/cairn")
 	flag.StringVar(&o.benchBin, "bench-bin", "", "binary whose `bench` subcommand drives the load (default: the cairn binary)")
-	flag.BoolVar(&o.full, "full", false, "the target sizes: 1M values, 200k requests per workload, 100k watchers")
+	flag.BoolVar(&o.full, "full", false, "the target sizes: 1M values, 200k requests per workload, 100k watchers, 100k leases")
 	flag.Int64Var(&o.values, "values", 0, "256-byte values loaded for the memory, disk and restart figures (default 100000, --full 1000000)")
 	flag.Int64Var(&o.requests, "requests", 0, "requests per throughput workload (default 20000, --full 200000)")
 	flag.DurationVar(&o.maxTime, "max-time", 0, "time limit of each throughput workload (default 20s, --full 2m)")
-	flag.IntVar(&o.watchers, "watchers", 0, "watchers in the watch figure (default 1000, --full 100000)")
+	flag.StringVar(&watchers, "watchers", "", "comma-separated watcher counts, one watch figure each (default 1,1000,10000; --full adds 100000)")
+	flag.Int64Var(&o.leases, "expire-leases", 0, "leases, each with one key, in the lease-expiry figure (default 10000, --full 100000)")
+	flag.DurationVar(&o.leaseTTL, "expire-ttl", 0, "TTL of those leases, whole seconds (default: 10s, or 0.6ms per lease if more, so that granting them all ends before the first deadline)")
 	flag.BoolVar(&o.cluster, "cluster", false, "also measure 3 members on 127.0.0.1 (adds the cluster phase)")
 	phases := flag.String("phases", "kv,data", "phases to run: kv (latency, throughput), data (load, memory, disk, restart), cluster")
 	flag.IntVar(&o.fsyncCount, "fsync-count", 1000, "write+fsync repetitions for the disk figure")
@@ -105,9 +131,19 @@ func parseFlags() (*options, error) {
 	}
 	pick(&o.values, 100_000, 1_000_000)
 	pick(&o.requests, 20_000, 200_000)
-	w := int64(o.watchers)
-	pick(&w, 1000, 100_000)
-	o.watchers = int(w)
+	if o.watchers, err = parseWatchers(watchers, o.full); err != nil {
+		return nil, err
+	}
+	pick(&o.leases, 10_000, 100_000)
+	if o.leases < 1 {
+		return nil, fmt.Errorf("--expire-leases must be at least 1, got %d", o.leases)
+	}
+	if o.leaseTTL == 0 {
+		o.leaseTTL = max(10*time.Second, time.Duration(o.leases)*600*time.Microsecond).Round(time.Second)
+	}
+	if o.leaseTTL < time.Second || o.leaseTTL%time.Second != 0 {
+		return nil, fmt.Errorf("--expire-ttl must be whole seconds, at least 1s, got %v", o.leaseTTL)
+	}
 	if o.maxTime == 0 {
 		o.maxTime = 20 * time.Second
 		if o.full {

@@ -49,9 +49,12 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // figureSet says which numbers of a report become rows, under a label.
 type figureSet struct {
-	label                 string
-	throughput, mean, p99 bool
-	args                  []string
+	label                      string
+	throughput, mean, p50, p99 bool
+	args                       []string
+	// more, if set, adds the workload's own rows from a report without
+	// failures.
+	more func(res *results, col int, name string, r *bench.Report)
 }
 
 func (res *results) record(col int, name string, f figureSet, r *bench.Report, err error) {
@@ -69,8 +72,14 @@ func (res *results) record(col int, name string, f figureSet, r *bench.Report, e
 	if f.mean {
 		res.set(f.label+": mean latency", "ms", col, r.Average.Duration().Seconds()*1000)
 	}
+	if f.p50 {
+		res.set(f.label+": p50 latency", "ms", col, r.Percentiles["p50"].Duration().Seconds()*1000)
+	}
 	if f.p99 {
 		res.set(f.label+": p99 latency", "ms", col, r.Percentiles["p99"].Duration().Seconds()*1000)
+	}
+	if f.more != nil {
+		f.more(res, col, name, r)
 	}
 	logf("%s: %s: %.1f req/s, mean %s, p99 %s, %d errors", name, f.label, r.RequestsPerSecond,
 		fmtMs(r.Average.Duration().Seconds()), fmtMs(r.Percentiles["p99"].Duration().Seconds()), r.Errors)
@@ -125,7 +134,6 @@ func throughputPhase(o *options, res *results, col int, name, serverBin, benchBi
 		}
 		return all
 	}
-	streams := max(1, o.watchers/100)
 	plan := []figureSet{
 		// A serializable read touches no disk and needs no consensus:
 		// its latency is one round trip through client and server.
@@ -143,13 +151,14 @@ func throughputPhase(o *options, res *results, col int, name, serverBin, benchBi
 			args: join([]string{"range", rangeKey, "--consistency", "s", "--total", itoa(o.requests * 2)}, many(100), limit)},
 		{label: "txn-put (4 puts per txn), 100 clients", throughput: true, p99: true,
 			args: join([]string{"txn-put", "--txn-ops", "4", "--total", itoa(o.requests / 2)}, many(100), puts, limit)},
-		{label: fmt.Sprintf("watch, %d watchers", streams*min(100, o.watchers)), mean: true, p99: true,
-			args: join([]string{"watch-latency", "--streams", strconv.Itoa(streams),
-				"--watchers-per-stream", strconv.Itoa(min(100, o.watchers)), "--conns", strconv.Itoa(min(streams, 10)),
-				"--total", "50", "--put-rate", "10", "--val-size", "256"}, limit)},
-		{label: "lease keepalive, 100 clients", throughput: true, p99: true,
-			args: join([]string{"lease-keepalive", "--leases", "1000", "--total", itoa(o.requests)}, many(100), limit)},
 	}
+	for _, n := range o.watchers {
+		plan = append(plan, watchFigure(n, limit))
+	}
+	plan = append(plan,
+		figureSet{label: "lease keepalive, 100 clients", throughput: true, p99: true,
+			args: join([]string{"lease-keepalive", "--leases", "1000", "--total", itoa(o.requests)}, many(100), limit)},
+		expireFigure(o.leases, o.leaseTTL))
 	var roundTrip time.Duration
 	fsync := res.fsync
 	for _, f := range plan {
@@ -177,6 +186,53 @@ func throughputPhase(o *options, res *results, col int, name, serverBin, benchBi
 		}
 	}
 	return nil
+}
+
+// watchFigure is the watch-latency figure for about n watchers of one key:
+// 100 per stream (n itself below 100), at most 10 connections. Few puts
+// (50 at 10/s) keep the run short at any n, and leave the server idle
+// between two events, so the latency is that of one fan-out.
+func watchFigure(n int, limit []string) figureSet {
+	perStream := min(100, n)
+	streams := max(1, n/perStream)
+	label := fmt.Sprintf("watch, %d watchers", streams*perStream)
+	if streams*perStream == 1 {
+		label = "watch, 1 watcher"
+	}
+	return figureSet{label: label, p50: true, p99: true,
+		args: append([]string{"watch-latency", "--streams", strconv.Itoa(streams),
+			"--watchers-per-stream", strconv.Itoa(perStream), "--conns", strconv.Itoa(min(streams, 10)),
+			"--total", "50", "--put-rate", "10", "--val-size", "256"}, limit...)}
+}
+
+// expireFigure is the lease-expiry figure: leases granted by 100 clients,
+// each with a 256-byte key attached, then counted until their keys are
+// gone. The wait after the last deadline is bounded generously (a server
+// expiring 500 leases a second still finishes); the rows are the expiry
+// throughput, the delay of each expiry after its deadline, the time the
+// last key took after the last deadline, and the grant rate.
+func expireFigure(leases int64, ttl time.Duration) figureSet {
+	label := fmt.Sprintf("lease expiry, %d leases of %v", leases, ttl)
+	wait := max(2*time.Minute, time.Duration(leases)*2*time.Millisecond)
+	return figureSet{label: label, throughput: true,
+		args: []string{"lease-expire", "--total", itoa(leases), "--lease-ttl", itoa(int64(ttl / time.Second)),
+			"--clients", "100", "--conns", "10", "--val-size", "256",
+			"--duration", wait.String(), "--request-timeout", "30s"},
+		more: func(res *results, col int, name string, r *bench.Report) {
+			c := r.Counters
+			res.set(label+": delay after the deadline, p50", "ms", col, r.Percentiles["p50"].Duration().Seconds()*1000)
+			res.set(label+": delay after the deadline, p99", "ms", col, r.Percentiles["p99"].Duration().Seconds()*1000)
+			if c["keys_left"] == 0 {
+				res.set(label+": last key gone after the last deadline", "s", col, float64(c["drain_us"])/1e6)
+			}
+			if c["setup_us"] > 0 {
+				res.set(label+": grant + attached put throughput", "req/s", col, float64(c["leases"])/(float64(c["setup_us"])/1e6))
+			}
+			if n := c["expired_during_setup"]; n > 0 {
+				res.notef("%s: %s: %d deadlines passed before every lease was granted: give a longer --expire-ttl",
+					name, label, n)
+			}
+		}}
 }
 
 // dataPhase loads o.values 256-byte values into a fresh member, then
