@@ -1,8 +1,8 @@
 // Command compare measures etcd and cairn side by side on this machine, in
 // one run, with the same client (`cairn bench`), and prints each figure for
 // both with the ratio cairn/etcd: put latency and throughput, linearizable
-// and serializable reads, transactions, watch fan-out, lease keepalives,
-// memory and disk after loading values, memory during a full-range read,
+// and serializable reads, transactions, watch fan-out with 1 to 100,000
+// watchers, lease keepalives and lease expiry, memory and disk after loading values, memory during a full-range read,
 // and restart time. It also measures the disk's own write+fsync time, the
 // floor for a durable write.
 //
