@@ -117,6 +117,11 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Logger receives the API's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Stopping, closed when the member begins to stop, ends every open
+	// stream (watches, lease keep-alives) with etcd's "server stopped",
+	// so clients resume elsewhere and a graceful stop need not wait for
+	// them; nil leaves streams to end on their own.
+	Stopping <-chan struct{}
 }
 
 func (o Options) withDefaults() Options {
@@ -153,7 +158,7 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(metrics.unaryInterceptor(), learnerUnary(b), requireLeaderUnary(b)),
-		grpc.ChainStreamInterceptor(metrics.streamInterceptor(), learnerStream(b), requireLeaderStream(b)),
+		grpc.ChainStreamInterceptor(metrics.streamInterceptor(), learnerStream(b), requireLeaderStream(b), stoppingStream(o.Stopping)),
 		grpc.MaxRecvMsgSize(int(o.MaxRequestBytes) + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),

@@ -135,6 +135,7 @@ func Start(cfg *Config) (*Member, error) {
 	m.srv = srv
 
 	opts := cfg.apiOptions(lg, reg)
+	opts.Stopping = m.closing
 	handler := api.NewHTTPHandler(srv, opts, api.HTTPOptions{EnablePprof: cfg.EnablePprof, EnableGateway: cfg.EnableGRPCGateway})
 	if handler, err = m.startSelf(handler); err != nil {
 		srv.Stop()
