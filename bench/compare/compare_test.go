@@ -172,18 +172,18 @@ func TestParseWatchers(t *testing.T) {
 
 func TestWatchFigureShape(t *testing.T) {
 	for _, c := range []struct {
-		n                         int
-		label                     string
-		streams, perStream, conns string
+		n     int
+		label string
+		shape string
 	}{
-		{1, "watch, 1 watcher", "1", "1", "1"},
-		{1000, "watch, 1000 watchers", "10", "100", "10"},
-		{100000, "watch, 100000 watchers", "1000", "100", "10"},
+		{1, "watch, 1 watcher", "--streams 1 --watchers-per-stream 1 --conns 1 --total 50 --put-rate 10 "},
+		{1000, "watch, 1000 watchers", "--streams 10 --watchers-per-stream 100 --conns 10 --total 50 --put-rate 10 "},
+		{10000, "watch, 10000 watchers", "--streams 100 --watchers-per-stream 100 --conns 10 --total 20 --put-rate 2 "},
+		{100000, "watch, 100000 watchers", "--streams 1000 --watchers-per-stream 100 --conns 10 --total 10 --put-rate 0.2 "},
 	} {
-		f := watchFigure(c.n, nil)
+		f := watchFigure(c.n)
 		args := strings.Join(f.args, " ")
-		if f.label != c.label || !f.p50 || !f.p99 ||
-			!strings.Contains(args, "--streams "+c.streams+" --watchers-per-stream "+c.perStream+" --conns "+c.conns+" ") {
+		if f.label != c.label || !f.p50 || !f.p99 || !strings.Contains(args, c.shape) {
 			t.Errorf("watchFigure(%d): %q %s", c.n, f.label, args)
 		}
 	}

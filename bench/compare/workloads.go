@@ -153,7 +153,7 @@ func throughputPhase(o *options, res *results, col int, name, serverBin, benchBi
 			args: join([]string{"txn-put", "--txn-ops", "4", "--total", itoa(o.requests / 2)}, many(100), puts, limit)},
 	}
 	for _, n := range o.watchers {
-		plan = append(plan, watchFigure(n, limit))
+		plan = append(plan, watchFigure(n))
 	}
 	plan = append(plan,
 		figureSet{label: "lease keepalive, 100 clients", throughput: true, p99: true,
@@ -189,20 +189,33 @@ func throughputPhase(o *options, res *results, col int, name, serverBin, benchBi
 }
 
 // watchFigure is the watch-latency figure for about n watchers of one key:
-// 100 per stream (n itself below 100), at most 10 connections. Few puts
-// (50 at 10/s) keep the run short at any n, and leave the server idle
-// between two events, so the latency is that of one fan-out.
-func watchFigure(n int, limit []string) figureSet {
+// 100 per stream (n itself below 100), over at most 10 connections.
+//
+// The puts are spaced by 50µs per watcher (at least 100ms: 10/s up to
+// 2,000 watchers, 2/s at 10,000, one every 5s at 100,000), more than one
+// fan-out takes here, so that each event normally meets an idle server
+// and the figure is the latency of one fan-out, not of a backlog: at
+// 10/s, 10,000 watchers ask for 100,000 events a second, which the two
+// cores of a small machine (server and bench client together) cannot
+// deliver, and the latency grows with every put. 50 puts, fewer from
+// 4,000 watchers on (200,000 events in all, at least 10 puts), keep each
+// figure to about 10s at most, 45s at 100,000.
+func watchFigure(n int) figureSet {
 	perStream := min(100, n)
 	streams := max(1, n/perStream)
-	label := fmt.Sprintf("watch, %d watchers", streams*perStream)
-	if streams*perStream == 1 {
+	watchers := streams * perStream
+	label := fmt.Sprintf("watch, %d watchers", watchers)
+	if watchers == 1 {
 		label = "watch, 1 watcher"
 	}
+	gap := max(100*time.Millisecond, time.Duration(watchers)*50*time.Microsecond)
+	puts := min(50, max(10, 200_000/watchers))
+	limit := time.Duration(puts)*gap + 30*time.Second
 	return figureSet{label: label, p50: true, p99: true,
-		args: append([]string{"watch-latency", "--streams", strconv.Itoa(streams),
+		args: []string{"watch-latency", "--streams", strconv.Itoa(streams),
 			"--watchers-per-stream", strconv.Itoa(perStream), "--conns", strconv.Itoa(min(streams, 10)),
-			"--total", "50", "--put-rate", "10", "--val-size", "256"}, limit...)}
+			"--total", strconv.Itoa(puts), "--put-rate", strconv.FormatFloat(float64(time.Second)/float64(gap), 'f', -1, 64),
+			"--val-size", "256", "--duration", limit.String(), "--request-timeout", "30s"}}
 }
 
 // expireFigure is the lease-expiry figure: leases granted by 100 clients,
