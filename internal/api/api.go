@@ -122,6 +122,11 @@ type Options struct {
 	// so clients resume elsewhere and a graceful stop need not wait for
 	// them; nil leaves streams to end on their own.
 	Stopping <-chan struct{}
+	// ElectionTimeout is the member's election timeout: with Stopping set,
+	// streams that require a leader end with etcd's "no leader" once the
+	// member has known none for three of them. 0 checks only when a
+	// stream starts.
+	ElectionTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -158,7 +163,7 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(metrics.unaryInterceptor(), learnerUnary(b), requireLeaderUnary(b)),
-		grpc.ChainStreamInterceptor(metrics.streamInterceptor(), learnerStream(b), requireLeaderStream(b), stoppingStream(o.Stopping)),
+		grpc.ChainStreamInterceptor(metrics.streamInterceptor(), learnerStream(b), newLeaderLoss(b, o.ElectionTimeout).interceptor(o.Stopping), stoppingStream(o.Stopping)),
 		grpc.MaxRecvMsgSize(int(o.MaxRequestBytes) + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
@@ -204,25 +209,17 @@ func serverMetrics(reg prometheus.Registerer, log *slog.Logger) *rpcMetrics {
 	return m
 }
 
-// requireLeaderUnary and requireLeaderStream refuse a request that asks for
-// a leader (clientv3.WithRequireLeader sets the "hasleader" metadata) while
-// this member knows of none, with etcd's "no leader" error, instead of
-// letting it wait.
+// requireLeaderUnary refuses a request that asks for a leader
+// (clientv3.WithRequireLeader sets the "hasleader" metadata) while this
+// member knows of none, with etcd's "no leader" error, instead of letting
+// it wait; streams get the same check from leaderLoss, which also ends
+// them when the leader is lost later.
 func requireLeaderUnary(b Backend) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if needsLeader(ctx) && b.Leader() == 0 {
 			return nil, rpctypes.ErrGRPCNoLeader
 		}
 		return handler(ctx, req)
-	}
-}
-
-func requireLeaderStream(b Backend) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if needsLeader(ss.Context()) && b.Leader() == 0 {
-			return rpctypes.ErrGRPCNoLeader
-		}
-		return handler(srv, ss)
 	}
 }
 

@@ -136,6 +136,7 @@ func Start(cfg *Config) (*Member, error) {
 
 	opts := cfg.apiOptions(lg, reg)
 	opts.Stopping = m.closing
+	opts.ElectionTimeout = time.Duration(cfg.ElectionMs) * time.Millisecond
 	handler := api.NewHTTPHandler(srv, opts, api.HTTPOptions{EnablePprof: cfg.EnablePprof, EnableGateway: cfg.EnableGRPCGateway})
 	if handler, err = m.startSelf(handler); err != nil {
 		srv.Stop()

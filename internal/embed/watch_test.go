@@ -159,3 +159,49 @@ func TestWatchResumesAcrossRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchRequiringLeaderEndsWithoutOne cuts a member off from its
+// cluster: a watch that required a leader ends with etcd's "no leader",
+// so its client can move to a member that still sees writes, while a
+// watch that did not require one stays open.
+func TestWatchRequiringLeaderEndsWithoutOne(t *testing.T) {
+	ms := startCluster(t, 3, "http", nil)
+	ctx := ctxT(t)
+	c := client(t, ms[2])
+	if _, err := c.Put(ctx, "x", "y"); err != nil { // the member knows the leader
+		t.Fatal(err)
+	}
+	required := c.Watch(clientv3.WithRequireLeader(ctx), "k")
+	plain := c.Watch(ctx, "k")
+	if err := c.RequestProgress(clientv3.WithRequireLeader(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RequestProgress(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, wc := range []clientv3.WatchChan{required, plain} {
+		// The progress answers: both watchers are registered.
+		if wr := <-wc; !wr.IsProgressNotify() {
+			t.Fatalf("got %+v, want a progress notification", wr)
+		}
+	}
+	ms[0].Close()
+	ms[1].Close()
+
+	var err error
+	for wr := range required {
+		if err = wr.Err(); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, rpctypes.ErrNoLeader) {
+		t.Fatalf("watch requiring a leader ended with %v, want %v", err, rpctypes.ErrNoLeader)
+	}
+	select {
+	case wr, ok := <-plain:
+		if !ok || wr.Err() != nil {
+			t.Fatalf("watch not requiring a leader ended: %v", wr.Err())
+		}
+	default:
+	}
+}
