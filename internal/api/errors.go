@@ -50,6 +50,7 @@ var grpcErrors = []struct {
 	{server.ErrTimeout, rpctypes.ErrGRPCTimeout},
 	{server.ErrTimeoutDueToLeaderFail, rpctypes.ErrGRPCTimeoutDueToLeaderFail},
 	{server.ErrTimeoutDueToConnectionLost, rpctypes.ErrGRPCTimeoutDueToConnectionLost},
+	{server.ErrTimeoutWaitAppliedIndex, rpctypes.ErrGRPCTimeoutWaitAppliedIndex},
 	{server.ErrLeaderChanged, rpctypes.ErrGRPCLeaderChanged},
 	{server.ErrNotLeader, rpctypes.ErrGRPCNotLeader},
 	{server.ErrBadLeaderTransferee, rpctypes.ErrGRPCBadLeaderTransferee},

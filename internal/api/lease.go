@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairn-db/cairn/internal/lease"
 	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/server"
 )
 
 // LeaseBackend is what the Lease service needs from a cairn member;
@@ -40,6 +41,9 @@ type LeaseBackend interface {
 	// cheap: a keep-alive stream takes one per renewal.
 	ResponseHeader() *pb.ResponseHeader
 }
+
+// A member serves the Lease service.
+var _ LeaseBackend = (*server.Server)(nil)
 
 // RegisterLease registers etcd's Lease service, served by b, on gs. Call it
 // before gs serves (for example right after NewGRPCServer).

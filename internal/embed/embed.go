@@ -187,6 +187,7 @@ func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handle
 	}
 	cl.grpc = api.NewGRPCServer(m.srv, opts)
 	api.RegisterCluster(cl.grpc, m.srv)
+	api.RegisterLease(cl.grpc, m.srv)
 	api.RegisterWatch(cl.grpc, m.srv.WatchHub(), m.srv, api.WatchOptions{MaxRequestBytes: m.cfg.MaxRequestBytes, Logger: m.lg})
 	m.registerSelf(cl.grpc)
 	cl.http = &http.Server{

@@ -141,7 +141,10 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 			switch e.GetType() {
 			case raftpb.EntryNormal:
 				if len(e.GetData()) == 0 {
-					continue // a new leader's empty entry
+					// A new leader's empty entry: everything of the earlier
+					// terms is applied, so its lessor takes up the clocks.
+					s.maybePromote(e.GetTerm())
+					continue
 				}
 				req := &pb.InternalRaftRequest{}
 				if err := proto.Unmarshal(e.GetData(), req); err != nil {
@@ -149,7 +152,13 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 					return fmt.Errorf("server: decode entry %d: %w", idx, err)
 				}
 				id = req.GetHeader().GetID()
+				seen := len(w.Events())
 				res, err = s.applyRequest(w, b, req)
+				if err == nil {
+					// Puts attach keys to leases, re-puts and deletes
+					// detach them, before the next request looks.
+					err = s.leases.lessor.ApplyEvents(b, w.Events()[seen:])
+				}
 			case raftpb.EntryConfChange:
 				id, res, err = s.applyConfChange(b, e)
 			default:
@@ -192,6 +201,7 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 	}
 	s.node.AppliedTo(last)
 	s.reads.appliedAdvanced()
+	s.appliedWait.advanced()
 	for i := range results {
 		s.waits.trigger(results[i].id, results[i].res)
 	}
@@ -209,8 +219,8 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 	return nil
 }
 
-// applyRequest applies one request. Request errors (mvcc's, ErrNoSpace,
-// ErrUnsupportedRequest) go into the result; only failures that leave the
+// applyRequest applies one request. Request errors (mvcc's, the lessor's,
+// ErrNoSpace, ErrUnsupportedRequest) go into the result; only failures that leave the
 // batch unusable are returned.
 func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaftRequest) (result, error) {
 	switch {
@@ -254,6 +264,12 @@ func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaf
 		return result{resp: resp}, nil
 	case r.ClusterMemberAttrSet != nil:
 		return result{}, s.applyMemberAttributes(b, r.ClusterMemberAttrSet)
+	case r.LeaseGrant != nil:
+		return s.applyLeaseGrant(w, b, r.LeaseGrant)
+	case r.LeaseRevoke != nil:
+		return s.applyLeaseRevoke(w, b, r.LeaseRevoke)
+	case r.LeaseCheckpoint != nil:
+		return s.applyLeaseCheckpoint(w, b, r.LeaseCheckpoint)
 	default:
 		return result{err: ErrUnsupportedRequest}, nil
 	}

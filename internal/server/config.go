@@ -119,6 +119,13 @@ type Config struct {
 	// (default 10 minutes, etcd's --watch-progress-notify-interval).
 	WatchProgressNotifyInterval time.Duration
 
+	// LeaseCheckpointInterval is how often the leader records, through
+	// raft, the remaining TTL of each lease whose TTL is longer than the
+	// interval, so that a new leader neither expires it early nor gives it
+	// its full TTL again (etcd's lease checkpointing; default 5 minutes,
+	// negative turns it off).
+	LeaseCheckpointInterval time.Duration
+
 	// Logger receives the member's log; nil discards it.
 	Logger *slog.Logger
 	// Metrics, if set, gets the member's Prometheus collectors (etcd's

@@ -103,10 +103,34 @@
 // goroutine and closes the engine. A fatal error does the same in the
 // background; Done reports the end and Err the cause.
 //
+// # Leases
+//
+// The lessor (internal/lease) is replicated state like the store: the
+// apply loop grants, revokes (deleting the lease's keys in one txn through
+// the same mvcc.Write, so watchers see them at one revision) and
+// checkpoints leases, and after every mvcc request hands the request's
+// events to the lessor so puts attach keys and re-puts and deletes detach
+// them — all in the entry's batch, with its applied index. mvcc's
+// LeaseExists is the lessor's, so a put naming an absent lease fails with
+// mvcc.ErrLeaseNotFound, as in etcd.
+//
+// Lease clocks run only on the leader. Its lessor becomes primary when
+// the apply loop reaches the leader's first (empty) entry of its term,
+// restarting every lease from its checkpointed remaining TTL (or its full
+// TTL) plus the election timeout; it is demoted as soon as raft reports
+// the leadership lost. A goroutine (runLessor) proposes a LeaseRevoke for
+// every expired lease and a LeaseCheckpoint for the remaining TTLs due
+// every LeaseCheckpointInterval, so a new leader neither expires a lease
+// early nor gives it its full TTL again. Keep-alives (LeaseRenew) and
+// LeaseTimeToLive need the leader's clock: a follower forwards them to the
+// leader over the peer network (POST /leases/renew, /leases/ttl, protobuf
+// bodies), retrying while leadership moves until the request timeout, as
+// etcd does. LeaseGrant picks an ID from the member's request ID
+// generator when the client leaves it 0.
+//
 // # Not yet
 //
-// Leases and auth are absent: a Put with a lease fails with
-// mvcc.ErrLeaseNotFound.
+// Auth is absent.
 //
 // # Watch
 //

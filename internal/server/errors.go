@@ -38,6 +38,9 @@ var (
 	// lost its connection to the leader (or, as leader, to a quorum) since
 	// it started.
 	ErrTimeoutDueToConnectionLost = errors.New("etcdserver: request timed out, possibly due to connection lost")
+	// ErrTimeoutWaitAppliedIndex: the leader could not apply what was
+	// committed in time to answer a keep-alive or TimeToLive.
+	ErrTimeoutWaitAppliedIndex = errors.New("etcdserver: request timed out, waiting for the applied index took too long")
 	// ErrTimeoutLeaderTransfer: MoveLeader did not see the new leader in
 	// time.
 	ErrTimeoutLeaderTransfer = errors.New("etcdserver: request timed out, leader transfer took too long")

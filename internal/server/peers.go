@@ -162,13 +162,17 @@ const (
 // PeerHandler returns the handler to serve on the member's peer listener
 // (--listen-peer-urls): the raft transport under transport.PathPrefix,
 // GET /members (the cluster ID and member list, which a member joining
-// with InitialClusterState "existing" asks for) and POST
-// /members/promote/<id> (a learner promotion forwarded to the leader).
+// with InitialClusterState "existing" asks for), POST
+// /members/promote/<id> (a learner promotion forwarded to the leader) and
+// POST /leases/renew and /leases/ttl (keep-alives and TimeToLive forwarded
+// to the leader, see lease_peer.go).
 func (s *Server) PeerHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(transport.PathPrefix+"/", s.tr.Handler())
 	mux.HandleFunc("GET "+peerMembersPath, s.serveMembers)
 	mux.HandleFunc("POST "+peerPromotePath+"{id}", s.servePromote)
+	mux.HandleFunc("POST "+peerLeaseRenewPath, s.serveLeaseRenew)
+	mux.HandleFunc("POST "+peerLeaseTTLPath, s.serveLeaseTTL)
 	return mux
 }
 

@@ -19,8 +19,8 @@ import (
 
 // Server is one cairn member: its engine, its raft node and its state
 // machine, and the goroutines that connect them (the apply loop, the
-// read-index loop, the auto-compactor). All methods are safe for concurrent
-// use.
+// read-index loop, the lessor's expiry loop, the auto-compactor). All
+// methods are safe for concurrent use.
 type Server struct {
 	cfg   Config
 	lg    *slog.Logger
@@ -30,6 +30,8 @@ type Server struct {
 	kv   *mvcc.Store
 	node *raftnode.Node
 	tr   PeerTransport
+	// leases is the lessor and whether it may be primary.
+	leases leaseState
 	// hub fans applied events out to watchers; the apply loop notifies it.
 	hub *watch.Hub
 	// nodeStarted is set once node is, for the transport's goroutines.
@@ -62,6 +64,9 @@ type Server struct {
 	reads   *readIndexer
 	alarms  *alarmSet
 	metrics *metrics
+	// appliedWait wakes leader-side lease requests waiting to apply what
+	// is committed.
+	appliedWait appliedWaiters
 	// applied is the index of the last entry whose effects are committed
 	// to the engine and visible to readers.
 	applied atomic.Uint64
@@ -142,7 +147,11 @@ func (s *Server) open() error {
 	if s.ap.removed[s.memberID] {
 		return fmt.Errorf("server: member %x: %w", s.memberID, ErrRemoved)
 	}
-	s.kv, err = mvcc.Open(s.eng, mvcc.Options{Logger: s.lg})
+	if err := s.openLessor(); err != nil {
+		return err
+	}
+	// A put naming a lease that does not exist fails, as in etcd.
+	s.kv, err = mvcc.Open(s.eng, mvcc.Options{Logger: s.lg, LeaseExists: s.leases.lessor.Exists})
 	if err != nil {
 		return err
 	}
@@ -176,8 +185,11 @@ func (s *Server) open() error {
 		Abandoned:     func(id uint64) bool { return !s.waits.has(id) },
 		Dropped:       s.onDropped,
 		ObserveSync:   func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) },
-		OnSoftState:   func(lead uint64, _ raft.StateType) { s.lead.observe(lead, s.clock.Now()) },
-		Logger:        s.lg.With("component", "raft"),
+		OnSoftState: func(lead uint64, state raft.StateType) {
+			s.lead.observe(lead, s.clock.Now())
+			s.observeRole(state)
+		},
+		Logger: s.lg.With("component", "raft"),
 	})
 	if err != nil {
 		s.tr.Stop()
@@ -197,6 +209,8 @@ func (s *Server) open() error {
 	go s.reads.run()
 	go s.watchNode()
 	go s.publish()
+	s.wg.Add(1)
+	go s.runLessor()
 	if retention > 0 {
 		s.wg.Add(1)
 		if s.cfg.AutoCompactionMode == CompactionModeRevision {
@@ -262,6 +276,8 @@ func (s *Server) shutdown() {
 	// request touches the engine or starts a goroutine (see checkQuota), so
 	// wg.Wait cannot race with wg.Add.
 	close(s.stopc)
+	// Keep-alives waiting on the lessor hold enter; demoting releases them.
+	s.stopLeases()
 	s.life.Lock()
 	s.life.closed = true
 	s.life.Unlock()

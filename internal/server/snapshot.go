@@ -10,9 +10,9 @@ import (
 // installSnapshot replaces this member's state with the snapshot raft
 // received from the leader (raftnode.InstallSnapshot describes the files
 // and the atomic ingest). Readers of the store wait meanwhile; the mvcc
-// store, the member list, the removed IDs and the alarms are reloaded from
-// the new state, and the peers follow the new member list. Only the apply
-// loop calls it, with every earlier entry applied.
+// store, the member list, the removed IDs, the alarms and the leases are
+// reloaded from the new state, and the peers follow the new member list.
+// Only the apply loop calls it, with every earlier entry applied.
 func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	index := snap.GetMetadata().GetIndex()
 	start := time.Now()
@@ -20,6 +20,9 @@ func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	err := s.kv.Restore(func() error { return s.node.InstallSnapshot(snap) })
 	if err == nil {
 		err = s.loadReplicated()
+	}
+	if err == nil {
+		err = s.leases.lessor.Reload()
 	}
 	s.restoring.Unlock()
 	if err != nil {
@@ -33,6 +36,7 @@ func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	s.applied.Store(index)
 	s.node.AppliedTo(index)
 	s.reads.appliedAdvanced()
+	s.appliedWait.advanced()
 	s.syncPeers()
 	s.dbSize.Store(s.eng.Size())
 	s.lg.Info("installed a snapshot from the leader", "index", index, "revision", s.kv.Rev(),
