@@ -206,3 +206,93 @@ func leaseGrantID(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID, 
 	r, err := pb.NewLeaseClient(c.ActiveConnection()).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: int64(id), TTL: ttl})
 	return r, rpctypes.Error(err)
 }
+
+// TestLeaseKeepAliveStream keeps a lease of etcd's minimum TTL (2 s)
+// alive with clientv3's keep-alive stream well past that TTL: every answer
+// carries the full TTL, and the attached key survives.
+func TestLeaseKeepAliveStream(t *testing.T) {
+	m := start(t, testConfig(t, t.TempDir()))
+	c := client(t, m)
+	ctx := ctxT(t)
+	g, err := c.Grant(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, "k", "v", clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := c.KeepAlive(ctx, g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// clientv3 renews every TTL/3: seven answers span two TTLs, so the
+	// lease would have expired without them.
+	for i := 0; i < 7; i++ {
+		ka, ok := <-ch
+		if !ok {
+			t.Fatalf("keep-alive channel closed after %d answers", i)
+		}
+		if ka.TTL != 2 || ka.ID != g.ID {
+			t.Fatalf("keep-alive answer %d: %+v, want TTL 2", i, ka)
+		}
+	}
+	r, err := c.Get(ctx, "k")
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("the kept-alive lease's key: %v %v", r, err)
+	}
+	if ttl, err := c.TimeToLive(ctx, g.ID); err != nil || ttl.TTL < 0 {
+		t.Fatalf("TimeToLive of the kept-alive lease: %+v %v", ttl, err)
+	}
+}
+
+// TestLeaseRestart checks that a member keeps its leases, their keys and
+// their expiry across a restart.
+func TestLeaseRestart(t *testing.T) {
+	dir := t.TempDir()
+	m := start(t, testConfig(t, dir))
+	c := client(t, m)
+	ctx := ctxT(t)
+	long, err := c.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := c.Grant(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range []struct {
+		k  string
+		id clientv3.LeaseID
+	}{{"l/1", long.ID}, {"l/2", long.ID}, {"s/1", short.ID}} {
+		if _, err := c.Put(ctx, kv.k, "v", clientv3.WithLease(kv.id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	m = start(t, testConfig(t, dir))
+	c = client(t, m)
+	if got := leaseKeys(t, c, long.ID); !slices.Equal(got, []string{"l/1", "l/2"}) {
+		t.Fatalf("after restart the long lease has keys %q, want l/1 l/2", got)
+	}
+	if ttl, err := c.TimeToLive(ctx, long.ID); err != nil || ttl.GrantedTTL != 600 || ttl.TTL <= 0 {
+		t.Fatalf("TimeToLive after restart: %+v %v", ttl, err)
+	}
+	if ka, err := c.KeepAliveOnce(ctx, long.ID); err != nil || ka.TTL != 600 {
+		t.Fatalf("KeepAliveOnce after restart: %+v %v", ka, err)
+	}
+	pollUntil(t, "the short lease to expire after the restart", func() bool {
+		r, err := c.Get(ctx, "s/", clientv3.WithPrefix())
+		return err == nil && len(r.Kvs) == 0
+	})
+	if r, err := c.Get(ctx, "l/", clientv3.WithPrefix()); err != nil || len(r.Kvs) != 2 {
+		t.Fatalf("the long lease's keys after the short one expired: %v %v", r, err)
+	}
+	ls, err := c.Leases(ctx)
+	if err != nil || len(ls.Leases) != 1 || ls.Leases[0].ID != long.ID {
+		t.Fatalf("Leases after expiry: %+v %v, want only %x", ls, err, long.ID)
+	}
+}
