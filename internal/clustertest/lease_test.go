@@ -1,0 +1,203 @@
+package clustertest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairn-db/cairn/internal/lease"
+	"github.com/cairn-db/cairn/internal/server"
+)
+
+// The lease tests run on simulated time: TTLs are simulated seconds, and
+// the tests wait for conditions, never for the wall clock.
+
+func grant(t *testing.T, m *Member, id, ttl int64) int64 {
+	t.Helper()
+	r, err := m.Server().LeaseGrant(context.Background(), &pb.LeaseGrantRequest{ID: id, TTL: ttl})
+	if err != nil {
+		t.Fatalf("grant %x on %s: %v", id, m, err)
+	}
+	return r.ID
+}
+
+func putLeased(t *testing.T, m *Member, key string, id int64) *pb.PutResponse {
+	t.Helper()
+	r, err := m.Server().Put(context.Background(), &pb.PutRequest{Key: []byte(key), Value: []byte("v"), Lease: id})
+	if err != nil {
+		t.Fatalf("put %s with lease %x on %s: %v", key, id, m, err)
+	}
+	return r
+}
+
+func timeToLive(t *testing.T, m *Member, id int64) *pb.LeaseTimeToLiveResponse {
+	t.Helper()
+	r, err := m.Server().LeaseTimeToLive(context.Background(), &pb.LeaseTimeToLiveRequest{ID: id, Keys: true})
+	if err != nil {
+		t.Fatalf("TimeToLive %x on %s: %v", id, m, err)
+	}
+	return r
+}
+
+func keyStrings(keys [][]byte) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = string(k)
+	}
+	return out
+}
+
+// TestLeaseFollowerKeepAliveAndExpiry: keep-alives and TimeToLive sent to
+// a follower reach the leader, whose clock is the one that counts; when
+// the keep-alives stop, the lease expires and every member deletes its
+// keys at the same revision.
+func TestLeaseFollowerKeepAliveAndExpiry(t *testing.T) {
+	c := New(t, 3, Options{})
+	lead := c.WaitLeader()
+	f := followers(c, lead)[0]
+	const ttl = 3
+	id := grant(t, f, 0, ttl)
+	if id <= 0 {
+		t.Fatalf("server-chosen lease ID %d", id)
+	}
+	for _, k := range []string{"k/1", "k/2", "k/3"} {
+		putLeased(t, followers(c, lead)[1], k, id)
+	}
+	putLeased(t, lead, "k/other", 0)
+
+	r := timeToLive(t, f, id)
+	if r.GrantedTTL != ttl || r.TTL < 0 || r.TTL > ttl || !slices.Equal(keyStrings(r.Keys), []string{"k/1", "k/2", "k/3"}) {
+		t.Fatalf("TimeToLive through a follower: %+v", r)
+	}
+	if r.Header.GetMemberId() != f.ID() {
+		t.Fatalf("TimeToLive header from %x, want the follower %x", r.Header.GetMemberId(), f.ID())
+	}
+
+	// Renewing through the follower for three TTLs keeps the lease.
+	until := c.Clock.Now().Add(3 * ttl * time.Second)
+	for c.Clock.Now().Before(until) {
+		got, err := f.Server().LeaseRenew(context.Background(), id)
+		if err != nil || got != ttl {
+			t.Fatalf("renew through the follower: %d %v, want %d", got, err, ttl)
+		}
+		c.Elapse(ttl * time.Second / 3)
+	}
+	if v := value(get(t, lead, "k/1", false)); v != "v" {
+		t.Fatalf("k/1 is %s after three TTLs of keep-alives through a follower", v)
+	}
+	if _, err := f.Server().LeaseRenew(context.Background(), 0x5eed); !errors.Is(err, lease.ErrLeaseNotFound) {
+		t.Fatalf("renewing an unknown lease through a follower: %v, want %v", err, lease.ErrLeaseNotFound)
+	}
+
+	before := lead.Server().Rev()
+	c.WaitFor("the lease to expire", func() bool {
+		r, err := lead.Server().Range(context.Background(), &pb.RangeRequest{Key: []byte("k/1")})
+		return err == nil && len(r.Kvs) == 0
+	})
+	c.WaitConverged()
+	for _, m := range c.Running() {
+		s := m.Server()
+		if rev := s.Rev(); rev != before+1 {
+			t.Errorf("%s is at revision %d after the expiry, want %d (one revision for every key)", m, rev, before+1)
+		}
+		all := &pb.RangeRequest{Key: []byte("k/"), RangeEnd: []byte("k0"), Serializable: true}
+		r, err := s.Range(context.Background(), all)
+		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Key) != "k/other" {
+			t.Errorf("%s after the expiry: %v %v, want only k/other", m, r, err)
+		}
+		all.Revision = before
+		if r, err := s.Range(context.Background(), all); err != nil || len(r.Kvs) != 4 {
+			t.Errorf("%s just before the expiry: %v %v, want 4 keys", m, r, err)
+		}
+		if ls, err := s.LeaseLeases(context.Background(), &pb.LeaseLeasesRequest{}); err != nil || len(ls.Leases) != 0 {
+			t.Errorf("%s still lists leases %v (%v)", m, ls, err)
+		}
+	}
+	if _, err := f.Server().LeaseRenew(context.Background(), id); !errors.Is(err, lease.ErrLeaseNotFound) {
+		t.Fatalf("renewing the expired lease: %v, want %v", err, lease.ErrLeaseNotFound)
+	}
+}
+
+// TestLeaseCheckpointSurvivesLeaderChange: with checkpoints every 2 s, a
+// lease keeps its remaining TTL when the leadership moves (MoveLeader) or
+// the leader is lost: it neither expires early nor regains its full TTL.
+// A member restarted from its data directory keeps the lease.
+func TestLeaseCheckpointSurvivesLeaderChange(t *testing.T) {
+	c := New(t, 3, Options{Configure: func(cfg *server.Config) {
+		cfg.LeaseCheckpointInterval = 2 * time.Second
+	}})
+	lead := c.WaitLeader()
+	const ttl = 30
+	id := grant(t, lead, 0x77, ttl)
+	putLeased(t, lead, "held", id)
+
+	// observe checks the leader's view of the lease against the last one:
+	// since then at least the simulated time that passed has gone from the
+	// lease (it has not regained its TTL), and at most that plus a stale
+	// checkpoint's 2 s and an election timeout of grace (it has not
+	// expired early). TTLs are whole seconds, truncated.
+	lastTTL, lastAt := int64(ttl), c.Clock.Now()
+	observe := func(what string) {
+		t.Helper()
+		l := c.WaitLeader()
+		var (
+			r   *pb.LeaseTimeToLiveResponse
+			err error
+		)
+		c.WaitFor("TimeToLive on the leader "+what, func() bool {
+			r, err = l.Server().LeaseTimeToLive(context.Background(), &pb.LeaseTimeToLiveRequest{ID: id})
+			// A leader that has not taken up its leases yet says so.
+			return !errors.Is(err, server.ErrLeaderChanged)
+		})
+		if err != nil {
+			t.Fatalf("%s: TimeToLive: %v", what, err)
+		}
+		now := c.Clock.Now()
+		passed := now.Sub(lastAt)
+		hi := lastTTL - int64(passed/time.Second) + 3
+		lo := lastTTL - int64((passed+time.Second-1)/time.Second) - 1
+		if r.TTL > hi || r.TTL < max(lo, 1) {
+			t.Fatalf("%s: the lease has %d s left, %v after %d s were left: want %d..%d", what, r.TTL, passed, lastTTL, max(lo, 1), hi)
+		}
+		if v := value(get(t, l, "held", false)); v != "v" {
+			t.Fatalf("%s: the lease's key is %s", what, v)
+		}
+		lastTTL, lastAt = r.TTL, now
+	}
+
+	c.Elapse(10 * time.Second)
+	old := c.WaitLeader()
+	target := followers(c, old)[0]
+	if err := old.Server().MoveLeader(context.Background(), target.ID()); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor("the new leader", func() bool { return c.Leader() == target })
+	observe("after MoveLeader")
+
+	c.Elapse(10 * time.Second)
+	lost := c.WaitLeader()
+	lost.Stop()
+	c.WaitFor("a leader among the others", func() bool { l := c.Leader(); return l != nil && l != lost })
+	observe("after the leader was lost")
+
+	// The stopped member restarts with the lease.
+	if err := lost.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitConverged()
+	ls, err := lost.Server().LeaseLeases(context.Background(), &pb.LeaseLeasesRequest{})
+	if err != nil || len(ls.Leases) != 1 || ls.Leases[0].ID != id {
+		t.Fatalf("the restarted member's leases: %v %v", ls, err)
+	}
+
+	// It runs out on time after all: before, it was never seen expired.
+	c.WaitFor("the lease to expire", func() bool {
+		r, err := c.WaitLeader().Server().Range(context.Background(), &pb.RangeRequest{Key: []byte("held")})
+		return err == nil && len(r.Kvs) == 0
+	})
+	c.WaitConverged()
+}
