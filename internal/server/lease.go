@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"net/http"
 	"sync"
 	"time"
 
@@ -40,6 +42,31 @@ type leaseState struct {
 	mu      sync.Mutex
 	leading bool // raft's role, as the raft loop last reported it
 	stopped bool // the member is stopping: no more promotions
+
+	// client forwards keep-alives and TimeToLive to the leader. Unlike the
+	// member's other requests to peers it keeps its connections: a
+	// follower may forward thousands of keep-alives a second.
+	clientOnce sync.Once
+	client     *http.Client
+}
+
+// leaseClient returns the client that forwards lease requests to the
+// leader: PeerRoundTripper if set, else HTTP with PeerTLS and idle
+// connections kept.
+func (s *Server) leaseClient() *http.Client {
+	ls := &s.leases
+	ls.clientOnce.Do(func() {
+		rt := s.cfg.PeerRoundTripper
+		if rt == nil {
+			tlsCfg := s.cfg.PeerTLS
+			if tlsCfg == nil {
+				tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			rt = &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}
+		}
+		ls.client = &http.Client{Transport: rt}
+	})
+	return ls.client
 }
 
 // openLessor opens the lessor on the member's engine.
@@ -90,6 +117,16 @@ func (s *Server) stopLeases() {
 	ls.stopped = true
 	ls.leading = false
 	ls.lessor.Demote()
+}
+
+// closeLeaseClient drops the forwarding client's idle connections; shutdown
+// calls it once no request can use the client any more.
+func (s *Server) closeLeaseClient() {
+	ls := &s.leases
+	ls.clientOnce.Do(func() {}) // orders the read after any making of it
+	if ls.client != nil {
+		ls.client.CloseIdleConnections()
+	}
 }
 
 // runLessor runs the primary's duties until the member stops: expired
@@ -212,14 +249,17 @@ func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 		return -1, err
 	}
 	defer s.leave()
-	ctx, cancel := s.withRequestTimeout(ctx)
-	defer cancel(nil)
+	// The leader answers at once, without a timer of its own: only a
+	// lease that has expired makes Renew wait, for its revoke or the end of
+	// this leadership, as etcd's does.
 	if s.node.IsLeader() {
 		ttl, err := s.renewHere(ctx, id)
 		if !errors.Is(err, lease.ErrNotPrimary) {
 			return ttl, s.leaseCtxErr(ctx, err)
 		}
 	}
+	ctx, cancel := s.withRequestTimeout(ctx)
+	defer cancel(nil)
 	var ttl int64
 	err := s.onLeader(ctx,
 		func(ctx context.Context) (err error) { ttl, err = s.renewHere(ctx, id); return err },

@@ -140,7 +140,7 @@ func (s *Server) leaseRemote(ctx context.Context, urls []string, path string, re
 	if err != nil {
 		return err
 	}
-	c := s.peerClient()
+	c := s.leaseClient()
 	var errs []error
 	for _, u := range urls {
 		err := func() error {

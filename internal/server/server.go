@@ -286,6 +286,7 @@ func (s *Server) shutdown() {
 	s.tr.Stop()
 	s.node.Stop()
 	s.wg.Wait()
+	s.closeLeaseClient()
 	s.hub.Close()
 	s.waits.failAll(ErrStopped)
 	s.metrics.unregister()
