@@ -184,6 +184,21 @@ func TestLeaseCheckpointSurvivesLeaderChange(t *testing.T) {
 	c.WaitFor("a leader among the others", func() bool { l := c.Leader(); return l != nil && l != lost })
 	observe("after the leader was lost")
 
+	// A renewal makes the checkpoint stale: it is cleared through raft, so
+	// the next leader starts from the full TTL, not from the old
+	// checkpoint.
+	renewer := followers(c, c.WaitLeader())[0]
+	if got, err := renewer.Server().LeaseRenew(context.Background(), id); err != nil || got != ttl {
+		t.Fatalf("renew: %d %v", got, err)
+	}
+	lastTTL, lastAt = ttl, c.Clock.Now()
+	old = c.WaitLeader()
+	if err := old.Server().MoveLeader(context.Background(), renewer.ID()); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor("the renewer to lead", func() bool { return c.Leader() == renewer })
+	observe("after a renewal and MoveLeader")
+
 	// The stopped member restarts with the lease.
 	if err := lost.Start(); err != nil {
 		t.Fatal(err)
