@@ -31,6 +31,15 @@
 // result with sort.Sort, which is deterministic, and a client paging with a
 // limit sees which tied keys land on the page.
 //
+// TestLeaseAgainstEtcd does the same for the Lease service, through
+// clientv3 against a full cairn member: a fixed sequence of grants (the
+// member's and the client's IDs, TTLs below the minimum and above the
+// maximum), puts that attach and detach keys, keep-alives (one-shot and
+// streamed), TimeToLive with keys, Leases, revokes, compares on a key's
+// lease, an expiry and a restart. IDs the servers pick are compared by
+// name, remaining TTLs only by being within (0, granted], and the keys of
+// a lease as a set (etcd lists them in map order).
+//
 // Running it:
 //
 //	go test ./internal/conformance/                 # a few seeds, thousands of ops each
