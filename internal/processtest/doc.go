@@ -30,11 +30,13 @@
 // the leader and then each follower is SIGKILLed and restarted, and each
 // holder writes an acquire record, a counter increment and a release record
 // in transactions guarded by its lock key's create revision (the fencing
-// token). The records must show, in the store's revision order, tokens that
-// never go down (no two holders at once, grants in token order); the holds
-// whose records were all acknowledged must be disjoint in time with growing
-// tokens; and no counter increment may be lost. It is skipped, saying so,
-// while the members answer Lease RPCs with Unimplemented.
+// token); now and then a holder stalls until its lease has expired, and its
+// late write must be refused. The records must show, in the store's
+// revision order, tokens that never go down (no two holders at once, grants
+// in token order); the holds whose records were all acknowledged must be
+// disjoint in time with growing tokens; and no counter increment may be
+// lost. It is skipped, saying so, while the members answer Lease RPCs with
+// Unimplemented.
 //
 // At the end of each test:
 //

@@ -28,6 +28,10 @@ const (
 	counterKey  = "/mx/counter"
 	lockTTL     = 5 // seconds, of each contender's session lease
 	lockTimeout = 10 * time.Second
+	// stallEvery is how often (in a contender's cycles) the first two
+	// contenders (one of each kind) stall past their lease's expiry
+	// before the release write. A stall holds everyone up for a TTL.
+	stallEvery = 30
 )
 
 // lockSchedule is how much TestLockMutualExclusion does.
@@ -69,7 +73,10 @@ type hold struct {
 	releasing     time.Duration // just before the release write was sent
 	acq, rel      outcome
 	acqRev        int64 // revision of the acquire record, if committed
-	relRev        int64 // revision of the release record, if committed
+	// stalled: the holder let its lease expire (and saw its key gone)
+	// before sending the release write.
+	stalled bool
+	relRev  int64 // revision of the release record, if committed
 }
 
 // lockRun is the contenders and what they recorded.
@@ -91,7 +98,9 @@ type lockRun struct {
 // Each holder writes an acquire record and, after a read-modify-write of a
 // counter, a release record, both in transactions guarded by its key still
 // existing with the create revision it holds the lock with (the fencing
-// token). Then:
+// token). Now and then a holder stalls, as a paused process would: its
+// keep-alives stop, and only once its key has gone with the lease does it
+// send its release write, which its guard must refuse. Then:
 //
 //   - in the store's revision order, the records' tokens never go down: no
 //     holder writes once a later one has started, and tokens strictly
@@ -100,7 +109,8 @@ type lockRun struct {
 //   - the holds whose both records were written do not overlap in time, and
 //     their tokens increase with their acquisition times;
 //   - the counter counts every acknowledged increment (none was lost to two
-//     holders reading the same value).
+//     holders reading the same value);
+//   - no stalled holder's late write was applied.
 func TestLockMutualExclusion(t *testing.T) {
 	s := newLockSchedule(t)
 	c := newCluster(t, 3)
@@ -273,12 +283,24 @@ func (r *lockRun) cycle(ctx context.Context, worker, cycle int, via string, cli 
 	if len(counter.Kvs) > 0 {
 		n, _ = strconv.ParseInt(string(counter.Kvs[0].Value), 10, 64)
 	}
+	if worker < 2 && cycle%stallEvery == stallEvery-1 {
+		// Stall like a paused process: keep-alives stop, the lease
+		// expires and others take the lock; the late write must then be
+		// refused by its guard.
+		sess.Orphan()
+		if !waitGone(ctx, cli, key) {
+			r.record(h)
+			r.abandon("stall")
+			return false
+		}
+		h.stalled = true
+	}
 	h.releasing = r.now()
 	h.rel, h.relRev = guarded(ctx, cli, guard,
 		clientv3.OpPut(counterKey, strconv.FormatInt(n+1, 10)),
 		clientv3.OpPut(recKey+"r", token))
 	r.record(h)
-	if h.rel != outCommitted {
+	if h.rel != outCommitted || h.stalled {
 		r.abandon("release record")
 		return false
 	}
@@ -290,6 +312,19 @@ func (r *lockRun) cycle(ctx context.Context, worker, cycle int, via string, cli 
 	}
 	r.done.Add(1)
 	return true
+}
+
+// waitGone polls until key no longer exists; it returns false if ctx ends
+// or readyTimeout passes first.
+func waitGone(ctx context.Context, cli *clientv3.Client, key string) bool {
+	deadline := time.Now().Add(readyTimeout)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if resp, err := getKey(ctx, cli, key); err == nil && len(resp.Kvs) == 0 {
+			return true
+		}
+		pause(ctx)
+	}
+	return false
 }
 
 func getKey(ctx context.Context, cli *clientv3.Client, key string) (*clientv3.GetResponse, error) {
@@ -341,6 +376,9 @@ func (r *lockRun) logSummary(t *testing.T) {
 		count[h.via]++
 		if h.acq == outRefused || h.rel == outRefused {
 			count["lost (guard refused)"]++
+		}
+		if h.stalled {
+			count["stalled past the lease"]++
 		}
 	}
 	t.Logf("%d holds completed; holds recorded by way of taking the lock: %v; cycles abandoned by stage: %v", r.done.Load(), count, r.abandoned)
@@ -406,6 +444,9 @@ func (r *lockRun) check(t *testing.T, c *cluster, cli *clientv3.Client) {
 			case w.o == outRefused && ok:
 				c.fatalf("record %s refused by its guard is in the store: %+v", recKey+w.suffix, rec)
 			}
+		}
+		if h.stalled && h.rel == outCommitted {
+			c.fatalf("worker %d wrote %s under the lock (token %d) after its lease expired and its key was gone", h.worker, recKey+"r", h.token)
 		}
 		switch {
 		case h.acq != outCommitted:
