@@ -3,6 +3,7 @@ package clustertest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -215,4 +216,133 @@ func TestLeaseCheckpointSurvivesLeaderChange(t *testing.T) {
 		return err == nil && len(r.Kvs) == 0
 	})
 	c.WaitConverged()
+}
+
+// TestLeasesUnderFaults grants short leases with keys, renews and revokes
+// them from random members while the network drops, delays and partitions
+// messages and the leadership moves. Then every member must agree on the
+// leases and on every key's lease, no key may name a lease that is gone,
+// and once the keep-alives stop every lease must expire, with its keys, on
+// every member.
+func TestLeasesUnderFaults(t *testing.T) {
+	c := New(t, 3, Options{Seed: 7, Configure: func(cfg *server.Config) {
+		cfg.LeaseCheckpointInterval = time.Second
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var grants, puts, renews, revokes int
+	go func() {
+		defer close(done)
+		var granted []int64
+		for n := 0; ctx.Err() == nil; n++ {
+			run := c.Running()
+			s := run[n%len(run)].Server()
+			if s == nil {
+				continue
+			}
+			rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+			switch n % 5 {
+			case 0:
+				if r, err := s.LeaseGrant(rctx, &pb.LeaseGrantRequest{TTL: int64(1 + n%3)}); err == nil {
+					granted = append(granted, r.ID)
+					grants++
+				}
+			case 1, 2:
+				if len(granted) > 0 {
+					id := granted[n%len(granted)]
+					if _, err := s.Put(rctx, &pb.PutRequest{Key: fmt.Appendf(nil, "l/%d", n), Value: []byte("v"), Lease: id}); err == nil {
+						puts++
+					}
+				}
+			case 3:
+				if len(granted) > 0 {
+					if _, err := s.LeaseRenew(rctx, granted[(n/5)%len(granted)]); err == nil {
+						renews++
+					}
+				}
+			case 4:
+				if len(granted) > 1 {
+					if _, err := s.LeaseRevoke(rctx, &pb.LeaseRevokeRequest{ID: granted[0]}); err == nil {
+						revokes++
+					}
+					granted = granted[1:]
+				}
+			}
+			rcancel()
+			select {
+			case <-c.Clock.After(20 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+	}()
+
+	for step := 0; step < 16; step++ {
+		c.Elapse(700 * time.Millisecond)
+		switch step % 4 {
+		case 0:
+			c.Net.SetFaults(Faults{Drop: 0.05, MaxDelay: 30 * time.Millisecond})
+		case 1:
+			if l := c.Leader(); l != nil {
+				l.Server().MoveLeader(ctx, followers(c, l)[0].ID())
+			}
+		case 2:
+			c.Isolate(c.Members()[step%3])
+		case 3:
+			c.Heal()
+			c.Net.SetFaults(Faults{})
+		}
+	}
+	c.Heal()
+	c.Net.SetFaults(Faults{})
+	cancel()
+	<-done
+	c.WaitLeader()
+	c.WaitConverged()
+
+	check := func() (leases int) {
+		var first []int64
+		for i, m := range c.Running() {
+			s := m.Server()
+			ls, err := s.LeaseLeases(context.Background(), &pb.LeaseLeasesRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []int64
+			for _, l := range ls.Leases {
+				ids = append(ids, l.ID)
+			}
+			slices.Sort(ids)
+			if i == 0 {
+				first = ids
+			} else if !slices.Equal(ids, first) {
+				t.Fatalf("%s has leases %x, another member %x", m, ids, first)
+			}
+			r, err := s.Range(context.Background(), &pb.RangeRequest{Key: []byte("l/"), RangeEnd: []byte("l0"), Serializable: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, kv := range r.Kvs {
+				if _, ok := slices.BinarySearch(ids, kv.Lease); !ok {
+					t.Fatalf("%s: key %s names lease %x, which is gone", m, kv.Key, kv.Lease)
+				}
+			}
+		}
+		return len(first)
+	}
+	n := check()
+	t.Logf("%d grants, %d leased puts, %d renewals, %d revokes; %d leases left after the faults", grants, puts, renews, revokes, n)
+	c.WaitFor("every lease to expire", func() bool {
+		r, err := c.WaitLeader().Server().LeaseLeases(context.Background(), &pb.LeaseLeasesRequest{})
+		return err == nil && len(r.Leases) == 0
+	})
+	c.WaitConverged()
+	if n := check(); n != 0 {
+		t.Fatalf("%d leases left", n)
+	}
+	for _, m := range c.Running() {
+		r, err := m.Server().Range(context.Background(), &pb.RangeRequest{Key: []byte("l/"), RangeEnd: []byte("l0"), Serializable: true, CountOnly: true})
+		if err != nil || r.Count != 0 {
+			t.Fatalf("%s keeps %d leased keys after every lease expired (%v)", m, r.GetCount(), err)
+		}
+	}
 }
