@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	gw "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	etcdgw "go.etcd.io/etcd/api/v3/etcdserverpb/gw"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -41,8 +42,9 @@ type self struct {
 }
 
 // startSelf creates the member's self-client and returns handler with etcd's
-// JSON gateway for Lock and Election (/v3/lock/..., /v3/election/...) in
-// front of it when the gateway is enabled. Nothing dials until the
+// JSON gateway for Lock, Election, Watch, Lease and Cluster (/v3/lock/...,
+// /v3/election/..., /v3/watch, /v3/lease/..., /v3/kv/lease/...,
+// /v3/cluster/...) in front of it when the gateway is enabled. Nothing dials until the
 // in-process listener is served (serveSelf).
 func (m *Member) startSelf(handler http.Handler) (http.Handler, error) {
 	l := bufconn.Listen(selfBufferBytes)
@@ -82,13 +84,25 @@ func (m *Member) startSelf(handler http.Handler) (http.Handler, error) {
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
 		},
 	}))
-	if err := lockelect.RegisterGateway(context.Background(), gwmux, conn); err != nil {
-		m.self.close()
-		return nil, fmt.Errorf("embed: member %q lock and election gateway: %w", m.cfg.Name, err)
+	ctx := context.Background()
+	for _, register := range []func(context.Context, *gw.ServeMux, *grpc.ClientConn) error{
+		lockelect.RegisterGateway,
+		etcdgw.RegisterWatchHandler,
+		etcdgw.RegisterLeaseHandler,
+		etcdgw.RegisterClusterHandler,
+	} {
+		if err := register(ctx, gwmux, conn); err != nil {
+			m.self.close()
+			return nil, fmt.Errorf("embed: member %q JSON gateway: %w", m.cfg.Name, err)
+		}
 	}
+	// The streaming calls (Watch, LeaseKeepAlive, Observe) need a real
+	// connection, so these paths go through it; KV and Maintenance are
+	// served by the api handler directly.
 	mux := http.NewServeMux()
-	mux.Handle("/v3/lock/", gwmux)
-	mux.Handle("/v3/election/", gwmux)
+	for _, path := range []string{"/v3/lock/", "/v3/election/", "/v3/watch", "/v3/lease/", "/v3/kv/lease/", "/v3/cluster/"} {
+		mux.Handle(path, gwmux)
+	}
 	mux.Handle("/", handler)
 	return mux, nil
 }
