@@ -61,8 +61,12 @@ type LogStore struct {
 
 	mu struct {
 		sync.Mutex
-		hardState *raftpb.HardState
-		confState *raftpb.ConfState
+		// hardState is the latest hard state raft handed over;
+		// hardStateUnsaved is set while the stored one lags it by a
+		// commit index (see Save).
+		hardState        *raftpb.HardState
+		hardStateUnsaved bool
+		confState        *raftpb.ConfState
 		// truncIndex/truncTerm name the entry just before the first one
 		// still stored (0/0 for a log that was never compacted).
 		truncIndex, truncTerm uint64
@@ -274,6 +278,14 @@ func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) 
 // Save writes ents (replacing any stored entries at or after ents[0]) and
 // hs (unless empty) in one batch, synced when sync is set. It is called by
 // the Ready loop only, once per Ready: the group commit.
+//
+// A hard state that differs from the last one only in its commit index,
+// with no entries and no sync, is not written: it is kept in memory and
+// written with the next batch of entries. Losing it in a crash costs
+// nothing (the commit index is raised to the applied index at start and
+// recomputed by the leader), and skipping it saves a write per Ready for
+// the Ready that only commits what the one before it persisted — on a
+// single member, every other Ready at low load.
 func (s *LogStore) Save(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) error {
 	if len(ents) == 0 && raft.IsEmptyHardState(hs) {
 		return nil
@@ -283,6 +295,15 @@ func (s *LogStore) Save(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) e
 
 	s.mu.Lock()
 	trunc, last := s.mu.truncIndex, s.mu.last
+	if len(ents) == 0 && !sync && hs.GetTerm() == s.mu.hardState.GetTerm() && hs.GetVote() == s.mu.hardState.GetVote() {
+		s.mu.hardState = &raftpb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(hs.GetCommit())}
+		s.mu.hardStateUnsaved = true
+		s.mu.Unlock()
+		return nil
+	}
+	if raft.IsEmptyHardState(hs) && s.mu.hardStateUnsaved {
+		hs = s.mu.hardState
+	}
 	s.mu.Unlock()
 	// Entries already folded into the truncation point are never rewritten.
 	for len(ents) > 0 && ents[0].GetIndex() <= trunc {
@@ -325,6 +346,7 @@ func (s *LogStore) Save(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) e
 	defer s.mu.Unlock()
 	if !raft.IsEmptyHardState(hs) {
 		s.mu.hardState = &raftpb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(hs.GetCommit())}
+		s.mu.hardStateUnsaved = false
 	}
 	if len(ents) > 0 {
 		s.appendCacheLocked(ents)

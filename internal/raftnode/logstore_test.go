@@ -249,3 +249,48 @@ func TestLogStoreCacheEviction(t *testing.T) {
 		t.Fatalf("LastIndex = %d, want 33", last)
 	}
 }
+
+// A commit-only hard state is kept in memory and written with the next
+// entries; a change of term or vote is written at once.
+func TestLogStoreCommitOnlyHardState(t *testing.T) {
+	dir := t.TempDir()
+	eng := openEngine(t, dir)
+	s, err := OpenLogStore(eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name         string
+		hs           *raftpb.HardState
+		ents         []*raftpb.Entry
+		sync         bool
+		memory, disk uint64 // commit index in memory and after a reopen
+	}{
+		{"entries and vote", hardState(1, 1, 0), ents(1, 3, 1), true, 0, 0},
+		{"commit only", hardState(1, 1, 2), nil, false, 2, 0},
+		{"entries, no hard state", nil, ents(4, 4, 1), true, 2, 2},
+		{"commit only again", hardState(1, 1, 4), nil, false, 4, 2},
+		{"new term", hardState(2, 0, 4), nil, true, 4, 4},
+	}
+	for _, st := range steps {
+		if err := s.Save(st.hs, st.ents, st.sync); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got := s.HardState().GetCommit(); got != st.memory {
+			t.Errorf("%s: commit in memory %d, want %d", st.name, got, st.memory)
+		}
+		reopened, err := OpenLogStore(eng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := reopened.HardState().GetCommit(); got != st.disk {
+			t.Errorf("%s: stored commit %d, want %d", st.name, got, st.disk)
+		}
+	}
+	if hs := s.HardState(); hs.GetTerm() != 2 || hs.GetVote() != 0 {
+		t.Errorf("hard state %v, want term 2 vote 0", hs)
+	}
+	if err := eng.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
