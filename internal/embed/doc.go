@@ -38,7 +38,7 @@
 // "existing" and the current members in InitialCluster. NewConfig leaves
 // ListenPeerURLs empty, so members embedded in tests take no fixed port;
 // without a peer listener a member can only be a cluster of one. Each
-// client listener serves the Cluster service next to KV and Maintenance.
+// client listener serves KV, Maintenance, Watch, Lease and Cluster.
 //
 // Every client listener also serves etcd's Lock and Election services
 // (internal/lockelect), and with EnableGRPCGateway their JSON paths
@@ -50,8 +50,15 @@
 // the same interceptors as any client's; the caller's auth token goes along
 // with each call. Close closes the self-client once the servers stop.
 //
-// Close first hands the leadership to another voting member if this member
-// leads (as etcd does on a graceful stop, so the others need not wait out an
-// election timeout), then stops the client listeners, then the server (whose
-// transport ends the peers' long-lived streams), then the peer listeners.
+// With EnableGRPCGateway the JSON gateway also serves Watch (/v3/watch,
+// streamed), Lease (/v3/lease/..., /v3/kv/lease/...) and Cluster
+// (/v3/cluster/...) through the same in-process connection; KV and
+// Maintenance go straight to their services.
+//
+// Close first ends open streams (watches, keep-alives) with "server
+// stopped", so clients resume on another member, then hands the leadership
+// to another voting member if this member leads (as etcd does on a
+// graceful stop, so the others need not wait out an election timeout),
+// then stops the client listeners, then the server (whose transport ends
+// the peers' long-lived streams), then the peer listeners.
 package embed
