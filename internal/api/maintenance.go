@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"log/slog"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -28,8 +29,8 @@ var EtcdClusterVersion = version.Cluster(version.Version) + ".0"
 const errNoLeaderText = "etcdserver: no leader"
 
 // maintenanceService serves etcd's Maintenance service: Status, Alarm,
-// Defragment, HashKV and MoveLeader; the rest answer codes.Unimplemented
-// until cairn has them.
+// Defragment, Hash, HashKV, Snapshot and MoveLeader; Downgrade answers
+// codes.Unimplemented until cairn has it.
 type maintenanceService struct {
 	pb.UnimplementedMaintenanceServer
 	b   Backend
@@ -105,8 +106,36 @@ func (s *maintenanceService) Defragment(ctx context.Context, _ *pb.DefragmentReq
 	return &pb.DefragmentResponse{}, nil
 }
 
-func (s *maintenanceService) Hash(context.Context, *pb.HashRequest) (*pb.HashResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.Hash is not implemented yet")
+// Hasher is implemented by a Backend that can hash its whole state
+// (Maintenance.Hash); without it Hash answers codes.Unimplemented.
+type Hasher interface {
+	// Hash hashes the member's replicated state at the current revision,
+	// which the header carries (see server.Server.Hash).
+	Hash(ctx context.Context) (*pb.HashResponse, error)
+}
+
+// Snapshotter is implemented by a Backend that can stream a backup of its
+// state (Maintenance.Snapshot); without it Snapshot answers
+// codes.Unimplemented.
+type Snapshotter interface {
+	// Snapshot starts a backup of the member's state as it is now.
+	Snapshot(ctx context.Context) (*server.SnapshotStream, error)
+}
+
+// Hash answers with a hash of the member's whole replicated state at the
+// current revision. etcd hashes its bbolt file; cairn hashes its own
+// state, so the hash compares cairn members with each other (and with
+// `cairn snapshot status` of a backup), never with etcd.
+func (s *maintenanceService) Hash(ctx context.Context, _ *pb.HashRequest) (*pb.HashResponse, error) {
+	h, ok := s.b.(Hasher)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.Hash is not implemented by this member")
+	}
+	resp, err := h.Hash(ctx)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	return resp, nil
 }
 
 // HashKVer is implemented by a Backend that can hash its key history
@@ -132,6 +161,8 @@ type LeaderMover interface {
 var (
 	_ HashKVer    = (*server.Server)(nil)
 	_ LeaderMover = (*server.Server)(nil)
+	_ Hasher      = (*server.Server)(nil)
+	_ Snapshotter = (*server.Server)(nil)
 )
 
 // HashKV answers with the hash of the key history as etcd computes it, so
@@ -150,8 +181,51 @@ func (s *maintenanceService) HashKV(ctx context.Context, r *pb.HashKVRequest) (*
 	return resp, nil
 }
 
-func (s *maintenanceService) Snapshot(*pb.SnapshotRequest, grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
-	return status.Error(codes.Unimplemented, "cairn: Maintenance.Snapshot is not implemented yet")
+// snapshotChunk is the size of one Snapshot response's blob, etcd's.
+const snapshotChunk = 32 << 10
+
+// Snapshot streams a backup of the member's state (cairn's format, see
+// `go doc ./internal/raftnode`, not etcd's bbolt file) as etcd streams
+// its own: blobs of 32 KiB, each with the bytes that remain after it and
+// the storage version, the file ending with the sha256 digest of the rest,
+// so that `etcdctl snapshot save` writes a file `cairn snapshot restore`
+// can check. Unlike etcd's, the first response also carries a header
+// whose revision is the backup's.
+func (s *maintenanceService) Snapshot(_ *pb.SnapshotRequest, srv grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
+	sn, ok := s.b.(Snapshotter)
+	if !ok {
+		return status.Error(codes.Unimplemented, "cairn: Maintenance.Snapshot is not implemented by this member")
+	}
+	st, err := sn.Snapshot(srv.Context())
+	if err != nil {
+		return toGRPCError(err)
+	}
+	defer st.Close()
+	hdr := st.Header
+	var sent int64
+	for sent < st.Size {
+		// Send may keep the buffer until the message is written: a new one
+		// each time.
+		buf := make([]byte, min(snapshotChunk, st.Size-sent))
+		n, err := io.ReadFull(st, buf)
+		if err != nil {
+			s.log.Warn("snapshot stream failed", "err", err, "sent-bytes", sent)
+			return toGRPCError(err)
+		}
+		sent += int64(n)
+		resp := &pb.SnapshotResponse{
+			Header:         hdr,
+			RemainingBytes: uint64(st.Size - sent),
+			Blob:           buf[:n],
+			Version:        EtcdClusterVersion,
+		}
+		hdr = nil
+		if err := srv.Send(resp); err != nil {
+			return err
+		}
+	}
+	s.log.Info("sent a snapshot to a client", "bytes", sent, "revision", st.Header.GetRevision())
+	return nil
 }
 
 // MoveLeader hands the leadership to the member named in the request. As

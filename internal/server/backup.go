@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"io"
+	"sync"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairn-db/cairn/internal/mvcc"
+)
+
+// SnapshotStream is a backup of the member's replicated state at one
+// moment (raftnode describes the file format), read as it is generated
+// from a Pebble snapshot: memory stays at one buffer whatever the size of
+// the database. It is not safe for concurrent use; the caller must Close
+// it.
+type SnapshotStream struct {
+	// Header describes the state the backup holds: its Revision is the
+	// store's revision at that moment.
+	Header *pb.ResponseHeader
+	// Size is the exact number of bytes the stream yields, its final
+	// sha256 digest included.
+	Size int64
+	// Index is the raft applied index the state was taken at.
+	Index uint64
+
+	s    *Server
+	rc   io.ReadCloser
+	once sync.Once
+}
+
+// Snapshot starts a backup of this member's replicated state as it is
+// now: the mvcc keyspace (every revision since the last compaction), the
+// leases, the member list and the alarms. Writes that continue while the
+// stream is read are not in it. Errors: ErrStopped; once the member starts
+// stopping, Read fails with ErrStopped.
+func (s *Server) Snapshot(ctx context.Context) (*SnapshotStream, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	s.restoring.RLock()
+	view, err := s.node.SnapshotState()
+	s.restoring.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	rev, err := mvcc.RevisionIn(view.Get)
+	if err != nil {
+		view.Close()
+		return nil, err
+	}
+	rc, size, err := view.Backup()
+	if err != nil {
+		view.Close()
+		return nil, err
+	}
+	// The engine must outlive the stream's Pebble snapshot: shutdown waits
+	// for s.wg before it closes the engine, and a Read after stopping
+	// began fails, so a stream whose caller goes on reading ends.
+	s.wg.Add(1)
+	s.lg.Info("sending a snapshot to a client", "revision", rev, "applied-index", view.Index, "bytes", size)
+	return &SnapshotStream{
+		Header: s.fillHeader(&pb.ResponseHeader{Revision: rev}),
+		Size:   size,
+		Index:  view.Index,
+		s:      s,
+		rc:     rc,
+	}, nil
+}
+
+// Read reads the next bytes of the backup.
+func (st *SnapshotStream) Read(p []byte) (int, error) {
+	if st.s.stopping() {
+		st.Close()
+		return 0, ErrStopped
+	}
+	return st.rc.Read(p)
+}
+
+// Close releases the stream's Pebble snapshot. It is idempotent.
+func (st *SnapshotStream) Close() error {
+	var err error
+	st.once.Do(func() {
+		err = st.rc.Close()
+		st.s.wg.Done()
+	})
+	return err
+}
+
+// Hash returns a CRC-32 (Castagnoli) of this member's whole replicated
+// state (the mvcc keyspace with its history, leases, the member list and
+// alarms) at the current revision, which the header carries, for the
+// Maintenance service's Hash. Unlike etcd's, which hashes its bbolt file,
+// it is comparable between cairn members only: members that applied the
+// same entries give the same hash (the applied index itself is left out of
+// it), and it is the hash `cairn snapshot status` prints for a backup
+// taken at that moment. Errors: ErrStopped.
+func (s *Server) Hash(ctx context.Context) (*pb.HashResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	s.restoring.RLock()
+	view, err := s.node.SnapshotState()
+	s.restoring.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	defer view.Close()
+	rev, err := mvcc.RevisionIn(view.Get)
+	if err != nil {
+		return nil, err
+	}
+	h, err := view.Hash()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.HashResponse{Header: s.fillHeader(&pb.ResponseHeader{Revision: rev}), Hash: h}, nil
+}
