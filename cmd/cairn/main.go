@@ -1,6 +1,6 @@
 // Command cairn is the one cairn binary: with no subcommand it serves as a
 // member of a cairn cluster, taking etcd's server flags; its subcommands are
-// the tools around it (bench, ...).
+// the tools around it (bench, snapshot restore and status, ...).
 package main
 
 import (
@@ -10,6 +10,7 @@ import (
 func main() {
 	root := newServeCommand()
 	root.AddCommand(newBenchCommand())
+	root.AddCommand(newSnapshotCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}

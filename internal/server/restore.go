@@ -1,0 +1,248 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/raftnode"
+	"github.com/cairn-db/cairn/internal/storage"
+)
+
+// RestoreConfig says where a backup goes and which new cluster the
+// restored member belongs to; the fields are the server flags of the same
+// names, and a member later started on DataDir must be given the same.
+type RestoreConfig struct {
+	// SnapshotPath is the backup file (Maintenance.Snapshot's stream, as
+	// `etcdctl snapshot save` writes it).
+	SnapshotPath string
+	// DataDir is the data directory to create; it must not exist, or be
+	// empty.
+	DataDir string
+	// Name is this member's name in InitialCluster.
+	Name string
+	// InitialCluster names every member of the new cluster
+	// ("name=url,..."); ClusterToken is the initial cluster token.
+	InitialCluster string
+	ClusterToken   string
+	// PeerURLs are this member's advertised peer URLs; they must match its
+	// entry in InitialCluster.
+	PeerURLs []string
+}
+
+// RestoreResult describes a restored data directory.
+type RestoreResult struct {
+	// ClusterID and MemberID are the new cluster's and this member's IDs,
+	// derived from the configuration as a new cluster's are.
+	ClusterID, MemberID uint64
+	// Members is the new member list.
+	Members []membership.Member
+	// Snapshot describes the backup.
+	Snapshot SnapshotInfo
+}
+
+// SnapshotInfo is what `cairn snapshot status` reports about a backup.
+type SnapshotInfo struct {
+	// Hash is the CRC-32 of the backup's replicated state, the hash
+	// Maintenance.Hash gave at the moment it was taken.
+	Hash uint32
+	// Revision and CompactRevision are the store's revision and
+	// compaction revision (-1: none).
+	Revision, CompactRevision int64
+	// TotalKeys counts the stored key versions (every revision since the
+	// compaction, tombstones included), as etcd counts a snapshot's keys.
+	TotalKeys int64
+	// TotalSize is the file's size in bytes.
+	TotalSize int64
+	// Index is the raft index the state was taken at.
+	Index uint64
+}
+
+// errDataDirExists is etcdutl's refusal of a data directory in use.
+var errDataDirExists = errors.New("data-dir not empty or could not be read")
+
+// restoreBatchBytes bounds one batch of a restore.
+const restoreBatchBytes = 4 << 20
+
+// restoredTerm is the raft term a restored cluster starts at (the
+// truncation point's term), as etcd's restore starts at term 1.
+const restoredTerm = 1
+
+// SnapshotStatus checks the backup at path (its sha256 digest first) and
+// describes it. A truncated or altered file gives an error wrapping
+// raftnode.ErrBackupCorrupt.
+func SnapshotStatus(path string) (SnapshotInfo, error) {
+	var st mvcc.StateStats
+	info, err := raftnode.ReadBackup(path, membership.LocalKeys(), func(k, v []byte) error {
+		st.Add(k, v)
+		return nil
+	})
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	st.Finish()
+	return snapshotInfo(info, st), nil
+}
+
+func snapshotInfo(info raftnode.BackupInfo, st mvcc.StateStats) SnapshotInfo {
+	return SnapshotInfo{
+		Hash:            info.Hash,
+		Revision:        st.Revision,
+		CompactRevision: st.CompactRevision,
+		TotalKeys:       st.Versions,
+		TotalSize:       info.Size,
+		Index:           info.Index,
+	}
+}
+
+// RestoreSnapshot creates cfg.DataDir holding the backup's state for one
+// member of a new cluster, as `etcdutl snapshot restore` does: the keys at
+// every revision the backup holds, its revision and compaction, and its
+// leases; a member list, cluster ID and member IDs derived from cfg as a
+// new cluster's are; and a fresh raft log. The backup's own member list,
+// removed members and alarms are dropped: they describe the old cluster.
+// Every member of the new cluster restores the same file with its own
+// Name, then starts with the same flags; the --initial-cluster settings
+// are not read again, as for any existing data directory.
+//
+// The file's digest is checked before anything is written; an error
+// wraps raftnode.ErrBackupCorrupt for a truncated or altered file. The
+// directory is built beside cfg.DataDir and renamed into place only once
+// complete, so a failed restore leaves nothing behind.
+func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
+	var res RestoreResult
+	if cfg.DataDir == "" {
+		return res, errors.New("server: restore: no data directory given")
+	}
+	if ents, err := os.ReadDir(cfg.DataDir); err == nil && len(ents) > 0 || err != nil && !errors.Is(err, os.ErrNotExist) {
+		return res, fmt.Errorf("%w: %q", errDataDirExists, cfg.DataDir)
+	}
+	members, self, err := restoredMembers(cfg)
+	if err != nil {
+		return res, err
+	}
+	ids := make([]uint64, len(members))
+	for i, m := range members {
+		ids[i] = m.ID
+	}
+	res.ClusterID, res.MemberID, res.Members = membership.ClusterID(ids), self.ID, members
+
+	// Check the whole file before creating anything.
+	if _, err := raftnode.ReadBackup(cfg.SnapshotPath, membership.LocalKeys(), nil); err != nil {
+		return res, err
+	}
+	parent := filepath.Dir(filepath.Clean(cfg.DataDir))
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return res, fmt.Errorf("server: restore: %w", err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(cfg.DataDir)+".restore-*")
+	if err != nil {
+		return res, fmt.Errorf("server: restore: %w", err)
+	}
+	info, err := restoreInto(tmp, cfg, res)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return res, err
+	}
+	res.Snapshot = info
+	os.Remove(cfg.DataDir) // an empty directory, if any
+	if err := os.Rename(tmp, cfg.DataDir); err != nil {
+		os.RemoveAll(tmp)
+		return res, fmt.Errorf("server: restore: %w", err)
+	}
+	return res, nil
+}
+
+// restoredMembers derives the new cluster's members, and finds this one.
+func restoredMembers(cfg RestoreConfig) ([]membership.Member, membership.Member, error) {
+	initial, err := membership.ParseInitialCluster(cfg.InitialCluster)
+	if err != nil {
+		return nil, membership.Member{}, err
+	}
+	members, err := membership.InitialMembers(initial, cfg.ClusterToken)
+	if err != nil {
+		return nil, membership.Member{}, err
+	}
+	i := slices.IndexFunc(members, func(m membership.Member) bool { return m.Name == cfg.Name })
+	if i < 0 {
+		return nil, membership.Member{}, fmt.Errorf("server: couldn't find local name %q in the initial cluster configuration", cfg.Name)
+	}
+	own, err := membership.NormalizeURLs(cfg.PeerURLs)
+	if err != nil {
+		return nil, membership.Member{}, err
+	}
+	if !slices.Equal(members[i].PeerURLs, own) {
+		return nil, membership.Member{}, fmt.Errorf("server: --initial-cluster has %s=%v but --initial-advertise-peer-urls is %v",
+			cfg.Name, members[i].PeerURLs, own)
+	}
+	return members, members[i], nil
+}
+
+// oldClusterKey reports whether a backup's key describes the old cluster
+// (its ID, members, removed members, alarms): everything in the
+// membership keyspace, which the restore writes anew.
+func oldClusterKey(k []byte) bool { return len(k) > 0 && k[0] == storage.PrefixMembership }
+
+func restoreInto(dir string, cfg RestoreConfig, res RestoreResult) (SnapshotInfo, error) {
+	eng, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	defer eng.Close()
+	var st mvcc.StateStats
+	b := eng.NewWriteBatch()
+	info, err := raftnode.ReadBackup(cfg.SnapshotPath, membership.LocalKeys(), func(k, v []byte) error {
+		st.Add(k, v)
+		if oldClusterKey(k) {
+			return nil
+		}
+		if err := b.Set(k, v, nil); err != nil {
+			return err
+		}
+		if b.Len() >= restoreBatchBytes {
+			if err := b.Commit(false); err != nil {
+				return err
+			}
+			b = eng.NewWriteBatch()
+		}
+		return nil
+	})
+	if err != nil {
+		b.Discard()
+		return SnapshotInfo{}, fmt.Errorf("server: restore %s: %w", cfg.SnapshotPath, err)
+	}
+	st.Finish()
+	// The last batch makes the directory a member: the new membership, and
+	// a log that starts after the backup's applied index (which the data
+	// kept), committed with sync so the whole restore is durable.
+	cs := &raftpb.ConfState{}
+	for _, m := range res.Members {
+		cs.Voters = append(cs.Voters, m.ID)
+	}
+	errs := []error{
+		membership.StageClusterID(b, res.ClusterID),
+		membership.StageLocalID(b, res.MemberID),
+		membership.StageSeed(b, membership.Seed{Members: res.Members}),
+		raftnode.StageRestoredLog(b, info.Index, restoredTerm, cs),
+	}
+	for _, m := range res.Members {
+		errs = append(errs, membership.StageMember(b, m))
+	}
+	if err := errors.Join(errs...); err != nil {
+		b.Discard()
+		return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)
+	}
+	if err := b.Commit(true); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)
+	}
+	if err := eng.Sync(); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)
+	}
+	return snapshotInfo(info, st), nil
+}
