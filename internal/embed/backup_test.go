@@ -214,6 +214,16 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if err != nil || p.Header.Revision != rev+1 {
 		t.Fatalf("put after restore: %v, %v", p, err)
 	}
+	cfg := dst.cfg
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := client(t, start(t, cfg))
+	compareHistory(t, sc, again, compact, rev)
+	g, err := again.Get(ctx, "after")
+	if err != nil || len(g.Kvs) != 1 || g.Kvs[0].ModRevision != rev+1 {
+		t.Fatalf("after a restart of the restored member: %v, %v", g, err)
+	}
 }
 
 func TestSnapshotCorruptRefused(t *testing.T) {

@@ -118,6 +118,20 @@
 // once instead of twice; it needs SSTs built with the engine's comparer and
 // key schema, which package storage does not hand out.
 //
+// # Backups
+//
+// A backup (Maintenance.Snapshot) is the same replicated state, taken the
+// same way: SnapshotState takes a Pebble snapshot and StateSnapshot.Backup
+// streams it as it is read. The stream is wrapped for a file that must
+// check itself (backup.go has the layout): a header, the snapshot stream,
+// zero padding to a multiple of 512 bytes (clientv3 recognises a file
+// ending in a digest by its size), and the sha256 of all of it. ReadBackup
+// checks the digest before it parses anything. StageRestoredLog gives a
+// data directory restored from a backup a log that starts after the
+// backup's applied index, at term 1. StateSnapshot.Hash, the Maintenance
+// Hash, is a CRC-32 of the replicated records without the applied index,
+// so members that applied the same entries agree.
+//
 // # Configuration changes
 //
 // ProposeConfChange proposes a ConfChange (version 1, one member at a
