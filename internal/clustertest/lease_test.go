@@ -346,3 +346,27 @@ func TestLeasesUnderFaults(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseIsolatedLeaderRefusesRenewal cuts the leader off before it has
+// noticed: it must not renew a lease (the majority's new leader would
+// expire it while the client believes it renewed), as etcd's leader, which
+// first confirms its leadership with a quorum, does not.
+func TestLeaseIsolatedLeaderRefusesRenewal(t *testing.T) {
+	c := New(t, 3, Options{})
+	lead := c.WaitLeader()
+	id := grant(t, lead, 0, 30)
+	if _, err := lead.Server().LeaseRenew(context.Background(), id); err != nil {
+		t.Fatalf("renewal on the connected leader: %v", err)
+	}
+	c.Isolate(lead)
+	ttl, err := lead.Server().LeaseRenew(context.Background(), id)
+	if err == nil {
+		t.Fatalf("the isolated leader renewed lease %x (TTL %d)", id, ttl)
+	}
+	t.Logf("the isolated leader refused the renewal: %v", err)
+	c.Heal()
+	c.WaitFor("a leader again", func() bool { return c.Leader() != nil })
+	if _, err := lead.Server().LeaseRenew(context.Background(), id); err != nil {
+		t.Fatalf("renewal through the rejoined member: %v", err)
+	}
+}

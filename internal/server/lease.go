@@ -274,12 +274,28 @@ func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 }
 
 // renewHere renews lease id on this member's lessor: ErrNotPrimary unless
-// it is the leader's. A lease the lessor does not know may be granted by a
+// it is the leader's and a read-index round confirms the leadership. A lease the lessor does not know may be granted by a
 // committed entry not yet applied, so the leader first catches up. A
 // renewal that makes a checkpoint stale clears it through raft before
 // answering, or a new leader would cut the lease short.
 func (s *Server) renewHere(ctx context.Context, id int64) (int64, error) {
 	l := s.leases.lessor
+	if !l.IsPrimary() {
+		return -1, lease.ErrNotPrimary
+	}
+	// As etcd does, the leader first confirms with a quorum that it still
+	// leads: a leader cut off from the others that has not yet stepped
+	// down must not extend a lease that the new leader will expire.
+	if err := s.reads.wait(ctx); err != nil {
+		switch {
+		case errors.Is(err, ErrStopped), ctx.Err() != nil:
+			return -1, err
+		}
+		return -1, lease.ErrNotPrimary
+	}
+	if !s.node.IsLeader() {
+		return -1, lease.ErrNotPrimary
+	}
 	if !l.Exists(id) {
 		if err := s.waitAppliedCommit(); err != nil {
 			return -1, err
