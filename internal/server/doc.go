@@ -92,6 +92,20 @@
 // interrupt anywhere: New finishes it before reading the engine), and the
 // store, member list, removed IDs and alarms are reloaded from the engine.
 //
+// # Backups
+//
+// Snapshot (Maintenance.Snapshot, `etcdctl snapshot save`) streams the
+// same replicated state a lagging follower gets, from a Pebble snapshot
+// taken with readers of the store held off, wrapped as a file that ends
+// with its sha256 (raftnode's package doc). The stream holds the server's
+// wait group, so Stop closes the engine only after it ends, and a Read
+// once stopping has begun fails. Hash is a CRC-32 of that state.
+// RestoreSnapshot (`cairn snapshot restore`) is offline: it checks the
+// file, writes its records into a new engine minus the old cluster's
+// membership keys, then a new member list, IDs and seed derived as for a
+// new cluster, and a raft log that starts after the backup's applied index
+// at term 1, so New later restarts it like any existing data directory.
+//
 // # Lifecycle
 //
 // New bootstraps a new member (the founding members of a new cluster derive
