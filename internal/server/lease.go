@@ -285,7 +285,11 @@ func (s *Server) renewHere(ctx context.Context, id int64) (int64, error) {
 	}
 	// As etcd does, the leader first confirms with a quorum that it still
 	// leads: a leader cut off from the others that has not yet stepped
-	// down must not extend a lease that the new leader will expire.
+	// down must not extend a lease that the new leader will expire. The
+	// only voter of its cluster has nobody to lose the leadership to.
+	if s.soleVoter() {
+		return s.renewPrimary(ctx, id)
+	}
 	if err := s.reads.wait(ctx); err != nil {
 		switch {
 		case errors.Is(err, ErrStopped), ctx.Err() != nil:
@@ -296,6 +300,27 @@ func (s *Server) renewHere(ctx context.Context, id int64) (int64, error) {
 	if !s.node.IsLeader() {
 		return -1, lease.ErrNotPrimary
 	}
+	return s.renewPrimary(ctx, id)
+}
+
+// soleVoter reports whether this member is the only voting member of the
+// applied member list.
+func (s *Server) soleVoter() bool {
+	s.members.RLock()
+	defer s.members.RUnlock()
+	voters := 0
+	for _, m := range s.members.list {
+		if !m.IsLearner {
+			voters++
+		}
+	}
+	return voters == 1
+}
+
+// renewPrimary renews lease id on the primary lessor, its leadership
+// confirmed.
+func (s *Server) renewPrimary(ctx context.Context, id int64) (int64, error) {
+	l := s.leases.lessor
 	if !l.Exists(id) {
 		if err := s.waitAppliedCommit(); err != nil {
 			return -1, err
