@@ -49,4 +49,5 @@ type ctxStream struct {
 	ctx context.Context
 }
 
+// Context is the stream's own context, canceled when the member stops.
 func (s *ctxStream) Context() context.Context { return s.ctx }

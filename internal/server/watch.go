@@ -24,6 +24,7 @@ func (s *Server) newHub() *watch.Hub {
 // ErrStopped once the member is stopping.
 type watchSource struct{ s *Server }
 
+// Events reads the store's event log for a catching-up watcher.
 func (w watchSource) Events(from int64, limit int) ([]*mvccpb.Event, int64, int64, error) {
 	s := w.s
 	if err := s.enter(); err != nil {
@@ -35,5 +36,8 @@ func (w watchSource) Events(from int64, limit int) ([]*mvccpb.Event, int64, int6
 	return s.kv.Events(from, limit)
 }
 
-func (w watchSource) Rev() int64        { return w.s.kv.Rev() }
+// Rev is the store's published revision.
+func (w watchSource) Rev() int64 { return w.s.kv.Rev() }
+
+// CompactRev is the store's compaction revision.
 func (w watchSource) CompactRev() int64 { return w.s.kv.CompactRev() }
