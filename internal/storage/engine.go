@@ -336,10 +336,22 @@ func (b *Batch) Discard() {
 //
 // The name is recorded in the data directory: a directory written with
 // another comparer does not open.
+//
+// Pebble requires Compare to agree with comparing Split's prefixes first and
+// the suffixes second for every key it compares, the keys it makes up
+// itself included. The default comparer's shortened index separators break
+// that: cut in the middle of a revision, a separator is no version key, so
+// its prefix is all of it, while bytewise it sorts among the versions of
+// one user key (Pebble's invariant checks, on in race builds, catch it).
+// So the separators and successors are the keys themselves: index blocks
+// hold whole keys, slightly larger, and every key Pebble compares is one
+// whose order is the same both ways.
 var Comparer = func() *pebble.Comparer {
 	c := *pebble.DefaultComparer
 	c.Name = "cairn.keys.v1"
 	c.Split = splitVersion
+	c.Separator = func(dst, a, _ []byte) []byte { return append(dst, a...) }
+	c.Successor = func(dst, a []byte) []byte { return append(dst, a...) }
 	return &c
 }()
 
