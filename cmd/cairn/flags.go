@@ -76,6 +76,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.StringVar(&c.InitialCluster, "initial-cluster", "", `Initial cluster configuration for bootstrapping (default "<name>=<initial-advertise-peer-urls>").`)
 	fs.StringVar(&c.InitialClusterToken, "initial-cluster-token", c.InitialClusterToken, "Initial cluster token for the cluster during bootstrap.")
 	fs.StringVar(&f.initialClusterState, "initial-cluster-state", embed.ClusterStateNew, "Initial cluster state ('new' when bootstrapping a new cluster or 'existing' when adding new members to an existing cluster).")
+	fs.BoolVar(&c.PreVote, "pre-vote", c.PreVote, "Enable the raft Pre-Vote algorithm to prevent disruption when a node that has been partitioned away rejoins the cluster.")
 	fs.IntVar(&c.MaxLearners, "max-learners", c.MaxLearners, "Sets the maximum number of learners that can be available in the cluster membership.")
 	fs.BoolVar(&c.StrictReconfigCheck, "strict-reconfig-check", c.StrictReconfigCheck, "Reject reconfiguration requests that would cause quorum loss.")
 	fs.Uint64Var(&c.SnapshotCatchUpEntries, "snapshot-catchup-entries", c.SnapshotCatchUpEntries, "Number of entries for a slow follower to catch-up after compacting the raft storage entries.")
@@ -153,7 +154,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("discovery-srv", "")
 	str("discovery-srv-name", "")
 	str("discovery-fallback", "exit")
-	boolean("pre-vote", true)
 
 	str("client-cert-file", "")
 	str("client-key-file", "")

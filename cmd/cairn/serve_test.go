@@ -76,6 +76,7 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		"--enable-pprof",
 		"--enable-grpc-gateway=false",
 		"--watch-progress-notify-interval", "90s",
+		"--pre-vote=false",
 	})
 	if err != nil {
 		t.Fatal(err)

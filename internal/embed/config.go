@@ -121,6 +121,10 @@ type Config struct {
 	// --election-timeout).
 	HeartbeatMs uint
 	ElectionMs  uint
+	// PreVote runs raft's pre-vote before an election (--pre-vote, on by
+	// default), so a member returning from a partition does not depose a
+	// working leader.
+	PreVote bool
 	// AutoCompactionMode ("periodic" or "revision") and
 	// AutoCompactionRetention configure automatic compaction as in etcd.
 	AutoCompactionMode      string
@@ -186,6 +190,7 @@ func NewConfig() *Config {
 		SnapshotCount:               DefaultSnapshotCount,
 		HeartbeatMs:                 DefaultHeartbeatMs,
 		ElectionMs:                  DefaultElectionMs,
+		PreVote:                     true,
 		AutoCompactionMode:          DefaultAutoCompactionMode,
 		AutoCompactionRetention:     defaultAutoCompactionRetention,
 		WatchProgressNotifyInterval: DefaultWatchProgressNotifyInterval,
@@ -347,6 +352,7 @@ func (c *Config) serverConfig(lg *slog.Logger, reg prometheus.Registerer) server
 		SnapshotCount:               c.SnapshotCount,
 		TickMs:                      c.HeartbeatMs,
 		ElectionTicks:               int(c.ElectionMs / c.HeartbeatMs),
+		DisablePreVote:              !c.PreVote,
 		AutoCompactionMode:          c.AutoCompactionMode,
 		AutoCompactionRetention:     c.AutoCompactionRetention,
 		WatchProgressNotifyInterval: c.WatchProgressNotifyInterval,

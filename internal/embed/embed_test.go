@@ -208,8 +208,15 @@ func TestNewConfigDefaults(t *testing.T) {
 	c := NewConfig()
 	if c.Name != "default" || c.DataDir != "default.cairn" || c.ListenClientURLs[0] != "http://localhost:2379" ||
 		c.AdvertiseClientURLs[0] != "http://localhost:2379" || c.MaxRequestBytes != 1536*1024 || c.MaxTxnOps != 128 ||
-		c.HeartbeatMs != 100 || c.ElectionMs != 1000 || c.InitialClusterToken != "etcd-cluster" {
+		c.HeartbeatMs != 100 || c.ElectionMs != 1000 || c.InitialClusterToken != "etcd-cluster" || !c.PreVote {
 		t.Errorf("defaults %+v", c)
+	}
+	if sc := c.serverConfig(nil, nil); sc.DisablePreVote {
+		t.Errorf("pre-vote is on by default, but the server was told to disable it")
+	}
+	c.PreVote = false
+	if sc := c.serverConfig(nil, nil); !sc.DisablePreVote {
+		t.Errorf("--pre-vote=false did not reach the server")
 	}
 	c.DataDir = ""
 	c.Name = "infra1"

@@ -64,6 +64,10 @@ type Config struct {
 	TickInterval   time.Duration
 	ElectionTicks  int
 	HeartbeatTicks int
+	// DisablePreVote turns raft's pre-vote off (etcd's --pre-vote=false):
+	// a member that was cut off then disrupts the leader with a higher
+	// term when it returns. Check-quorum stays on.
+	DisablePreVote bool
 	// NewTicker makes the tick source; nil uses the wall clock.
 	NewTicker func(time.Duration) Ticker
 
@@ -225,7 +229,7 @@ func Start(cfg Config) (*Node, error) {
 		MaxCommittedSizePerReady: maxCommittedSizePerReady,
 		MaxInflightMsgs:          defaultMaxInflight,
 		CheckQuorum:              true,
-		PreVote:                  true,
+		PreVote:                  !cfg.DisablePreVote,
 		Logger:                   raftLogger{cfg.Logger},
 	}
 	rn, err := raft.NewRawNode(rcfg)

@@ -103,6 +103,9 @@ type Config struct {
 	// 100); ElectionTicks the election timeout in ticks (default 10).
 	TickMs        uint
 	ElectionTicks int
+	// DisablePreVote turns raft's pre-vote off (--pre-vote=false); it is on
+	// by default, as in etcd.
+	DisablePreVote bool
 	// RequestTimeout bounds how long a request waits for consensus; default
 	// etcd's: 5s + 2 × the election timeout.
 	RequestTimeout time.Duration

@@ -171,20 +171,21 @@ func (s *Server) open() error {
 
 	s.tr = s.newTransport()
 	s.node, err = raftnode.Start(raftnode.Config{
-		ID:            s.memberID,
-		Engine:        s.eng,
-		Peers:         peers,
-		Join:          s.seed.Join,
-		LocalKeys:     membership.LocalKeys(),
-		Applied:       applied,
-		TickInterval:  time.Duration(s.cfg.TickMs) * time.Millisecond,
-		ElectionTicks: s.cfg.ElectionTicks,
-		NewTicker:     s.clock.NewTicker,
-		Transport:     s.tr,
-		OnReadStates:  s.reads.onReadStates,
-		Abandoned:     func(id uint64) bool { return !s.waits.has(id) },
-		Dropped:       s.onDropped,
-		ObserveSync:   func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) },
+		ID:             s.memberID,
+		Engine:         s.eng,
+		Peers:          peers,
+		Join:           s.seed.Join,
+		LocalKeys:      membership.LocalKeys(),
+		Applied:        applied,
+		TickInterval:   time.Duration(s.cfg.TickMs) * time.Millisecond,
+		ElectionTicks:  s.cfg.ElectionTicks,
+		DisablePreVote: s.cfg.DisablePreVote,
+		NewTicker:      s.clock.NewTicker,
+		Transport:      s.tr,
+		OnReadStates:   s.reads.onReadStates,
+		Abandoned:      func(id uint64) bool { return !s.waits.has(id) },
+		Dropped:        s.onDropped,
+		ObserveSync:    func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) },
 		OnSoftState: func(lead uint64, state raft.StateType) {
 			s.lead.observe(lead, s.clock.Now())
 			s.observeRole(state)
