@@ -8,6 +8,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/raftnode"
 )
 
 // SnapshotStream is a backup of the member's replicated state at one
@@ -40,15 +41,8 @@ func (s *Server) Snapshot(ctx context.Context) (*SnapshotStream, error) {
 		return nil, err
 	}
 	defer s.leave()
-	s.restoring.RLock()
-	view, err := s.node.SnapshotState()
-	s.restoring.RUnlock()
+	view, rev, err := s.stateView()
 	if err != nil {
-		return nil, err
-	}
-	rev, err := mvcc.RevisionIn(view.Get)
-	if err != nil {
-		view.Close()
 		return nil, err
 	}
 	rc, size, err := view.Backup()
@@ -102,20 +96,32 @@ func (s *Server) Hash(ctx context.Context) (*pb.HashResponse, error) {
 		return nil, err
 	}
 	defer s.leave()
-	s.restoring.RLock()
-	view, err := s.node.SnapshotState()
-	s.restoring.RUnlock()
+	view, rev, err := s.stateView()
 	if err != nil {
 		return nil, err
 	}
 	defer view.Close()
-	rev, err := mvcc.RevisionIn(view.Get)
-	if err != nil {
-		return nil, err
-	}
 	h, err := view.Hash()
 	if err != nil {
 		return nil, err
 	}
 	return &pb.HashResponse{Header: s.fillHeader(&pb.ResponseHeader{Revision: rev}), Hash: h}, nil
+}
+
+// stateView pins the member's replicated state as it is now (a snapshot a
+// restore cannot be halfway through) and reads the store's revision in
+// it. The caller closes the view.
+func (s *Server) stateView() (*raftnode.StateSnapshot, int64, error) {
+	s.restoring.RLock()
+	view, err := s.node.SnapshotState()
+	s.restoring.RUnlock()
+	if err != nil {
+		return nil, 0, err
+	}
+	rev, err := mvcc.RevisionIn(view.Get)
+	if err != nil {
+		view.Close()
+		return nil, 0, err
+	}
+	return view, rev, nil
 }
