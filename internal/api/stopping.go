@@ -13,31 +13,28 @@ import (
 // resuming on another member, rather than holding the member's graceful
 // stop until its timeout.
 func stoppingStream(stopping <-chan struct{}) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if stopping == nil {
+	if stopping == nil {
+		return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			return handler(srv, ss)
 		}
-		select {
-		case <-stopping:
+	}
+	// One context for every stream, canceled when stopping closes: each
+	// stream hangs its cancel on it instead of a goroutine of its own.
+	stopCtx, stop := context.WithCancel(context.Background())
+	go func() {
+		<-stopping
+		stop()
+	}()
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if stopCtx.Err() != nil {
 			return rpctypes.ErrGRPCStopped
-		default:
 		}
 		ctx, cancel := context.WithCancel(ss.Context())
 		defer cancel()
-		go func() {
-			select {
-			case <-stopping:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		defer context.AfterFunc(stopCtx, cancel)()
 		err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
-		select {
-		case <-stopping:
-			if ss.Context().Err() == nil {
-				return rpctypes.ErrGRPCStopped
-			}
-		default:
+		if stopCtx.Err() != nil && ss.Context().Err() == nil {
+			return rpctypes.ErrGRPCStopped
 		}
 		return err
 	}
