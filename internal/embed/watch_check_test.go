@@ -93,8 +93,9 @@ func (w *checkedWatch) want(m *kvModel) []*mvccpb.Event {
 	return out
 }
 
-// drain reads every response already delivered and, once the model's
-// events for it are all in, returns true.
+// drain reads the watcher's responses until it holds n events or was
+// refused as compacted, checking on the way that no revision is split
+// across responses.
 func (w *checkedWatch) drain(t *testing.T, ctx context.Context, n int) {
 	t.Helper()
 	for len(w.got) < n && w.compacted == 0 {
