@@ -220,8 +220,8 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 }
 
 // applyRequest applies one request. Request errors (mvcc's, the lessor's,
-// ErrNoSpace, ErrUnsupportedRequest) go into the result; only failures that leave the
-// batch unusable are returned.
+// ErrNoSpace, ErrUnsupportedRequest) go into the result; only failures
+// that leave the batch unusable are returned.
 func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaftRequest) (result, error) {
 	switch {
 	case r.Put != nil:
