@@ -307,6 +307,11 @@ func TestMetricsURLs(t *testing.T) {
 	if len(urls) != 1 || urls[0] == m.ClientURLs()[0] {
 		t.Fatalf("metrics URLs %v, client URLs %v", urls, m.ClientURLs())
 	}
+	// /readyz answers 503 until the member leads (a linearizable read
+	// must succeed): wait for that first, as a probe's retries would.
+	if _, err := client(t, m).Put(ctxT(t), "ready", "1"); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{"/health?exclude=NOSPACE&serializable=true", "/livez", "/readyz", "/metrics"} {
 		resp, err := http.Get(urls[0] + p)
 		if err != nil {
