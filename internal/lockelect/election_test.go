@@ -152,6 +152,10 @@ func TestElectionMatchesEtcd(t *testing.T) {
 		r.campaignResult("campaign C after B's lease revoked", resp, err)
 		lc := resp.GetLeader()
 		obs.next(t, "observe")
+		// Observe reads the next leader when it sees the old one's key
+		// deleted, in etcd as here: an observer that handled the delete
+		// only after C resigned would skip C. Wait for it to see C.
+		late.next(t, "late observe")
 		r.proclaim(t, "proclaim as B, lease revoked", lb, "x")
 		r.campaign(t, "campaign with revoked lease", "e", b, "b2")
 
@@ -177,6 +181,7 @@ func TestElectionMatchesEtcd(t *testing.T) {
 		r.leader(t, "leader", "z")
 		r.proclaim(t, "proclaim lease 0", &v3electionpb.LeaderKey{Name: la.Name, Key: la.Key, Rev: la.Rev}, "a10")
 		obs.next(t, "observe")
+		late.next(t, "late observe")
 		r.leader(t, "leader", "e")
 		r.resign(t, "resign lease-0 leader", l0)
 		r.leader(t, "leader", "z")
