@@ -168,6 +168,9 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
 		grpc.NumStreamWorkers(streamWorkers),
+		// Stop returns only once every handler has: the owner closes the
+		// store next, and a watch catching up must not read it closed.
+		grpc.WaitForHandlers(true),
 	}
 	if o.KeepAliveMinTime > 0 {
 		opts = append(opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{

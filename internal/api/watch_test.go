@@ -47,7 +47,8 @@ func serveWatch(t *testing.T, wo watch.Options, o WatchOptions) *watchServed {
 		t.Fatal(err)
 	}
 	hub := watch.New(st, wo)
-	gs := grpc.NewServer()
+	// The cleanup closes the store after Stop: handlers must be done.
+	gs := grpc.NewServer(grpc.WaitForHandlers(true))
 	RegisterWatch(gs, hub, watchHeaders{}, o)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
