@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 // member is one server process (etcd or cairn, started with the same etcd
@@ -32,18 +34,6 @@ type member struct {
 	exited     chan struct{}
 }
 
-// freePort asks the kernel for an unused port on 127.0.0.1. Another
-// process could take it before the server binds it; on this machine, with
-// nothing else listening on random ports, that is not worth more code.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // newMembers prepares n members of one cluster under dir, with fresh ports
 // and data directories; nothing is started yet.
 func newMembers(bin, dir string, n int, extraFlags []string) ([]*member, error) {
@@ -53,11 +43,11 @@ func newMembers(bin, dir string, n int, extraFlags []string) ([]*member, error) 
 	ms := make([]*member, n)
 	var cluster []string
 	for i := range ms {
-		cp, err := freePort()
+		cp, err := freeport.Get()
 		if err != nil {
 			return nil, err
 		}
-		pp, err := freePort()
+		pp, err := freeport.Get()
 		if err != nil {
 			return nil, err
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
 
@@ -351,13 +352,7 @@ func TestDataDirInUse(t *testing.T) {
 // TestServeUntilSignal runs the command as the binary does, serves a
 // request, and stops it with SIGTERM: the command returns without error.
 func TestServeUntilSignal(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	url := "http://" + addr
+	url := "http://" + freeport.Addr(t)
 	cmd, _ := newServeCommandFlags()
 	var logs bytes.Buffer
 	cmd.SetErr(&logs)

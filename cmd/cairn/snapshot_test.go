@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/snapshot"
@@ -30,12 +31,7 @@ func runSnapshotCommand(args ...string) (string, error) {
 }
 
 func TestSnapshotStatusAndRestoreCommands(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := fmt.Sprintf("http://%s", l.Addr())
-	l.Close()
+	peer := "http://" + freeport.Addr(t)
 	cfg := embed.NewConfig()
 	cfg.Name, cfg.DataDir = "m1", t.TempDir()
 	cfg.ListenClientURLs = []string{"http://127.0.0.1:0"}

@@ -2,12 +2,13 @@ package api
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
@@ -36,12 +37,7 @@ func etcdWatchSubject(t *testing.T) *watchSubject {
 	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.UnsafeNoFsync = true
 	client, _ := url.Parse("http://127.0.0.1:0")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, _ := url.Parse("http://" + l.Addr().String())
-	l.Close()
+	peer, _ := url.Parse("http://" + freeport.Addr(t))
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net"
 	"net/url"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
@@ -148,7 +149,7 @@ func startEtcd(t testing.TB, dir string) (string, func()) {
 	// short ticks keep the restart ops quick.
 	cfg.TickMs, cfg.ElectionMs = 10, 100
 	clientURL := mustURL(t, "http://127.0.0.1:0")
-	peerURL := mustURL(t, fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+	peerURL := mustURL(t, fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t)))
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}
 	cfg.ListenPeerUrls = []url.URL{peerURL}
@@ -216,18 +217,4 @@ func mustURL(t testing.TB, s string) url.URL {
 		t.Fatal(err)
 	}
 	return *u
-}
-
-// freePort returns a port that was free a moment ago. Only etcd's peer
-// listener needs one: a single-member cluster never dials it, so losing the
-// race for the port to another process cannot break the test silently — the
-// listen would fail loudly.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

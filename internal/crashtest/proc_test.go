@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
@@ -82,7 +83,7 @@ type proc struct {
 func startProc(t testing.TB, dataDir, logName string) *proc {
 	t.Helper()
 	bin := cairnBinary(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))
 	url := "http://" + addr
 	logPath := filepath.Join(t.TempDir(), logName)
 	logFile, err := os.Create(logPath)
@@ -202,15 +203,4 @@ func (p *proc) output() string {
 		return fmt.Sprintf("...[%d bytes cut]\n%s", len(b)-max, b[len(b)-max:])
 	}
 	return string(b)
-}
-
-// freePort returns a port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/internal/freeport"
+
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -45,7 +47,7 @@ func restoreCluster(t *testing.T, path string, names ...string) []*Member {
 	var initial []string
 	peer := map[string]string{}
 	for _, n := range names {
-		peer[n] = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+		peer[n] = fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t))
 		initial = append(initial, n+"="+peer[n])
 	}
 	cluster := strings.Join(initial, ",")

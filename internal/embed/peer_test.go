@@ -6,27 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/cairn-db/cairn/internal/freeport"
+
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
-
-// freePort returns a port that was free a moment ago: a founding member's
-// peer URL must be known to every member before any of them starts.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // startCluster starts n members founding one cluster over peer URLs of
 // the given scheme; tune adjusts each member's configuration.
@@ -35,7 +24,7 @@ func startCluster(t *testing.T, n int, scheme string, tune func(*Config)) []*Mem
 	peerURLs := make([]string, n)
 	var initial []string
 	for i := range n {
-		peerURLs[i] = fmt.Sprintf("%s://127.0.0.1:%d", scheme, freePort(t))
+		peerURLs[i] = fmt.Sprintf("%s://127.0.0.1:%d", scheme, freeport.Port(t))
 		initial = append(initial, fmt.Sprintf("m%d=%s", i+1, peerURLs[i]))
 	}
 	ms := make([]*Member, n)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/cairn-db/cairn/internal/freeport"
+
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -123,7 +125,7 @@ func TestWatchOnFollower(t *testing.T) {
 func TestWatchResumesAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
-	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	url := fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t))
 	cfg.ListenClientURLs, cfg.AdvertiseClientURLs = []string{url}, []string{url}
 	m, err := Start(cfg)
 	if err != nil {

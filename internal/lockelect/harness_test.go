@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/internal/freeport"
+
 	gw "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
@@ -125,8 +127,8 @@ func startEtcd(t *testing.T) string {
 	cfg.TickMs, cfg.ElectionMs = 10, 100
 	// etcd's gateway dials the client URL as configured, so it needs a
 	// concrete port rather than 0.
-	client, _ := url.Parse("http://" + freeAddr(t))
-	peerURL, _ := url.Parse("http://" + freeAddr(t))
+	client, _ := url.Parse("http://" + freeport.Addr(t))
+	peerURL, _ := url.Parse("http://" + freeport.Addr(t))
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
@@ -143,18 +145,6 @@ func startEtcd(t *testing.T) string {
 		t.Fatal("embedded etcd not ready in time")
 	}
 	return e.Clients[0].Addr().String()
-}
-
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func newClient(t *testing.T, addr string) *clientv3.Client {

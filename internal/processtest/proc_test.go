@@ -3,7 +3,6 @@ package processtest
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 var (
@@ -62,17 +63,6 @@ func childEnv() []string {
 	return env
 }
 
-// freePort returns a port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // member is one cluster member: its identity and addresses, which survive
 // restarts, and the process currently running it, if any.
 type member struct {
@@ -99,8 +89,8 @@ func newMember(t testing.TB, name string) *member {
 	return &member{
 		name:      name,
 		dataDir:   filepath.Join(t.TempDir(), name+".cairn"),
-		clientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		peerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		clientURL: fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t)),
+		peerURL:   fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t)),
 		logDir:    t.TempDir(),
 	}
 }

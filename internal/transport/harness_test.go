@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -212,16 +211,4 @@ func msgApp(from, to, index uint64, data []byte) *raftpb.Message {
 
 func heartbeat(from, to uint64) *raftpb.Message {
 	return &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: &from, To: &to}
-}
-
-// freeAddr returns a 127.0.0.1 address nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }

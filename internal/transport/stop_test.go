@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/internal/freeport"
+
 	"go.etcd.io/raft/v3/raftpb"
 )
 
@@ -53,7 +55,7 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 	connect(t, a, b)
 	connect(t, a, c)
 	connect(t, b, c)
-	a.tr.AddPeer(4, []string{"http://" + freeAddr(t)}) // down
+	a.tr.AddPeer(4, []string{"http://" + freeport.Addr(t)}) // down
 	t.Logf("%d goroutines before, %d running", before, runtime.NumGoroutine())
 
 	gate := make(chan struct{})

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/internal/freeport"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.etcd.io/raft/v3/raftpb"
@@ -168,7 +170,7 @@ func TestQueueBounds(t *testing.T) {
 
 func TestReconnectAfterPeerComesUp(t *testing.T) {
 	a := startMember(t, fastConfig(1, nil))
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	a.tr.AddPeer(2, []string{"http://" + addr})
 
 	// The peer is down: messages are dropped and raft hears about it.
@@ -375,7 +377,7 @@ func TestRemovedWhileStreaming(t *testing.T) {
 func TestPeerURLFallback(t *testing.T) {
 	a := startMember(t, fastConfig(1, nil))
 	b := startMember(t, fastConfig(2, nil))
-	a.tr.AddPeer(2, []string{"http://" + freeAddr(t), b.url + "/"})
+	a.tr.AddPeer(2, []string{"http://" + freeport.Addr(t), b.url + "/"})
 	waitActive(t, a, 2)
 	if st, _ := a.tr.PeerStatus(2); st.URL != b.url {
 		t.Fatalf("connected through %q, want %q", st.URL, b.url)

@@ -8,11 +8,12 @@ package main
 import (
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 
 	"go.etcd.io/etcd/server/v3/embed"
 )
@@ -41,12 +42,11 @@ func run(cfg *embed.Config, listen, advertise string) error {
 		return err
 	}
 	// A single member never dials its peer URL, but etcd wants one.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Get()
 	if err != nil {
 		return err
 	}
-	peer, _ := url.Parse("http://" + l.Addr().String())
-	l.Close()
+	peer, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", port))
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lc}, []url.URL{*ac}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
