@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // collectPuts reads responses until it has seen want events, checking
@@ -127,9 +128,23 @@ func TestNotifyGap(t *testing.T) {
 		c := e.stream()
 		c.watch(WatchRequest{Key: []byte("k"), FromKey: true})
 		c.created(0)
-		// Stall the dispatcher while writes keep coming.
+		// Stall the dispatcher while writes keep coming: it takes the
+		// first put's entry and then waits for the hub's lock, so every
+		// later entry stays pending. (Without waiting for it to take the
+		// first, a dispatcher slow to be scheduled could take the merged
+		// gap along with everything else.)
 		e.hub.mu.Lock()
-		for i := range 100 {
+		e.put("k", "0")
+		for {
+			e.hub.nmu.Lock()
+			taken := len(e.hub.nmu.pending) == 0
+			e.hub.nmu.Unlock()
+			if taken {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		for i := 1; i < 100; i++ {
 			e.put("k", fmt.Sprint(i))
 		}
 		e.hub.nmu.Lock()
