@@ -283,9 +283,11 @@ func (s *Server) configure(ctx context.Context, typ raftpb.ConfChangeType, m mem
 	if res.err != nil {
 		return nil, res.err
 	}
-	if err := s.node.WaitAdvanced(res.index, s.stopc); err != nil {
-		return nil, ErrStopped
-	}
+	// The change is applied; waiting until raft knows it only keeps the
+	// next change from being refused as pending. A member stopping in the
+	// meantime (say it removed itself) does not undo it: report it done,
+	// as etcd answers a leader that removed itself.
+	_ = s.node.WaitAdvanced(res.index, s.stopc)
 	return res.members, nil
 }
 
