@@ -49,8 +49,23 @@ func (s *kvService) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingS
 		return stream.Send(&pb.RangeStreamResponse{RangeResponse: out})
 	}
 
-	// A limit of zero means no limit. So does a negative one to Range, which
-	// would then return everything in one response; here it is paged too.
+	// A negative limit asks etcd's stream for the whole range in one Range.
+	// Paging gives the same result in key order; but sort_order NONE with
+	// a target other than KEY sorts ascending by that target (the only
+	// custom order checkRangeStream lets through), and then etcd sorts the
+	// whole range, not page by page: so does this, in one chunk.
+	if req.Limit < 0 && req.SortTarget != pb.RangeRequest_KEY {
+		resp, err := s.b.Range(ctx, req)
+		if err != nil {
+			return toGRPCError(err)
+		}
+		out := &pb.RangeResponse{Header: resp.Header, Kvs: resp.Kvs, More: resp.More, Count: resp.Count}
+		return stream.Send(&pb.RangeStreamResponse{RangeResponse: out})
+	}
+
+	// A limit of zero means no limit. So does any other negative one to
+	// Range, which would then return everything in one response; here it
+	// is paged too.
 	total := req.Limit
 	if total <= 0 {
 		total = math.MaxInt64

@@ -157,6 +157,14 @@ func TestManyKeys(t *testing.T) {
 		stream("bulk/0299"),
 		stream("nothing"),
 		stream("bulk/", prefix, sorted(pb.RangeRequest_KEY, pb.RangeRequest_DESCEND)),
+		// sort_order NONE with another target sorts ascending by it: a
+		// negative limit makes etcd sort the whole range in one chunk;
+		// other limits sort each chunk, as Range with that limit would.
+		stream("bulk/", prefix, limit(-1), sorted(pb.RangeRequest_VERSION, pb.RangeRequest_NONE)),
+		stream("\x00", end("\x00"), limit(-5), sorted(pb.RangeRequest_MOD, pb.RangeRequest_NONE), keysOnly),
+		stream("bulk/", prefix, limit(-1), sorted(pb.RangeRequest_KEY, pb.RangeRequest_NONE)),
+		stream("bulk/", prefix, sorted(pb.RangeRequest_CREATE, pb.RangeRequest_NONE)),
+		stream("bulk/", prefix, limit(40), sorted(pb.RangeRequest_VALUE, pb.RangeRequest_NONE)),
 		stream("bulk/", prefix, func(r *pb.RangeRequest) { r.MinModRevision = 5 }),
 		stream("", end("\x00")),
 		stream("bulk/", prefix, atRev(1000)),
