@@ -15,11 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/cairn-db/cairn/internal/embed"
+	"github.com/cairn-db/cairn/internal/freeport"
 	"github.com/cairn-db/cairn/internal/storage"
 )
 

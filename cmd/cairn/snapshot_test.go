@@ -11,13 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/snapshot"
 	"go.uber.org/zap"
 
 	"github.com/cairn-db/cairn/internal/embed"
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 func runSnapshotCommand(args ...string) (string, error) {

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
@@ -17,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 // Request builders, to keep the table readable.

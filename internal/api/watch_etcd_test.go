@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -17,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/prototext"
 
+	"github.com/cairn-db/cairn/internal/freeport"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/watch"
 )

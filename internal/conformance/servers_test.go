@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 // startTimeout bounds how long a member may take to start answering; it is

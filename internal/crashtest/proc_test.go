@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 // readyTimeout bounds how long a started process may take to answer; it is

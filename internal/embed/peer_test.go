@@ -12,9 +12,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 // startCluster starts n members founding one cluster over peer URLs of

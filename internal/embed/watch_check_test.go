@@ -8,10 +8,10 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 // kvModel is the store as a sequence of writes makes it, to tell which

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/cairn-db/cairn/internal/freeport"
 	"github.com/cairn-db/cairn/internal/mvcc"
 )
 

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 // endlessSource serves a snapshot that never ends.

@@ -13,9 +13,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/cairn-db/cairn/internal/freeport"
-
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/cairn-db/cairn/internal/freeport"
 )
 
 func main() {
