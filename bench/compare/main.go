@@ -44,6 +44,7 @@ type options struct {
 	leases      int64         // leases in the lease-expiry figure
 	leaseTTL    time.Duration // their TTL
 	cluster     bool
+	restartMiB  int64 // MiB of 1 KiB values in the restart phase
 	phases      map[string]bool
 	fsyncCount  int
 	rounds      int
@@ -91,7 +92,8 @@ func parseFlags() (*options, error) {
 	flag.Int64Var(&o.leases, "expire-leases", 0, "leases, each with one key, in the lease-expiry figure (default 10000, --full 100000)")
 	flag.DurationVar(&o.leaseTTL, "expire-ttl", 0, "TTL of those leases, whole seconds (default: 10s, or 0.6ms per lease if more, so that granting them all ends before the first deadline)")
 	flag.BoolVar(&o.cluster, "cluster", false, "also measure 3 members on 127.0.0.1 (adds the cluster phase)")
-	phases := flag.String("phases", "kv,data", "phases to run: kv (latency, throughput), data (load, memory, disk, restart), cluster")
+	phases := flag.String("phases", "kv,data", "phases to run: kv (latency, throughput), data (load, memory, disk, restart), cluster, restart (a member holding --restart-mib of data; --full adds it)")
+	flag.Int64Var(&o.restartMiB, "restart-mib", 1024, "MiB of 1 KiB values the restart phase loads before restarting the member")
 	flag.IntVar(&o.fsyncCount, "fsync-count", 1000, "write+fsync repetitions for the disk figure")
 	flag.IntVar(&o.rounds, "rounds", 1, "measure each server this many times, alternating which goes first, and report medians")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
@@ -111,12 +113,15 @@ func parseFlags() (*options, error) {
 		}
 	}
 	o.serverFlags = strings.Fields(serverFlags)
-	o.phases = map[string]bool{"cluster": o.cluster}
+	o.phases = map[string]bool{"cluster": o.cluster, "restart": o.full}
 	for _, p := range strings.Split(*phases, ",") {
-		if p != "kv" && p != "data" && p != "cluster" {
-			return nil, fmt.Errorf("--phases: unknown phase %q (kv, data or cluster)", p)
+		if p != "kv" && p != "data" && p != "cluster" && p != "restart" {
+			return nil, fmt.Errorf("--phases: unknown phase %q (kv, data, cluster or restart)", p)
 		}
 		o.phases[p] = true
+	}
+	if o.restartMiB < 1 {
+		return nil, fmt.Errorf("--restart-mib must be at least 1, got %d", o.restartMiB)
 	}
 	if o.rounds < 1 {
 		return nil, fmt.Errorf("--rounds must be at least 1, got %d", o.rounds)
