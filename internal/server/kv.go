@@ -210,8 +210,7 @@ func (s *Server) await(ctx context.Context, id uint64, send func()) (result, err
 	s.metrics.proposalsPending.Inc()
 	defer s.metrics.proposalsPending.Dec()
 
-	select {
-	case res := <-ch:
+	got := func(res result) (result, error) {
 		s.waits.release(ch)
 		if errors.Is(res.err, ErrStopped) {
 			return result{}, ErrStopped
@@ -221,6 +220,10 @@ func (s *Server) await(ctx context.Context, id uint64, send func()) (result, err
 			return result{}, res.err
 		}
 		return res, nil
+	}
+	select {
+	case res := <-ch:
+		return got(res)
 	case <-ctx.Done():
 		s.waits.cancel(id, ch)
 		s.metrics.proposalsFailed.Inc()
@@ -233,7 +236,12 @@ func (s *Server) await(ctx context.Context, id uint64, send func()) (result, err
 		s.metrics.proposalsFailed.Inc()
 		return result{}, s.timeoutError(start)
 	case <-s.stopc:
-		s.waits.cancel(id, ch)
+		if !s.waits.cancel(id, ch) {
+			// Applied just before the stop (a member applying its own
+			// removal stops soon after): the request took effect, and
+			// its result is in the channel or about to be.
+			return got(<-ch)
+		}
 		return result{}, ErrStopped
 	}
 }

@@ -79,8 +79,10 @@ func (w *waitRegistry) has(id uint64) bool {
 	return ok
 }
 
-// cancel stops waiting for proposal id and recycles its channel.
-func (w *waitRegistry) cancel(id uint64, ch chan result) {
+// cancel stops waiting for proposal id and recycles its channel. It
+// returns false if trigger (or failAll) came first: the result is then in
+// the channel or about to be, and the channel is left to the caller.
+func (w *waitRegistry) cancel(id uint64, ch chan result) bool {
 	sh := &w.shards[id%waitShards]
 	sh.Lock()
 	_, ok := sh.m[id]
@@ -88,10 +90,11 @@ func (w *waitRegistry) cancel(id uint64, ch chan result) {
 	sh.Unlock()
 	if !ok {
 		// trigger won the race and has put (or is putting) a result in the
-		// channel; drop the channel rather than wait for it.
-		return
+		// channel; a caller that does not want it drops the channel.
+		return false
 	}
 	w.pool.Put(ch)
+	return true
 }
 
 // release recycles a channel whose result has been received.
