@@ -77,7 +77,7 @@ type proc struct {
 	kv      pb.KVClient
 }
 
-// startProc starts cairn on dataDir, listening on a free 127.0.0.1 port,
+// startProc starts cairn on dataDir, serving clients on a free 127.0.0.1 port,
 // with its output in logName under the test's temporary directory. It does
 // not wait for the process to answer; see waitReady.
 func startProc(t testing.TB, dataDir, logName string) *proc {
@@ -96,6 +96,9 @@ func startProc(t testing.TB, dataDir, logName string) *proc {
 		"--data-dir", dataDir,
 		"--listen-client-urls", url,
 		"--advertise-client-urls", url,
+		// A single member never dials its peer URL; any free port will do,
+		// and etcd's default (2380) may be taken by another test or server.
+		"--listen-peer-urls", "http://127.0.0.1:0",
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = childEnv()
