@@ -2,7 +2,6 @@ package conformance
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"net/url"
 	"os"
@@ -149,7 +148,7 @@ func startEtcd(t testing.TB, dir string) (string, func()) {
 	// short ticks keep the restart ops quick.
 	cfg.TickMs, cfg.ElectionMs = 10, 100
 	clientURL := mustURL(t, "http://127.0.0.1:0")
-	peerURL := mustURL(t, fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t)))
+	peerURL := mustURL(t, "http://"+freeport.Addr(t))
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}
 	cfg.ListenPeerUrls = []url.URL{peerURL}

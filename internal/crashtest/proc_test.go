@@ -83,7 +83,7 @@ type proc struct {
 func startProc(t testing.TB, dataDir, logName string) *proc {
 	t.Helper()
 	bin := cairnBinary(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))
+	addr := freeport.Addr(t)
 	url := "http://" + addr
 	logPath := filepath.Join(t.TempDir(), logName)
 	logFile, err := os.Create(logPath)

@@ -46,7 +46,7 @@ func restoreCluster(t *testing.T, path string, names ...string) []*Member {
 	var initial []string
 	peer := map[string]string{}
 	for _, n := range names {
-		peer[n] = fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t))
+		peer[n] = "http://" + freeport.Addr(t)
 		initial = append(initial, n+"="+peer[n])
 	}
 	cluster := strings.Join(initial, ",")

@@ -159,7 +159,7 @@ func TestWatchGuarantees(t *testing.T) {
 func checkWatchGuarantees(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x77a7c4))
 	cfg := testConfig(t, t.TempDir())
-	url := fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t))
+	url := "http://" + freeport.Addr(t)
 	cfg.ListenClientURLs, cfg.AdvertiseClientURLs = []string{url}, []string{url}
 	m := start(t, cfg)
 	c := client(t, m)

@@ -125,7 +125,7 @@ func TestWatchOnFollower(t *testing.T) {
 func TestWatchResumesAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
-	url := fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t))
+	url := "http://" + freeport.Addr(t)
 	cfg.ListenClientURLs, cfg.AdvertiseClientURLs = []string{url}, []string{url}
 	m, err := Start(cfg)
 	if err != nil {

@@ -89,8 +89,8 @@ func newMember(t testing.TB, name string) *member {
 	return &member{
 		name:      name,
 		dataDir:   filepath.Join(t.TempDir(), name+".cairn"),
-		clientURL: fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t)),
-		peerURL:   fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t)),
+		clientURL: "http://" + freeport.Addr(t),
+		peerURL:   "http://" + freeport.Addr(t),
 		logDir:    t.TempDir(),
 	}
 }
