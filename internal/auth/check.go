@@ -48,12 +48,7 @@ func (s *Store) isOpPermitted(ai AuthInfo, key, rangeEnd []byte, typ authpb.Perm
 	if hasRootRole(u) {
 		return nil
 	}
-	perms := s.userPermsRLocked(u)
-	set := perms.read
-	if typ == authpb.WRITE {
-		set = perms.write
-	}
-	if set.covers(key, rangeEnd) {
+	if s.userPermsRLocked(u).permits(typ == authpb.READ, key, rangeEnd) {
 		return nil
 	}
 	return ErrPermissionDenied

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"go.etcd.io/etcd/api/v3/authpb"
+	"go.etcd.io/etcd/pkg/v3/adt"
 )
 
 // A span is the half-open key interval [begin, end). An empty end is
@@ -100,8 +101,9 @@ func (ss spanSet) holder(key []byte) (span, bool) {
 
 // covers reports whether the request [key, rangeEnd) lies wholly inside the
 // union. As in etcd: an empty rangeEnd asks for the one key; "\x00" asks for
-// every key from key on; a rangeEnd at or below key (a request that names no
-// key) is permitted exactly when key itself is.
+// every key from key on; a rangeEnd equal to key asks for nothing and is
+// permitted exactly when key itself is. A rangeEnd below key is not handled
+// here (see userPerms.inverted).
 func (ss spanSet) covers(key, rangeEnd []byte) bool {
 	h, ok := ss.holder(key)
 	if !ok {
@@ -120,9 +122,41 @@ func (ss spanSet) covers(key, rangeEnd []byte) bool {
 	return cmpBound(h.end, end) >= 0
 }
 
+// isInverted reports whether a request's range end lies strictly below its
+// key: a request that names no key, which etcd's check answers in its own
+// way (userPerms.inverted).
+func isInverted(key, rangeEnd []byte) bool {
+	return len(rangeEnd) != 0 && !isOpenEnded(rangeEnd) && cmpBound(rangeEnd, key) < 0
+}
+
 // userPerms is one user's permissions merged over all of their roles.
 type userPerms struct {
 	read, write spanSet
+
+	// readTree and writeTree are etcd's own interval trees of the same
+	// permissions, built in etcd's insertion order, and are consulted only
+	// for inverted requests (range end below key). For those, etcd's
+	// Contains prunes its search by a test that assumes begin < end, so its
+	// answer depends on the shape of the tree: the same permissions inserted
+	// in another order can answer differently. Such a request reads or
+	// deletes nothing, but "never permit what etcd refuses" holds only if we
+	// ask the same tree. Refusing every inverted request was the simpler
+	// alternative; it was rejected because etcd permits some, and clients
+	// would see errors etcd does not give.
+	readTree, writeTree adt.IntervalTree
+}
+
+// permits answers a check of [key, rangeEnd) against the READ (read) or WRITE
+// (!read) side.
+func (p *userPerms) permits(read bool, key, rangeEnd []byte) bool {
+	set, tree := p.write, p.writeTree
+	if read {
+		set, tree = p.read, p.readTree
+	}
+	if isInverted(key, rangeEnd) {
+		return tree.Contains(adt.NewBytesAffineInterval(key, rangeEnd))
+	}
+	return set.covers(key, rangeEnd)
 }
 
 // mergePerms builds the merged permissions of a user from their roles.
@@ -130,6 +164,7 @@ type userPerms struct {
 // than READ, WRITE and READWRITE.
 func mergePerms(u *authpb.User, roles map[string]*authpb.Role) *userPerms {
 	var read, write []span
+	readTree, writeTree := adt.NewIntervalTree(), adt.NewIntervalTree()
 	for _, name := range u.Roles {
 		r := roles[name]
 		if r == nil {
@@ -137,19 +172,28 @@ func mergePerms(u *authpb.User, roles map[string]*authpb.Role) *userPerms {
 		}
 		for _, p := range r.KeyPermission {
 			s := permSpan(p)
-			if cmpBound(s.begin, s.end) >= 0 {
-				continue // an empty key: never granted (isValidPermissionRange)
-			}
+			ivl := adt.NewBytesAffineInterval(s.begin, s.end)
+			valid := cmpBound(s.begin, s.end) < 0 // false only for an empty key, never granted
 			switch p.PermType {
 			case authpb.READ:
-				read = append(read, s)
+				readTree.Insert(ivl, struct{}{})
+				if valid {
+					read = append(read, s)
+				}
 			case authpb.WRITE:
-				write = append(write, s)
+				writeTree.Insert(ivl, struct{}{})
+				if valid {
+					write = append(write, s)
+				}
 			case authpb.READWRITE:
-				read = append(read, s)
-				write = append(write, s)
+				readTree.Insert(ivl, struct{}{})
+				writeTree.Insert(ivl, struct{}{})
+				if valid {
+					read = append(read, s)
+					write = append(write, s)
+				}
 			}
 		}
 	}
-	return &userPerms{read: newSpanSet(read), write: newSpanSet(write)}
+	return &userPerms{read: newSpanSet(read), write: newSpanSet(write), readTree: readTree, writeTree: writeTree}
 }
