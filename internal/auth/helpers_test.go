@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"go.etcd.io/etcd/api/v3/authpb"
 )
 
 // memKV is an in-memory Writer and Reader: the persisted form of a Store.
@@ -70,4 +72,8 @@ func mustHash(t testing.TB, password string) string {
 		t.Fatal(err)
 	}
 	return h
+}
+
+func permission(typ authpb.Permission_Type, key, end string) *authpb.Permission {
+	return &authpb.Permission{PermType: typ, Key: []byte(key), RangeEnd: []byte(end)}
 }
