@@ -1,0 +1,309 @@
+package auth
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/authpb"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+// fakeClock is a settable clock for token TTLs.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
+
+func TestSimpleTokens(t *testing.T) {
+	clk := newClock()
+	tp, err := NewTokenProvider("simple", TokenConfig{TTL: 10 * time.Second, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	prefix, err := tp.NewPrefix()
+	if err != nil || len(prefix) != 16 || strings.Trim(prefix, simplePrefixLetters) != "" {
+		t.Fatalf("prefix %q, %v", prefix, err)
+	}
+
+	// Disabled: a token is made but not remembered.
+	tok, _ := tp.Assign("alice", 3, prefix, 7)
+	if tok != prefix+".7" {
+		t.Fatalf("token %q, want %q", tok, prefix+".7")
+	}
+	if _, ok := tp.Info(ctx, tok, 3); ok {
+		t.Fatal("token assigned while disabled is known")
+	}
+
+	tp.Enable()
+	tok, _ = tp.Assign("alice", 3, prefix, 8)
+	if ai, ok := tp.Info(ctx, tok, 5); !ok || ai != (AuthInfo{"alice", 5}) {
+		t.Fatalf("Info = %+v, %v; want alice at the store's revision 5", ai, ok)
+	}
+	// Each use renews the TTL.
+	for range 5 {
+		clk.Advance(8 * time.Second)
+		if _, ok := tp.Info(ctx, tok, 5); !ok {
+			t.Fatal("token in use expired")
+		}
+	}
+	clk.Advance(10 * time.Second) // exactly the TTL: still valid
+	if _, ok := tp.Info(ctx, tok, 5); !ok {
+		t.Fatal("token expired at its deadline")
+	}
+	clk.Advance(10*time.Second + time.Nanosecond)
+	if _, ok := tp.Info(ctx, tok, 5); ok {
+		t.Fatal("token outlived its TTL")
+	}
+
+	for _, bad := range []string{"", "abc", "a.b.c", prefix + ".x", prefix + ".99"} {
+		if _, ok := tp.Info(ctx, bad, 5); ok {
+			t.Errorf("malformed or unknown token %q accepted", bad)
+		}
+	}
+
+	a, _ := tp.Assign("alice", 3, prefix, 10)
+	b, _ := tp.Assign("bob", 3, prefix, 11)
+	tp.InvalidateUser("alice")
+	if _, ok := tp.Info(ctx, a, 5); ok {
+		t.Fatal("invalidated user's token accepted")
+	}
+	if _, ok := tp.Info(ctx, b, 5); !ok {
+		t.Fatal("another user's token was invalidated too")
+	}
+	tp.Disable()
+	tp.Enable()
+	if _, ok := tp.Info(ctx, b, 5); ok {
+		t.Fatal("token survived Disable")
+	}
+}
+
+func TestSimpleTokenWaitsForIndex(t *testing.T) {
+	applied := uint64(5)
+	tp, err := NewTokenProvider("simple", TokenConfig{WaitApplied: func(_ context.Context, index uint64) bool {
+		return index <= applied
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Enable()
+	tok, _ := tp.Assign("alice", 1, "p", 9)
+	if _, ok := tp.Info(context.Background(), tok, 1); ok {
+		t.Fatal("token of an entry not applied here was accepted")
+	}
+	applied = 9
+	if _, ok := tp.Info(context.Background(), tok, 1); !ok {
+		t.Fatal("token refused once its entry was applied")
+	}
+}
+
+// TestStoreDrivesTokens checks Authenticate and the token life Store drives.
+func TestStoreDrivesTokens(t *testing.T) {
+	tp, err := NewTokenProvider("simple", TokenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, s: New(Options{Tokens: tp}), kv: memKV{}}
+	f.addUser("root", "root")
+	f.addUser("alice")
+	f.ok(f.s.UserAdd(f.kv, &pb.AuthUserAddRequest{Name: "nopw", Options: &authpb.UserAddOptions{NoPassword: true}}))
+	if _, err := f.s.Authenticate(&pb.InternalAuthenticateRequest{Name: "alice", SimpleToken: "p"}, 1); !errors.Is(err, ErrAuthNotEnabled) {
+		t.Fatalf("Authenticate with auth off: %v", err)
+	}
+	f.enable()
+	for _, name := range []string{"nobody", "nopw"} {
+		if _, err := f.s.Authenticate(&pb.InternalAuthenticateRequest{Name: name, SimpleToken: "p"}, 2); !errors.Is(err, ErrAuthFailed) {
+			t.Fatalf("Authenticate(%s): %v", name, err)
+		}
+	}
+	resp, err := f.s.Authenticate(&pb.InternalAuthenticateRequest{Name: "alice", SimpleToken: "p"}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if ai, ok := tp.Info(ctx, resp.Token, f.s.Revision()); !ok || ai.Username != "alice" {
+		t.Fatalf("token %q resolves to %+v, %v", resp.Token, ai, ok)
+	}
+	f.ok(f.s.UserChangePassword(f.kv, &pb.AuthUserChangePasswordRequest{Name: "alice", HashedPassword: mustHash(t, "new")}))
+	if _, ok := tp.Info(ctx, resp.Token, f.s.Revision()); ok {
+		t.Fatal("token survived a password change")
+	}
+	resp, _ = f.s.Authenticate(&pb.InternalAuthenticateRequest{Name: "alice", SimpleToken: "p"}, 4)
+	f.ok(f.s.AuthDisable(f.kv, &pb.AuthDisableRequest{}))
+	if _, ok := tp.Info(ctx, resp.Token, f.s.Revision()); ok {
+		t.Fatal("token survived AuthDisable")
+	}
+
+	// Without a provider, Authenticate fails as etcd's does without --auth-token.
+	f.enable()
+	nop, err := NewTokenProvider("", TokenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nop.Assign("alice", 1, "", 1); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("no provider: %v", err)
+	}
+}
+
+func TestTokenOptions(t *testing.T) {
+	for _, opts := range []string{"bogus", "simple,x", "jwt,a=1,a=2", "jwt,sign-method=XX256,priv-key=/nonexistent",
+		"jwt,sign-method=HS256,ttl=soon", "jwt,sign-method=none", "jwt,sign-method=RS256,priv-key=/nonexistent"} {
+		if _, err := NewTokenProvider(opts, TokenConfig{}); !errors.Is(err, ErrInvalidAuthOpts) {
+			t.Errorf("%q: %v, want ErrInvalidAuthOpts", opts, err)
+		}
+	}
+	if _, err := NewTokenProvider("jwt,sign-method=RS256", TokenConfig{}); !errors.Is(err, ErrMissingKey) {
+		t.Errorf("jwt without keys: %v, want ErrMissingKey", err)
+	}
+	if _, err := NewTokenProvider("jwt,sign-method=HS256", TokenConfig{}); !errors.Is(err, ErrMissingKey) {
+		t.Errorf("HMAC without a secret: %v, want ErrMissingKey", err)
+	}
+}
+
+// writePEM writes a key in PEM form to a file in dir and returns its path.
+func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// keyFiles makes a private and a public key file for a key pair.
+func keyFiles(t *testing.T, dir, name string, priv any, pub any) (privPath, pubPath string) {
+	t.Helper()
+	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM(t, dir, name+".key", "PRIVATE KEY", privDER), writePEM(t, dir, name+".pub", "PUBLIC KEY", pubDER)
+}
+
+func TestJWTTokens(t *testing.T) {
+	dir := t.TempDir()
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPriv, rsaPub := keyFiles(t, dir, "rsa", rsaKey, &rsaKey.PublicKey)
+	ecPriv, ecPub := keyFiles(t, dir, "ec", ecKey, &ecKey.PublicKey)
+	edPrivF, edPubF := keyFiles(t, dir, "ed", edPriv, edPub)
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("a shared secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		method, priv, pub string
+	}{
+		{"RS256", rsaPriv, rsaPub}, {"PS384", rsaPriv, rsaPub}, {"ES256", ecPriv, ecPub},
+		{"EdDSA", edPrivF, edPubF}, {"HS256", secret, ""},
+	} {
+		t.Run(tt.method, func(t *testing.T) {
+			clk := newClock()
+			cfg := TokenConfig{Now: clk.Now}
+			opts := "jwt,sign-method=" + tt.method + ",priv-key=" + tt.priv + ",ttl=1m"
+			if tt.pub != "" {
+				opts += ",pub-key=" + tt.pub
+			}
+			tp, err := NewTokenProvider(opts, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, _ := tp.NewPrefix(); p != "" {
+				t.Fatalf("JWT prefix %q", p)
+			}
+			tok, err := tp.Assign("alice", 42, "", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if ai, ok := tp.Info(ctx, tok, 99); !ok || ai != (AuthInfo{"alice", 42}) {
+				t.Fatalf("Info = %+v, %v; want alice at the token's revision 42", ai, ok)
+			}
+			if _, ok := tp.Info(ctx, tok[:len(tok)-2]+"xx", 99); ok {
+				t.Fatal("tampered token accepted")
+			}
+			if tt.pub != "" {
+				vo, err := NewTokenProvider("jwt,sign-method="+tt.method+",pub-key="+tt.pub, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ai, ok := vo.Info(ctx, tok, 0); !ok || ai.Username != "alice" {
+					t.Fatalf("verify-only provider: %+v, %v", ai, ok)
+				}
+				if _, err := vo.Assign("alice", 1, "", 0); !errors.Is(err, ErrVerifyOnly) {
+					t.Fatalf("verify-only Assign: %v", err)
+				}
+			}
+			clk.Advance(2 * time.Minute)
+			if _, ok := tp.Info(ctx, tok, 99); ok {
+				t.Fatal("expired JWT accepted")
+			}
+		})
+	}
+
+	// A token signed with another method is refused, even with a valid key.
+	hs, err := NewTokenProvider("jwt,sign-method=HS256,priv-key="+secret, TokenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs512, err := NewTokenProvider("jwt,sign-method=HS512,priv-key="+secret, TokenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := hs512.Assign("alice", 1, "", 0)
+	if _, ok := hs.Info(context.Background(), tok, 0); ok {
+		t.Fatal("HS512 token accepted by an HS256 provider")
+	}
+
+	// Keys that are not a pair are refused.
+	otherEC, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherPub := keyFiles(t, dir, "ec2", otherEC, &otherEC.PublicKey)
+	if _, err := NewTokenProvider("jwt,sign-method=ES256,priv-key="+ecPriv+",pub-key="+otherPub, TokenConfig{}); !errors.Is(err, ErrKeyMismatch) {
+		t.Fatalf("mismatched keys: %v, want ErrKeyMismatch", err)
+	}
+}
