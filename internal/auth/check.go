@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"context"
+
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"golang.org/x/crypto/bcrypt"
@@ -179,4 +181,26 @@ func (s *Store) Authenticate(r *pb.InternalAuthenticateRequest, index uint64) (*
 		return nil, err
 	}
 	return &pb.AuthenticateResponse{Token: token}, nil
+}
+
+// TokenInfo resolves the token a request carries (without "Bearer "): nil
+// while auth is disabled (the request runs as nobody, and everything is
+// permitted), else the user and revision to check the request with, or
+// ErrInvalidAuthToken for an unknown, expired or forged token. ctx bounds the
+// wait of a simple token for its entry to be applied here.
+func (s *Store) TokenInfo(ctx context.Context, token string) (*AuthInfo, error) {
+	s.mu.RLock()
+	enabled, rev := s.mu.enabled, s.mu.revision
+	s.mu.RUnlock()
+	if !enabled {
+		return nil, nil
+	}
+	if s.tokens == nil {
+		return nil, ErrInvalidAuthToken
+	}
+	ai, ok := s.tokens.Info(ctx, token, rev)
+	if !ok {
+		return nil, ErrInvalidAuthToken
+	}
+	return &ai, nil
 }

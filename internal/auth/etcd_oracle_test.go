@@ -1,9 +1,11 @@
 package auth
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/schema"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -80,6 +83,8 @@ func etcdErrText(err error) string {
 type authGen struct {
 	rng    *rand.Rand
 	hashes map[string]string // password → base64 bcrypt hash, shared by both stores
+	index  uint64            // the raft index of the next Authenticate
+	tokens []string          // every token issued, live or not
 }
 
 var (
@@ -120,16 +125,16 @@ func (g *authGen) op(t *testing.T, s *Store, w Writer, e *etcdAuth) (string, pro
 		oe, ee string
 	)
 	switch n := g.rng.IntN(100); {
-	case n < 3:
+	case n < 2:
 		desc = "AuthEnable"
 		om, oe = ours(s.AuthEnable(w, &pb.AuthEnableRequest{}))
 		em, ee = theirs(&pb.AuthEnableResponse{}, e.as.AuthEnable())
-	case n < 4:
+	case n < 3:
 		desc = "AuthDisable"
 		om, oe = ours(s.AuthDisable(w, &pb.AuthDisableRequest{}))
 		e.as.AuthDisable()
 		em, ee = &pb.AuthDisableResponse{}, "<nil>"
-	case n < 17:
+	case n < 16:
 		r := &pb.AuthUserAddRequest{Name: g.pick(genUsers)}
 		if g.rng.IntN(4) == 0 {
 			r.Options = &authpb.UserAddOptions{NoPassword: true}
@@ -214,6 +219,18 @@ func (g *authGen) op(t *testing.T, s *Store, w Writer, e *etcdAuth) (string, pro
 		desc = "RoleList"
 		om, oe = ours(s.RoleList(&pb.AuthRoleListRequest{}))
 		em, ee = theirs(e.as.RoleList(&pb.AuthRoleListRequest{}))
+	case n < 99:
+		name := g.pick(genUsers)
+		g.index++
+		prefix := fmt.Sprintf("prefix%d", g.index)
+		desc = fmt.Sprintf("Authenticate %q at %d", name, g.index)
+		om, oe = ours(s.Authenticate(&pb.InternalAuthenticateRequest{Name: name, SimpleToken: prefix}, g.index))
+		ctx := context.WithValue(context.Background(), etcdauth.AuthenticateParamIndex{}, g.index)
+		ctx = context.WithValue(ctx, etcdauth.AuthenticateParamSimpleTokenPrefix{}, prefix)
+		em, ee = theirs(e.as.Authenticate(ctx, name, ""))
+		if r, ok := em.(*pb.AuthenticateResponse); ok && ee == "<nil>" {
+			g.tokens = append(g.tokens, r.Token)
+		}
 	default:
 		name, pw := g.pick(genUsers), g.pick(genPasswords)
 		desc = fmt.Sprintf("CheckPassword %q %q", name, pw)
@@ -235,13 +252,13 @@ func (g *authGen) op(t *testing.T, s *Store, w Writer, e *etcdAuth) (string, pro
 type checkCounts struct {
 	total, refused, permittedNonRoot int
 	byErr                            map[string]int
+	tokens, liveTokens               int
 }
 
 // check asks both stores one random permission question and fails the test
 // if the answers differ. With auth enabled, the user is any of the names
 // (known or not) and the revision the current one, an older one or none.
-func (g *authGen) check(t *testing.T, step int, s *Store, e *etcdAuth, c *checkCounts) {
-	t.Helper()
+func (g *authGen) check(s *Store, e *etcdAuth, c *checkCounts) error {
 	rev := s.Revision()
 	ai := AuthInfo{Username: g.pick(genUsers), Revision: rev}
 	switch g.rng.IntN(12) {
@@ -275,7 +292,7 @@ func (g *authGen) check(t *testing.T, step int, s *Store, e *etcdAuth, c *checkC
 		oerr, eerr = s.IsAdminPermitted(ai), e.as.IsAdminPermitted(eai)
 	}
 	if errText(oerr) != etcdErrText(eerr) {
-		t.Fatalf("step %d: %s: we answer %v, etcd %v", step, desc, oerr, eerr)
+		return fmt.Errorf("%s: we answer %v, etcd %v", desc, oerr, eerr)
 	}
 	c.total++
 	if eerr != nil {
@@ -284,6 +301,7 @@ func (g *authGen) check(t *testing.T, step int, s *Store, e *etcdAuth, c *checkC
 	} else if s.IsEnabled() && !s.HasRole(ai.Username, rootRole) && ai.Username != "" {
 		c.permittedNonRoot++
 	}
+	return nil
 }
 
 // setUp gives both stores root, the users and roles, and enables auth, so
@@ -315,6 +333,26 @@ func setUp(t *testing.T, g *authGen, s *Store, w Writer, e *etcdAuth) {
 	must(nil, e.as.AuthEnable())
 }
 
+// checkToken resolves one issued (or forged) token in both stores.
+func (g *authGen) checkToken(s *Store, e *etcdAuth, c *checkCounts) error {
+	tok := "forged.1"
+	if len(g.tokens) > 0 && g.rng.IntN(10) != 0 {
+		tok = g.tokens[g.rng.IntN(len(g.tokens))]
+	}
+	ctx := context.Background()
+	oai, oerr := s.TokenInfo(ctx, tok)
+	eai, eerr := e.as.AuthInfoFromCtx(metadata.NewIncomingContext(ctx, metadata.Pairs(rpctypes.TokenFieldNameGRPC, tok)))
+	if errText(oerr) != etcdErrText(eerr) || (oai == nil) != (eai == nil) ||
+		(oai != nil && (oai.Username != eai.Username || oai.Revision != eai.Revision)) {
+		return fmt.Errorf("token %q: we resolve %+v, %v; etcd %+v, %v", tok, oai, oerr, eai, eerr)
+	}
+	c.tokens++
+	if oai != nil {
+		c.liveTokens++
+	}
+	return nil
+}
+
 // TestMatchesEtcd runs random auth operations and permission checks against
 // our Store and etcd's auth store side by side: every answer (response and
 // error text) and the auth status after every step must match. The state
@@ -331,7 +369,11 @@ func TestMatchesEtcd(t *testing.T) {
 			g := &authGen{rng: rand.New(rand.NewPCG(seed, seed)), hashes: map[string]string{}}
 			e := newEtcdAuth(t)
 			kv := memKV{}
-			s := New(Options{})
+			tp, err := NewTokenProvider("simple", TokenConfig{TTL: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := New(Options{Tokens: tp})
 			c := &checkCounts{byErr: map[string]int{}}
 			setUp(t, g, s, kv, e)
 			for step := 0; step < steps; step++ {
@@ -348,12 +390,18 @@ func TestMatchesEtcd(t *testing.T) {
 						step, desc, st, e.as.IsAuthEnabled(), e.as.Revision())
 				}
 				for range 5 {
-					g.check(t, step, s, e, c)
+					if err := g.check(s, e, c); err != nil {
+						t.Fatalf("step %d: %v", step, err)
+					}
+				}
+				if err := g.checkToken(s, e, c); err != nil {
+					t.Fatalf("step %d: %v", step, err)
 				}
 			}
 			t.Logf("%d checks: %d refused by both (%v), %d permitted to a non-root user with auth enabled; none permitted where etcd refused",
 				c.total, c.refused, c.byErr, c.permittedNonRoot)
-			if c.refused == 0 || c.permittedNonRoot == 0 || c.byErr[ErrPermissionDenied.Error()] == 0 {
+			t.Logf("%d token lookups, %d resolved to a user", c.tokens, c.liveTokens)
+			if c.refused == 0 || c.permittedNonRoot == 0 || c.byErr[ErrPermissionDenied.Error()] == 0 || c.liveTokens == 0 {
 				t.Fatalf("the run did not exercise both outcomes: %+v", c)
 			}
 
@@ -373,4 +421,40 @@ func TestMatchesEtcd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOracleCatchesDivergence checks the checker: when our store permits
+// one range more than etcd's, random checks find it.
+func TestOracleCatchesDivergence(t *testing.T) {
+	g := &authGen{rng: rand.New(rand.NewPCG(9, 9)), hashes: map[string]string{}}
+	e := newEtcdAuth(t)
+	s := New(Options{})
+	kv := memKV{}
+	setUp(t, g, s, kv, e)
+	c := &checkCounts{byErr: map[string]int{}}
+	for range 200 {
+		if err := g.check(s, e, c); err != nil {
+			t.Fatalf("the stores differ before the divergence: %v", err)
+		}
+	}
+	// Ours alone grants bob's role r2 read on [b, c); etcd adds a role
+	// instead, so both revisions move on together and only the permission
+	// differs.
+	if _, err := s.RoleGrantPermission(kv, &pb.AuthRoleGrantPermissionRequest{Name: "r2",
+		Perm: &authpb.Permission{PermType: authpb.READ, Key: []byte("b"), RangeEnd: []byte("c")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.as.RoleAdd(&pb.AuthRoleAddRequest{Name: "extra"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5000 {
+		if err := g.check(s, e, c); err != nil {
+			if !strings.Contains(err.Error(), "we answer <nil>, etcd auth: permission denied") {
+				t.Fatalf("unexpected difference: %v", err)
+			}
+			t.Logf("found after %d checks: %v", i+1, err)
+			return
+		}
+	}
+	t.Fatal("5000 random checks did not notice a permission etcd does not grant")
 }
