@@ -54,8 +54,11 @@
 // request header's user and auth revision. A Writer error leaves the
 // in-memory state as it was; the batch must then be discarded and the member
 // stopped. Authenticate runs in two steps: CheckPassword on the API path
-// (bcrypt is slow), then the proposed entry's Authenticate at apply, which
-// issues the token through the TokenProvider. Queries and checks are safe
+// (bcrypt is slow) and TokenProvider.NewPrefix for the proposal, then the
+// entry's Authenticate at apply, which issues the token through the
+// TokenProvider. The API layer resolves a request's token with TokenInfo
+// (nil while auth is disabled) and stamps the user and revision into the
+// proposal's header, which apply checks again. Queries and checks are safe
 // to call concurrently with apply.
 //
 // # On-disk form
