@@ -103,3 +103,35 @@ func TestLoadCorrupt(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLoad feeds Load arbitrary persisted pairs: it must refuse or accept
+// them without panicking, and a state it accepts must save and load back
+// the same.
+func FuzzLoad(f *testing.F) {
+	user, _ := proto.Marshal(&authpb.User{Name: []byte("bob"), Roles: []string{"r"}})
+	role, _ := proto.Marshal(&authpb.Role{Name: []byte("r"), KeyPermission: []*authpb.Permission{{Key: []byte("a")}}})
+	f.Add("user/bob", user, "role/r", role)
+	f.Add("enabled", []byte{1}, "revision", []byte{0, 0, 0, 0, 0, 0, 0, 9})
+	f.Add("user/x", []byte{0xff}, "x", []byte{})
+	f.Fuzz(func(t *testing.T, k1 string, v1 []byte, k2 string, v2 []byte) {
+		kv := memKV{"a/" + k1: v1, "a/" + k2: v2}
+		s, err := Load(kv, Options{})
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Load error %v is not ErrCorrupt", err)
+			}
+			return
+		}
+		saved := memKV{}
+		if err := s.Save(saved); err != nil {
+			t.Fatal(err)
+		}
+		again, err := Load(saved, Options{})
+		if err != nil {
+			t.Fatalf("Load of Save's output: %v", err)
+		}
+		if a, b := queryAll(t, s), queryAll(t, again); !protoSliceEqual(a, b) {
+			t.Fatalf("reloaded store answers %v, want %v", b, a)
+		}
+	})
+}
