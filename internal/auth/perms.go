@@ -103,7 +103,7 @@ func (ss spanSet) holder(key []byte) (span, bool) {
 // union. As in etcd: an empty rangeEnd asks for the one key; "\x00" asks for
 // every key from key on; a rangeEnd equal to key asks for nothing and is
 // permitted exactly when key itself is. A rangeEnd below key is not handled
-// here (see userPerms.inverted).
+// here (see userPerms.permits).
 func (ss spanSet) covers(key, rangeEnd []byte) bool {
 	h, ok := ss.holder(key)
 	if !ok {
@@ -124,7 +124,7 @@ func (ss spanSet) covers(key, rangeEnd []byte) bool {
 
 // isInverted reports whether a request's range end lies strictly below its
 // key: a request that names no key, which etcd's check answers in its own
-// way (userPerms.inverted).
+// way (userPerms.permits).
 func isInverted(key, rangeEnd []byte) bool {
 	return len(rangeEnd) != 0 && !isOpenEnded(rangeEnd) && cmpBound(rangeEnd, key) < 0
 }
