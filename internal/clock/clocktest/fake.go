@@ -31,15 +31,16 @@ var ErrStopped = errors.New("clocktest: ticker stopped")
 // so firing never waits. Tickers are different: Advance hands each tick to
 // its ticker with a blocking send and returns only once every tick owed
 // has been taken (or its ticker stopped). That keeps every ticker's owner
-// in step with the fake time, however slowly the Go scheduler runs it; a
-// test that advances time knows that everything driven by a ticker has seen
-// that time. The flip side: Advance blocks while a live ticker's owner does
+// in step with the fake time, however slowly the Go scheduler runs it:
+// when Advance returns, every ticker's owner has taken its ticks up to the
+// new time. The flip side: Advance blocks while a live ticker's owner does
 // not read its channel, so a ticker's owner must not wait on the goroutine
 // that calls Advance.
 //
 // All methods are safe for concurrent use, but Advance should be called
 // from one goroutine at a time: two concurrent calls may hand one ticker
-// its ticks out of order.
+// its ticks out of order. A Fake remembers every ticker it made (for
+// NextTicker): it is made for a test's lifetime, not for long runs.
 type Fake struct {
 	mu  sync.Mutex
 	now time.Time
