@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/internal/clock/clocktest"
 	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/server"
 )
@@ -48,7 +49,7 @@ type Options struct {
 // time for as long as the cluster runs.
 type Cluster struct {
 	t     testing.TB
-	Clock *Clock
+	Clock *clocktest.Fake
 	Net   *Network
 	opts  Options
 	dir   string
@@ -78,7 +79,7 @@ type Member struct {
 // it has a leader. The cluster is closed when the test ends.
 func New(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
-	clock := NewClock()
+	clock := clocktest.NewFake()
 	c := &Cluster{
 		t:     t,
 		Clock: clock,
@@ -154,7 +155,7 @@ func logger(name string) *slog.Logger {
 }
 
 // drive advances simulated time one tick every TickEvery of real time,
-// delivering the messages that fall due, until Close. Clock.advance waits
+// delivering the messages that fall due, until Close. Clock.Advance waits
 // for every raft loop to take its tick, so a member that is descheduled or
 // busy holds time back rather than fall behind it. The pace gives requests
 // real time to run between ticks: simulated time that ran as fast as the
@@ -173,7 +174,7 @@ func (c *Cluster) drive() {
 			return
 		case <-tk.C:
 		}
-		c.Clock.advance(Tick)
+		c.Clock.Advance(Tick)
 		c.Net.deliver(c.Clock.Now())
 	}
 }

@@ -5,11 +5,11 @@
 //
 // # Time
 //
-// Every member runs on the cluster's Clock. A driver goroutine advances it
-// one raft tick (10 ms of simulated time) at a time, and hands each
-// member's raft loop its tick with a blocking send, so the members' raft
-// clocks stay in step with each other and with the simulated time however
-// the Go scheduler runs them. Request timeouts, read-index retries and
+// Every member runs on the cluster's Clock, a clocktest.Fake. A driver
+// goroutine advances it one raft tick (10 ms of simulated time) at a time,
+// and the fake hands each member's raft loop its tick with a blocking
+// send, so the members' raft clocks stay in step with each other and with
+// the simulated time however the Go scheduler runs them. Request timeouts, read-index retries and
 // health intervals are all simulated time too; tests never sleep on the
 // wall clock, they poll conditions (Cluster.WaitFor).
 //

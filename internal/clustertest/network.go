@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairn-db/cairn/internal/clock/clocktest"
 	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/transport"
 )
@@ -36,7 +37,7 @@ type Faults struct {
 // simulated time, through the faults and partitions the test sets. Each
 // member's server gets an endpoint from it (server.Config.NewTransport).
 type Network struct {
-	clock *Clock
+	clock *clocktest.Fake
 	seed  uint64
 
 	mu     sync.Mutex
@@ -54,7 +55,7 @@ type Network struct {
 	wg        sync.WaitGroup
 }
 
-func newNetwork(clock *Clock, seed uint64) *Network {
+func newNetwork(clock *clocktest.Fake, seed uint64) *Network {
 	return &Network{
 		clock:     clock,
 		seed:      seed,

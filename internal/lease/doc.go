@@ -75,7 +75,8 @@
 //
 // # Time
 //
-// Time comes from an injected Clock; deadlines are nanoseconds since the
-// lessor opened. TTLs below Options.MinTTL (etcd's 1.5 election timeouts,
-// rounded up to seconds) are raised to it; TTLs above MaxTTL are refused.
+// Time comes from an injected clock.Clock (Options.Clock); deadlines are
+// nanoseconds since the lessor opened. TTLs below Options.MinTTL (etcd's
+// 1.5 election timeouts, rounded up to seconds) are raised to it; TTLs
+// above MaxTTL are refused.
 package lease

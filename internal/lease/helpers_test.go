@@ -3,77 +3,21 @@ package lease
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
-	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/cairn-db/cairn/internal/clock/clocktest"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/storage"
 )
-
-// fakeClock moves only when the test advances it.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
-
-type fakeWaiter struct {
-	at time.Time
-	c  chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), c: ch})
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.c <- c.now
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	c.waiters = kept
-}
-
-func (c *fakeClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters)
-}
 
 // member is one member's state machine as the server wires it: an engine,
 // a lessor and an mvcc store that asks the lessor whether leases exist.
 type member struct {
 	t     testing.TB
 	dir   string
-	clock *fakeClock
+	clock *clocktest.Fake
 	opts  Options
 	eng   *storage.Engine
 	le    *Lessor
@@ -82,7 +26,7 @@ type member struct {
 
 func newMember(t testing.TB, opts Options) *member {
 	t.Helper()
-	m := &member{t: t, dir: t.TempDir(), clock: newFakeClock(), opts: opts}
+	m := &member{t: t, dir: t.TempDir(), clock: clocktest.NewFake(), opts: opts}
 	m.opts.Clock = m.clock
 	m.open()
 	t.Cleanup(m.close)

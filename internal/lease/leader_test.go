@@ -313,7 +313,7 @@ func TestRun(t *testing.T) {
 	tick := func() {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for m.clock.pending() == 0 {
+		for len(m.clock.Timers()) == 0 {
 			if time.Now().After(deadline) {
 				t.Fatal("Run is not waiting for its next tick")
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/cairn-db/cairn/internal/clock"
 	"github.com/cairn-db/cairn/internal/storage"
 )
 
@@ -54,19 +55,6 @@ const (
 // member that is not the leader).
 const forever = math.MaxInt64
 
-// Clock is the source of time. *server's clock satisfies it; tests use a
-// fake one that moves only when told.
-type Clock interface {
-	Now() time.Time
-	// After returns a channel that receives once d has passed.
-	After(d time.Duration) <-chan time.Time
-}
-
-type wallClock struct{}
-
-func (wallClock) Now() time.Time                         { return time.Now() }
-func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // MinTTL returns etcd's minimum lease TTL, in whole seconds, for a raft
 // heartbeat (tick) interval and election timeout in ticks: a lease must
 // outlive a leader election, so no TTL below 1.5 election timeouts is
@@ -92,8 +80,10 @@ type Options struct {
 	// ExpiredRetry is when Expired reports a lease again whose revoke has
 	// not happened (default 3 s; etcd uses the request timeout).
 	ExpiredRetry time.Duration
-	// Clock defaults to the wall clock.
-	Clock Clock
+	// Clock is the source of time (Now and After; the lessor makes no
+	// tickers). It defaults to the wall clock; tests pass a fake one
+	// that moves only when told.
+	Clock clock.Clock
 }
 
 func (o Options) withDefaults() Options {
@@ -113,7 +103,7 @@ func (o Options) withDefaults() Options {
 		o.ExpiredRetry = DefaultExpiredRetry
 	}
 	if o.Clock == nil {
-		o.Clock = wallClock{}
+		o.Clock = clock.Real{}
 	}
 	return o
 }
@@ -152,7 +142,7 @@ func (le *lease) clockTTL() int64 {
 type Lessor struct {
 	eng   *storage.Engine
 	opts  Options
-	clock Clock
+	clock clock.Clock
 	epoch time.Time
 
 	mu struct {

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/cairn-db/cairn/internal/clock"
 	"github.com/cairn-db/cairn/internal/storage"
 )
 
@@ -68,8 +69,9 @@ type Config struct {
 	// a member that was cut off then disrupts the leader with a higher
 	// term when it returns. Check-quorum stays on.
 	DisablePreVote bool
-	// NewTicker makes the tick source; nil uses the wall clock.
-	NewTicker func(time.Duration) Ticker
+	// NewTicker makes the tick source, which drives raft's logical clock;
+	// nil uses the wall clock.
+	NewTicker func(time.Duration) clock.Ticker
 
 	// Transport sends messages to other members; nil drops them, which is
 	// right for a single voter.
@@ -199,7 +201,7 @@ func Start(cfg Config) (*Node, error) {
 		cfg.HeartbeatTicks = DefaultHeartbeatTicks
 	}
 	if cfg.NewTicker == nil {
-		cfg.NewTicker = NewRealTicker
+		cfg.NewTicker = clock.Real{}.NewTicker
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

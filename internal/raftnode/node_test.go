@@ -10,14 +10,9 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairn-db/cairn/internal/clock/clocktest"
 	"github.com/cairn-db/cairn/internal/storage"
 )
-
-// manualTicker never ticks unless the test sends on it.
-type manualTicker struct{ c chan time.Time }
-
-func (m manualTicker) C() <-chan time.Time { return m.c }
-func (m manualTicker) Stop()               {}
 
 // applier is a minimal apply loop: it records normal entries, applies conf
 // changes, and persists the applied index like the server does.
@@ -120,7 +115,7 @@ func startNode(t *testing.T, eng *storage.Engine, onRead func([]raft.ReadState))
 		Engine:       eng,
 		Peers:        []raft.Peer{{ID: 1}},
 		Applied:      applied,
-		NewTicker:    func(time.Duration) Ticker { return manualTicker{make(chan time.Time)} },
+		NewTicker:    clocktest.NewFake().NewTicker, // never advanced: raft never ticks
 		OnReadStates: onRead,
 	})
 	if err != nil {

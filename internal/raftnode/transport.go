@@ -1,10 +1,6 @@
 package raftnode
 
-import (
-	"time"
-
-	"go.etcd.io/raft/v3/raftpb"
-)
+import "go.etcd.io/raft/v3/raftpb"
 
 // Transport carries raft messages to the other members. The Ready loop calls
 // Send, so it must not block on the network: it queues and returns. Delivery
@@ -21,20 +17,3 @@ type Transport interface {
 type noTransport struct{}
 
 func (noTransport) Send([]*raftpb.Message) {}
-
-// Ticker drives raft's logical clock. It is an interface so tests can tick
-// by hand instead of waiting for wall-clock time.
-type Ticker interface {
-	// C returns the channel the ticks arrive on.
-	C() <-chan time.Time
-	// Stop releases the ticker.
-	Stop()
-}
-
-type realTicker struct{ t *time.Ticker }
-
-func (r realTicker) C() <-chan time.Time { return r.t.C }
-func (r realTicker) Stop()               { r.t.Stop() }
-
-// NewRealTicker returns a Ticker backed by time.NewTicker.
-func NewRealTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }

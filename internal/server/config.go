@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cairn-db/cairn/internal/raftnode"
+	"github.com/cairn-db/cairn/internal/clock"
 	"github.com/cairn-db/cairn/internal/transport"
 )
 
@@ -136,7 +136,7 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Clock drives timeouts, auto-compaction and raft ticks; nil is the
 	// wall clock. Tests inject a fake one.
-	Clock Clock
+	Clock clock.Clock
 
 	// PeerTLS is the client TLS configuration for https:// peer URLs (the
 	// transport and the member's own requests to peers); nil uses the
@@ -235,7 +235,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Clock == nil {
-		c.Clock = wallClock{}
+		c.Clock = clock.Real{}
 	}
 	return c, nil
 }
@@ -268,19 +268,3 @@ func parseRetention(mode, retention string) (time.Duration, error) {
 	}
 	return d, nil
 }
-
-// Clock is the source of time for everything in the server that decides
-// behaviour by time.
-type Clock interface {
-	Now() time.Time
-	// After returns a channel that receives once d has passed.
-	After(d time.Duration) <-chan time.Time
-	// NewTicker ticks every d, for raft's logical clock.
-	NewTicker(d time.Duration) raftnode.Ticker
-}
-
-type wallClock struct{}
-
-func (wallClock) Now() time.Time                            { return time.Now() }
-func (wallClock) After(d time.Duration) <-chan time.Time    { return time.After(d) }
-func (wallClock) NewTicker(d time.Duration) raftnode.Ticker { return raftnode.NewRealTicker(d) }

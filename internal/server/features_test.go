@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairn-db/cairn/internal/clock/clocktest"
 )
 
 func putN(t *testing.T, s *Server, prefix string, n int) {
@@ -24,17 +26,17 @@ func putN(t *testing.T, s *Server, prefix string, n int) {
 // 10 minutes after start (to the revision sampled at start), the next 10
 // minutes later (to the revision sampled 10 minutes before it).
 func TestAutoCompactionPeriodic(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.NewFake()
 	s := startServer(t, t.TempDir(), func(c *Config) {
 		c.Clock = clock
 		c.AutoCompactionRetention = "10m"
 	})
 	tick := func() {
 		clock.Advance(time.Minute)
-		clock.waitForTimer(t, time.Minute)
+		waitForTimer(t, clock, time.Minute)
 	}
-	clock.waitForTimer(t, time.Minute) // sampled revision 1 at t=0
-	putN(t, s, "a", 10)                // revision 11
+	waitForTimer(t, clock, time.Minute) // sampled revision 1 at t=0
+	putN(t, s, "a", 10)                 // revision 11
 	for range 9 {
 		tick()
 	}
@@ -64,7 +66,7 @@ func TestAutoCompactionPeriodic(t *testing.T) {
 // TestAutoCompactionRevision follows etcd's revision compactor: every five
 // minutes, keep the last `retention` revisions.
 func TestAutoCompactionRevision(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.NewFake()
 	s := startServer(t, t.TempDir(), func(c *Config) {
 		c.Clock = clock
 		c.AutoCompactionMode = CompactionModeRevision
@@ -72,9 +74,9 @@ func TestAutoCompactionRevision(t *testing.T) {
 	})
 	tick := func() {
 		clock.Advance(5 * time.Minute)
-		clock.waitForTimer(t, 5*time.Minute)
+		waitForTimer(t, clock, 5*time.Minute)
 	}
-	clock.waitForTimer(t, 5*time.Minute)
+	waitForTimer(t, clock, 5*time.Minute)
 	putN(t, s, "a", 20) // revision 21
 	tick()
 	if rev := s.kv.CompactRev(); rev != 16 {

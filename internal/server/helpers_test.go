@@ -2,13 +2,13 @@ package server
 
 import (
 	"context"
-	"sync"
+	"slices"
 	"testing"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
-	"github.com/cairn-db/cairn/internal/raftnode"
+	"github.com/cairn-db/cairn/internal/clock/clocktest"
 )
 
 // startServer starts a member in dir with cfg's settings and stops it when
@@ -59,76 +59,9 @@ func get(t *testing.T, s *Server, key string, serializable bool) *pb.RangeRespon
 	return resp
 }
 
-// fakeClock is a Clock that moves only when the test advances it. Its
-// ticker never ticks: a single voter needs no ticks to lead.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
-
-type fakeWaiter struct {
-	at time.Time
-	d  time.Duration
-	c  chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), d: d, c: ch})
-	return ch
-}
-
-func (c *fakeClock) NewTicker(time.Duration) raftnode.Ticker { return stillTicker{} }
-
-// Advance moves the clock forward, firing every timer that falls due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.c <- c.now
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	c.waiters = kept
-}
-
-// waitForTimer blocks until someone waits on a timer of exactly d.
-func (c *fakeClock) waitForTimer(t *testing.T, d time.Duration) {
+// waitForTimer blocks until something waits on a timer of exactly d on
+// the fake clock.
+func waitForTimer(t *testing.T, clock *clocktest.Fake, d time.Duration) {
 	t.Helper()
-	waitUntil(t, "a "+d.String()+" timer", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for _, w := range c.waiters {
-			if w.d == d {
-				return true
-			}
-		}
-		return false
-	})
+	waitUntil(t, "a "+d.String()+" timer", func() bool { return slices.Contains(clock.Timers(), d) })
 }
-
-type stillTicker struct{}
-
-func (stillTicker) C() <-chan time.Time { return nil }
-func (stillTicker) Stop()               {}

@@ -10,6 +10,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 
+	"github.com/cairn-db/cairn/internal/clock"
 	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/raftnode"
@@ -24,7 +25,7 @@ import (
 type Server struct {
 	cfg   Config
 	lg    *slog.Logger
-	clock Clock
+	clock clock.Clock
 
 	eng  *storage.Engine
 	kv   *mvcc.Store

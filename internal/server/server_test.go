@@ -13,6 +13,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/cairn-db/cairn/internal/clock/clocktest"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/storage"
 )
@@ -276,7 +277,7 @@ func TestRequestTooLarge(t *testing.T) {
 }
 
 func TestTimeoutAndStop(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.NewFake()
 	s, err := New(Config{DataDir: t.TempDir(), Clock: clock, hooks: testHooks{skipPropose: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +288,7 @@ func TestTimeoutAndStop(t *testing.T) {
 		_, err := s.Put(context.Background(), &pb.PutRequest{Key: []byte("k")})
 		errc <- err
 	}()
-	clock.waitForTimer(t, s.cfg.RequestTimeout)
+	waitForTimer(t, clock, s.cfg.RequestTimeout)
 	clock.Advance(s.cfg.RequestTimeout)
 	if err := <-errc; !errors.Is(err, ErrTimeout) {
 		t.Fatalf("put that never commits: %v, want ErrTimeout", err)
@@ -298,7 +299,7 @@ func TestTimeoutAndStop(t *testing.T) {
 		_, err := s.Put(ctx, &pb.PutRequest{Key: []byte("k")})
 		errc <- err
 	}()
-	clock.waitForTimer(t, s.cfg.RequestTimeout)
+	waitForTimer(t, clock, s.cfg.RequestTimeout)
 	cancel()
 	if err := <-errc; !errors.Is(err, ErrCanceled) {
 		t.Fatalf("canceled put: %v, want ErrCanceled", err)
@@ -308,7 +309,7 @@ func TestTimeoutAndStop(t *testing.T) {
 		_, err := s.DeleteRange(context.Background(), &pb.DeleteRangeRequest{Key: []byte("k")})
 		errc <- err
 	}()
-	clock.waitForTimer(t, s.cfg.RequestTimeout)
+	waitForTimer(t, clock, s.cfg.RequestTimeout)
 	s.Stop()
 	if err := <-errc; !errors.Is(err, ErrStopped) {
 		t.Fatalf("put pending at Stop: %v, want ErrStopped", err)
@@ -372,16 +373,14 @@ func TestBadInitialCluster(t *testing.T) {
 // server: proposals and linearizable reads can no longer complete and time
 // out, while serializable reads still answer from the local store.
 func TestTimeoutWithStoppedRaftNode(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.NewFake()
 	s := startServer(t, t.TempDir(), func(c *Config) { c.Clock = clock })
 	put(t, s, "k", "v")
 	s.node.Stop()
 	timers := func() int {
-		clock.mu.Lock()
-		defer clock.mu.Unlock()
 		n := 0
-		for _, w := range clock.waiters {
-			if w.d == s.cfg.RequestTimeout {
+		for _, d := range clock.Timers() {
+			if d == s.cfg.RequestTimeout {
 				n++
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
+	"github.com/cairn-db/cairn/internal/clock/clocktest"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/storage"
 )
@@ -26,7 +27,7 @@ type env struct {
 	eng   *storage.Engine
 	store *mvcc.Store
 	hub   *Hub
-	clock *fakeClock
+	clock *clocktest.Fake
 }
 
 func newEnv(t testing.TB, opts Options) *env {
@@ -40,7 +41,7 @@ func newEnv(t testing.TB, opts Options) *env {
 		eng.Close()
 		t.Fatal(err)
 	}
-	e := &env{t: t, eng: eng, store: st, clock: newFakeClock()}
+	e := &env{t: t, eng: eng, store: st, clock: clocktest.NewFake()}
 	if opts.Clock == nil {
 		opts.Clock = e.clock
 	}
@@ -339,48 +340,25 @@ func showEvents(rs []Response) string {
 	return strings.Join(parts, " ")
 }
 
-// fakeClock hands out tickers that tick when the test says so.
-type fakeClock struct {
-	tickers chan *fakeTicker
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{tickers: make(chan *fakeTicker, 1024)} }
-
-type fakeTicker struct {
-	c       chan time.Time
-	stopped chan struct{}
-}
-
-func (c *fakeClock) NewTicker(time.Duration) Ticker {
-	t := &fakeTicker{c: make(chan time.Time), stopped: make(chan struct{})}
-	c.tickers <- t
-	return t
-}
-
-func (t *fakeTicker) C() <-chan time.Time { return t.c }
-func (t *fakeTicker) Stop()               { close(t.stopped) }
-
-// ticker waits for the next ticker a stream starts.
-func (c *fakeClock) ticker(t testing.TB) *fakeTicker {
-	t.Helper()
-	select {
-	case tk := <-c.tickers:
-		return tk
-	case <-time.After(waitFor):
-		t.Fatal("no ticker started")
+// ticker waits for the next ticker a stream starts on the env's clock.
+func (e *env) ticker() *clocktest.FakeTicker {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	tk, err := e.clock.NextTicker(ctx)
+	if err != nil {
+		e.t.Fatalf("no ticker started: %v", err)
 	}
-	return nil
+	return tk
 }
 
-// tick fires the ticker once, waiting until its stream takes the tick.
-func (tk *fakeTicker) tick(t testing.TB) {
+// tick fires tk once, waiting until its stream takes the tick.
+func tick(t testing.TB, tk *clocktest.FakeTicker) {
 	t.Helper()
-	select {
-	case tk.c <- time.Now():
-	case <-tk.stopped:
-		t.Fatal("ticker stopped")
-	case <-time.After(waitFor):
-		t.Fatal("tick not taken")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := tk.Tick(ctx); err != nil {
+		t.Fatalf("tick not taken: %v", err)
 	}
 }
 

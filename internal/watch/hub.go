@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/cairn-db/cairn/internal/clock"
 )
 
 // EventSource is the store the hub watches; *mvcc.Store provides it. Its
@@ -69,8 +71,9 @@ type Options struct {
 	// MaxResponseBytes is the size up to which one catch-up response keeps
 	// adding revisions (a single revision is never split).
 	MaxResponseBytes int
-	// Clock makes tickers; nil means real time.
-	Clock Clock
+	// Clock makes the tickers that drive progress notifications; nil
+	// means the wall clock.
+	Clock clock.Clock
 	// Logger receives the hub's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the hub's gauges (etcd's names: watch streams,
@@ -96,7 +99,7 @@ func (o Options) withDefaults() Options {
 		o.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	if o.Clock == nil {
-		o.Clock = realClock{}
+		o.Clock = clock.Real{}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -52,17 +52,17 @@ func TestProgressNotify(t *testing.T) {
 	c.created(0)
 	c.created(1)
 	c.created(2)
-	tk := e.clock.ticker(t)
+	tk := e.ticker()
 	e.put("x", "1") // 2
 	e.settle()
-	tk.tick(t)
+	tick(t, tk)
 	c.expectEach("{id=0 rev=2}", "{id=1 rev=2}")
 	e.put("a", "1") // 3
 	c.expect("{id=0 rev=3 put:a=1@3}")
 	// A watcher that got events since the last tick gets no notification.
-	tk.tick(t)
+	tick(t, tk)
 	c.expect("{id=1 rev=3}")
-	tk.tick(t)
+	tick(t, tk)
 	c.expectEach("{id=0 rev=3}", "{id=1 rev=3}")
 
 	// A watcher waiting for a future revision gets none until the store
@@ -70,11 +70,11 @@ func TestProgressNotify(t *testing.T) {
 	f := e.stream()
 	f.watch(WatchRequest{Key: []byte("a"), StartRev: 5, ProgressNotify: true})
 	f.created(0)
-	ftk := e.clock.ticker(t)
-	ftk.tick(t)
+	ftk := e.ticker()
+	tick(t, ftk)
 	e.put("x", "2") // 4
 	e.settle()
-	ftk.tick(t)
+	tick(t, ftk)
 	if err := f.s.Cancel(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -83,10 +83,10 @@ func TestProgressNotify(t *testing.T) {
 	g := e.stream()
 	g.watch(WatchRequest{Key: []byte("a"), StartRev: 5, ProgressNotify: true})
 	g.created(0)
-	gtk := e.clock.ticker(t)
+	gtk := e.ticker()
 	e.put("x", "3") // 5
 	e.settle()
-	gtk.tick(t)
+	tick(t, gtk)
 	g.expect("{id=0 rev=5}")
 }
 

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/cairn-db/cairn/internal/clock"
 )
 
 // Stream is one client's watch stream: many watchers, one ordered sequence
@@ -48,7 +50,7 @@ type Stream struct {
 	}
 
 	// tick drives progress notifications; owned by the Recv goroutine.
-	tick Ticker
+	tick clock.Ticker
 }
 
 // queued is a response to queue.
