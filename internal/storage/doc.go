@@ -71,8 +71,9 @@
 // engine logs each (the first of a run and at most one a second after
 // that, with the cause and whether the device is full), counts it
 // (BackgroundErrors), hands it to Options.OnBackgroundError (the owner
-// raises its NOSPACE alarm on IsNoSpace) and backs the retries off, from
-// 10 ms up to 0.5 s, until a flush or compaction succeeds again. A failed
+// raises its NOSPACE alarm on IsNoSpace) and backs a failing flush's
+// retries off, from 10 ms up to 0.5 s, until a flush succeeds again (Pebble
+// itself keeps a failed compaction's key span aside for a while). A failed
 // write-ahead log write or sync leaves Pebble's commit pipeline unusable:
 // Pebble calls its logger's Fatalf, which the engine logs, reports and
 // turns into a panic naming the directory. Disk operations slower than 5 s

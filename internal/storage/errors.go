@@ -34,9 +34,9 @@ func IsNoSpace(err error) bool {
 // spin forever.
 const openRetries = 3
 
-// Backoff between retries of a failing background job. Pebble retries a
-// failed flush (and picks a failed compaction again) at once, with no
-// delay of its own, so a persistent error would spin a core.
+// Backoff between retries of a failing flush. Pebble retries a failed
+// flush at once, with no delay of its own, so a persistent error would spin
+// a core.
 const (
 	minRetryDelay = 10 * time.Millisecond
 	maxRetryDelay = 500 * time.Millisecond
@@ -51,10 +51,13 @@ type events struct {
 	dir     string
 	onError func(error)
 
-	errors     atomic.Uint64 // background errors so far
-	diskSlow   atomic.Uint64 // disk operations reported slow so far
-	consec     atomic.Int64  // background errors since the last flush or compaction that succeeded
-	lastLogged atomic.Int64  // unix nanos of the last error logged, for rate limiting
+	errors   atomic.Uint64 // background errors so far
+	diskSlow atomic.Uint64 // disk operations reported slow so far
+	consec   atomic.Int64  // background errors since the last flush or compaction that succeeded
+	// flushFailed is set by a failed flush's FlushEnd, which Pebble calls
+	// just before it reports the flush's error to BackgroundError.
+	flushFailed atomic.Bool
+	lastLogged  atomic.Int64 // unix nanos of the last error logged, for rate limiting
 
 	// opening is set while pebble.Open runs. A background error then goes
 	// to openFailed (once enough of them came in a row), and the goroutine
@@ -79,6 +82,7 @@ func (ev *events) listener(gen func()) *pebble.EventListener {
 	return &pebble.EventListener{
 		BackgroundError: ev.backgroundError,
 		FlushEnd: func(info pebble.FlushInfo) {
+			ev.flushFailed.Store(info.Err != nil)
 			if info.Err == nil {
 				ev.consec.Store(0)
 				gen()
@@ -132,7 +136,12 @@ func (ev *events) backgroundError(err error) {
 	if ev.onError != nil {
 		ev.onError(err)
 	}
-	time.Sleep(retryDelay(c))
+	// A failed flush is retried as soon as this returns: delay it. Other
+	// reporters (a compaction, whose key span Pebble then avoids for a
+	// while; table stats; disk usage) are not held up.
+	if ev.flushFailed.Swap(false) {
+		time.Sleep(retryDelay(c))
+	}
 }
 
 func retryDelay(consecutive int64) time.Duration {
