@@ -75,7 +75,7 @@ func (s *Store) HashKV(rev int64) (hash uint32, compactRev int64, hashRev int64,
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		if prev != nil {
+		if prev != nil && rev <= st.rev {
 			from := int64(binary.BigEndian.Uint64(prev))
 			h, err := hashView(v, from, rev)
 			if err != nil {

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,7 +58,10 @@ type events struct {
 	// flushFailed is set by a failed flush's FlushEnd, which Pebble calls
 	// just before it reports the flush's error to BackgroundError.
 	flushFailed atomic.Bool
-	lastLogged  atomic.Int64 // unix nanos of the last error logged, for rate limiting
+	lastLogged  atomic.Int64  // unix nanos of the last error logged, for rate limiting
+	stalls      atomic.Uint64 // write stalls so far
+	// lastStallLogged is the unix nanos of the last write stall logged.
+	lastStallLogged atomic.Int64
 
 	// opening is set while pebble.Open runs. A background error then goes
 	// to openFailed (once enough of them came in a row), and the goroutine
@@ -101,9 +105,15 @@ func (ev *events) listener(gen func()) *pebble.EventListener {
 				"op", info.OpType.String(), "bytes", info.WriteSize, "duration", info.Duration)
 		},
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
-			ev.lg.Warn("storage: writes stalled", "dir", ev.dir, "reason", info.Reason)
+			// Short stalls come and go under a heavy write load: log them
+			// at most every 10 s.
+			ev.stalls.Add(1)
+			now := time.Now().UnixNano()
+			if last := ev.lastStallLogged.Load(); now-last >= int64(10*time.Second) && ev.lastStallLogged.CompareAndSwap(last, now) {
+				ev.lg.Warn("storage: writes stalled until a flush or compaction catches up",
+					"dir", ev.dir, "reason", info.Reason, "stalls", ev.stalls.Load())
+			}
 		},
-		WriteStallEnd: func() { ev.lg.Info("storage: writes resumed", "dir", ev.dir) },
 		LowDiskSpace: func(info pebble.LowDiskSpaceInfo) {
 			ev.lg.Warn("storage: low disk space", "dir", ev.dir, "available-bytes", info.AvailBytes,
 				"total-bytes", info.TotalBytes, "below-percent", info.PercentThreshold)
@@ -172,7 +182,9 @@ func (ev *events) openError(cause error) error {
 type pebbleLogger struct{ ev *events }
 
 func (l pebbleLogger) Infof(format string, args ...interface{}) {
-	l.ev.lg.Debug("pebble: " + fmt.Sprintf(format, args...))
+	if l.ev.lg.Enabled(context.Background(), slog.LevelDebug) {
+		l.ev.lg.Debug("pebble: " + fmt.Sprintf(format, args...))
+	}
 }
 
 func (l pebbleLogger) Errorf(format string, args ...interface{}) {

@@ -87,6 +87,11 @@ func (e *Engine) SizeInUse() int64 {
 // the owner's metrics. Safe for concurrent use.
 func (e *Engine) BackgroundErrors() uint64 { return e.ev.errors.Load() }
 
+// WriteStalls returns how many times writes stalled since Open, waiting
+// for a flush or compaction to catch up (logged at most every 10 s). Safe
+// for concurrent use.
+func (e *Engine) WriteStalls() uint64 { return e.ev.stalls.Load() }
+
 // DiskSlowEvents returns how many disk operations took longer than 5 s
 // since Open. Safe for concurrent use.
 func (e *Engine) DiskSlowEvents() uint64 { return e.ev.diskSlow.Load() }
