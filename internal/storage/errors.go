@@ -63,14 +63,16 @@ type events struct {
 	// lastStallLogged is the unix nanos of the last write stall logged.
 	lastStallLogged atomic.Int64
 
-	// opening is set while pebble.Open runs. A background error then goes
-	// to openFailed (once enough of them came in a row), and the goroutine
-	// that reported it parks on abandon: pebble.Open is waiting for that
-	// flush and cannot be interrupted, and the retry would spin.
-	opening    atomic.Bool
-	openFailed chan error
-	abandon    chan struct{}
-	failOnce   sync.Once
+	// opening is set while pebble.Open runs. A failed flush then counts
+	// in openFlushFailures; after openRetries of them its error goes to
+	// openFailed, and the goroutine that reported it parks on abandon:
+	// pebble.Open is waiting for that flush and cannot be interrupted, and
+	// the retry would spin.
+	opening           atomic.Bool
+	openFlushFailures atomic.Int64
+	openFailed        chan error
+	abandon           chan struct{}
+	failOnce          sync.Once
 }
 
 func newEvents(lg *slog.Logger, dir string, onError func(error)) *events {
@@ -86,8 +88,12 @@ func (ev *events) listener(gen func()) *pebble.EventListener {
 	return &pebble.EventListener{
 		BackgroundError: ev.backgroundError,
 		FlushEnd: func(info pebble.FlushInfo) {
-			ev.flushFailed.Store(info.Err != nil)
-			if info.Err == nil {
+			// A flush that wrote no table (its memtable held nothing that
+			// survives) reports Pebble's unexported errEmptyTable: it
+			// succeeded all the same.
+			failed := info.Err != nil && info.Err.Error() != "pebble: empty table"
+			ev.flushFailed.Store(failed)
+			if !failed {
 				ev.consec.Store(0)
 				gen()
 			}
@@ -122,17 +128,22 @@ func (ev *events) listener(gen func()) *pebble.EventListener {
 }
 
 // backgroundError runs on the Pebble goroutine whose flush or compaction
-// failed (or that found a WAL error), usually holding the DB's mutex.
+// failed (or that met another error in the background), usually holding
+// the DB's mutex.
 func (ev *events) backgroundError(err error) {
 	n := ev.errors.Add(1)
 	c := ev.consec.Add(1)
-	if ev.opening.Load() {
-		ev.lg.Error("storage: recovering the write-ahead log failed", "dir", ev.dir, "attempt", c, "err", err)
-		if c >= openRetries {
+	flush := ev.flushFailed.Swap(false)
+	if flush && ev.opening.Load() {
+		// The flush of the recovered write-ahead log, which pebble.Open
+		// waits for.
+		f := ev.openFlushFailures.Add(1)
+		ev.lg.Error("storage: flushing the recovered write-ahead log failed", "dir", ev.dir, "attempt", f, "err", err)
+		if f >= openRetries {
 			ev.failOnce.Do(func() { ev.openFailed <- err })
 			<-ev.abandon // never closed: see events.opening
 		}
-		time.Sleep(retryDelay(c))
+		time.Sleep(retryDelay(f))
 		return
 	}
 	// Log the first error of a run and then at most one a second: a
@@ -140,8 +151,8 @@ func (ev *events) backgroundError(err error) {
 	now := time.Now().UnixNano()
 	if c == 1 || now-ev.lastLogged.Load() >= int64(time.Second) {
 		ev.lastLogged.Store(now)
-		ev.lg.Error("storage: background flush or compaction failed; Pebble retries it",
-			"dir", ev.dir, "err", err, "no-space", IsNoSpace(err), "consecutive", c, "total", n)
+		ev.lg.Error("storage: background job failed; Pebble retries it",
+			"dir", ev.dir, "flush", flush, "err", err, "no-space", IsNoSpace(err), "consecutive", c, "total", n)
 	}
 	if ev.onError != nil {
 		ev.onError(err)
@@ -149,7 +160,7 @@ func (ev *events) backgroundError(err error) {
 	// A failed flush is retried as soon as this returns: delay it. Other
 	// reporters (a compaction, whose key span Pebble then avoids for a
 	// while; table stats; disk usage) are not held up.
-	if ev.flushFailed.Swap(false) {
+	if flush {
 		time.Sleep(retryDelay(c))
 	}
 }
