@@ -180,3 +180,67 @@ func TestOpenOnFailingDiskReturnsClearError(t *testing.T) {
 		t.Errorf("Open's error %q does not name the directory", err)
 	}
 }
+
+// logSyncFails is an errorfs injector that, while on, fails every sync of a
+// write-ahead log with EIO.
+type logSyncFails struct{ tableWriteFails }
+
+func (f *logSyncFails) MaybeError(op errorfs.Op) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch op.Kind {
+	case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+		if f.on && strings.HasSuffix(op.Path, ".log") {
+			return syscall.EIO
+		}
+	}
+	return nil
+}
+
+// TestLogSyncErrorStopsWithACause: a failed write-ahead log sync leaves
+// Pebble's commit pipeline unusable; the commit that met it panics with a
+// message naming the directory and the cause, after the error is logged
+// and reported.
+func TestLogSyncErrorStopsWithACause(t *testing.T) {
+	inj := &logSyncFails{}
+	var logs syncBuffer
+	var reported []error
+	var mu sync.Mutex
+	e, err := Open("data", Options{
+		FS:     errorfs.Wrap(vfs.NewMem(), inj),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		OnBackgroundError: func(err error) {
+			mu.Lock()
+			reported = append(reported, err)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No Close: the engine is unusable after the failure.
+	writeKeys(t, e, 10, true)
+	inj.set(true)
+	var recovered any
+	func() {
+		defer func() { recovered = recover() }()
+		b := e.NewWriteBatch()
+		b.Set([]byte("k/x"), []byte("v"), nil)
+		b.Commit(true)
+	}()
+	msg := fmt.Sprint(recovered)
+	if recovered == nil || !strings.Contains(msg, "data") || !strings.Contains(msg, "input/output error") {
+		t.Fatalf("a synced commit whose log sync failed: panic %q, want one naming the directory and EIO", msg)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) == 0 || !errors.Is(reported[0], ErrBackground) {
+		t.Fatalf("OnBackgroundError got %v, want an ErrBackground", reported)
+	}
+	if e.BackgroundErrors() == 0 {
+		t.Fatal("BackgroundErrors() = 0 after a failed log sync")
+	}
+	if l := logs.String(); !strings.Contains(l, "input/output error") || !strings.Contains(l, "level=ERROR") {
+		t.Fatalf("the log does not name the cause at error level:\n%s", l)
+	}
+}
