@@ -122,7 +122,8 @@ func Open(dir string, opts Options) (*Engine, error) {
 		MemTableSize: memTableSize(opts.QuotaBytes),
 		// Pebble keeps this many + 1 write-ahead logs for reuse, each
 		// preallocated in full: 2 (one memtable flushing while the next
-		// fills) keeps 3 instead of 5, 70 MiB less disk on an idle member.
+		// fills) keeps 3 instead of 5, 70 MiB less disk on an idle member
+		// with 32 MiB memtables.
 		// Filling a memtable takes seconds at the write rates a member
 		// sees and flushing it a fraction of one, so writes do not stall
 		// on it.
