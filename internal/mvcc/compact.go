@@ -32,6 +32,9 @@ func (w *Write) Compact(r *pb.CompactionRequest) (*pb.CompactionResponse, <-chan
 	if rev > w.rev {
 		return nil, nil, ErrFutureRev
 	}
+	// The hash at rev over what the previous compaction left: see
+	// keepCompactionHashes.
+	w.b.Set(hashMetaKey(metaHashPending, rev), encodeInt64(w.compactRev), nil)
 	w.compactRev, w.compacted = rev, true
 	w.b.Set(metaCompactScheduled, encodeInt64(rev), nil)
 	ch := make(chan struct{})
@@ -180,6 +183,9 @@ func (c *compactor) run() {
 func (s *Store) compactTo(rev int64, quit <-chan struct{}) error {
 	if compactHook != nil {
 		compactHook()
+	}
+	if err := s.keepCompactionHashes(); err != nil {
+		return err
 	}
 	from := []byte{storage.PrefixEvents}
 	for {

@@ -20,6 +20,8 @@
 //	'k' + esc(key) + 0x00 0x01 + ^main + ^sub  →  version
 //	'e' + main + sub                           →  event
 //	'x' "rev" / "cs" / "cf"                    →  current revision / compaction scheduled / finished
+//	'x' "hq" + C                               →  previous compaction revision (compaction hash pending)
+//	'x' "hh" + C                               →  crc32 + previous compaction revision (compaction hash)
 //
 // Numbers are 8-byte big endian; ^ is bitwise negation, so a key's versions
 // sort newest first. esc escapes the user key, which may hold any byte: 0x00
@@ -78,6 +80,14 @@
 // below C, and that version too if it is a tombstone. Each batch removes
 // events together with the versions of their keys, and the last one records
 // C as finished.
+//
+// Before it removes anything, the background compaction computes the hash
+// HashKV gives at C (over what the previous compaction P left), which
+// Compact marked pending in its batch, and keeps it (the newest ten): from
+// then on HashKV(C) answers it, as etcd does with the hashes its
+// compactions store, so the hash at C does not change when the history
+// below C is removed and the engine defragmented. Defragment then gives
+// the removed history's disk space back.
 //
 // # Crash behaviour
 //

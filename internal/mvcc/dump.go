@@ -1,6 +1,8 @@
 package mvcc
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"strconv"
@@ -11,7 +13,7 @@ import (
 )
 
 // Dump writes the mvcc keyspaces of eng in readable form, one entry a line:
-// the meta ('x'), then every stored version ('k', in storage order: by key,
+// the meta ('x': revisions, then compaction hashes pending and kept), then every stored version ('k', in storage order: by key,
 // newest first), then the event log ('e'). It is a debugging aid for the
 // on-disk data; it may run on a live engine and reads one consistent view.
 func Dump(eng *storage.Engine, w io.Writer) error {
@@ -35,6 +37,9 @@ func Dump(eng *storage.Engine, w io.Writer) error {
 			fmt.Fprintf(w, "x %s: bad value %x\n", m.name, v)
 		}
 		closer.Close()
+	}
+	if err := dumpHashes(snap, w); err != nil {
+		return err
 	}
 	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{storage.PrefixEvents}, UpperBound: keysEnd})
 	if err != nil {
@@ -89,6 +94,40 @@ func Dump(eng *storage.Engine, w io.Writer) error {
 	}
 	for _, l := range append(kLines, eLines...) {
 		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dumpHashes writes the compaction hash records, pending ones first.
+func dumpHashes(snap *pebble.Snapshot, w io.Writer) error {
+	for _, prefix := range [][]byte{metaHashPending, metaHashKept} {
+		upper := append(append([]byte(nil), prefix[:len(prefix)-1]...), prefix[len(prefix)-1]+1)
+		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+		if err != nil {
+			return err
+		}
+		for valid := it.First(); valid; valid = it.Next() {
+			k, v := it.Key(), it.Value()
+			switch {
+			case len(k) != len(prefix)+8:
+				fmt.Fprintf(w, "x bad compaction hash key %q\n", k)
+			case bytes.Equal(prefix, metaHashPending) && len(v) == 8:
+				fmt.Fprintf(w, "x compaction hash %d: pending, previous compaction %d\n",
+					int64(decodeUint64(k[len(prefix):])), int64(decodeUint64(v)))
+			case bytes.Equal(prefix, metaHashKept) && len(v) == 12:
+				fmt.Fprintf(w, "x compaction hash %d: %08x, previous compaction %d\n",
+					int64(decodeUint64(k[len(prefix):])), binary.BigEndian.Uint32(v), int64(decodeUint64(v[4:])))
+			default:
+				fmt.Fprintf(w, "x compaction hash %q: bad value %x\n", k, v)
+			}
+		}
+		err = it.Error()
+		if cerr := it.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,7 @@
 package mvcc
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -41,5 +42,28 @@ e 4.0 delete "a"
 `
 	if sb.String() != want {
 		t.Fatalf("dump:\n%s\nwant:\n%s", sb.String(), want)
+	}
+}
+
+func TestDumpCompactionHashes(t *testing.T) {
+	ts := newTestStore(t)
+	ts.mustPut("a", "1")
+	ts.mustPut("a", "2")
+	ch, err := ts.compact(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, ch)
+	h, _, _, err := ts.HashKV(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	if err := Dump(ts.eng, &sb); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("x compaction hash 2: %08x, previous compaction -1\n", h)
+	if !strings.Contains(sb.String(), want) {
+		t.Fatalf("dump:\n%s\nwant a line %q", sb.String(), want)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/pkg/v3/traceutil"
 	etcdtxn "go.etcd.io/etcd/server/v3/etcdserver/txn"
@@ -70,6 +71,33 @@ func (o *etcdOracle) events(t *testing.T, n int) []*mvccpb.Event {
 	default:
 	}
 	return evs
+}
+
+// addPrevKV fills in each event's PrevKv as etcd's watch server does for a
+// watcher with prev_kv (etcd's mvcc watchers carry none): the key read at
+// mod_revision - 1, for every event but a create.
+func (o *etcdOracle) addPrevKV(evs []*mvccpb.Event) {
+	for _, ev := range evs {
+		if ev.Type == mvccpb.Event_PUT && ev.Kv.Version == 1 {
+			continue
+		}
+		r, err := o.kv.Range(context.Background(), ev.Kv.Key, nil, etcdmvcc.RangeOptions{Rev: ev.Kv.ModRevision - 1})
+		if err == nil && len(r.KVs) != 0 {
+			ev.PrevKv = r.KVs[0]
+		}
+	}
+}
+
+func checkEventsVsEtcd(t *testing.T, step int, what string, got, want []*mvccpb.Event) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("step %d: %d %s events, etcd has %d", step, len(got), what, len(want))
+	}
+	for i, ev := range got {
+		if !proto.Equal(ev, want[i]) {
+			t.Fatalf("step %d: %s event %d\n got %v\netcd %v", step, what, i, prototext.Format(ev), prototext.Format(want[i]))
+		}
+	}
 }
 
 func sameErrText(a, b error) bool {
@@ -160,15 +188,64 @@ func runVsEtcd(t *testing.T, seed uint64, steps int) {
 				}
 				return nil
 			})
-			// etcd's watch events carry no prev_kv (its server adds them).
 			want := o.events(t, len(w.Events()))
-			for i, ev := range w.Events() {
-				ev = proto.CloneOf(ev)
-				ev.PrevKv = nil
-				if !proto.Equal(ev, want[i]) {
-					t.Fatalf("step %d: event %d\n got %v\netcd %v", step, i, prototext.Format(ev), prototext.Format(want[i]))
-				}
+			o.addPrevKV(want)
+			checkEventsVsEtcd(t, step, "live", w.Events(), want)
+			// Catch-up reads the same events back from the event log.
+			caught, _, _, err := ts.Events(w.startRev+1, 0)
+			if err != nil {
+				t.Fatalf("step %d: Events(%d): %v", step, w.startRev+1, err)
 			}
+			checkEventsVsEtcd(t, step, "catch-up", caught, want)
 		}
+	}
+}
+
+// TestTxnChangingAKeyTwiceVsEtcd: a txn may put a key in one nested txn and
+// delete it in a later one (the api allows it). Every event of the txn
+// carries, as prev_kv, the key as it was before the txn, as etcd's watch
+// gives it, both live and read back for catch-up.
+func TestTxnChangingAKeyTwiceVsEtcd(t *testing.T) {
+	ctx := context.Background()
+	ts := newTestStore(t)
+	o := newEtcdOracle(t)
+	put := func(k, v string) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(k), Value: []byte(v)}}}
+	}
+	del := func(k string) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: []byte(k)}}}
+	}
+	nested := func(ops ...*pb.RequestOp) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: &pb.TxnRequest{Success: ops}}}
+	}
+	reqs := []*pb.TxnRequest{
+		{Success: []*pb.RequestOp{put("a", "1"), put("b", "1")}},
+		// a existed: both events' prev_kv is a=1.
+		{Success: []*pb.RequestOp{nested(put("a", "2")), nested(del("a"))}},
+		// c did not: neither event has a prev_kv.
+		{Success: []*pb.RequestOp{nested(put("c", "1")), nested(del("c"))}},
+		// b is put in a nested txn, then deleted with a range at the outer
+		// level's next nested txn.
+		{Success: []*pb.RequestOp{nested(put("b", "2")), nested(&pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{
+			RequestDeleteRange: &pb.DeleteRangeRequest{Key: []byte("a"), RangeEnd: []byte("z")}}})}},
+	}
+	for step, r := range reqs {
+		if !validTxn(r) {
+			t.Fatalf("step %d: the api would refuse %v", step, prototext.Format(r))
+		}
+		w, _ := ts.apply(func(w *Write) error {
+			want, _, werr := etcdtxn.Txn(ctx, o.lg, r, false, o.kv, o.le, false)
+			got, gerr := w.Txn(r)
+			checkVsEtcd(t, step, "txn", r, got, want, gerr, werr)
+			return nil
+		})
+		want := o.events(t, len(w.Events()))
+		o.addPrevKV(want)
+		checkEventsVsEtcd(t, step, "live", w.Events(), want)
+		caught, _, _, err := ts.Events(w.startRev+1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkEventsVsEtcd(t, step, "catch-up", caught, want)
 	}
 }

@@ -75,7 +75,8 @@ func (s *Store) Events(from int64, limit int) (evs []*mvccpb.Event, next int64, 
 }
 
 // event builds the event of key at (main, sub) from its stored version and
-// the one before it.
+// the key's newest version below main (the one before the whole txn, not
+// one the txn wrote at an earlier sub-revision).
 func (v *view) event(typ byte, key []byte, main, sub, compactRev int64) (*mvccpb.Event, error) {
 	ev := &mvccpb.Event{Type: mvccpb.Event_PUT}
 	if typ == eventDelete {
@@ -94,7 +95,10 @@ func (v *view) event(typ byte, key []byte, main, sub, compactRev int64) (*mvccpb
 		}
 		ev.Kv = keyValue(key, &ver)
 	}
-	if main-1 < compactRev {
+	if main-1 < compactRev || ev.Kv.Version == 1 {
+		// Nothing to read below the compaction revision; and etcd gives a
+		// create event no PrevKv (not even when the same txn deleted the
+		// key before putting it again).
 		return ev, nil
 	}
 	// The previous version: right after this one, or, for a delete whose
@@ -102,11 +106,23 @@ func (v *view) event(typ byte, key []byte, main, sub, compactRev int64) (*mvccpb
 	if found && !v.it.Next() {
 		return ev, v.it.Error()
 	}
-	if !v.it.Valid() || !bytes.HasPrefix(v.it.Key(), keyPrefix(nil, key)) {
+	v.prefix = keyPrefix(v.prefix[:0], key)
+	if !v.it.Valid() || !bytes.HasPrefix(v.it.Key(), v.prefix) {
 		return ev, nil
 	}
 	if err := v.decodeCurrent(&ver); err != nil {
 		return nil, err
+	}
+	if ver.main == main {
+		// Written earlier in the same txn: PrevKv is the key as it was
+		// before the txn, as etcd's watch reads it at mod_revision - 1.
+		v.seekBuf = seekAt(v.seekBuf[:0], v.prefix, main-1)
+		if !v.it.SeekGE(v.seekBuf) || !bytes.HasPrefix(v.it.Key(), v.prefix) {
+			return ev, v.it.Error()
+		}
+		if err := v.decodeCurrent(&ver); err != nil {
+			return nil, err
+		}
 	}
 	if !ver.tombstone {
 		ev.PrevKv = keyValue(key, &ver)

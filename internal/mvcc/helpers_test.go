@@ -16,7 +16,8 @@ type testStore struct {
 	dir string
 	eng *storage.Engine
 	*Store
-	opts Options
+	opts    Options
+	engOpts storage.Options // the engine's, at the next open
 }
 
 func newTestStore(t testing.TB) *testStore {
@@ -30,7 +31,7 @@ func newTestStore(t testing.TB) *testStore {
 
 func (ts *testStore) open() {
 	ts.t.Helper()
-	eng, err := storage.Open(ts.dir, storage.Options{})
+	eng, err := storage.Open(ts.dir, ts.engOpts)
 	if err != nil {
 		ts.t.Fatal(err)
 	}

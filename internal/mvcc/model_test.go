@@ -208,8 +208,13 @@ func (t *mtxn) put(r *pb.PutRequest) *pb.PutResponse {
 		if r.PrevKv {
 			resp.PrevKv = prev.kv(key)
 		}
-		ev.PrevKv = prev.kv(key)
 		nv.create, nv.ver = prev.create, prev.ver+1
+	}
+	// A watch event's prev_kv is the key before the whole txn (etcd reads
+	// it at mod_revision - 1), even if the txn changed it already; a create
+	// event has none.
+	if before := t.m.at(key, t.beginRev); before != nil && prev != nil {
+		ev.PrevKv = before.kv(key)
 	}
 	t.write(key, nv)
 	ev.Kv = t.m.at(key, t.beginRev+1).kv(key)
@@ -231,8 +236,12 @@ func (t *mtxn) deleteRange(r *pb.DeleteRangeRequest) *pb.DeleteRangeResponse {
 	}
 	for _, kv := range victims {
 		t.write(string(kv.Key), mver{tomb: true})
+		var prev *mvccpb.KeyValue
+		if before := t.m.at(string(kv.Key), t.beginRev); before != nil {
+			prev = before.kv(string(kv.Key))
+		}
 		t.m.events = append(t.m.events, &mvccpb.Event{Type: mvccpb.Event_DELETE,
-			Kv: &mvccpb.KeyValue{Key: kv.Key, ModRevision: t.beginRev + 1}, PrevKv: kv})
+			Kv: &mvccpb.KeyValue{Key: kv.Key, ModRevision: t.beginRev + 1}, PrevKv: prev})
 	}
 	resp.Header.Revision = t.readRev()
 	return resp

@@ -177,39 +177,67 @@ func (g *gen) txnReq(depth int) *pb.TxnRequest {
 	return r
 }
 
-// validTxn applies (a stricter form of) the api's rule: no key is put twice,
-// nor put and deleted, anywhere in the txn.
+// validTxn applies the api's rule, etcd's checkIntervals, to each branch
+// of r: no key is put twice, and no put falls in a delete of the same level
+// or of a nested txn before it. A key may be put in one nested txn and
+// deleted in a later sibling, so one txn can change a key twice.
 func validTxn(r *pb.TxnRequest) bool {
-	var puts [][]byte
-	var dels [][2][]byte
-	var walk func(r *pb.TxnRequest)
-	walk = func(r *pb.TxnRequest) {
-		for _, op := range append(append([]*pb.RequestOp(nil), r.Success...), r.Failure...) {
-			switch {
-			case op.GetRequestPut() != nil:
-				puts = append(puts, op.GetRequestPut().Key)
-			case op.GetRequestDeleteRange() != nil:
-				d := op.GetRequestDeleteRange()
-				dels = append(dels, [2][]byte{d.Key, d.RangeEnd})
-			case op.GetRequestTxn() != nil:
-				walk(op.GetRequestTxn())
-			}
+	_, _, ok := opIntervals(r.Success)
+	if ok {
+		_, _, ok = opIntervals(r.Failure)
+	}
+	return ok
+}
+
+// opIntervals is etcd's checkIntervals over one list of ops: it returns the
+// keys put and the ranges deleted in them and the txns they nest.
+func opIntervals(ops []*pb.RequestOp) (puts map[string]bool, dels [][2][]byte, ok bool) {
+	for _, op := range ops {
+		if d := op.GetRequestDeleteRange(); d != nil {
+			dels = append(dels, [2][]byte{d.Key, d.RangeEnd})
 		}
 	}
-	walk(r)
-	seen := map[string]bool{}
-	for _, p := range puts {
-		if seen[string(p)] {
-			return false
-		}
-		seen[string(p)] = true
+	deleted := func(k string) bool {
 		for _, d := range dels {
-			if inRange(string(p), d[0], d[1]) {
-				return false
+			if inRange(k, d[0], d[1]) {
+				return true
 			}
 		}
+		return false
 	}
-	return true
+	puts = map[string]bool{}
+	for _, op := range ops {
+		t := op.GetRequestTxn()
+		if t == nil {
+			continue
+		}
+		putsThen, delsThen, ok := opIntervals(t.Success)
+		if !ok {
+			return nil, nil, false
+		}
+		putsElse, delsElse, ok := opIntervals(t.Failure)
+		if !ok {
+			return nil, nil, false
+		}
+		for _, branch := range []map[string]bool{putsThen, putsElse} {
+			for k := range branch {
+				if puts[k] || deleted(k) {
+					return nil, nil, false
+				}
+				puts[k] = true
+			}
+		}
+		dels = append(append(dels, delsThen...), delsElse...)
+	}
+	for _, op := range ops {
+		if p := op.GetRequestPut(); p != nil {
+			if puts[string(p.Key)] || deleted(string(p.Key)) {
+				return nil, nil, false
+			}
+			puts[string(p.Key)] = true
+		}
+	}
+	return puts, dels, true
 }
 
 func (g *gen) validTxnReq() *pb.TxnRequest {

@@ -1,6 +1,7 @@
 package mvcc
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -200,4 +201,17 @@ func (s *Store) RangePage(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	}
 	defer s.closeView(v)
 	return v.rangeCounted(r, st.rev, st.compactRev, false)
+}
+
+// Defragment gives back the disk space of the history compaction removed,
+// online: reads and writes go on meanwhile (see storage.Engine.Defragment,
+// which it calls, for what it does and returns). Call it after a
+// compaction's removal is done (the channel Compact returns is closed):
+// until then the removed versions are still being deleted. Safe for
+// concurrent use.
+func (s *Store) Defragment(ctx context.Context) error {
+	// Pooled views would keep the replaced tables on disk until the
+	// engine's generation changes; let them go now.
+	s.views.drop(false)
+	return s.eng.Defragment(ctx)
 }

@@ -205,6 +205,23 @@ func (t *txnWrite) put(r *pb.PutRequest, prev *mvccpb.KeyValue) (*pb.PutResponse
 	if exists {
 		kv.CreateRevision = head.create
 		kv.Version = head.ver + 1
+	}
+	// The event's PrevKv is the key as it was before the request (etcd's
+	// watch reads it at mod_revision - 1), not a version this same txn
+	// wrote earlier; and a create event (version 1) has none, even when the
+	// txn deleted the key before putting it again.
+	switch {
+	case exists && head.main == rev:
+		var before version
+		ok, err := t.view().get(r.Key, t.beginRev, &before)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			fillKeyValue(&o.prev, r.Key, &before)
+			ev.PrevKv = &o.prev
+		}
+	case exists:
 		fillKeyValue(&o.prev, r.Key, &head)
 		ev.PrevKv = &o.prev
 	}
@@ -295,11 +312,25 @@ func (t *txnWrite) deleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeRespons
 	}
 	rev := t.beginRev + 1
 	for _, prev := range victims {
+		evPrev := prev
+		if prev.ModRevision == rev {
+			// Written earlier in this txn: the event carries the key as it
+			// was before the txn, as etcd's watch does.
+			var before version
+			ok, err := v.get(prev.Key, t.beginRev, &before)
+			if err != nil {
+				return nil, err
+			}
+			evPrev = nil
+			if ok {
+				evPrev = keyValue(prev.Key, &before)
+			}
+		}
 		t.writeVersion(prev.Key, nil, true)
 		t.w.events = append(t.w.events, &mvccpb.Event{
 			Type:   mvccpb.Event_DELETE,
 			Kv:     &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev},
-			PrevKv: prev,
+			PrevKv: evPrev,
 		})
 	}
 	resp.Header.Revision = t.readRev()

@@ -35,9 +35,62 @@
 // write makes every earlier unsynced batch durable too, and anything lost in
 // a crash is replayed from the raft log.
 //
+// # Space
+//
+// Size is what the disk holds for the engine, the figure the quota
+// (--quota-backend-bytes) is checked against: every file in the database
+// directory counted by its allocated blocks. That is
+//
+//   - the live sstables (and blob files): the data, older versions and
+//     deletions not yet compacted away included;
+//   - the write-ahead logs: the one in use, preallocated 1.1x the memtable
+//     size ahead of its data, any whose memtable awaits its flush, and up to
+//     three old ones kept for reuse (Pebble's MemTableStopWritesThreshold+1);
+//   - files awaiting deletion: tables a compaction replaced, kept while an
+//     iterator still reads them;
+//   - compaction outputs being written, the manifest and the options file.
+//
+// SizeInUse is the live part: the live tables and blob files, the data
+// (not the preallocation) of the live logs, the manifest and the options.
+// Size - SizeInUse is the slack: logs kept for reuse, preallocated tails,
+// files awaiting deletion. Defragment flushes, compacts the whole keyspace
+// online (reads and writes go on) so that deleted keys and versions are
+// dropped from the tables, and waits for the replaced tables to be deleted:
+// Size then comes down to SizeInUse plus the logs, about 4.4x the memtable
+// size.
+//
+// The memtable size, and with it the logs, follows the quota
+// (Options.QuotaBytes): 1/64 of it between 64 KiB and 32 MiB, so the logs
+// of an idle engine hold about 7% of a small quota and 140 MiB for the
+// default 2 GiB quota and above.
+//
+// # Errors
+//
+// A storage error is never swallowed. Pebble reports a failed flush or
+// compaction to the engine's event listener and retries it at once; the
+// engine logs each (the first of a run and at most one a second after
+// that, with the cause and whether the device is full), counts it
+// (BackgroundErrors), hands it to Options.OnBackgroundError (the owner
+// raises its NOSPACE alarm on IsNoSpace) and backs a failing flush's
+// retries off, from 10 ms up to 0.5 s, until a flush succeeds again (Pebble
+// itself keeps a failed compaction's key span aside for a while). A failed
+// write-ahead log write or sync leaves Pebble's commit pipeline unusable:
+// Pebble calls its logger's Fatalf, which the engine logs, reports and
+// turns into a panic naming the directory. Disk operations slower than 5 s
+// are logged as warnings and counted (DiskSlowEvents).
+//
+// Open on a full device: recovering the write-ahead log flushes it to a
+// table, and Pebble's Open waits for that flush, which it retries forever
+// (a core at 100%, nothing in the log). The engine's listener tells Open
+// about each failure while Open runs; after three, Open returns ErrNoSpace
+// (or ErrBackground for another I/O error), with the directory, the cause
+// and the remedy (free space or move the data directory, then restart).
+// Pebble's abandoned open stays parked until the process exits.
+//
 // # Exclusion
 //
 // Open takes an advisory lock (flock) on a file in the data directory for the
 // life of the Engine, so a second process on the same directory is refused
-// with ErrLocked instead of corrupting the first one's state.
+// with ErrLocked instead of corrupting the first one's state. On a file
+// system given in Options.FS (tests) the lock is that file system's.
 package storage

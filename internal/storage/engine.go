@@ -4,14 +4,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Keyspace prefixes; see the package doc for who owns each.
@@ -43,14 +45,38 @@ type Options struct {
 	NoSync bool
 	// CacheBytes is the size of Pebble's block cache; 0 picks a default.
 	CacheBytes int64
+	// QuotaBytes is the space the member may use (--quota-backend-bytes);
+	// 0 or less means the default, 2 GiB. It sizes the memtables, and with
+	// them the write-ahead logs, in proportion (see the package doc's
+	// Space), so a small quota is not eaten by preallocated logs.
+	QuotaBytes int64
+	// FS is the file system the engine keeps its files in; nil means the
+	// operating system's. Tests pass an in-memory or error-injecting one
+	// (vfs.NewMem, vfs/errorfs).
+	FS vfs.FS
+	// Logger receives the engine's errors (every failed flush, compaction
+	// or write-ahead log write, with its cause), warnings (slow disk, write
+	// stalls, low disk space) and Pebble's own messages at debug level;
+	// nil discards them.
+	Logger *slog.Logger
+	// OnBackgroundError, when set, is called with every error of a
+	// background job (flush, compaction) and with a fatal write-ahead log
+	// error just before the engine panics on it. IsNoSpace tells a full
+	// device apart: the owner raises its NOSPACE alarm and stops accepting
+	// writes. It runs on one of Pebble's goroutines, possibly holding the
+	// engine's locks: it must not block or call back into the engine.
+	OnBackgroundError func(error)
 }
 
 // Engine is one member's Pebble database. It is safe for concurrent use.
 type Engine struct {
 	db     *pebble.DB
 	dir    string
+	fs     vfs.FS // the file system the database is in, as Pebble sees it
+	dbDir  string // the database's directory in fs
 	noSync bool
-	lock   *os.File
+	lock   io.Closer
+	ev     *events
 
 	// gen counts the flushes and compactions that finished; see Generation.
 	gen     atomic.Uint64
@@ -60,12 +86,22 @@ type Engine struct {
 }
 
 // Open opens (creating if needed) the engine in dir. It returns ErrLocked,
-// wrapped with the directory, when another process holds dir.
+// wrapped with the directory, when another process holds dir; ErrNoSpace,
+// wrapped with the directory, the cause and the remedy, when the device is
+// too full to recover the write-ahead log (Pebble would retry that forever);
+// ErrBackground likewise for another I/O error that keeps that recovery
+// from finishing. After one of those two, the abandoned recovery's
+// goroutines stay parked until the process exits: the caller is expected
+// to report the error and exit, not to retry in the same process.
 func Open(dir string, opts Options) (*Engine, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: create data directory: %w", err)
 	}
-	lock, err := lockDir(dir)
+	lock, err := lockDir(fs, opts.FS == nil, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -75,26 +111,29 @@ func Open(dir string, opts Options) (*Engine, error) {
 	}
 	c := pebble.NewCache(cache)
 	defer c.Unref()
-	e := &Engine{dir: dir, noSync: opts.NoSync, lock: lock}
+	e := &Engine{dir: dir, dbDir: fs.PathJoin(dir, "db"), noSync: opts.NoSync, lock: lock}
+	e.ev = newEvents(opts.Logger, dir, opts.OnBackgroundError)
 	popts := &pebble.Options{
+		FS:                 fs,
 		Cache:              c,
 		FormatMajorVersion: pebble.FormatNewest,
-		MemTableSize:       32 << 20, // each WAL is preallocated to 1.1x this: keep the idle footprint small
+		// Each write-ahead log is preallocated to 1.1x the memtable size:
+		// see memTableSize and the package doc's Space.
+		MemTableSize: memTableSize(opts.QuotaBytes),
 		// Pebble keeps this many + 1 write-ahead logs for reuse, each
 		// preallocated in full: 2 (one memtable flushing while the next
-		// fills) keeps 3 instead of 5, 70 MiB less disk on an idle member.
-		// Filling 32 MiB takes seconds at the write rates a member sees and
-		// flushing it a fraction of one, so writes do not stall on it.
+		// fills) keeps 3 instead of 5, 70 MiB less disk on an idle member
+		// with 32 MiB memtables.
+		// Filling a memtable takes seconds at the write rates a member
+		// sees and flushing it a fraction of one, so writes do not stall
+		// on it.
 		MemTableStopWritesThreshold: 2,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
 		LBaseMaxBytes:               256 << 20,
-		Logger:                      quietLogger{},
+		Logger:                      pebbleLogger{e.ev},
 		Comparer:                    Comparer,
-		EventListener: &pebble.EventListener{
-			FlushEnd:      func(pebble.FlushInfo) { e.nextGeneration() },
-			CompactionEnd: func(pebble.CompactionInfo) { e.nextGeneration() },
-		},
+		EventListener:               e.ev.listener(e.nextGeneration),
 	}
 	for i := range popts.Levels {
 		// A bloom filter per table of the user keys it holds versions of
@@ -102,13 +141,45 @@ func Open(dir string, opts Options) (*Engine, error) {
 		// recently written key would otherwise search one by one.
 		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
-	db, err := pebble.Open(filepath.Join(dir, "db"), popts)
+	// Disk-health checks: an operation slower than 5 s is reported
+	// (EventListener.DiskSlow).
+	popts.WithFSDefaults()
+	e.fs = popts.FS
+	db, err := openPebble(e.dbDir, popts, e.ev)
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
 	e.db = db
 	return e, nil
+}
+
+// openPebble runs pebble.Open, which does not return while a flush of the
+// recovered write-ahead log keeps failing (it retries at once, forever: on
+// a full disk that is a core at 100% and no log). The event listener
+// reports such failures during the open (see events.opening), and this
+// returns the error instead of waiting.
+func openPebble(dir string, popts *pebble.Options, ev *events) (*pebble.DB, error) {
+	type result struct {
+		db  *pebble.DB
+		err error
+	}
+	done := make(chan result, 1)
+	ev.opening.Store(true)
+	go func() {
+		db, err := pebble.Open(dir, popts)
+		done <- result{db, err}
+	}()
+	select {
+	case r := <-done:
+		ev.opening.Store(false)
+		ev.consec.Store(0)
+		return r.db, r.err
+	case cause := <-ev.openFailed:
+		// The flush goroutine that sent cause is parked for good, so
+		// pebble.Open, waiting for that flush, never returns.
+		return nil, ev.openError(cause)
+	}
 }
 
 // Generation returns a number that grows each time a flush or a compaction
@@ -149,8 +220,19 @@ func (e *Engine) nextGeneration() {
 	e.watchMu.Unlock()
 }
 
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFileName), os.O_CREATE|os.O_RDWR, 0o600)
+// lockDir takes the data directory's lock: an flock on the operating
+// system's file system (osFS), so that the error tells a lock held by
+// another process apart; the file system's own lock otherwise.
+func lockDir(fs vfs.FS, osFS bool, dir string) (io.Closer, error) {
+	path := fs.PathJoin(dir, lockFileName)
+	if !osFS {
+		l, err := fs.Lock(path)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrLocked, dir, err)
+		}
+		return l, nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open lock file: %w", err)
 	}
@@ -199,19 +281,6 @@ func (e *Engine) AppliedIndex() (uint64, error) {
 		return 0, fmt.Errorf("storage: applied index is %d bytes, want 8", len(v))
 	}
 	return binary.BigEndian.Uint64(v), nil
-}
-
-// Size returns the bytes the engine takes on disk.
-func (e *Engine) Size() int64 { return int64(e.db.Metrics().DiskSpaceUsage()) }
-
-// SizeInUse returns the bytes of live data: the disk usage less the files
-// Pebble no longer needs and has yet to delete (obsolete and zombie tables,
-// obsolete write-ahead logs).
-func (e *Engine) SizeInUse() int64 {
-	m := e.db.Metrics()
-	dead := m.WAL.ObsoletePhysicalSize + m.Table.Local.ObsoleteSize + m.Table.Local.ZombieSize +
-		m.BlobFiles.Local.ObsoleteSize + m.BlobFiles.Local.ZombieSize
-	return int64(m.DiskSpaceUsage() - dead)
 }
 
 // Sync makes every write committed so far durable.
@@ -364,12 +433,4 @@ func splitVersion(k []byte) int {
 		return n - versionRevLen
 	}
 	return n
-}
-
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...interface{})  {}
-func (quietLogger) Errorf(string, ...interface{}) {}
-func (quietLogger) Fatalf(format string, args ...interface{}) {
-	panic(fmt.Sprintf(format, args...))
 }
