@@ -139,16 +139,7 @@ func (s *Server) Alarms() []*pb.AlarmMember { return s.alarms.list(pb.AlarmType_
 // Maintenance.Alarm does. Clearing NOSPACE lets writes through again (until
 // the quota check raises it anew).
 func (s *Server) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
-	res, err := s.propose(ctx, &pb.InternalRaftRequest{Alarm: r})
-	if err != nil {
-		return nil, err
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	resp := res.resp.(*pb.AlarmResponse)
-	s.fillHeader(resp.Header)
-	return resp, nil
+	return proposed[*pb.AlarmResponse](s, ctx, &pb.InternalRaftRequest{Alarm: r}, 0, nil)
 }
 
 // Quota costs, etcd's estimates of what a write adds to the database.

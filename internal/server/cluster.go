@@ -93,7 +93,7 @@ func (s *Server) MemberUpdate(ctx context.Context, id uint64, peerURLs []string)
 		return nil, err
 	}
 	m := membership.Member{ID: id, PeerURLs: urls}
-	if cur, ok := s.member(id); ok {
+	if cur, ok := s.members.get(id); ok {
 		m.Name, m.ClientURLs, m.IsLearner = cur.Name, cur.ClientURLs, cur.IsLearner
 	}
 	return s.configure(ctx, raftpb.ConfChangeUpdateNode, m, false)
@@ -117,7 +117,7 @@ func (s *Server) MemberPromote(ctx context.Context, id uint64) ([]membership.Mem
 	defer cancel()
 	for {
 		if lead := s.node.Lead(); lead != 0 && lead != s.memberID {
-			if m, ok := s.member(lead); ok {
+			if m, ok := s.members.get(lead); ok {
 				ms, err := s.promoteRemote(ctx, m.PeerURLs, id)
 				if err == nil || definitePromoteError(err) {
 					return ms, err
@@ -161,7 +161,7 @@ func (s *Server) promoteHere(ctx context.Context, id uint64) ([]membership.Membe
 		return nil, err
 	}
 	if !s.cfg.DisableStrictReconfigCheck {
-		voters, started := s.startedVoters(0)
+		voters, started := s.members.startedVoters(0)
 		// The learner counts as started and as one more voter.
 		if started+1 < (voters+1)/2+1 {
 			return nil, ErrNotEnoughStartedMembers
@@ -186,7 +186,7 @@ func (s *Server) learnerReady(ctx context.Context, id uint64) error {
 	if !ok {
 		return membership.ErrIDNotFound
 	}
-	if m, ok := s.member(id); ok && !m.IsLearner {
+	if m, ok := s.members.get(id); ok && !m.IsLearner {
 		return membership.ErrMemberNotLearner
 	}
 	leader, ok := st.Progress[st.ID]
@@ -194,23 +194,6 @@ func (s *Server) learnerReady(ctx context.Context, id uint64) error {
 		return ErrLearnerNotReady
 	}
 	return nil
-}
-
-// startedVoters counts the voting members other than except, and how many
-// of them have started (published their name).
-func (s *Server) startedVoters(except uint64) (voters, started int) {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	for _, m := range s.members.list {
-		if m.IsLearner || m.ID == except {
-			continue
-		}
-		voters++
-		if m.IsStarted() {
-			started++
-		}
-	}
-	return voters, started
 }
 
 // mayAddMember is etcd's strict reconfig check for an addition: a new voter
@@ -221,13 +204,13 @@ func (s *Server) mayAddMember(m membership.Member) error {
 		return nil
 	}
 	if !m.IsLearner {
-		voters, started := s.startedVoters(0)
+		voters, started := s.members.startedVoters(0)
 		// A one-member cluster may always grow (restoring from a backup).
 		if !(started == 1 && voters == 1) && started < (voters+1)/2+1 {
 			return ErrNotEnoughStartedMembers
 		}
 	}
-	ids := s.votingMembers()
+	ids := s.members.voters()
 	if len(ids) > 1 && s.connectedSince(s.clock.Now().Add(-healthInterval), ids) < (len(ids)+1)/2+1 {
 		return ErrUnhealthy
 	}
@@ -241,17 +224,17 @@ func (s *Server) mayRemoveMember(id uint64) error {
 	if s.cfg.DisableStrictReconfigCheck {
 		return nil
 	}
-	if m, ok := s.member(id); ok && m.IsLearner {
+	if m, ok := s.members.get(id); ok && m.IsLearner {
 		return nil
 	}
-	voters, started := s.startedVoters(id)
+	voters, started := s.members.startedVoters(id)
 	if started < voters/2+1 {
 		return ErrNotEnoughStartedMembers
 	}
 	if id != s.memberID && s.tr.ActiveSince(id).IsZero() {
 		return nil // a member that is down is not part of the active quorum
 	}
-	ids := s.votingMembers()
+	ids := s.members.voters()
 	active := s.connectedSince(s.clock.Now().Add(-healthInterval), ids)
 	if active-1 < 1+(len(ids)-1)/2 {
 		return ErrUnhealthy

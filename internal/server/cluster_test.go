@@ -38,7 +38,7 @@ func listenPeer(t *testing.T, name string) *peerMember {
 // transport requires).
 func (m *peerMember) start(t *testing.T) {
 	t.Helper()
-	s, err := New(m.cfg)
+	s, err := newServer(m.cfg, testingKnobs{catchUpEntries: 5})
 	if err != nil {
 		t.Fatalf("%s: %v", m.name, err)
 	}
@@ -71,7 +71,6 @@ func peerConfig(t *testing.T, m *peerMember, initial string) Config {
 		// Connections count as healthy only after 5s; the harness tests
 		// the check on a simulated clock.
 		DisableStrictReconfigCheck: true,
-		hooks:                      testHooks{catchUpEntries: 5},
 	}
 }
 

@@ -72,7 +72,7 @@ func (s *Server) timeoutError(start time.Time) error {
 	switch lead := s.node.Lead(); lead {
 	case 0:
 	case s.memberID:
-		voters := s.votingMembers()
+		voters := s.members.voters()
 		if len(voters) > 0 && s.connectedSince(start, voters) < len(voters)/2+1 {
 			return ErrTimeoutDueToConnectionLost
 		}
@@ -101,17 +101,4 @@ func (s *Server) connectedSince(t time.Time, ids []uint64) int {
 		}
 	}
 	return n
-}
-
-// votingMembers returns the IDs of the voting members.
-func (s *Server) votingMembers() []uint64 {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	var ids []uint64
-	for _, m := range s.members.list {
-		if !m.IsLearner {
-			ids = append(ids, m.ID)
-		}
-	}
-	return ids
 }

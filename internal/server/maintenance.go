@@ -21,7 +21,7 @@ func (s *Server) MoveLeader(ctx context.Context, target uint64) error {
 	if !s.node.IsLeader() {
 		return ErrNotLeader
 	}
-	if m, ok := s.member(target); !ok || m.IsLearner {
+	if m, ok := s.members.get(target); !ok || m.IsLearner {
 		return ErrBadLeaderTransferee
 	}
 	s.lg.Info("leadership transfer starting", "transferee", target)

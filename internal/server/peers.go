@@ -60,9 +60,7 @@ func (p raftPeer) Process(_ context.Context, m *raftpb.Message) error {
 var errNotStarted = errors.New("server: the raft node is not started yet")
 
 func (p raftPeer) IsIDRemoved(id uint64) bool {
-	p.s.members.RLock()
-	defer p.s.members.RUnlock()
-	return p.s.members.removed[id]
+	return p.s.members.isRemoved(id)
 }
 
 func (p raftPeer) ReportUnreachable(id uint64) {
@@ -114,22 +112,7 @@ func (s *Server) newTransport() PeerTransport {
 // list (and, until this member appears in that list, its seed members).
 // Only the apply loop and startup call it.
 func (s *Server) syncPeers() {
-	s.members.RLock()
-	want := map[uint64][]string{}
-	self := false
-	for _, m := range s.members.list {
-		want[m.ID] = m.PeerURLs
-		self = self || m.ID == s.memberID
-	}
-	if !self {
-		for _, m := range s.seed.Members {
-			if _, ok := want[m.ID]; !ok && !s.members.removed[m.ID] {
-				want[m.ID] = m.PeerURLs
-			}
-		}
-	}
-	s.members.RUnlock()
-	delete(want, s.memberID)
+	want := s.members.peerURLs(s.memberID, s.seed.Members)
 
 	s.peers.Lock()
 	defer s.peers.Unlock()
@@ -171,8 +154,8 @@ func (s *Server) PeerHandler() http.Handler {
 	mux.Handle(transport.PathPrefix+"/", s.tr.Handler())
 	mux.HandleFunc("GET "+peerMembersPath, s.serveMembers)
 	mux.HandleFunc("POST "+peerPromotePath+"{id}", s.servePromote)
-	mux.HandleFunc("POST "+peerLeaseRenewPath, s.serveLeaseRenew)
-	mux.HandleFunc("POST "+peerLeaseTTLPath, s.serveLeaseTTL)
+	mux.HandleFunc("POST "+peerLeaseRenewPath, s.leases.serveRenew)
+	mux.HandleFunc("POST "+peerLeaseTTLPath, s.leases.serveTTL)
 	return mux
 }
 

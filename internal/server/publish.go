@@ -22,8 +22,8 @@ const publishRetry = 500 * time.Millisecond
 func (s *Server) publish() {
 	defer s.wg.Done()
 	for {
-		changed := s.membersChanged()
-		m, ok := s.member(s.memberID)
+		changed := s.members.changedC()
+		m, ok := s.members.get(s.memberID)
 		if ok && m.Name == s.cfg.Name && slices.Equal(m.ClientURLs, s.cfg.ClientURLs) {
 			return
 		}

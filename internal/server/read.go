@@ -115,7 +115,7 @@ func (ri *readIndexer) run() {
 		if b == nil {
 			continue
 		}
-		if h := ri.s.cfg.hooks.beforeReadRound; h != nil {
+		if h := ri.s.knobs.beforeReadRound; h != nil {
 			h()
 		}
 		b.err = ri.round()

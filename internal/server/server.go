@@ -23,6 +23,7 @@ import (
 // methods are safe for concurrent use.
 type Server struct {
 	cfg   Config
+	knobs testingKnobs
 	lg    *slog.Logger
 	clock Clock
 
@@ -30,8 +31,8 @@ type Server struct {
 	kv   *mvcc.Store
 	node *raftnode.Node
 	tr   PeerTransport
-	// leases is the lessor and whether it may be primary.
-	leases leaseState
+	// leases is the lessor, its role and the forwarding to the leader.
+	leases *leaseKeeper
 	// hub fans applied events out to watchers; the apply loop notifies it.
 	hub *watch.Hub
 	// nodeStarted is set once node is, for the transport's goroutines.
@@ -43,12 +44,7 @@ type Server struct {
 	seed membership.Seed
 	// members is the applied member list and the removed IDs; the apply
 	// loop replaces them.
-	members struct {
-		sync.RWMutex
-		list    []membership.Member
-		removed map[uint64]bool
-		changed chan struct{} // closed and replaced on every change
-	}
+	members memberList
 	// peers are the transport's peers and their URLs (syncPeers).
 	peers struct {
 		sync.Mutex
@@ -64,12 +60,9 @@ type Server struct {
 	reads   *readIndexer
 	alarms  *alarmSet
 	metrics *metrics
-	// appliedWait wakes leader-side lease requests waiting to apply what
-	// is committed.
-	appliedWait appliedWaiters
 	// applied is the index of the last entry whose effects are committed
 	// to the engine and visible to readers.
-	applied atomic.Uint64
+	applied appliedIndex
 	// dbSize is the engine size as last measured by the apply loop, for
 	// the quota check on the request path.
 	dbSize atomic.Int64
@@ -95,7 +88,10 @@ type Server struct {
 // New opens (or creates) the member kept in cfg.DataDir and starts it. A new
 // data directory bootstraps a one-member cluster named by cfg; an existing
 // one restarts from its engine, replaying committed entries not yet applied.
-func New(cfg Config) (*Server, error) {
+func New(cfg Config) (*Server, error) { return newServer(cfg, testingKnobs{}) }
+
+// newServer is New with testing knobs, which only this package's tests set.
+func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -106,6 +102,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:    cfg,
+		knobs:  knobs,
 		lg:     cfg.Logger,
 		clock:  cfg.Clock,
 		eng:    eng,
@@ -147,7 +144,7 @@ func (s *Server) open() error {
 	if s.ap.removed[s.memberID] {
 		return fmt.Errorf("server: member %x: %w", s.memberID, ErrRemoved)
 	}
-	if err := s.openLessor(); err != nil {
+	if s.leases, err = openLeases(s); err != nil {
 		return err
 	}
 	// A put naming a lease that does not exist fails, as in etcd.
@@ -160,7 +157,7 @@ func (s *Server) open() error {
 		return err
 	}
 	s.hub = s.newHub()
-	s.applied.Store(applied)
+	s.applied.advance(applied)
 	s.ap.applied = applied
 	s.ap.lastLogCompact = applied
 	s.dbSize.Store(s.eng.Size())
@@ -188,7 +185,7 @@ func (s *Server) open() error {
 		ObserveSync:    func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) },
 		OnSoftState: func(lead uint64, state raft.StateType) {
 			s.lead.observe(lead, s.clock.Now())
-			s.observeRole(state)
+			s.leases.observeRole(state)
 		},
 		Logger: s.lg.With("component", "raft"),
 	})
@@ -211,7 +208,7 @@ func (s *Server) open() error {
 	go s.watchNode()
 	go s.publish()
 	s.wg.Add(1)
-	go s.runLessor()
+	go s.leases.run()
 	if retention > 0 {
 		s.wg.Add(1)
 		if s.cfg.AutoCompactionMode == CompactionModeRevision {
@@ -278,7 +275,7 @@ func (s *Server) shutdown() {
 	// wg.Wait cannot race with wg.Add.
 	close(s.stopc)
 	// Keep-alives waiting on the lessor hold enter; demoting releases them.
-	s.stopLeases()
+	s.leases.stop()
 	s.life.Lock()
 	s.life.closed = true
 	s.life.Unlock()
@@ -287,7 +284,7 @@ func (s *Server) shutdown() {
 	s.tr.Stop()
 	s.node.Stop()
 	s.wg.Wait()
-	s.closeLeaseClient()
+	s.leases.closeClient()
 	s.hub.Close()
 	s.waits.failAll(ErrStopped)
 	s.metrics.unregister()
@@ -353,30 +350,12 @@ func (s *Server) Rev() int64 { return s.kv.Rev() }
 
 // Members returns the cluster's members as this member has applied them,
 // sorted by ID.
-func (s *Server) Members() []membership.Member {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	out := make([]membership.Member, len(s.members.list))
-	copy(out, s.members.list)
-	return out
-}
-
-// member returns the applied member id.
-func (s *Server) member(id uint64) (membership.Member, bool) {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	for _, m := range s.members.list {
-		if m.ID == id {
-			return m, true
-		}
-	}
-	return membership.Member{}, false
-}
+func (s *Server) Members() []membership.Member { return s.members.all() }
 
 // IsLearner reports whether this member is a learner (a non-voting
 // member), as of the applied member list.
 func (s *Server) IsLearner() bool {
-	m, _ := s.member(s.memberID)
+	m, _ := s.members.get(s.memberID)
 	return m.IsLearner
 }
 

@@ -33,10 +33,7 @@ func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	s.hub.Notify(s.kv.Rev(), nil)
 	ap := &s.ap
 	ap.applied, ap.lastLogCompact = index, index
-	s.applied.Store(index)
-	s.node.AppliedTo(index)
-	s.reads.appliedAdvanced()
-	s.appliedWait.advanced()
+	s.appliedTo(index)
 	s.syncPeers()
 	s.dbSize.Store(s.eng.Size())
 	s.lg.Info("installed a snapshot from the leader", "index", index, "revision", s.kv.Rev(),
