@@ -61,7 +61,7 @@ func (s *Server) waitAppliedCommit() error {
 		case <-ch:
 		case <-timeout:
 			return ErrTimeoutWaitAppliedIndex
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return ErrStopped
 		}
 	}

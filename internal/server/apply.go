@@ -19,21 +19,12 @@ import (
 // apply batch takes when the apply loop has fallen behind.
 const maxApplyGroup = 16
 
-// sizeRefreshInterval and sizeRefreshEntries bound how stale the engine
-// size used by the quota check may get.
-const (
-	sizeRefreshInterval = 100 * time.Millisecond
-	sizeRefreshEntries  = 1024
-)
-
 // applyState is the apply loop's own bookkeeping; only that goroutine
 // touches it.
 type applyState struct {
 	applied        uint64 // last applied index
 	lastLogCompact uint64 // applied index at the last raft log compaction
 	results        []pendingResult
-	sizeMeasured   time.Time
-	sinceMeasure   int
 
 	// members and removed are the member list and removed IDs as of the
 	// entries applied so far, including the batch being built;
@@ -56,13 +47,13 @@ var errSimulatedCrash = errors.New("server: apply batch dropped by a test hook")
 // group of Readys (group apply), and installs the snapshots raft hands
 // over between them.
 func (s *Server) applyLoop() {
-	defer s.wg.Done()
+	defer s.life.wg.Done()
 	var group [][]*raftpb.Entry
 	for {
 		var c raftnode.Committed
 		select {
 		case c = <-s.node.Committed():
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return
 		case <-s.node.Done():
 			return
@@ -93,7 +84,7 @@ func (s *Server) applyLoop() {
 		if err != nil {
 			// A conf change cut short by Stop is not a failure: the
 			// discarded batch is replayed at the next start.
-			if !s.stopping() {
+			if !s.life.stopping() {
 				s.fail(err)
 			}
 			return
@@ -240,7 +231,7 @@ func (s *Server) afterCommit(last uint64, n int) {
 		s.leaveCluster()
 	}
 	s.maybeCompactLog()
-	s.maybeMeasureSize(n)
+	s.quota.maybeMeasure(n)
 }
 
 // appliedTo records that everything up to index is applied, committed and
@@ -339,15 +330,5 @@ func (s *Server) maybeCompactLog() {
 	if err := s.node.Compact(ap.applied - keep); err != nil {
 		// Not fatal: the log is only longer than it needs to be.
 		s.lg.Warn("raft log compaction failed", "index", ap.applied-keep, "err", err)
-	}
-}
-
-// maybeMeasureSize refreshes the engine size the quota check reads.
-func (s *Server) maybeMeasureSize(applied int) {
-	ap := &s.ap
-	ap.sinceMeasure += applied
-	if now := time.Now(); ap.sinceMeasure >= sizeRefreshEntries || now.Sub(ap.sizeMeasured) >= sizeRefreshInterval {
-		s.dbSize.Store(s.eng.Size())
-		ap.sizeMeasured, ap.sinceMeasure = now, 0
 	}
 }

@@ -24,10 +24,10 @@ import (
 // every change that completed before the call. Errors: those of a
 // linearizable Range.
 func (s *Server) MemberList(ctx context.Context, linearizable bool) ([]membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	if linearizable {
 		if err := s.reads.wait(ctx); err != nil {
 			return nil, err
@@ -41,10 +41,10 @@ func (s *Server) MemberList(ctx context.Context, linearizable bool) ([]membershi
 // starts and publishes them) and the resulting member list. The new member
 // then starts with InitialClusterState "existing".
 func (s *Server) MemberAdd(ctx context.Context, peerURLs []string, isLearner bool) (membership.Member, []membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return membership.Member{}, nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	urls, err := membership.NormalizeURLs(peerURLs)
 	if err != nil {
 		return membership.Member{}, nil, err
@@ -72,10 +72,10 @@ func (s *Server) MemberAdd(ctx context.Context, peerURLs []string, isLearner boo
 // shortly after (with ErrRemoved); the others refuse its messages from then
 // on.
 func (s *Server) MemberRemove(ctx context.Context, id uint64) ([]membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	if err := s.mayRemoveMember(id); err != nil {
 		return nil, err
 	}
@@ -84,10 +84,10 @@ func (s *Server) MemberRemove(ctx context.Context, id uint64) ([]membership.Memb
 
 // MemberUpdate replaces the peer URLs of member id.
 func (s *Server) MemberUpdate(ctx context.Context, id uint64, peerURLs []string) ([]membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	urls, err := membership.NormalizeURLs(peerURLs)
 	if err != nil {
 		return nil, err
@@ -105,10 +105,10 @@ func (s *Server) MemberUpdate(ctx context.Context, id uint64, peerURLs []string)
 // the learner's log is within 10% of the leader's, ErrMemberNotLearner,
 // ErrIDNotFound, and those of MemberAdd.
 func (s *Server) MemberPromote(ctx context.Context, id uint64) ([]membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	ms, err := s.promoteHere(ctx, id)
 	if !errors.Is(err, ErrNotLeader) {
 		return ms, err
@@ -133,7 +133,7 @@ func (s *Server) MemberPromote(ctx context.Context, id uint64) ([]membership.Mem
 			return nil, ErrCanceled
 		case <-s.lead.changedC():
 		case <-s.clock.After(time.Duration(s.cfg.TickMs) * time.Millisecond):
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return nil, ErrStopped
 		}
 	}
@@ -246,7 +246,7 @@ func (s *Server) mayRemoveMember(id uint64) error {
 // applied here and raft has taken it in (so a next change is not refused
 // as concurrent). The caller holds enter.
 func (s *Server) configure(ctx context.Context, typ raftpb.ConfChangeType, m membership.Member, promote bool) ([]membership.Member, error) {
-	if s.stopping() {
+	if s.life.stopping() {
 		return nil, ErrStopped
 	}
 	var data []byte
@@ -270,7 +270,7 @@ func (s *Server) configure(ctx context.Context, typ raftpb.ConfChangeType, m mem
 	// next change from being refused as pending. A member stopping in the
 	// meantime (say it removed itself) does not undo it: report it done,
 	// as etcd answers a leader that removed itself.
-	_ = s.node.WaitAdvanced(res.index, s.stopc)
+	_ = s.node.WaitAdvanced(res.index, s.life.stopc)
 	return res.members, nil
 }
 
@@ -279,13 +279,13 @@ func (s *Server) configure(ctx context.Context, typ raftpb.ConfChangeType, m mem
 // removal), as etcd does.
 func (s *Server) leaveCluster() {
 	s.lg.Warn("this member was removed from the cluster; stopping")
-	s.wg.Add(1)
+	s.life.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
+		defer s.life.wg.Done()
 		select {
 		case <-s.clock.After(removedStopDelay):
 			s.fail(ErrRemoved)
-		case <-s.stopc:
+		case <-s.life.stopc:
 		}
 	}()
 }

@@ -26,10 +26,10 @@ func (s *Server) RangePage(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRe
 
 // rangeWith is Range reading the store with read.
 func (s *Server) rangeWith(ctx context.Context, r *pb.RangeRequest, read func(*pb.RangeRequest) (*pb.RangeResponse, error)) (*pb.RangeResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	return readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) { return read(r) })
 }
 
@@ -51,10 +51,10 @@ func (s *Server) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb
 // other goes through raft; one that puts anything fails with ErrNoSpace
 // while the quota is exceeded.
 func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	if mvcc.TxnReadOnly(r) {
 		return readStore(s, ctx, txnSerializable(r), func() (*pb.TxnResponse, error) { return s.kv.ReadTxn(r) })
 	}
@@ -66,10 +66,10 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 // the engine. Errors: mvcc.ErrCompacted, mvcc.ErrFutureRev, and the
 // proposal errors.
 func (s *Server) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	return proposed[*pb.CompactionResponse](s, ctx, &pb.InternalRaftRequest{Compaction: r}, 0, func(res result) error {
 		if !r.Physical || res.compacted == nil {
 			return nil
@@ -81,7 +81,7 @@ func (s *Server) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.Comp
 			return nil
 		case <-ctx.Done():
 			return ctxErr(ctx.Err())
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return ErrStopped
 		}
 	})

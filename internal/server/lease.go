@@ -134,8 +134,8 @@ func (lk *leaseKeeper) closeClient() {
 // are revoked, due checkpoints proposed, both through raft. It is one of
 // the goroutines of the server's wait group.
 func (lk *leaseKeeper) run() {
-	defer lk.s.wg.Done()
-	lk.lessor.Run(lk.s.stopc, lk.revokeExpired, lk.proposeCheckpoints)
+	defer lk.s.life.wg.Done()
+	lk.lessor.Run(lk.s.life.stopc, lk.revokeExpired, lk.proposeCheckpoints)
 }
 
 // revokeExpired proposes a revoke for each expired lease, up to
@@ -143,17 +143,17 @@ func (lk *leaseKeeper) run() {
 // reported again by the lessor after its retry interval.
 func (lk *leaseKeeper) revokeExpired(ids []int64) {
 	s := lk.s
-	if s.enter() != nil {
+	if s.life.enter() != nil {
 		return
 	}
-	defer s.leave()
+	defer s.life.leave()
 	sem := make(chan struct{}, maxPendingRevokes)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, id := range ids {
 		select {
 		case sem <- struct{}{}:
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return
 		}
 		wg.Go(func() {
@@ -169,10 +169,10 @@ func (lk *leaseKeeper) revokeExpired(ids []int64) {
 // proposeCheckpoints proposes the lessor's due checkpoints as one request.
 func (lk *leaseKeeper) proposeCheckpoints(cps []*pb.LeaseCheckpoint) {
 	s := lk.s
-	if s.enter() != nil {
+	if s.life.enter() != nil {
 		return
 	}
-	defer s.leave()
+	defer s.life.leave()
 	if err := lk.checkpoint(context.Background(), cps); err != nil && !errors.Is(err, ErrStopped) {
 		s.lg.Warn("proposing lease checkpoints failed", "count", len(cps), "err", err)
 	}
@@ -353,7 +353,7 @@ func (lk *leaseKeeper) onLeader(ctx context.Context, local func(context.Context)
 			case <-s.clock.After(s.electionTimeout()):
 			case <-ctx.Done():
 				return ErrNoLeader
-			case <-s.stopc:
+			case <-s.life.stopc:
 				return ErrStopped
 			}
 			continue
@@ -367,7 +367,7 @@ func (lk *leaseKeeper) onLeader(ctx context.Context, local func(context.Context)
 		if err == nil || errors.Is(err, lease.ErrLeaseNotFound) {
 			return err
 		}
-		if errors.Is(err, ErrStopped) && s.stopping() {
+		if errors.Is(err, ErrStopped) && s.life.stopping() {
 			return ErrStopped
 		}
 		s.lg.Debug("a lease request on the leader failed; retrying", "leader", lead, "err", err)
@@ -375,7 +375,7 @@ func (lk *leaseKeeper) onLeader(ctx context.Context, local func(context.Context)
 		case <-ctx.Done():
 			return requestCtxErr(ctx, ctx.Err())
 		case <-s.clock.After(forwardRetry):
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return ErrStopped
 		}
 	}
@@ -387,10 +387,10 @@ func (lk *leaseKeeper) onLeader(ctx context.Context, local func(context.Context)
 // lease.ErrLeaseTTLTooLarge, ErrNoSpace, and the proposal errors (see
 // propose). Safe for concurrent use.
 func (s *Server) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	return s.leases.grant(ctx, r)
 }
 
@@ -398,10 +398,10 @@ func (s *Server) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.L
 // revision. Errors: lease.ErrLeaseNotFound, and the proposal errors. Safe
 // for concurrent use.
 func (s *Server) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	return s.leases.revoke(ctx, r.ID)
 }
 
@@ -412,10 +412,10 @@ func (s *Server) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb
 // ErrNoLeader (no leader became known in time), ErrTimeout, ErrCanceled,
 // ErrStopped, ErrTimeoutWaitAppliedIndex. Safe for concurrent use.
 func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return -1, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	return s.leases.renew(ctx, id)
 }
 
@@ -426,10 +426,10 @@ func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 // ErrNoLeader, ErrTimeout, ErrCanceled, ErrStopped. Safe for concurrent
 // use.
 func (s *Server) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	return s.leases.timeToLive(ctx, r)
 }
 
@@ -437,9 +437,9 @@ func (s *Server) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 // (from the member's own state, without a read-index round). Safe for
 // concurrent use.
 func (s *Server) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	return &pb.LeaseLeasesResponse{Header: s.ResponseHeader(), Leases: s.leases.list()}, nil
 }

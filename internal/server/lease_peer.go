@@ -45,11 +45,11 @@ func (lk *leaseKeeper) serveRenew(w http.ResponseWriter, r *http.Request) {
 	if !readLeaseRequest(w, r, &req) {
 		return
 	}
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	defer s.leave()
+	defer s.life.leave()
 	ctx, cancel := s.withRequestTimeout(r.Context())
 	defer cancel(nil)
 	ttl, err := lk.renewHere(ctx, req.ID)
@@ -67,11 +67,11 @@ func (lk *leaseKeeper) serveTTL(w http.ResponseWriter, r *http.Request) {
 	if !readLeaseRequest(w, r, &req) {
 		return
 	}
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	defer s.leave()
+	defer s.life.leave()
 	resp, err := lk.timeToLiveHere(&req)
 	if err != nil {
 		writeLeaseError(w, err)

@@ -177,11 +177,11 @@ func (s *Server) servePromote(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad member ID", http.StatusBadRequest)
 		return
 	}
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	defer s.leave()
+	defer s.life.leave()
 	members, err := s.promoteHere(r.Context(), id)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusPreconditionFailed)

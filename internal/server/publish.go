@@ -20,7 +20,7 @@ const publishRetry = 500 * time.Millisecond
 // already holds the same attributes, and retries until it succeeds or the
 // member stops.
 func (s *Server) publish() {
-	defer s.wg.Done()
+	defer s.life.wg.Done()
 	for {
 		changed := s.members.changedC()
 		m, ok := s.members.get(s.memberID)
@@ -41,17 +41,17 @@ func (s *Server) publish() {
 		select {
 		case <-changed:
 		case <-retry:
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return
 		}
 	}
 }
 
 func (s *Server) proposeAttributes() error {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterMemberAttrSet: &membershippb.ClusterMemberAttrSetRequest{

@@ -44,16 +44,16 @@ func readStore[T response](s *Server, ctx context.Context, serializable bool, re
 
 // write is proposed for an API call that has not been admitted yet.
 func write[T response](s *Server, ctx context.Context, r *pb.InternalRaftRequest, cost int) (T, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		var zero T
 		return zero, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	return proposed[T](s, ctx, r, cost, nil)
 }
 
 // proposed runs a write through raft: it refuses one that adds cost bytes
-// while the engine is over its quota (checkQuota), proposes r, waits for
+// while the engine is over its quota (quota.check), proposes r, waits for
 // its result and, if wait is set, for what wait waits for, then returns
 // the request's own error or its response of type T with the header
 // filled. The apply step gives every response a header carrying its
@@ -61,7 +61,7 @@ func write[T response](s *Server, ctx context.Context, r *pb.InternalRaftRequest
 // caller holds enter (or, like Alarm, touches nothing that needs it).
 func proposed[T response](s *Server, ctx context.Context, r *pb.InternalRaftRequest, cost int, wait func(result) error) (T, error) {
 	var zero T
-	if err := s.checkQuota(cost); err != nil {
+	if err := s.quota.check(cost); err != nil {
 		return zero, err
 	}
 	res, err := s.propose(ctx, r)
@@ -105,7 +105,7 @@ func (s *Server) fillHeader(h *pb.ResponseHeader) *pb.ResponseHeader {
 // ErrProposalDropped (raft refused it, so it will never apply). The caller
 // holds enter.
 func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result, error) {
-	if s.stopping() {
+	if s.life.stopping() {
 		return result{}, ErrStopped
 	}
 	if c, a := s.node.CommitIndex(), s.applied.Load(); c > a && c-a > maxApplyLag {
@@ -159,7 +159,7 @@ func (s *Server) await(ctx context.Context, id uint64, send func()) (result, err
 		s.waits.cancel(id, ch)
 		s.metrics.proposalsFailed.Inc()
 		return result{}, s.timeoutError(start)
-	case <-s.stopc:
+	case <-s.life.stopc:
 		if !s.waits.cancel(id, ch) {
 			// Applied just before the stop (a member applying its own
 			// removal stops soon after): the request took effect, and

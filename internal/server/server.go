@@ -63,26 +63,14 @@ type Server struct {
 	// applied is the index of the last entry whose effects are committed
 	// to the engine and visible to readers.
 	applied appliedIndex
-	// dbSize is the engine size as last measured by the apply loop, for
-	// the quota check on the request path.
-	dbSize atomic.Int64
-	// raisingNoSpace is set while a NOSPACE alarm proposal is in flight.
-	raisingNoSpace atomic.Bool
+	// quota checks writes against QuotaBackendBytes.
+	quota *quota
 
 	ap applyState // owned by the apply goroutine
 
-	// life guards the engine against use after Stop: requests hold it for
-	// reading while they touch the engine; shutdown takes it to close.
-	life struct {
-		sync.RWMutex
-		closed bool
-	}
-	stopOnce sync.Once
-	stopc    chan struct{} // closed when stopping starts
-	done     chan struct{} // closed when everything has stopped
-	wg       sync.WaitGroup
-	errMu    sync.Mutex
-	err      error
+	// life is the member's run from New to Stop: its goroutines, the stop
+	// signal and the guard that keeps requests off a closed engine.
+	life lifecycle
 }
 
 // New opens (or creates) the member kept in cfg.DataDir and starts it. A new
@@ -108,9 +96,8 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 		eng:    eng,
 		waits:  newWaitRegistry(),
 		alarms: newAlarmSet(),
-		stopc:  make(chan struct{}),
-		done:   make(chan struct{}),
 	}
+	s.life.init()
 	s.peers.urls = map[uint64][]string{}
 	if err := s.open(); err != nil {
 		if s.hub != nil {
@@ -160,8 +147,7 @@ func (s *Server) open() error {
 	s.applied.advance(applied)
 	s.ap.applied = applied
 	s.ap.lastLogCompact = applied
-	s.dbSize.Store(s.eng.Size())
-	s.ap.sizeMeasured = time.Now()
+	s.quota = newQuota(s)
 	s.metrics = newMetrics()
 	s.reads = newReadIndexer(s)
 	s.lead.init(s.clock.Now())
@@ -200,23 +186,14 @@ func (s *Server) open() error {
 		return err
 	}
 	s.syncPeers()
-	retention, _ := parseRetention(s.cfg.AutoCompactionMode, s.cfg.AutoCompactionRetention)
 
-	s.wg.Add(4)
+	s.life.wg.Add(5)
 	go s.applyLoop()
 	go s.reads.run()
 	go s.watchNode()
 	go s.publish()
-	s.wg.Add(1)
 	go s.leases.run()
-	if retention > 0 {
-		s.wg.Add(1)
-		if s.cfg.AutoCompactionMode == CompactionModeRevision {
-			go s.compactByRevision(int64(retention))
-		} else {
-			go s.compactPeriodically(retention)
-		}
-	}
+	startAutoCompactor(s)
 	s.lg.Info("member started", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.memberID),
 		"cluster-id", fmt.Sprintf("%x", s.clusterID), "applied-index", applied)
 	return nil
@@ -237,7 +214,7 @@ func (s *Server) loadReplicated() error {
 // watchNode stops the member when the raft loop fails or a peer reports
 // that this member was removed from the cluster.
 func (s *Server) watchNode() {
-	defer s.wg.Done()
+	defer s.life.wg.Done()
 	select {
 	case <-s.node.Done():
 		if err := s.node.Err(); err != nil {
@@ -245,18 +222,14 @@ func (s *Server) watchNode() {
 		}
 	case <-s.tr.Removed():
 		s.fail(ErrRemoved)
-	case <-s.stopc:
+	case <-s.life.stopc:
 	}
 }
 
 // fail records a fatal error and stops the member in the background: the
 // caller is one of the goroutines Stop waits for, so it must return.
 func (s *Server) fail(err error) {
-	s.errMu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.errMu.Unlock()
+	s.life.setErr(err)
 	s.lg.Error("member stopping after a fatal error", "err", err)
 	go s.Stop()
 }
@@ -264,26 +237,24 @@ func (s *Server) fail(err error) {
 // Stop stops the member: pending requests fail with ErrStopped, every
 // goroutine is waited for, and the engine is closed. It is idempotent.
 func (s *Server) Stop() {
-	s.stopOnce.Do(s.shutdown)
-	<-s.done
+	s.life.stopOnce.Do(s.shutdown)
+	<-s.life.done
 }
 
 func (s *Server) shutdown() {
 	// Closing stopc first releases every request waiting inside enter/leave,
 	// so taking life's write lock does not wait long; once closed is set no
-	// request touches the engine or starts a goroutine (see checkQuota), so
+	// request touches the engine or starts a goroutine (see quota.check), so
 	// wg.Wait cannot race with wg.Add.
-	close(s.stopc)
+	close(s.life.stopc)
 	// Keep-alives waiting on the lessor hold enter; demoting releases them.
 	s.leases.stop()
-	s.life.Lock()
-	s.life.closed = true
-	s.life.Unlock()
+	s.life.close()
 	// The transport first: its snapshot streams read the engine, and its
 	// inbound requests hand messages to the node.
 	s.tr.Stop()
 	s.node.Stop()
-	s.wg.Wait()
+	s.life.wg.Wait()
 	s.leases.closeClient()
 	s.hub.Close()
 	s.waits.failAll(ErrStopped)
@@ -295,42 +266,16 @@ func (s *Server) shutdown() {
 		s.lg.Error("closing the engine", "err", err)
 	}
 	s.lg.Info("member stopped", "member-id", fmt.Sprintf("%x", s.memberID))
-	close(s.done)
+	close(s.life.done)
 }
 
 // Done is closed once the member has stopped, after Stop or a fatal error.
-func (s *Server) Done() <-chan struct{} { return s.done }
+func (s *Server) Done() <-chan struct{} { return s.life.done }
 
 // Err returns the fatal error that stopped the member, nil if it is running
 // or was stopped by Stop.
 func (s *Server) Err() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return s.err
-}
-
-// enter admits a request that will touch the engine or start work; it must
-// call leave. It fails with ErrStopped once shutdown has begun. Only public
-// entry points call it, never nested in one goroutine: a nested read lock
-// deadlocks behind a pending shutdown.
-func (s *Server) enter() error {
-	s.life.RLock()
-	if s.life.closed {
-		s.life.RUnlock()
-		return ErrStopped
-	}
-	return nil
-}
-
-func (s *Server) leave() { s.life.RUnlock() }
-
-func (s *Server) stopping() bool {
-	select {
-	case <-s.stopc:
-		return true
-	default:
-		return false
-	}
+	return s.life.fatal()
 }
 
 // ClusterID returns the cluster's ID.
@@ -394,36 +339,11 @@ func (s *Server) Status() Status {
 		AppliedIndex:    s.applied.Load(),
 		Revision:        s.kv.Rev(),
 		CompactRevision: s.kv.CompactRev(),
-		DBSize:          s.dbSize.Load(),
-		DBSizeInUse:     s.dbSize.Load(),
-		DBSizeQuota:     s.quotaBytes(),
+		DBSizeQuota:     s.quota.limit(),
+		IsLearner:       s.IsLearner(),
 	}
-	if s.enter() == nil {
-		st.DBSize = s.eng.Size()
-		st.DBSizeInUse = s.eng.SizeInUse()
-		s.leave()
-	}
-	st.IsLearner = s.IsLearner()
+	st.DBSize, st.DBSizeInUse = s.quota.engineSize()
 	return st
-}
-
-// quotaBytes is the quota as reported: 0 when disabled.
-func (s *Server) quotaBytes() int64 {
-	if s.cfg.QuotaBackendBytes < 0 {
-		return 0
-	}
-	return s.cfg.QuotaBackendBytes
-}
-
-// engineSize returns the engine's size on disk, or the last measured size
-// after Stop.
-func (s *Server) engineSize() (size, inUse int64) {
-	if s.enter() != nil {
-		n := s.dbSize.Load()
-		return n, n
-	}
-	defer s.leave()
-	return s.eng.Size(), s.eng.SizeInUse()
 }
 
 var errNoLocalMember = errors.New("server: the data directory records a cluster but not which member it is")

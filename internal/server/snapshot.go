@@ -35,7 +35,7 @@ func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	ap.applied, ap.lastLogCompact = index, index
 	s.appliedTo(index)
 	s.syncPeers()
-	s.dbSize.Store(s.eng.Size())
+	s.quota.measure()
 	s.lg.Info("installed a snapshot from the leader", "index", index, "revision", s.kv.Rev(),
 		"duration", time.Since(start).Round(time.Millisecond))
 	if s.ap.removed[s.memberID] {
