@@ -211,7 +211,7 @@ func (s *Server) mayAddMember(m membership.Member) error {
 		}
 	}
 	ids := s.members.voters()
-	if len(ids) > 1 && s.connectedSince(s.clock.Now().Add(-healthInterval), ids) < (len(ids)+1)/2+1 {
+	if len(ids) > 1 && s.peers.connectedSince(s.clock.Now().Add(-healthInterval), ids) < (len(ids)+1)/2+1 {
 		return ErrUnhealthy
 	}
 	return nil
@@ -231,11 +231,11 @@ func (s *Server) mayRemoveMember(id uint64) error {
 	if started < voters/2+1 {
 		return ErrNotEnoughStartedMembers
 	}
-	if id != s.memberID && s.tr.ActiveSince(id).IsZero() {
+	if id != s.memberID && s.peers.tr.ActiveSince(id).IsZero() {
 		return nil // a member that is down is not part of the active quorum
 	}
 	ids := s.members.voters()
-	active := s.connectedSince(s.clock.Now().Add(-healthInterval), ids)
+	active := s.peers.connectedSince(s.clock.Now().Add(-healthInterval), ids)
 	if active-1 < 1+(len(ids)-1)/2 {
 		return ErrUnhealthy
 	}

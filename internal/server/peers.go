@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -112,28 +113,65 @@ func (s *Server) newTransport() PeerTransport {
 // list (and, until this member appears in that list, its seed members).
 // Only the apply loop and startup call it.
 func (s *Server) syncPeers() {
-	want := s.members.peerURLs(s.memberID, s.seed.Members)
+	s.peers.sync(s.members.peerURLs(s.memberID, s.seed.Members))
+}
 
-	s.peers.Lock()
-	defer s.peers.Unlock()
+// peerSet is the member's end of the peer network: the transport, the
+// peers it was told about, and how long it has been connected to each.
+type peerSet struct {
+	self uint64
+	tr   PeerTransport
+
+	mu   sync.Mutex
+	urls map[uint64][]string // the transport's peers
+}
+
+func newPeerSet(self uint64, tr PeerTransport) *peerSet {
+	return &peerSet{self: self, tr: tr, urls: map[uint64][]string{}}
+}
+
+// sync makes want (member ID to peer URLs, self excluded) the transport's
+// peers.
+func (p *peerSet) sync(want map[uint64][]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for id, urls := range want {
-		cur, ok := s.peers.urls[id]
+		cur, ok := p.urls[id]
 		switch {
 		case !ok:
-			s.tr.AddPeer(id, urls)
+			p.tr.AddPeer(id, urls)
 		case !slices.Equal(cur, urls):
-			s.tr.UpdatePeer(id, urls)
+			p.tr.UpdatePeer(id, urls)
 		default:
 			continue
 		}
-		s.peers.urls[id] = urls
+		p.urls[id] = urls
 	}
-	for id := range s.peers.urls {
+	for id := range p.urls {
 		if _, ok := want[id]; !ok {
-			s.tr.RemovePeer(id)
-			delete(s.peers.urls, id)
+			p.tr.RemovePeer(id)
+			delete(p.urls, id)
 		}
 	}
+}
+
+// isConnectedSince reports whether the connection to peer id has lasted
+// since before t.
+func (p *peerSet) isConnectedSince(id uint64, t time.Time) bool {
+	at := p.tr.ActiveSince(id)
+	return !at.IsZero() && at.Before(t)
+}
+
+// connectedSince counts the members of ids this member has been connected
+// to since before t, itself included.
+func (p *peerSet) connectedSince(t time.Time, ids []uint64) int {
+	n := 0
+	for _, id := range ids {
+		if id == p.self || p.isConnectedSince(id, t) {
+			n++
+		}
+	}
+	return n
 }
 
 // Paths of the peer endpoints besides the transport's.
@@ -151,7 +189,7 @@ const (
 // to the leader, see lease_peer.go).
 func (s *Server) PeerHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(transport.PathPrefix+"/", s.tr.Handler())
+	mux.Handle(transport.PathPrefix+"/", s.peers.tr.Handler())
 	mux.HandleFunc("GET "+peerMembersPath, s.serveMembers)
 	mux.HandleFunc("POST "+peerPromotePath+"{id}", s.servePromote)
 	mux.HandleFunc("POST "+peerLeaseRenewPath, s.leases.serveRenew)

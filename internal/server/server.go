@@ -18,9 +18,11 @@ import (
 )
 
 // Server is one cairn member: its engine, its raft node and its state
-// machine, and the goroutines that connect them (the apply loop, the
-// read-index loop, the lessor's expiry loop, the auto-compactor). All
-// methods are safe for concurrent use.
+// machine, and the components that connect them (the package doc lists
+// them: the apply loop, the read indexer, the leases, the member list,
+// the peers, the alarms and quota, the auto-compactor, the lifecycle).
+// Server wires them; its methods are the member's API, which internal/api
+// and internal/embed call. All methods are safe for concurrent use.
 type Server struct {
 	cfg   Config
 	knobs testingKnobs
@@ -30,9 +32,10 @@ type Server struct {
 	eng  *storage.Engine
 	kv   *mvcc.Store
 	node *raftnode.Node
-	tr   PeerTransport
 	// leases is the lessor, its role and the forwarding to the leader.
 	leases *leaseKeeper
+	// The auth store (internal/auth) joins here as one more component,
+	// opened beside leases; see the package doc.
 	// hub fans applied events out to watchers; the apply loop notifies it.
 	hub *watch.Hub
 	// nodeStarted is set once node is, for the transport's goroutines.
@@ -45,12 +48,9 @@ type Server struct {
 	// members is the applied member list and the removed IDs; the apply
 	// loop replaces them.
 	members memberList
-	// peers are the transport's peers and their URLs (syncPeers).
-	peers struct {
-		sync.Mutex
-		urls map[uint64][]string
-	}
-	lead leaderTracker
+	// peers is the peer transport and the peers it was told about.
+	peers *peerSet
+	lead  leaderTracker
 	// restoring keeps readers of the store out while a snapshot replaces
 	// its state (mvcc.Store.Restore).
 	restoring sync.RWMutex
@@ -98,7 +98,6 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 		alarms: newAlarmSet(),
 	}
 	s.life.init()
-	s.peers.urls = map[uint64][]string{}
 	if err := s.open(); err != nil {
 		if s.hub != nil {
 			s.hub.Close()
@@ -152,7 +151,7 @@ func (s *Server) open() error {
 	s.reads = newReadIndexer(s)
 	s.lead.init(s.clock.Now())
 
-	s.tr = s.newTransport()
+	s.peers = newPeerSet(s.memberID, s.newTransport())
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID:             s.memberID,
 		Engine:         s.eng,
@@ -164,7 +163,7 @@ func (s *Server) open() error {
 		ElectionTicks:  s.cfg.ElectionTicks,
 		DisablePreVote: s.cfg.DisablePreVote,
 		NewTicker:      s.clock.NewTicker,
-		Transport:      s.tr,
+		Transport:      s.peers.tr,
 		OnReadStates:   s.reads.onReadStates,
 		Abandoned:      func(id uint64) bool { return !s.waits.has(id) },
 		Dropped:        s.onDropped,
@@ -176,12 +175,12 @@ func (s *Server) open() error {
 		Logger: s.lg.With("component", "raft"),
 	})
 	if err != nil {
-		s.tr.Stop()
+		s.peers.tr.Stop()
 		return err
 	}
 	s.nodeStarted.Store(true)
 	if err := s.metrics.register(s, s.cfg.Metrics); err != nil {
-		s.tr.Stop()
+		s.peers.tr.Stop()
 		s.node.Stop()
 		return err
 	}
@@ -220,7 +219,7 @@ func (s *Server) watchNode() {
 		if err := s.node.Err(); err != nil {
 			s.fail(err)
 		}
-	case <-s.tr.Removed():
+	case <-s.peers.tr.Removed():
 		s.fail(ErrRemoved)
 	case <-s.life.stopc:
 	}
@@ -252,7 +251,7 @@ func (s *Server) shutdown() {
 	s.life.close()
 	// The transport first: its snapshot streams read the engine, and its
 	// inbound requests hand messages to the node.
-	s.tr.Stop()
+	s.peers.tr.Stop()
 	s.node.Stop()
 	s.life.wg.Wait()
 	s.leases.closeClient()
