@@ -12,6 +12,16 @@ import (
 	"github.com/cairn-db/cairn/internal/membership"
 )
 
+// reconfig changes the cluster's membership: it proposes the Cluster
+// service's changes as raft ConfChanges after etcd's strict reconfig
+// checks, forwards learner promotions to the leader (only it knows whether
+// the learner has caught up), and publishes this member's own attributes
+// once it runs. The changes are applied in apply_member.go; the result is
+// the memberList.
+type reconfig struct {
+	s *Server
+}
+
 // The Cluster service's operations. Each change goes through raft as a
 // ConfChange (see apply_member.go) and returns the member list as the
 // change left it; errors are etcd's: membership's sentinels (member not
@@ -54,14 +64,14 @@ func (s *Server) MemberAdd(ctx context.Context, peerURLs []string, isLearner boo
 		return membership.Member{}, nil, err
 	}
 	m := membership.Member{ID: id, PeerURLs: urls, IsLearner: isLearner}
-	if err := s.mayAddMember(m); err != nil {
+	if err := s.reconfig.mayAdd(m); err != nil {
 		return membership.Member{}, nil, err
 	}
 	typ := raftpb.ConfChangeAddNode
 	if isLearner {
 		typ = raftpb.ConfChangeAddLearnerNode
 	}
-	ms, err := s.configure(ctx, typ, m, false)
+	ms, err := s.reconfig.configure(ctx, typ, m, false)
 	if err != nil {
 		return membership.Member{}, nil, err
 	}
@@ -76,10 +86,10 @@ func (s *Server) MemberRemove(ctx context.Context, id uint64) ([]membership.Memb
 		return nil, err
 	}
 	defer s.life.leave()
-	if err := s.mayRemoveMember(id); err != nil {
+	if err := s.reconfig.mayRemove(id); err != nil {
 		return nil, err
 	}
-	return s.configure(ctx, raftpb.ConfChangeRemoveNode, membership.Member{ID: id}, false)
+	return s.reconfig.configure(ctx, raftpb.ConfChangeRemoveNode, membership.Member{ID: id}, false)
 }
 
 // MemberUpdate replaces the peer URLs of member id.
@@ -96,7 +106,7 @@ func (s *Server) MemberUpdate(ctx context.Context, id uint64, peerURLs []string)
 	if cur, ok := s.members.get(id); ok {
 		m.Name, m.ClientURLs, m.IsLearner = cur.Name, cur.ClientURLs, cur.IsLearner
 	}
-	return s.configure(ctx, raftpb.ConfChangeUpdateNode, m, false)
+	return s.reconfig.configure(ctx, raftpb.ConfChangeUpdateNode, m, false)
 }
 
 // MemberPromote makes learner id a voting member. Only the leader knows
@@ -109,7 +119,14 @@ func (s *Server) MemberPromote(ctx context.Context, id uint64) ([]membership.Mem
 		return nil, err
 	}
 	defer s.life.leave()
-	ms, err := s.promoteHere(ctx, id)
+	return s.reconfig.promote(ctx, id)
+}
+
+// promote is MemberPromote for a caller that holds enter: here if this
+// member leads, else forwarded to the leader until it answers for good.
+func (rc *reconfig) promote(ctx context.Context, id uint64) ([]membership.Member, error) {
+	s := rc.s
+	ms, err := rc.promoteHere(ctx, id)
 	if !errors.Is(err, ErrNotLeader) {
 		return ms, err
 	}
@@ -118,7 +135,7 @@ func (s *Server) MemberPromote(ctx context.Context, id uint64) ([]membership.Mem
 	for {
 		if lead := s.node.Lead(); lead != 0 && lead != s.memberID {
 			if m, ok := s.members.get(lead); ok {
-				ms, err := s.promoteRemote(ctx, m.PeerURLs, id)
+				ms, err := rc.promoteRemote(ctx, m.PeerURLs, id)
 				if err == nil || definitePromoteError(err) {
 					return ms, err
 				}
@@ -156,8 +173,9 @@ const readyPercent = 0.9
 
 // promoteHere promotes learner id if this member is the leader (ErrNotLeader
 // otherwise). The caller holds enter.
-func (s *Server) promoteHere(ctx context.Context, id uint64) ([]membership.Member, error) {
-	if err := s.learnerReady(ctx, id); err != nil {
+func (rc *reconfig) promoteHere(ctx context.Context, id uint64) ([]membership.Member, error) {
+	s := rc.s
+	if err := rc.learnerReady(ctx, id); err != nil {
 		return nil, err
 	}
 	if !s.cfg.DisableStrictReconfigCheck {
@@ -167,11 +185,12 @@ func (s *Server) promoteHere(ctx context.Context, id uint64) ([]membership.Membe
 			return nil, ErrNotEnoughStartedMembers
 		}
 	}
-	return s.configure(ctx, raftpb.ConfChangeAddNode, membership.Member{ID: id}, true)
+	return rc.configure(ctx, raftpb.ConfChangeAddNode, membership.Member{ID: id}, true)
 }
 
 // learnerReady checks, on the leader, that learner id's log has caught up.
-func (s *Server) learnerReady(ctx context.Context, id uint64) error {
+func (rc *reconfig) learnerReady(ctx context.Context, id uint64) error {
+	s := rc.s
 	if !s.node.IsLeader() {
 		return ErrNotLeader
 	}
@@ -196,10 +215,11 @@ func (s *Server) learnerReady(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// mayAddMember is etcd's strict reconfig check for an addition: a new voter
+// mayAdd is etcd's strict reconfig check for an addition: a new voter
 // must leave a quorum of started voters, and this member must be connected
 // to a quorum of the enlarged cluster.
-func (s *Server) mayAddMember(m membership.Member) error {
+func (rc *reconfig) mayAdd(m membership.Member) error {
+	s := rc.s
 	if s.cfg.DisableStrictReconfigCheck {
 		return nil
 	}
@@ -217,10 +237,11 @@ func (s *Server) mayAddMember(m membership.Member) error {
 	return nil
 }
 
-// mayRemoveMember is etcd's strict reconfig check for a removal: the voters
+// mayRemove is etcd's strict reconfig check for a removal: the voters
 // left must include a quorum of started ones, and, unless the member is
 // down already, this member must stay connected to a quorum.
-func (s *Server) mayRemoveMember(id uint64) error {
+func (rc *reconfig) mayRemove(id uint64) error {
+	s := rc.s
 	if s.cfg.DisableStrictReconfigCheck {
 		return nil
 	}
@@ -245,7 +266,8 @@ func (s *Server) mayRemoveMember(id uint64) error {
 // configure proposes a conf change of typ for m and waits until it is
 // applied here and raft has taken it in (so a next change is not refused
 // as concurrent). The caller holds enter.
-func (s *Server) configure(ctx context.Context, typ raftpb.ConfChangeType, m membership.Member, promote bool) ([]membership.Member, error) {
+func (rc *reconfig) configure(ctx context.Context, typ raftpb.ConfChangeType, m membership.Member, promote bool) ([]membership.Member, error) {
+	s := rc.s
 	if s.life.stopping() {
 		return nil, ErrStopped
 	}

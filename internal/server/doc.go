@@ -22,9 +22,10 @@
 //     it.
 //   - leaseKeeper (lease.go, lease_peer.go, apply_lease.go): the lessor,
 //     its role, its expiry loop and the forwarding to the leader.
-//   - memberList (members.go): the applied member list for readers; the
-//     changes themselves are cluster.go (proposing) and apply_member.go
-//     (applying); publish.go publishes this member's attributes.
+//   - memberList (members.go): the applied member list, for readers.
+//   - reconfig (cluster.go, publish.go): membership changes proposed with
+//     etcd's checks, promotions forwarded to the leader, and this member's
+//     attributes published; apply_member.go applies the changes.
 //   - peerSet (peers.go): the peer transport and the peers it knows;
 //     PeerHandler serves the peer endpoints.
 //   - leaderTracker (leader.go): leadership as raft reports it, and why a

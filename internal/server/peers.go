@@ -191,7 +191,7 @@ func (s *Server) PeerHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(transport.PathPrefix+"/", s.peers.tr.Handler())
 	mux.HandleFunc("GET "+peerMembersPath, s.serveMembers)
-	mux.HandleFunc("POST "+peerPromotePath+"{id}", s.servePromote)
+	mux.HandleFunc("POST "+peerPromotePath+"{id}", s.reconfig.servePromote)
 	mux.HandleFunc("POST "+peerLeaseRenewPath, s.leases.serveRenew)
 	mux.HandleFunc("POST "+peerLeaseTTLPath, s.leases.serveTTL)
 	return mux
@@ -209,7 +209,8 @@ var promoteErrors = []error{
 	membership.ErrIDNotFound, membership.ErrMemberNotLearner, membership.ErrIDRemoved,
 }
 
-func (s *Server) servePromote(w http.ResponseWriter, r *http.Request) {
+func (rc *reconfig) servePromote(w http.ResponseWriter, r *http.Request) {
+	s := rc.s
 	id, err := strconv.ParseUint(r.PathValue("id"), 16, 64)
 	if err != nil {
 		http.Error(w, "bad member ID", http.StatusBadRequest)
@@ -220,7 +221,7 @@ func (s *Server) servePromote(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.life.leave()
-	members, err := s.promoteHere(r.Context(), id)
+	members, err := rc.promoteHere(r.Context(), id)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusPreconditionFailed)
 		return
@@ -278,7 +279,8 @@ func (s *Server) fetchCluster(ctx context.Context, urls []string) (membership.Cl
 }
 
 // promoteRemote forwards a learner promotion to the member at urls.
-func (s *Server) promoteRemote(ctx context.Context, urls []string, id uint64) ([]membership.Member, error) {
+func (rc *reconfig) promoteRemote(ctx context.Context, urls []string, id uint64) ([]membership.Member, error) {
+	s := rc.s
 	c := s.peerClient()
 	var last error
 	for _, u := range urls {

@@ -19,7 +19,8 @@ const publishRetry = 500 * time.Millisecond
 // member is in its applied member list, skips the proposal when the list
 // already holds the same attributes, and retries until it succeeds or the
 // member stops.
-func (s *Server) publish() {
+func (rc *reconfig) publish() {
+	s := rc.s
 	defer s.life.wg.Done()
 	for {
 		changed := s.members.changedC()
@@ -29,7 +30,7 @@ func (s *Server) publish() {
 		}
 		var retry <-chan time.Time
 		if ok {
-			err := s.proposeAttributes()
+			err := rc.proposeAttributes()
 			if err == nil {
 				s.lg.Info("published local member attributes to the cluster", "name", s.cfg.Name,
 					"client-urls", s.cfg.ClientURLs)
@@ -47,7 +48,8 @@ func (s *Server) publish() {
 	}
 }
 
-func (s *Server) proposeAttributes() error {
+func (rc *reconfig) proposeAttributes() error {
+	s := rc.s
 	if err := s.life.enter(); err != nil {
 		return err
 	}

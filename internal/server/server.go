@@ -19,8 +19,9 @@ import (
 
 // Server is one cairn member: its engine, its raft node and its state
 // machine, and the components that connect them (the package doc lists
-// them: the apply loop, the read indexer, the leases, the member list,
-// the peers, the alarms and quota, the auto-compactor, the lifecycle).
+// them: the apply loop, the read indexer, the leases, the member list and
+// its changes, the peers, the alarms and quota, the auto-compactor, the
+// lifecycle).
 // Server wires them; its methods are the member's API, which internal/api
 // and internal/embed call. All methods are safe for concurrent use.
 type Server struct {
@@ -48,6 +49,9 @@ type Server struct {
 	// members is the applied member list and the removed IDs; the apply
 	// loop replaces them.
 	members memberList
+	// reconfig proposes membership changes and publishes this member's
+	// attributes.
+	reconfig *reconfig
 	// peers is the peer transport and the peers it was told about.
 	peers *peerSet
 	lead  leaderTracker
@@ -98,6 +102,7 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 		alarms: newAlarmSet(),
 	}
 	s.life.init()
+	s.reconfig = &reconfig{s: s}
 	if err := s.open(); err != nil {
 		if s.hub != nil {
 			s.hub.Close()
@@ -190,7 +195,7 @@ func (s *Server) open() error {
 	go s.applyLoop()
 	go s.reads.run()
 	go s.watchNode()
-	go s.publish()
+	go s.reconfig.publish()
 	go s.leases.run()
 	startAutoCompactor(s)
 	s.lg.Info("member started", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.memberID),
