@@ -18,12 +18,12 @@ import (
 )
 
 // Server is one cairn member: its engine, its raft node and its state
-// machine, and the components that connect them (the package doc lists
-// them: the apply loop, the read indexer, the leases, the member list and
-// its changes, the peers, the alarms and quota, the auto-compactor, the
-// lifecycle).
-// Server wires them; its methods are the member's API, which internal/api
-// and internal/embed call. All methods are safe for concurrent use.
+// machine, and the components that connect them, which it wires: the
+// apply loop, the read indexer, the leases (leaseKeeper), the member list
+// (memberList) and its changes (reconfig), the peers (peerSet), the alarms
+// and quota, the auto-compactor and the lifecycle (the package doc lists
+// them). Its exported methods are the member's API, which internal/api and
+// internal/embed call. All methods are safe for concurrent use.
 type Server struct {
 	cfg   Config
 	knobs testingKnobs
@@ -36,7 +36,8 @@ type Server struct {
 	// leases is the lessor, its role and the forwarding to the leader.
 	leases *leaseKeeper
 	// The auth store (internal/auth) joins here as one more component,
-	// opened beside leases; see the package doc.
+	// opened beside leases (see the package doc's Auth).
+
 	// hub fans applied events out to watchers; the apply loop notifies it.
 	hub *watch.Hub
 	// nodeStarted is set once node is, for the transport's goroutines.
