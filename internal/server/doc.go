@@ -10,6 +10,8 @@
 // (and the file named after it); Server's own methods are the API the api
 // package calls, the apply loop, and the wiring between components.
 //
+//   - identity (bootstrap.go): the member and cluster IDs and the seed,
+//     which New reads back or bootstraps once.
 //   - applyState, with applyGroup (apply.go): the apply loop's bookkeeping
 //     and its three steps, buildBatch, commitBatch and afterCommit; the
 //     flat switch applyRequest routes each committed request.

@@ -230,11 +230,12 @@ func (rc *reconfig) servePromote(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(members)
 }
 
-// peerClient returns the client for the member's own requests to peers.
-func (s *Server) peerClient() *http.Client {
-	rt := s.cfg.PeerRoundTripper
+// peerClient returns the client for the member's own requests to peers:
+// PeerRoundTripper if set, else HTTP with PeerTLS, a connection a request.
+func peerClient(cfg Config) *http.Client {
+	rt := cfg.PeerRoundTripper
 	if rt == nil {
-		tlsCfg := s.cfg.PeerTLS
+		tlsCfg := cfg.PeerTLS
 		if tlsCfg == nil {
 			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
@@ -243,10 +244,9 @@ func (s *Server) peerClient() *http.Client {
 	return &http.Client{Transport: rt}
 }
 
-// fetchCluster asks the peers at urls, in turn, for the cluster ID and the
-// member list.
-func (s *Server) fetchCluster(ctx context.Context, urls []string) (membership.ClusterInfo, error) {
-	c := s.peerClient()
+// fetchCluster asks the peers at urls, in turn, over c, for the cluster ID
+// and the member list.
+func fetchCluster(ctx context.Context, c *http.Client, urls []string) (membership.ClusterInfo, error) {
 	var errs []error
 	for _, u := range urls {
 		ci, err := func() (membership.ClusterInfo, error) {
@@ -281,7 +281,7 @@ func (s *Server) fetchCluster(ctx context.Context, urls []string) (membership.Cl
 // promoteRemote forwards a learner promotion to the member at urls.
 func (rc *reconfig) promoteRemote(ctx context.Context, urls []string, id uint64) ([]membership.Member, error) {
 	s := rc.s
-	c := s.peerClient()
+	c := peerClient(s.cfg)
 	var last error
 	for _, u := range urls {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost,

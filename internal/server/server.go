@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -43,10 +42,8 @@ type Server struct {
 	// nodeStarted is set once node is, for the transport's goroutines.
 	nodeStarted atomic.Bool
 
-	memberID, clusterID uint64
-	// seed is what this member knew of the cluster when it started (see
-	// membership.Seed); fixed after New.
-	seed membership.Seed
+	// identity is the member and cluster IDs and the seed; fixed after New.
+	identity
 	// members is the applied member list and the removed IDs; the apply
 	// loop replaces them.
 	members memberList
@@ -125,10 +122,11 @@ func (s *Server) open() error {
 	} else if resumed {
 		s.lg.Warn("finished a snapshot install a crash had interrupted")
 	}
-	peers, err := s.loadOrBootstrap()
+	id, peers, err := bootstrap(s.cfg, s.eng, s.lg)
 	if err != nil {
 		return err
 	}
+	s.identity = id
 	s.ids = newIDGenerator(s.memberID, s.clock.Now().UnixMilli())
 	if err := s.loadReplicated(); err != nil {
 		return err
@@ -350,5 +348,3 @@ func (s *Server) Status() Status {
 	st.DBSize, st.DBSizeInUse = s.quota.engineSize()
 	return st
 }
-
-var errNoLocalMember = errors.New("server: the data directory records a cluster but not which member it is")
