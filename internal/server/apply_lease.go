@@ -12,7 +12,7 @@ import (
 
 // The lease requests of the apply loop, as internal/lease's package doc
 // prescribes: each changes the lessor into the entry's batch, and a revoke
-// deletes the lease's keys through the same mvcc.Write. applyGroup passes
+// deletes the lease's keys through the same mvcc.Write. applyEntry passes
 // every request's new events to lessor.ApplyEvents afterwards, so a
 // revoke's deletes go there too.
 
