@@ -6,9 +6,9 @@
 //
 // # Components
 //
-// Server wires components, each an unexported type that owns one concern
-// (and the file named after it); Server's own methods are the API the api
-// package calls, the apply loop, and the wiring between components.
+// Server wires components, each an unexported type that owns one concern,
+// in files named for it; Server's own methods are the API the api package
+// calls, the apply loop, and the wiring between components.
 //
 //   - identity (bootstrap.go): the member and cluster IDs and the seed,
 //     which New reads back or bootstraps once.
@@ -40,7 +40,7 @@
 //   - metrics (metrics.go), and the watch hub (watch.go, internal/watch).
 //
 // Auth (internal/auth) will be one more: a component beside leaseKeeper,
-// with its cases in applyRequest (see # Auth below).
+// with its cases in applyRequest (see Auth below).
 //
 // # Writes
 //
@@ -48,8 +48,9 @@
 // grant, revoke or checkpoint, a member's published attributes) is
 // marshaled as an etcdserverpb.InternalRaftRequest with a unique ID in its
 // header and proposed; the caller waits on a channel registered under that
-// ID until the apply loop answers, the request timeout passes (ErrTimeout), the
-// caller's context ends (ErrCanceled) or the member stops (ErrStopped).
+// ID until the apply loop answers, the request timeout passes
+// (ErrTimeout), the caller's context ends (ErrCanceled) or the member
+// stops (ErrStopped).
 // Before proposing, a write that adds data (a put, a txn that puts, a
 // lease grant) is refused if the engine has outgrown QuotaBackendBytes
 // (ErrNoSpace; the first refusal also raises the NOSPACE alarm through
@@ -63,16 +64,18 @@
 // everything the node has handed over since it last looked, up to 16
 // Readys — and applies them into ONE storage batch through one mvcc.Write
 // (group apply): buildBatch applies the entries, commitBatch commits and
-// publishes the batch, afterCommit answers and follows up. Entries at or below the engine's applied index are
-// skipped: after a restart raft replays from the applied index, and this
-// check makes a double apply impossible even if it did not. The batch also
+// publishes the batch, afterCommit answers and follows up. Entries at or
+// below the engine's applied index are skipped: after a restart raft
+// replays from the applied index, and this check makes a double apply
+// impossible even if it did not. The batch also
 // carries the new applied index (and, for a conf change, the new raft
 // ConfState and member list), is committed without fsync — the raft log is
 // the durable record and replays anything a crash loses — and only then
 // published to readers (Write.Done) and answered to the waiting proposers.
 // A request's own error (mvcc's and the lessor's errors, ErrNoSpace while
-// the NOSPACE alarm is raised, ErrUnsupportedRequest) goes to its proposer; any other failure (an undecodable entry,
-// a storage error) stops the member rather than let it diverge.
+// the NOSPACE alarm is raised, ErrUnsupportedRequest) goes to its
+// proposer; any other failure (an undecodable entry, a storage error)
+// stops the member rather than let it diverge.
 //
 // # Reads
 //
@@ -157,8 +160,8 @@
 // settings. Stop closes the stop channel (failing pending requests with
 // ErrStopped), demotes the lessor, waits for the requests using the engine
 // and admits no more, stops the transport and then the raft node, waits
-// for every goroutine and closes the engine. A fatal error does the same in the
-// background; Done reports the end and Err the cause.
+// for every goroutine and closes the engine. A fatal error does the same
+// in the background; Done reports the end and Err the cause.
 //
 // # Leases
 //
@@ -175,14 +178,14 @@
 // the apply loop reaches the leader's first (empty) entry of its term,
 // restarting every lease from its checkpointed remaining TTL (or its full
 // TTL) plus the election timeout; it is demoted as soon as raft reports
-// the leadership lost. A goroutine (leaseKeeper.run) proposes a LeaseRevoke for
-// every expired lease and a LeaseCheckpoint for the remaining TTLs due
-// every LeaseCheckpointInterval, so a new leader neither expires a lease
-// early nor gives it its full TTL again. Keep-alives (LeaseRenew) and
-// LeaseTimeToLive need the leader's clock: a follower forwards them to the
-// leader over the peer network (POST /leases/renew, /leases/ttl, protobuf
-// bodies), retrying while leadership moves until the request timeout, as
-// etcd does. LeaseGrant picks an ID from the member's request ID
+// the leadership lost. A goroutine (leaseKeeper.run) proposes a
+// LeaseRevoke for every expired lease and a LeaseCheckpoint for the
+// remaining TTLs due every LeaseCheckpointInterval, so a new leader
+// neither expires a lease early nor gives it its full TTL again.
+// Keep-alives (LeaseRenew) and LeaseTimeToLive need the leader's clock: a
+// follower forwards them to the leader over the peer network (POST
+// /leases/renew, /leases/ttl, protobuf bodies), retrying while leadership
+// moves until the request timeout, as etcd does. LeaseGrant picks an ID from the member's request ID
 // generator when the client leaves it 0.
 //
 // # Auth
