@@ -19,21 +19,12 @@ import (
 // apply batch takes when the apply loop has fallen behind.
 const maxApplyGroup = 16
 
-// sizeRefreshInterval and sizeRefreshEntries bound how stale the engine
-// size used by the quota check may get.
-const (
-	sizeRefreshInterval = 100 * time.Millisecond
-	sizeRefreshEntries  = 1024
-)
-
 // applyState is the apply loop's own bookkeeping; only that goroutine
 // touches it.
 type applyState struct {
 	applied        uint64 // last applied index
 	lastLogCompact uint64 // applied index at the last raft log compaction
 	results        []pendingResult
-	sizeMeasured   time.Time
-	sinceMeasure   int
 
 	// members and removed are the member list and removed IDs as of the
 	// entries applied so far, including the batch being built;
@@ -49,20 +40,20 @@ type pendingResult struct {
 	res result
 }
 
-// errSimulatedCrash is the failure the dropApplyBatch test hook reports.
+// errSimulatedCrash is the failure the dropApplyBatch testing knob reports.
 var errSimulatedCrash = errors.New("server: apply batch dropped by a test hook")
 
 // applyLoop applies committed entries in log order, one storage batch per
 // group of Readys (group apply), and installs the snapshots raft hands
 // over between them.
 func (s *Server) applyLoop() {
-	defer s.wg.Done()
+	defer s.life.wg.Done()
 	var group [][]*raftpb.Entry
 	for {
 		var c raftnode.Committed
 		select {
 		case c = <-s.node.Committed():
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return
 		case <-s.node.Done():
 			return
@@ -93,7 +84,7 @@ func (s *Server) applyLoop() {
 		if err != nil {
 			// A conf change cut short by Stop is not a failure: the
 			// discarded batch is replayed at the next start.
-			if !s.stopping() {
+			if !s.life.stopping() {
 				s.fail(err)
 			}
 			return
@@ -101,26 +92,44 @@ func (s *Server) applyLoop() {
 	}
 }
 
-// applyGroup applies the entries of group past the applied index into one
-// batch, commits it without sync together with the new applied index (the
-// raft log is the durable record), publishes the result to readers and
-// then answers the waiting proposers. Entries at or below the applied index
-// (replayed after a restart) are skipped, so nothing is applied twice.
+// applyGroup applies the entries of group past the applied index in three
+// steps: buildBatch applies them into one storage batch, commitBatch
+// commits it without sync together with the new applied index (the raft
+// log is the durable record) and publishes it to readers, and afterCommit
+// answers the waiting proposers and does what the entries left to do.
+// Entries at or below the applied index (replayed after a restart) are
+// skipped, so nothing is applied twice.
 //
 // An error here is fatal: a request that cannot be applied for a reason
 // other than its own (a decoding or storage failure) would make this member
 // diverge from the others, so it stops instead.
 func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
-	if h := s.cfg.hooks.beforeApply; h != nil {
+	if h := s.knobs.beforeApply; h != nil {
 		h()
 	}
-	ap := &s.ap
 	b := s.eng.NewBatch()
 	w := s.kv.Write(b)
-	results := ap.results[:0]
-	last := ap.applied
+	last, n, err := s.buildBatch(w, b, group)
+	if err != nil || last == s.ap.applied {
+		b.Discard()
+		return err
+	}
+	if err := s.commitBatch(w, b, last); err != nil {
+		return err
+	}
+	s.afterCommit(last, n)
+	return nil
+}
+
+// buildBatch applies the entries of group past the applied index into b
+// (through w), collecting the proposers' results in ap.results and the
+// membership changes in ap. It returns the index of the last entry applied
+// (the applied index if none was) and how many it applied.
+func (s *Server) buildBatch(w *mvcc.Write, b *storage.Batch, group [][]*raftpb.Entry) (last uint64, n int, err error) {
+	ap := &s.ap
+	ap.results = ap.results[:0]
 	ap.membersChanged, ap.removedSelf = false, false
-	n := 0
+	last = ap.applied
 	for _, ents := range group {
 		for _, e := range ents {
 			idx := e.GetIndex()
@@ -128,58 +137,60 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 				continue
 			}
 			if idx != last+1 {
-				b.Discard()
-				return fmt.Errorf("server: committed entry %d follows applied index %d", idx, last)
+				return 0, 0, fmt.Errorf("server: committed entry %d follows applied index %d", idx, last)
 			}
 			last = idx
 			n++
-			var (
-				id  uint64
-				res result
-				err error
-			)
-			switch e.GetType() {
-			case raftpb.EntryNormal:
-				if len(e.GetData()) == 0 {
-					// A new leader's empty entry: everything of the earlier
-					// terms is applied, so its lessor takes up the clocks.
-					s.maybePromote(e.GetTerm())
-					continue
-				}
-				req := &pb.InternalRaftRequest{}
-				if err := proto.Unmarshal(e.GetData(), req); err != nil {
-					b.Discard()
-					return fmt.Errorf("server: decode entry %d: %w", idx, err)
-				}
-				id = req.GetHeader().GetID()
-				seen := len(w.Events())
-				res, err = s.applyRequest(w, b, req)
-				if err == nil {
-					// Puts attach keys to leases, re-puts and deletes
-					// detach them, before the next request looks.
-					err = s.leases.lessor.ApplyEvents(b, w.Events()[seen:])
-				}
-			case raftpb.EntryConfChange:
-				id, res, err = s.applyConfChange(b, e)
-			default:
-				// cairn proposes only ConfChange (see applyConfChange).
-				err = fmt.Errorf("entry has unsupported type %v", e.GetType())
-			}
+			id, res, err := s.applyEntry(w, b, e)
 			if err != nil {
-				b.Discard()
-				return fmt.Errorf("server: apply entry %d: %w", idx, err)
+				return 0, 0, fmt.Errorf("server: apply entry %d: %w", idx, err)
 			}
 			if id != 0 {
 				res.index = idx
-				results = append(results, pendingResult{id: id, res: res})
+				ap.results = append(ap.results, pendingResult{id: id, res: res})
 			}
 		}
 	}
-	if last == ap.applied {
-		b.Discard()
-		return nil
+	return last, n, nil
+}
+
+// applyEntry applies one committed entry into b and returns the ID of the
+// proposal it carries (0 for none) and its result.
+func (s *Server) applyEntry(w *mvcc.Write, b *storage.Batch, e *raftpb.Entry) (uint64, result, error) {
+	switch e.GetType() {
+	case raftpb.EntryNormal:
+		if len(e.GetData()) == 0 {
+			// A new leader's empty entry: everything of the earlier
+			// terms is applied, so its lessor takes up the clocks.
+			s.leases.maybePromote(e.GetTerm())
+			return 0, result{}, nil
+		}
+		req := &pb.InternalRaftRequest{}
+		if err := proto.Unmarshal(e.GetData(), req); err != nil {
+			return 0, result{}, fmt.Errorf("decode: %w", err)
+		}
+		seen := len(w.Events())
+		res, err := s.applyRequest(w, b, req)
+		if err == nil {
+			// Puts attach keys to leases, re-puts and deletes
+			// detach them, before the next request looks.
+			err = s.leases.lessor.ApplyEvents(b, w.Events()[seen:])
+		}
+		return req.GetHeader().GetID(), res, err
+	case raftpb.EntryConfChange:
+		return s.applyConfChange(b, e)
+	default:
+		// cairn proposes only ConfChange (see applyConfChange).
+		return 0, result{}, fmt.Errorf("entry has unsupported type %v", e.GetType())
 	}
-	if h := s.cfg.hooks.dropApplyBatch; h != nil && h() {
+}
+
+// commitBatch commits b, which applies the entries up to last, with last
+// as the engine's applied index, and publishes it: readers see its
+// effects from here on, and the watch hub takes its events (it never
+// blocks, see watch.Hub.Notify).
+func (s *Server) commitBatch(w *mvcc.Write, b *storage.Batch, last uint64) error {
+	if h := s.knobs.dropApplyBatch; h != nil && h() {
 		b.Discard()
 		return errSimulatedCrash
 	}
@@ -190,23 +201,28 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 	}
 	s.metrics.backendCommit.Observe(time.Since(start).Seconds())
 	w.Done()
-	// The batch's effects are visible to readers from here on; the watch
-	// hub takes its events (it never blocks, see watch.Hub.Notify).
 	s.hub.Notify(w.Rev(), w.Events())
+	return nil
+}
 
-	ap.applied = last
-	s.applied.Store(last)
+// afterCommit follows a committed batch of n entries up to last: the
+// readers' member list, the applied index and those waiting for it, the
+// proposers' answers, then the side effects of the entries (the peers
+// follow the member list, a removed member leaves, the raft log is
+// compacted, the engine size measured).
+func (s *Server) afterCommit(last uint64, n int) {
+	ap := &s.ap
 	if ap.membersChanged {
+		// Before the applied index moves, so that a linearizable
+		// MemberList released by it sees the change.
 		s.publishMembers()
 	}
-	s.node.AppliedTo(last)
-	s.reads.appliedAdvanced()
-	s.appliedWait.advanced()
-	for i := range results {
-		s.waits.trigger(results[i].id, results[i].res)
+	s.appliedTo(last)
+	for i := range ap.results {
+		s.waits.trigger(ap.results[i].id, ap.results[i].res)
 	}
-	clear(results)
-	ap.results = results[:0]
+	clear(ap.results)
+	ap.results = ap.results[:0]
 
 	if ap.membersChanged {
 		s.syncPeers()
@@ -215,8 +231,17 @@ func (s *Server) applyGroup(group [][]*raftpb.Entry) error {
 		s.leaveCluster()
 	}
 	s.maybeCompactLog()
-	s.maybeMeasureSize(n)
-	return nil
+	s.quota.maybeMeasure(n)
+}
+
+// appliedTo records that everything up to index is applied, committed and
+// published: the raft node may let go of it, and the reads and lease
+// requests waiting for it go on. Only the apply loop calls it.
+func (s *Server) appliedTo(index uint64) {
+	s.ap.applied = index
+	s.applied.advance(index)
+	s.node.AppliedTo(index)
+	s.reads.appliedAdvanced()
 }
 
 // applyRequest applies one request. Request errors (mvcc's, the lessor's,
@@ -261,15 +286,20 @@ func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaf
 		if err != nil {
 			return result{}, err
 		}
+		resp.Header.Revision = w.Rev()
 		return result{resp: resp}, nil
 	case r.ClusterMemberAttrSet != nil:
 		return result{}, s.applyMemberAttributes(b, r.ClusterMemberAttrSet)
 	case r.LeaseGrant != nil:
-		return s.applyLeaseGrant(w, b, r.LeaseGrant)
+		return s.leases.applyGrant(w, b, r.LeaseGrant)
 	case r.LeaseRevoke != nil:
-		return s.applyLeaseRevoke(w, b, r.LeaseRevoke)
+		return s.leases.applyRevoke(w, b, r.LeaseRevoke)
 	case r.LeaseCheckpoint != nil:
-		return s.applyLeaseCheckpoint(w, b, r.LeaseCheckpoint)
+		return s.leases.applyCheckpoint(w, b, r.LeaseCheckpoint)
+	// Auth requests (AuthEnable, UserAdd, RoleGrantPermission, …) get
+	// their cases here once internal/auth exists, each handed to the auth
+	// component as the lease requests are to leaseKeeper. Until then they
+	// are unknown to this member.
 	default:
 		return result{err: ErrUnsupportedRequest}, nil
 	}
@@ -295,8 +325,8 @@ func (s *Server) maybeCompactLog() {
 		return
 	}
 	keep := s.cfg.SnapshotCatchUpEntries
-	if s.cfg.hooks.catchUpEntries > 0 {
-		keep = s.cfg.hooks.catchUpEntries
+	if s.knobs.catchUpEntries > 0 {
+		keep = s.knobs.catchUpEntries
 	}
 	ap.lastLogCompact = ap.applied
 	if ap.applied <= keep {
@@ -305,15 +335,5 @@ func (s *Server) maybeCompactLog() {
 	if err := s.node.Compact(ap.applied - keep); err != nil {
 		// Not fatal: the log is only longer than it needs to be.
 		s.lg.Warn("raft log compaction failed", "index", ap.applied-keep, "err", err)
-	}
-}
-
-// maybeMeasureSize refreshes the engine size the quota check reads.
-func (s *Server) maybeMeasureSize(applied int) {
-	ap := &s.ap
-	ap.sinceMeasure += applied
-	if now := time.Now(); ap.sinceMeasure >= sizeRefreshEntries || now.Sub(ap.sizeMeasured) >= sizeRefreshInterval {
-		s.dbSize.Store(s.eng.Size())
-		ap.sizeMeasured, ap.sinceMeasure = now, 0
 	}
 }

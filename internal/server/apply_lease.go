@@ -12,27 +12,27 @@ import (
 
 // The lease requests of the apply loop, as internal/lease's package doc
 // prescribes: each changes the lessor into the entry's batch, and a revoke
-// deletes the lease's keys through the same mvcc.Write. applyGroup passes
+// deletes the lease's keys through the same mvcc.Write. applyEntry passes
 // every request's new events to lessor.ApplyEvents afterwards, so a
 // revoke's deletes go there too.
 
-// applyLeaseGrant grants a lease. Refused with ErrNoSpace while the NOSPACE
+// applyGrant grants a lease. Refused with ErrNoSpace while the NOSPACE
 // alarm is raised, as etcd refuses it.
-func (s *Server) applyLeaseGrant(w *mvcc.Write, b *storage.Batch, r *pb.LeaseGrantRequest) (result, error) {
-	if s.alarms.spaceExceeded() {
+func (lk *leaseKeeper) applyGrant(w *mvcc.Write, b *storage.Batch, r *pb.LeaseGrantRequest) (result, error) {
+	if lk.s.alarms.spaceExceeded() {
 		return result{err: ErrNoSpace}, nil
 	}
-	ttl, err := s.leases.lessor.Grant(b, r.ID, r.TTL)
+	ttl, err := lk.lessor.Grant(b, r.ID, r.TTL)
 	if err != nil {
 		return leaseRequestError(err)
 	}
 	return result{resp: &pb.LeaseGrantResponse{Header: &pb.ResponseHeader{Revision: w.Rev()}, ID: r.ID, TTL: ttl}}, nil
 }
 
-// applyLeaseRevoke revokes a lease and deletes its keys in one txn, so they
+// applyRevoke revokes a lease and deletes its keys in one txn, so they
 // all go at one revision (none if the lease had no keys).
-func (s *Server) applyLeaseRevoke(w *mvcc.Write, b *storage.Batch, r *pb.LeaseRevokeRequest) (result, error) {
-	keys, err := s.leases.lessor.Revoke(b, r.ID)
+func (lk *leaseKeeper) applyRevoke(w *mvcc.Write, b *storage.Batch, r *pb.LeaseRevokeRequest) (result, error) {
+	keys, err := lk.lessor.Revoke(b, r.ID)
 	if err != nil {
 		return leaseRequestError(err)
 	}
@@ -44,10 +44,10 @@ func (s *Server) applyLeaseRevoke(w *mvcc.Write, b *storage.Batch, r *pb.LeaseRe
 	return result{resp: &pb.LeaseRevokeResponse{Header: &pb.ResponseHeader{Revision: w.Rev()}}}, nil
 }
 
-// applyLeaseCheckpoint records the leader's checkpoints of remaining TTLs.
-func (s *Server) applyLeaseCheckpoint(w *mvcc.Write, b *storage.Batch, r *pb.LeaseCheckpointRequest) (result, error) {
+// applyCheckpoint records the leader's checkpoints of remaining TTLs.
+func (lk *leaseKeeper) applyCheckpoint(w *mvcc.Write, b *storage.Batch, r *pb.LeaseCheckpointRequest) (result, error) {
 	for _, cp := range r.Checkpoints {
-		if err := s.leases.lessor.Checkpoint(b, cp.ID, cp.Remaining_TTL); err != nil {
+		if err := lk.lessor.Checkpoint(b, cp.ID, cp.Remaining_TTL); err != nil {
 			return result{}, err
 		}
 	}

@@ -171,24 +171,9 @@ func (s *Server) reloadMembers() error {
 
 // publishMembers copies the apply loop's member list to the readers'.
 func (s *Server) publishMembers() {
-	ms := slices.Clone(s.ap.members)
 	removed := make(map[uint64]bool, len(s.ap.removed))
 	for id := range s.ap.removed {
 		removed[id] = true
 	}
-	s.members.Lock()
-	s.members.list, s.members.removed = ms, removed
-	if s.members.changed != nil {
-		close(s.members.changed)
-	}
-	s.members.changed = make(chan struct{})
-	s.members.Unlock()
-}
-
-// membersChanged returns a channel closed at the next change of the
-// applied member list.
-func (s *Server) membersChanged() <-chan struct{} {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	return s.members.changed
+	s.members.replace(slices.Clone(s.ap.members), removed)
 }

@@ -37,10 +37,10 @@ type SnapshotStream struct {
 // stream is read are not in it. Errors: ErrStopped; once the member starts
 // stopping, Read fails with ErrStopped.
 func (s *Server) Snapshot(ctx context.Context) (*SnapshotStream, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	view, rev, err := s.stateView()
 	if err != nil {
 		return nil, err
@@ -53,7 +53,7 @@ func (s *Server) Snapshot(ctx context.Context) (*SnapshotStream, error) {
 	// The engine must outlive the stream's Pebble snapshot: shutdown waits
 	// for s.wg before it closes the engine, and a Read after stopping
 	// began fails, so a stream whose caller goes on reading ends.
-	s.wg.Add(1)
+	s.life.wg.Add(1)
 	s.lg.Info("sending a snapshot to a client", "revision", rev, "applied-index", view.Index, "bytes", size)
 	return &SnapshotStream{
 		Header: s.fillHeader(&pb.ResponseHeader{Revision: rev}),
@@ -66,7 +66,7 @@ func (s *Server) Snapshot(ctx context.Context) (*SnapshotStream, error) {
 
 // Read reads the next bytes of the backup.
 func (st *SnapshotStream) Read(p []byte) (int, error) {
-	if st.s.stopping() {
+	if st.s.life.stopping() {
 		st.Close()
 		return 0, ErrStopped
 	}
@@ -78,7 +78,7 @@ func (st *SnapshotStream) Close() error {
 	var err error
 	st.once.Do(func() {
 		err = st.rc.Close()
-		st.s.wg.Done()
+		st.s.life.wg.Done()
 	})
 	return err
 }
@@ -92,10 +92,10 @@ func (st *SnapshotStream) Close() error {
 // it), and it is the hash `cairn snapshot status` prints for a backup
 // taken at that moment. Errors: ErrStopped.
 func (s *Server) Hash(ctx context.Context) (*pb.HashResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	view, rev, err := s.stateView()
 	if err != nil {
 		return nil, err

@@ -5,16 +5,28 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 
 	"go.etcd.io/raft/v3"
 
 	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/storage"
 )
 
-// loadOrBootstrap establishes who this member is and which cluster it
-// belongs to, and returns the raft peers to bootstrap a still-empty log
-// with (none for a member joining a running cluster).
+// identity is who this member is and what it knew of its cluster when it
+// started. New reads or bootstraps it (bootstrap) before anything else
+// runs, and it never changes after.
+type identity struct {
+	memberID, clusterID uint64
+	// seed is what this member knew of the cluster when it started (see
+	// membership.Seed).
+	seed membership.Seed
+}
+
+// bootstrap establishes who this member is and which cluster it belongs
+// to, and returns the raft peers to bootstrap a still-empty log with (none
+// for a member joining a running cluster).
 //
 // A new engine in a new cluster derives both IDs from the configuration
 // (etcd's derivation, so the IDs match etcd's for the same flags); one that
@@ -27,84 +39,82 @@ import (
 //
 // An existing engine reads everything back and ignores the initial-cluster
 // settings, as etcd does.
-func (s *Server) loadOrBootstrap() ([]raft.Peer, error) {
-	cid, ok, err := membership.LoadClusterID(s.eng)
+func bootstrap(cfg Config, eng *storage.Engine, lg *slog.Logger) (identity, []raft.Peer, error) {
+	cid, ok, err := membership.LoadClusterID(eng)
 	if err != nil {
-		return nil, err
+		return identity{}, nil, err
 	}
 	if ok {
-		return s.restart(cid)
+		id, err := restartIdentity(eng, cid)
+		if err != nil {
+			return identity{}, nil, err
+		}
+		return peersOf(id)
 	}
-	initial, err := membership.ParseInitialCluster(s.cfg.InitialCluster)
+	initial, err := membership.ParseInitialCluster(cfg.InitialCluster)
 	if err != nil {
-		return nil, err
+		return identity{}, nil, err
 	}
-	own, err := membership.NormalizeURLs(s.cfg.PeerURLs)
+	own, err := membership.NormalizeURLs(cfg.PeerURLs)
 	if err != nil {
-		return nil, err
+		return identity{}, nil, err
 	}
-	var seed membership.Seed
-	if s.cfg.InitialClusterState == ClusterStateExisting {
-		seed, err = s.joinSeed(initial, own)
+	var id identity
+	if cfg.InitialClusterState == ClusterStateExisting {
+		id, err = joinIdentity(cfg, initial, own)
 	} else {
-		seed, err = s.foundingSeed(initial, own)
+		id, err = foundingIdentity(cfg, initial, own)
 	}
 	if err != nil {
-		return nil, err
+		return identity{}, nil, err
 	}
-	b := s.eng.NewWriteBatch()
+	b := eng.NewWriteBatch()
 	err = errors.Join(
-		membership.StageClusterID(b, s.clusterID),
-		membership.StageLocalID(b, s.memberID),
-		membership.StageSeed(b, seed),
+		membership.StageClusterID(b, id.clusterID),
+		membership.StageLocalID(b, id.memberID),
+		membership.StageSeed(b, id.seed),
 	)
 	if err != nil {
 		b.Discard()
-		return nil, err
+		return identity{}, nil, err
 	}
 	if err := b.Commit(true); err != nil {
-		return nil, fmt.Errorf("server: record membership: %w", err)
+		return identity{}, nil, fmt.Errorf("server: record membership: %w", err)
 	}
-	s.seed = seed
-	s.lg.Info("bootstrapped a new member", "cluster-id", fmt.Sprintf("%x", s.clusterID),
-		"member-id", fmt.Sprintf("%x", s.memberID), "initial-cluster", s.cfg.InitialCluster,
-		"initial-cluster-state", s.cfg.InitialClusterState)
-	if seed.Join {
-		return nil, nil
-	}
-	return peersOf(seed.Members)
+	lg.Info("bootstrapped a new member", "cluster-id", fmt.Sprintf("%x", id.clusterID),
+		"member-id", fmt.Sprintf("%x", id.memberID), "initial-cluster", cfg.InitialCluster,
+		"initial-cluster-state", cfg.InitialClusterState)
+	return peersOf(id)
 }
 
-// foundingSeed names the founding members of a new cluster and this member
-// among them.
-func (s *Server) foundingSeed(initial map[string][]string, own []string) (membership.Seed, error) {
-	members, err := membership.InitialMembers(initial, s.cfg.ClusterToken)
+// foundingIdentity names the founding members of a new cluster and this
+// member among them.
+func foundingIdentity(cfg Config, initial map[string][]string, own []string) (identity, error) {
+	members, err := membership.InitialMembers(initial, cfg.ClusterToken)
 	if err != nil {
-		return membership.Seed{}, err
+		return identity{}, err
 	}
 	var self *membership.Member
 	ids := make([]uint64, len(members))
 	for i := range members {
 		ids[i] = members[i].ID
-		if members[i].Name == s.cfg.Name {
+		if members[i].Name == cfg.Name {
 			self = &members[i]
 		}
 	}
 	if self == nil {
-		return membership.Seed{}, fmt.Errorf("server: couldn't find local name %q in the initial cluster configuration", s.cfg.Name)
+		return identity{}, fmt.Errorf("server: couldn't find local name %q in the initial cluster configuration", cfg.Name)
 	}
 	if !slices.Equal(self.PeerURLs, own) {
-		return membership.Seed{}, fmt.Errorf("server: --initial-cluster has %s=%v but --initial-advertise-peer-urls is %v",
+		return identity{}, fmt.Errorf("server: --initial-cluster has %s=%v but --initial-advertise-peer-urls is %v",
 			self.Name, self.PeerURLs, own)
 	}
-	s.memberID = self.ID
-	s.clusterID = membership.ClusterID(ids)
-	return membership.Seed{Members: members}, nil
+	return identity{memberID: self.ID, clusterID: membership.ClusterID(ids), seed: membership.Seed{Members: members}}, nil
 }
 
-// joinSeed asks the running cluster who is in it; this member must already
-// be there (added with MemberAdd), with exactly its peer URLs.
-func (s *Server) joinSeed(initial map[string][]string, own []string) (membership.Seed, error) {
+// joinIdentity asks the running cluster who is in it; this member must
+// already be there (added with MemberAdd), with exactly its peer URLs.
+func joinIdentity(cfg Config, initial map[string][]string, own []string) (identity, error) {
 	var urls []string
 	for _, us := range initial {
 		for _, u := range us {
@@ -115,62 +125,64 @@ func (s *Server) joinSeed(initial map[string][]string, own []string) (membership
 	}
 	slices.Sort(urls)
 	if len(urls) == 0 {
-		return membership.Seed{}, errors.New("server: --initial-cluster names no other member to join")
+		return identity{}, errors.New("server: --initial-cluster names no other member to join")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.RequestTimeout)
 	defer cancel()
-	ci, err := s.fetchCluster(ctx, urls)
+	ci, err := fetchCluster(ctx, peerClient(cfg), urls)
 	if err != nil {
-		return membership.Seed{}, err
+		return identity{}, err
 	}
 	for _, m := range ci.Members {
 		if slices.Equal(m.PeerURLs, own) {
-			s.memberID, s.clusterID = m.ID, ci.ClusterID
-			return membership.Seed{Join: true, Members: ci.Members}, nil
+			return identity{memberID: m.ID, clusterID: ci.ClusterID, seed: membership.Seed{Join: true, Members: ci.Members}}, nil
 		}
 	}
-	return membership.Seed{}, fmt.Errorf("server: the cluster has no member with peer URLs %v: add this member (MemberAdd) before starting it with --initial-cluster-state existing", own)
+	return identity{}, fmt.Errorf("server: the cluster has no member with peer URLs %v: add this member (MemberAdd) before starting it with --initial-cluster-state existing", own)
 }
 
-// restart reads back an existing member.
-func (s *Server) restart(cid uint64) ([]raft.Peer, error) {
-	id, ok, err := membership.LoadLocalID(s.eng)
+// restartIdentity reads back an existing member of cluster cid.
+func restartIdentity(eng *storage.Engine, cid uint64) (identity, error) {
+	id, ok, err := membership.LoadLocalID(eng)
 	if err != nil {
-		return nil, err
+		return identity{}, err
 	}
 	if !ok {
-		return nil, errNoLocalMember
+		return identity{}, errNoLocalMember
 	}
-	seed, hasSeed, err := membership.LoadSeed(s.eng)
+	seed, hasSeed, err := membership.LoadSeed(eng)
 	if err != nil {
-		return nil, err
+		return identity{}, err
 	}
-	s.clusterID, s.memberID, s.seed = cid, id, seed
 	if !hasSeed {
 		// Recorded before seeds were: a single member whose bootstrap
 		// staged the member list directly.
-		members, err := membership.LoadMembers(s.eng)
+		members, err := membership.LoadMembers(eng)
 		if err != nil {
-			return nil, err
+			return identity{}, err
 		}
-		s.seed = membership.Seed{Members: members}
+		seed = membership.Seed{Members: members}
 	}
-	if s.seed.Join {
-		return nil, nil
-	}
-	return peersOf(s.seed.Members)
+	return identity{memberID: id, clusterID: cid, seed: seed}, nil
 }
 
-// peersOf turns members into raft bootstrap peers; each conf change carries
-// its member as context, so applying it records the member.
-func peersOf(members []membership.Member) ([]raft.Peer, error) {
-	peers := make([]raft.Peer, len(members))
-	for i, m := range members {
+// peersOf returns id with the raft bootstrap peers of its seed: none for a
+// member joining a running cluster, else the founding members, each conf
+// change carrying its member as context, so applying it records the
+// member.
+func peersOf(id identity) (identity, []raft.Peer, error) {
+	if id.seed.Join {
+		return id, nil, nil
+	}
+	peers := make([]raft.Peer, len(id.seed.Members))
+	for i, m := range id.seed.Members {
 		ctx, err := json.Marshal(m)
 		if err != nil {
-			return nil, fmt.Errorf("server: encode member: %w", err)
+			return identity{}, nil, fmt.Errorf("server: encode member: %w", err)
 		}
 		peers[i] = raft.Peer{ID: m.ID, Context: ctx}
 	}
-	return peers, nil
+	return id, peers, nil
 }
+
+var errNoLocalMember = errors.New("server: the data directory records a cluster but not which member it is")

@@ -12,6 +12,16 @@ import (
 	"github.com/cairn-db/cairn/internal/membership"
 )
 
+// reconfig changes the cluster's membership: it proposes the Cluster
+// service's changes as raft ConfChanges after etcd's strict reconfig
+// checks, forwards learner promotions to the leader (only it knows whether
+// the learner has caught up), and publishes this member's own attributes
+// once it runs. The changes are applied in apply_member.go; the result is
+// the memberList.
+type reconfig struct {
+	s *Server
+}
+
 // The Cluster service's operations. Each change goes through raft as a
 // ConfChange (see apply_member.go) and returns the member list as the
 // change left it; errors are etcd's: membership's sentinels (member not
@@ -24,10 +34,10 @@ import (
 // every change that completed before the call. Errors: those of a
 // linearizable Range.
 func (s *Server) MemberList(ctx context.Context, linearizable bool) ([]membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	if linearizable {
 		if err := s.reads.wait(ctx); err != nil {
 			return nil, err
@@ -41,10 +51,10 @@ func (s *Server) MemberList(ctx context.Context, linearizable bool) ([]membershi
 // starts and publishes them) and the resulting member list. The new member
 // then starts with InitialClusterState "existing".
 func (s *Server) MemberAdd(ctx context.Context, peerURLs []string, isLearner bool) (membership.Member, []membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return membership.Member{}, nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	urls, err := membership.NormalizeURLs(peerURLs)
 	if err != nil {
 		return membership.Member{}, nil, err
@@ -54,14 +64,14 @@ func (s *Server) MemberAdd(ctx context.Context, peerURLs []string, isLearner boo
 		return membership.Member{}, nil, err
 	}
 	m := membership.Member{ID: id, PeerURLs: urls, IsLearner: isLearner}
-	if err := s.mayAddMember(m); err != nil {
+	if err := s.reconfig.mayAdd(m); err != nil {
 		return membership.Member{}, nil, err
 	}
 	typ := raftpb.ConfChangeAddNode
 	if isLearner {
 		typ = raftpb.ConfChangeAddLearnerNode
 	}
-	ms, err := s.configure(ctx, typ, m, false)
+	ms, err := s.reconfig.configure(ctx, typ, m, false)
 	if err != nil {
 		return membership.Member{}, nil, err
 	}
@@ -72,31 +82,31 @@ func (s *Server) MemberAdd(ctx context.Context, peerURLs []string, isLearner boo
 // shortly after (with ErrRemoved); the others refuse its messages from then
 // on.
 func (s *Server) MemberRemove(ctx context.Context, id uint64) ([]membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
-	if err := s.mayRemoveMember(id); err != nil {
+	defer s.life.leave()
+	if err := s.reconfig.mayRemove(id); err != nil {
 		return nil, err
 	}
-	return s.configure(ctx, raftpb.ConfChangeRemoveNode, membership.Member{ID: id}, false)
+	return s.reconfig.configure(ctx, raftpb.ConfChangeRemoveNode, membership.Member{ID: id}, false)
 }
 
 // MemberUpdate replaces the peer URLs of member id.
 func (s *Server) MemberUpdate(ctx context.Context, id uint64, peerURLs []string) ([]membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	urls, err := membership.NormalizeURLs(peerURLs)
 	if err != nil {
 		return nil, err
 	}
 	m := membership.Member{ID: id, PeerURLs: urls}
-	if cur, ok := s.member(id); ok {
+	if cur, ok := s.members.get(id); ok {
 		m.Name, m.ClientURLs, m.IsLearner = cur.Name, cur.ClientURLs, cur.IsLearner
 	}
-	return s.configure(ctx, raftpb.ConfChangeUpdateNode, m, false)
+	return s.reconfig.configure(ctx, raftpb.ConfChangeUpdateNode, m, false)
 }
 
 // MemberPromote makes learner id a voting member. Only the leader knows
@@ -105,11 +115,18 @@ func (s *Server) MemberUpdate(ctx context.Context, id uint64, peerURLs []string)
 // the learner's log is within 10% of the leader's, ErrMemberNotLearner,
 // ErrIDNotFound, and those of MemberAdd.
 func (s *Server) MemberPromote(ctx context.Context, id uint64) ([]membership.Member, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
-	ms, err := s.promoteHere(ctx, id)
+	defer s.life.leave()
+	return s.reconfig.promote(ctx, id)
+}
+
+// promote is MemberPromote for a caller that holds enter: here if this
+// member leads, else forwarded to the leader until it answers for good.
+func (rc *reconfig) promote(ctx context.Context, id uint64) ([]membership.Member, error) {
+	s := rc.s
+	ms, err := rc.promoteHere(ctx, id)
 	if !errors.Is(err, ErrNotLeader) {
 		return ms, err
 	}
@@ -117,8 +134,8 @@ func (s *Server) MemberPromote(ctx context.Context, id uint64) ([]membership.Mem
 	defer cancel()
 	for {
 		if lead := s.node.Lead(); lead != 0 && lead != s.memberID {
-			if m, ok := s.member(lead); ok {
-				ms, err := s.promoteRemote(ctx, m.PeerURLs, id)
+			if m, ok := s.members.get(lead); ok {
+				ms, err := rc.promoteRemote(ctx, m.PeerURLs, id)
 				if err == nil || definitePromoteError(err) {
 					return ms, err
 				}
@@ -133,7 +150,7 @@ func (s *Server) MemberPromote(ctx context.Context, id uint64) ([]membership.Mem
 			return nil, ErrCanceled
 		case <-s.lead.changedC():
 		case <-s.clock.After(time.Duration(s.cfg.TickMs) * time.Millisecond):
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return nil, ErrStopped
 		}
 	}
@@ -156,22 +173,24 @@ const readyPercent = 0.9
 
 // promoteHere promotes learner id if this member is the leader (ErrNotLeader
 // otherwise). The caller holds enter.
-func (s *Server) promoteHere(ctx context.Context, id uint64) ([]membership.Member, error) {
-	if err := s.learnerReady(ctx, id); err != nil {
+func (rc *reconfig) promoteHere(ctx context.Context, id uint64) ([]membership.Member, error) {
+	s := rc.s
+	if err := rc.learnerReady(ctx, id); err != nil {
 		return nil, err
 	}
 	if !s.cfg.DisableStrictReconfigCheck {
-		voters, started := s.startedVoters(0)
+		voters, started := s.members.startedVoters(0)
 		// The learner counts as started and as one more voter.
 		if started+1 < (voters+1)/2+1 {
 			return nil, ErrNotEnoughStartedMembers
 		}
 	}
-	return s.configure(ctx, raftpb.ConfChangeAddNode, membership.Member{ID: id}, true)
+	return rc.configure(ctx, raftpb.ConfChangeAddNode, membership.Member{ID: id}, true)
 }
 
 // learnerReady checks, on the leader, that learner id's log has caught up.
-func (s *Server) learnerReady(ctx context.Context, id uint64) error {
+func (rc *reconfig) learnerReady(ctx context.Context, id uint64) error {
+	s := rc.s
 	if !s.node.IsLeader() {
 		return ErrNotLeader
 	}
@@ -186,7 +205,7 @@ func (s *Server) learnerReady(ctx context.Context, id uint64) error {
 	if !ok {
 		return membership.ErrIDNotFound
 	}
-	if m, ok := s.member(id); ok && !m.IsLearner {
+	if m, ok := s.members.get(id); ok && !m.IsLearner {
 		return membership.ErrMemberNotLearner
 	}
 	leader, ok := st.Progress[st.ID]
@@ -196,63 +215,48 @@ func (s *Server) learnerReady(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// startedVoters counts the voting members other than except, and how many
-// of them have started (published their name).
-func (s *Server) startedVoters(except uint64) (voters, started int) {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	for _, m := range s.members.list {
-		if m.IsLearner || m.ID == except {
-			continue
-		}
-		voters++
-		if m.IsStarted() {
-			started++
-		}
-	}
-	return voters, started
-}
-
-// mayAddMember is etcd's strict reconfig check for an addition: a new voter
+// mayAdd is etcd's strict reconfig check for an addition: a new voter
 // must leave a quorum of started voters, and this member must be connected
 // to a quorum of the enlarged cluster.
-func (s *Server) mayAddMember(m membership.Member) error {
+func (rc *reconfig) mayAdd(m membership.Member) error {
+	s := rc.s
 	if s.cfg.DisableStrictReconfigCheck {
 		return nil
 	}
 	if !m.IsLearner {
-		voters, started := s.startedVoters(0)
+		voters, started := s.members.startedVoters(0)
 		// A one-member cluster may always grow (restoring from a backup).
 		if !(started == 1 && voters == 1) && started < (voters+1)/2+1 {
 			return ErrNotEnoughStartedMembers
 		}
 	}
-	ids := s.votingMembers()
-	if len(ids) > 1 && s.connectedSince(s.clock.Now().Add(-healthInterval), ids) < (len(ids)+1)/2+1 {
+	ids := s.members.voters()
+	if len(ids) > 1 && s.peers.connectedSince(s.clock.Now().Add(-healthInterval), ids) < (len(ids)+1)/2+1 {
 		return ErrUnhealthy
 	}
 	return nil
 }
 
-// mayRemoveMember is etcd's strict reconfig check for a removal: the voters
+// mayRemove is etcd's strict reconfig check for a removal: the voters
 // left must include a quorum of started ones, and, unless the member is
 // down already, this member must stay connected to a quorum.
-func (s *Server) mayRemoveMember(id uint64) error {
+func (rc *reconfig) mayRemove(id uint64) error {
+	s := rc.s
 	if s.cfg.DisableStrictReconfigCheck {
 		return nil
 	}
-	if m, ok := s.member(id); ok && m.IsLearner {
+	if m, ok := s.members.get(id); ok && m.IsLearner {
 		return nil
 	}
-	voters, started := s.startedVoters(id)
+	voters, started := s.members.startedVoters(id)
 	if started < voters/2+1 {
 		return ErrNotEnoughStartedMembers
 	}
-	if id != s.memberID && s.tr.ActiveSince(id).IsZero() {
+	if id != s.memberID && s.peers.tr.ActiveSince(id).IsZero() {
 		return nil // a member that is down is not part of the active quorum
 	}
-	ids := s.votingMembers()
-	active := s.connectedSince(s.clock.Now().Add(-healthInterval), ids)
+	ids := s.members.voters()
+	active := s.peers.connectedSince(s.clock.Now().Add(-healthInterval), ids)
 	if active-1 < 1+(len(ids)-1)/2 {
 		return ErrUnhealthy
 	}
@@ -262,8 +266,9 @@ func (s *Server) mayRemoveMember(id uint64) error {
 // configure proposes a conf change of typ for m and waits until it is
 // applied here and raft has taken it in (so a next change is not refused
 // as concurrent). The caller holds enter.
-func (s *Server) configure(ctx context.Context, typ raftpb.ConfChangeType, m membership.Member, promote bool) ([]membership.Member, error) {
-	if s.stopping() {
+func (rc *reconfig) configure(ctx context.Context, typ raftpb.ConfChangeType, m membership.Member, promote bool) ([]membership.Member, error) {
+	s := rc.s
+	if s.life.stopping() {
 		return nil, ErrStopped
 	}
 	var data []byte
@@ -287,7 +292,7 @@ func (s *Server) configure(ctx context.Context, typ raftpb.ConfChangeType, m mem
 	// next change from being refused as pending. A member stopping in the
 	// meantime (say it removed itself) does not undo it: report it done,
 	// as etcd answers a leader that removed itself.
-	_ = s.node.WaitAdvanced(res.index, s.stopc)
+	_ = s.node.WaitAdvanced(res.index, s.life.stopc)
 	return res.members, nil
 }
 
@@ -296,13 +301,13 @@ func (s *Server) configure(ctx context.Context, typ raftpb.ConfChangeType, m mem
 // removal), as etcd does.
 func (s *Server) leaveCluster() {
 	s.lg.Warn("this member was removed from the cluster; stopping")
-	s.wg.Add(1)
+	s.life.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
+		defer s.life.wg.Done()
 		select {
 		case <-s.clock.After(removedStopDelay):
 			s.fail(ErrRemoved)
-		case <-s.stopc:
+		case <-s.life.stopc:
 		}
 	}()
 }

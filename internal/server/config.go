@@ -151,25 +151,6 @@ type Config struct {
 	// member list when joining, learner promotions forwarded to the
 	// leader); nil uses an HTTP/1.1 client with PeerTLS.
 	PeerRoundTripper http.RoundTripper
-
-	hooks testHooks
-}
-
-// testHooks let in-package tests reach states that are otherwise only
-// reachable by killing the process.
-type testHooks struct {
-	// dropApplyBatch, if it returns true, makes the apply loop discard the
-	// batch it was about to commit and stop the member, as a crash between
-	// the raft log write and the apply commit would.
-	dropApplyBatch func() bool
-	// skipPropose drops proposals before they reach raft.
-	skipPropose bool
-	// beforeReadRound runs before each read-index round.
-	beforeReadRound func()
-	// catchUpEntries overrides how much raft log a compaction keeps.
-	catchUpEntries uint64
-	// beforeApply runs before each apply group.
-	beforeApply func()
 }
 
 // withDefaults fills zero fields and checks the rest.

@@ -1,37 +1,81 @@
 // Package server runs a cairn member: it opens the member's engine, the
-// state machine (mvcc) and the raft node (raftnode), and connects them.
-// It holds no request logic of its own beyond routing: the api calls it,
-// it turns each write into a raft proposal and each linearizable read into
-// a read-index round, and the state machine does the work.
+// state machine (mvcc, lease) and the raft node (raftnode), and connects
+// them. It holds no request logic of its own beyond routing: the api calls
+// it, it turns each write into a raft proposal and each linearizable read
+// into a read-index round, and the state machine does the work.
+//
+// # Components
+//
+// Server wires components, each an unexported type that owns one concern,
+// in files named for it; Server's own methods are the API the api package
+// calls, the apply loop, and the wiring between components.
+//
+//   - identity (bootstrap.go): the member and cluster IDs and the seed,
+//     which New reads back or bootstraps once.
+//   - applyState, with applyGroup (apply.go): the apply loop's bookkeeping
+//     and its three steps, buildBatch, commitBatch and afterCommit; the
+//     flat switch applyRequest routes each committed request.
+//   - request.go: the request path every API call shares: readStore for
+//     reads, proposed, propose and await for writes, fillHeader.
+//   - waitRegistry (wait.go): proposers waiting for their results.
+//   - readIndexer (read.go): linearizable reads batched into read-index
+//     rounds.
+//   - appliedIndex (applied.go): the applied index and those waiting for
+//     it.
+//   - leaseKeeper (lease.go, lease_peer.go, apply_lease.go): the lessor,
+//     its role, its expiry loop and the forwarding to the leader.
+//   - memberList (members.go): the applied member list, for readers.
+//   - reconfig (cluster.go, publish.go): membership changes proposed with
+//     etcd's checks, promotions forwarded to the leader, and this member's
+//     attributes published; apply_member.go applies the changes.
+//   - peerSet (peers.go): the peer transport and the peers it knows;
+//     PeerHandler serves the peer endpoints.
+//   - leaderTracker (leader.go): leadership as raft reports it, and why a
+//     request timed out.
+//   - alarmSet (alarm.go) and quota (quota.go): raised alarms, and the
+//     backend quota that raises NOSPACE.
+//   - autoCompactor (compactor.go): auto-compaction.
+//   - lifecycle (lifecycle.go): the member's goroutines, the stop signal
+//     and the guard that keeps requests off a closed engine.
+//   - metrics (metrics.go), and the watch hub (watch.go, internal/watch).
+//
+// Auth (internal/auth) will be one more: a component beside leaseKeeper,
+// with its cases in applyRequest (see Auth below).
 //
 // # Writes
 //
-// A write (Put, DeleteRange, a Txn that writes, Compact, Alarm) is
+// A write (Put, DeleteRange, a Txn that writes, Compact, Alarm, a lease
+// grant, revoke or checkpoint, a member's published attributes) is
 // marshaled as an etcdserverpb.InternalRaftRequest with a unique ID in its
-// header and proposed; the caller waits on a channel registered under that ID until
-// the apply loop answers, the request timeout passes (ErrTimeout), the
-// caller's context ends (ErrCanceled) or the member stops (ErrStopped).
-// Before proposing, a request is refused if applying lags committing by
-// more than 5000 entries (ErrTooManyRequests), if it is larger than
-// MaxRequestBytes (ErrRequestTooLarge), or, for writes that add data, if
-// the engine has outgrown QuotaBackendBytes (ErrNoSpace; the first refusal
-// also raises the NOSPACE alarm through raft).
+// header and proposed; the caller waits on a channel registered under that
+// ID until the apply loop answers, the request timeout passes
+// (ErrTimeout), the caller's context ends (ErrCanceled) or the member
+// stops (ErrStopped).
+// Before proposing, a write that adds data (a put, a txn that puts, a
+// lease grant) is refused if the engine has outgrown QuotaBackendBytes
+// (ErrNoSpace; the first refusal also raises the NOSPACE alarm through
+// raft), and any write if applying lags committing by more than 5000
+// entries (ErrTooManyRequests) or if it is larger than MaxRequestBytes
+// (ErrRequestTooLarge).
 //
 // # The apply loop
 //
 // One goroutine takes committed entries from the raft node in log order —
 // everything the node has handed over since it last looked, up to 16
 // Readys — and applies them into ONE storage batch through one mvcc.Write
-// (group apply). Entries at or below the engine's applied index are
-// skipped: after a restart raft replays from the applied index, and this
-// check makes a double apply impossible even if it did not. The batch also
+// (group apply): buildBatch applies the entries, commitBatch commits and
+// publishes the batch, afterCommit answers and follows up. Entries at or
+// below the engine's applied index are skipped: after a restart raft
+// replays from the applied index, and this check makes a double apply
+// impossible even if it did not. The batch also
 // carries the new applied index (and, for a conf change, the new raft
 // ConfState and member list), is committed without fsync — the raft log is
 // the durable record and replays anything a crash loses — and only then
 // published to readers (Write.Done) and answered to the waiting proposers.
-// A request's own error (mvcc's errors, ErrNoSpace while the NOSPACE alarm
-// is raised) goes to its proposer; any other failure (an undecodable entry,
-// a storage error) stops the member rather than let it diverge.
+// A request's own error (mvcc's and the lessor's errors, ErrNoSpace while
+// the NOSPACE alarm is raised, ErrUnsupportedRequest) goes to its
+// proposer; any other failure (an undecodable entry, a storage error)
+// stops the member rather than let it diverge.
 //
 // # Reads
 //
@@ -90,7 +134,8 @@
 // of the store held off, mvcc.Store.Restore stops the background
 // compaction, raftnode replaces the state (a protocol that a crash can
 // interrupt anywhere: New finishes it before reading the engine), and the
-// store, member list, removed IDs and alarms are reloaded from the engine.
+// store, member list, removed IDs, alarms and leases are reloaded from the
+// engine.
 //
 // # Backups
 //
@@ -113,9 +158,10 @@
 // a joining member asks the running cluster) or restarts from an existing
 // data directory, which keeps its identity and ignores the initial-cluster
 // settings. Stop closes the stop channel (failing pending requests with
-// ErrStopped), stops the transport and then the raft node, waits for every
-// goroutine and closes the engine. A fatal error does the same in the
-// background; Done reports the end and Err the cause.
+// ErrStopped), demotes the lessor, waits for the requests using the engine
+// and admits no more, stops the transport and then the raft node, waits
+// for every goroutine and closes the engine. A fatal error does the same
+// in the background; Done reports the end and Err the cause.
 //
 // # Leases
 //
@@ -132,19 +178,24 @@
 // the apply loop reaches the leader's first (empty) entry of its term,
 // restarting every lease from its checkpointed remaining TTL (or its full
 // TTL) plus the election timeout; it is demoted as soon as raft reports
-// the leadership lost. A goroutine (runLessor) proposes a LeaseRevoke for
-// every expired lease and a LeaseCheckpoint for the remaining TTLs due
-// every LeaseCheckpointInterval, so a new leader neither expires a lease
-// early nor gives it its full TTL again. Keep-alives (LeaseRenew) and
-// LeaseTimeToLive need the leader's clock: a follower forwards them to the
-// leader over the peer network (POST /leases/renew, /leases/ttl, protobuf
-// bodies), retrying while leadership moves until the request timeout, as
-// etcd does. LeaseGrant picks an ID from the member's request ID
+// the leadership lost. A goroutine (leaseKeeper.run) proposes a
+// LeaseRevoke for every expired lease and a LeaseCheckpoint for the
+// remaining TTLs due every LeaseCheckpointInterval, so a new leader
+// neither expires a lease early nor gives it its full TTL again.
+// Keep-alives (LeaseRenew) and LeaseTimeToLive need the leader's clock: a
+// follower forwards them to the leader over the peer network (POST
+// /leases/renew, /leases/ttl, protobuf bodies), retrying while leadership
+// moves until the request timeout, as etcd does. LeaseGrant picks an ID from the member's request ID
 // generator when the client leaves it 0.
 //
-// # Not yet
+// # Auth
 //
-// Auth is absent.
+// Not implemented yet: no auth state is kept or applied, so the api does
+// not serve the Auth service, and a committed auth request would fail with
+// ErrUnsupportedRequest. It is to come as a component like leaseKeeper
+// (the auth store of internal/auth, opened on the engine, reloaded after a
+// snapshot), with its requests applied from applyRequest and checked
+// again there against the auth revision.
 //
 // # Watch
 //

@@ -18,13 +18,13 @@ import (
 func TestTooManyRequestsWhenApplyLags(t *testing.T) {
 	gate := make(chan struct{})
 	var hold atomic.Bool
-	s := startServer(t, t.TempDir(), func(c *Config) {
-		c.hooks.beforeApply = func() {
+	s := startServerWith(t, t.TempDir(), testingKnobs{
+		beforeApply: func() {
 			if hold.Load() {
 				<-gate
 			}
-		}
-	})
+		},
+	}, nil)
 	put(t, s, "k", "before")
 	hold.Store(true)
 	data, err := proto.Marshal(&pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte("k"), Value: []byte("v")}})
@@ -57,7 +57,7 @@ func TestTooManyRequestsWhenApplyLags(t *testing.T) {
 func TestReadOnlyTxnSkipsTheLog(t *testing.T) {
 	s := startServer(t, t.TempDir(), nil)
 	put(t, s, "a", "1")
-	s.cfg.hooks.skipPropose = true // every proposal from here on is lost
+	s.knobs.skipPropose = true // every proposal from here on is lost
 	txn := &pb.TxnRequest{
 		Compare: []*pb.Compare{{Key: []byte("a"), Target: pb.Compare_VALUE, Result: pb.Compare_EQUAL,
 			TargetUnion: &pb.Compare_Value{Value: []byte("1")}}},

@@ -15,11 +15,17 @@ import (
 // the test ends.
 func startServer(t *testing.T, dir string, mutate func(*Config)) *Server {
 	t.Helper()
+	return startServerWith(t, dir, testingKnobs{}, mutate)
+}
+
+// startServerWith is startServer with testing knobs.
+func startServerWith(t *testing.T, dir string, knobs testingKnobs, mutate func(*Config)) *Server {
+	t.Helper()
 	cfg := Config{DataDir: dir}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	s, err := New(cfg)
+	s, err := newServer(cfg, knobs)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

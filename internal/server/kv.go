@@ -2,13 +2,10 @@ package server
 
 import (
 	"context"
-	"errors"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-db/cairn/internal/mvcc"
-	"github.com/cairn-db/cairn/internal/raftnode"
 )
 
 // Range reads keys. Unless r.Serializable, the read is linearizable: it
@@ -16,64 +13,36 @@ import (
 // this member's applied state is current. Errors: mvcc.ErrCompacted,
 // mvcc.ErrFutureRev, ErrTimeout, ErrCanceled, ErrStopped.
 func (s *Server) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
-	if err := s.enter(); err != nil {
+	return s.rangeWith(ctx, r, s.kv.Range)
+}
+
+// RangePage is Range for callers that page through a range (RangeStream):
+// it reads only up to the request's limit, so the response's Count is not
+// the range's total (see mvcc.Store.RangePage). Consistency, errors and the
+// header are as Range's.
+func (s *Server) RangePage(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	return s.rangeWith(ctx, r, s.kv.RangePage)
+}
+
+// rangeWith is Range reading the store with read.
+func (s *Server) rangeWith(ctx context.Context, r *pb.RangeRequest, read func(*pb.RangeRequest) (*pb.RangeResponse, error)) (*pb.RangeResponse, error) {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
-	if !r.Serializable {
-		if err := s.reads.wait(ctx); err != nil {
-			return nil, err
-		}
-	}
-	s.restoring.RLock()
-	resp, err := s.kv.Range(r)
-	s.restoring.RUnlock()
-	if err != nil {
-		return nil, err
-	}
-	resp.Header = s.fillHeader(resp.Header)
-	return resp, nil
+	defer s.life.leave()
+	return readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) { return read(r) })
 }
 
 // Put writes a key through raft. Errors: ErrNoSpace, mvcc.ErrLeaseNotFound,
 // mvcc.ErrKeyNotFound (ignore_value/ignore_lease on an absent key), and the
 // proposal errors (see propose).
 func (s *Server) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	if err := s.checkQuota(putCost(r)); err != nil {
-		return nil, err
-	}
-	res, err := s.propose(ctx, &pb.InternalRaftRequest{Put: r})
-	if err != nil {
-		return nil, err
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	resp := res.resp.(*pb.PutResponse)
-	resp.Header = s.fillHeader(resp.Header)
-	return resp, nil
+	return write[*pb.PutResponse](s, ctx, &pb.InternalRaftRequest{Put: r}, putCost(r))
 }
 
 // DeleteRange deletes keys through raft.
 func (s *Server) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	res, err := s.propose(ctx, &pb.InternalRaftRequest{DeleteRange: r})
-	if err != nil {
-		return nil, err
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	resp := res.resp.(*pb.DeleteRangeResponse)
-	resp.Header = s.fillHeader(resp.Header)
-	return resp, nil
+	return write[*pb.DeleteRangeResponse](s, ctx, &pb.InternalRaftRequest{DeleteRange: r}, 0)
 }
 
 // Txn runs a transaction. One that only reads (mvcc.TxnReadOnly) is served
@@ -82,38 +51,14 @@ func (s *Server) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb
 // other goes through raft; one that puts anything fails with ErrNoSpace
 // while the quota is exceeded.
 func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	if mvcc.TxnReadOnly(r) {
-		if !txnSerializable(r) {
-			if err := s.reads.wait(ctx); err != nil {
-				return nil, err
-			}
-		}
-		s.restoring.RLock()
-		resp, err := s.kv.ReadTxn(r)
-		s.restoring.RUnlock()
-		if err != nil {
-			return nil, err
-		}
-		resp.Header = s.fillHeader(resp.Header)
-		return resp, nil
+		return readStore(s, ctx, txnSerializable(r), func() (*pb.TxnResponse, error) { return s.kv.ReadTxn(r) })
 	}
-	if err := s.checkQuota(txnCost(r)); err != nil {
-		return nil, err
-	}
-	res, err := s.propose(ctx, &pb.InternalRaftRequest{Txn: r})
-	if err != nil {
-		return nil, err
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	resp := res.resp.(*pb.TxnResponse)
-	resp.Header = s.fillHeader(resp.Header)
-	return resp, nil
+	return proposed[*pb.TxnResponse](s, ctx, &pb.InternalRaftRequest{Txn: r}, txnCost(r), nil)
 }
 
 // Compact compacts the key history up to r.Revision through raft. With
@@ -121,31 +66,25 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 // the engine. Errors: mvcc.ErrCompacted, mvcc.ErrFutureRev, and the
 // proposal errors.
 func (s *Server) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
-	res, err := s.propose(ctx, &pb.InternalRaftRequest{Compaction: r})
-	if err != nil {
-		return nil, err
-	}
-	if r.Physical && res.compacted != nil {
+	defer s.life.leave()
+	return proposed[*pb.CompactionResponse](s, ctx, &pb.InternalRaftRequest{Compaction: r}, 0, func(res result) error {
+		if !r.Physical || res.compacted == nil {
+			return nil
+		}
 		// As etcd does, wait even when the revision was already compacted:
 		// the caller asked for the removal to be done.
 		select {
 		case <-res.compacted:
+			return nil
 		case <-ctx.Done():
-			return nil, ctxErr(ctx.Err())
-		case <-s.stopc:
-			return nil, ErrStopped
+			return ctxErr(ctx.Err())
+		case <-s.life.stopc:
+			return ErrStopped
 		}
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	resp := res.resp.(*pb.CompactionResponse)
-	resp.Header = s.fillHeader(resp.Header)
-	return resp, nil
+	})
 }
 
 // txnSerializable reports whether every op of both branches is a
@@ -160,107 +99,4 @@ func txnSerializable(r *pb.TxnRequest) bool {
 		}
 	}
 	return true
-}
-
-// fillHeader completes a response header that carries the revision.
-func (s *Server) fillHeader(h *pb.ResponseHeader) *pb.ResponseHeader {
-	if h == nil {
-		h = &pb.ResponseHeader{Revision: s.kv.Rev()}
-	}
-	h.ClusterId = s.clusterID
-	h.MemberId = s.memberID
-	h.RaftTerm = s.node.Term()
-	return h
-}
-
-// propose sends r through raft and waits for its result. Errors:
-// ErrTooManyRequests (apply is far behind commit), ErrRequestTooLarge, a
-// timeout (no result within the request timeout; the request may still be
-// applied: ErrTimeout or one of its variants, see timeoutError),
-// ErrCanceled (ctx ended first; likewise), ErrStopped, and raft's
-// ErrProposalDropped (raft refused it, so it will never apply). The caller
-// holds enter.
-func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result, error) {
-	if s.stopping() {
-		return result{}, ErrStopped
-	}
-	if c, a := s.node.CommitIndex(), s.applied.Load(); c > a && c-a > maxApplyLag {
-		return result{}, ErrTooManyRequests
-	}
-	id := s.ids.next()
-	r.Header = &pb.RequestHeader{ID: id}
-	data, err := proto.Marshal(r)
-	if err != nil {
-		return result{}, err
-	}
-	if len(data) > int(s.cfg.MaxRequestBytes) {
-		return result{}, ErrRequestTooLarge
-	}
-	return s.await(ctx, id, func() { s.node.Propose(raftnode.Proposal{ID: id, Data: data}) })
-}
-
-// await registers a waiter for proposal id, calls send, and waits for the
-// apply loop's answer, the caller's context, the request timeout or Stop.
-func (s *Server) await(ctx context.Context, id uint64, send func()) (result, error) {
-	ch := s.waits.register(id)
-	start := s.clock.Now()
-	if !s.cfg.hooks.skipPropose {
-		send()
-	}
-	s.metrics.proposalsPending.Inc()
-	defer s.metrics.proposalsPending.Dec()
-
-	got := func(res result) (result, error) {
-		s.waits.release(ch)
-		if errors.Is(res.err, ErrStopped) {
-			return result{}, ErrStopped
-		}
-		if res.dropped {
-			s.metrics.proposalsFailed.Inc()
-			return result{}, res.err
-		}
-		return res, nil
-	}
-	select {
-	case res := <-ch:
-		return got(res)
-	case <-ctx.Done():
-		s.waits.cancel(id, ch)
-		s.metrics.proposalsFailed.Inc()
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return result{}, s.timeoutError(start)
-		}
-		return result{}, ErrCanceled
-	case <-s.clock.After(s.cfg.RequestTimeout):
-		s.waits.cancel(id, ch)
-		s.metrics.proposalsFailed.Inc()
-		return result{}, s.timeoutError(start)
-	case <-s.stopc:
-		if !s.waits.cancel(id, ch) {
-			// Applied just before the stop (a member applying its own
-			// removal stops soon after): the request took effect, and
-			// its result is in the channel or about to be.
-			return got(<-ch)
-		}
-		return result{}, ErrStopped
-	}
-}
-
-// onDropped answers proposals raft refused (raft.ErrProposalDropped, as
-// etcd returns it): they were never appended, so they will never apply.
-func (s *Server) onDropped(ids []uint64, err error) {
-	if errors.Is(err, raftnode.ErrConfChangeInProgress) {
-		err = ErrConfChangeInProgress
-	}
-	for _, id := range ids {
-		s.waits.trigger(id, result{err: err, dropped: true})
-	}
-	s.lg.Debug("raft dropped proposals", "count", len(ids), "err", err)
-}
-
-func ctxErr(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return ErrTimeout
-	}
-	return ErrCanceled
 }

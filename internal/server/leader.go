@@ -72,46 +72,14 @@ func (s *Server) timeoutError(start time.Time) error {
 	switch lead := s.node.Lead(); lead {
 	case 0:
 	case s.memberID:
-		voters := s.votingMembers()
-		if len(voters) > 0 && s.connectedSince(start, voters) < len(voters)/2+1 {
+		voters := s.members.voters()
+		if len(voters) > 0 && s.peers.connectedSince(start, voters) < len(voters)/2+1 {
 			return ErrTimeoutDueToConnectionLost
 		}
 	default:
-		if !s.isConnectedSince(lead, start) {
+		if !s.peers.isConnectedSince(lead, start) {
 			return ErrTimeoutDueToConnectionLost
 		}
 	}
 	return ErrTimeout
-}
-
-// isConnectedSince reports whether the connection to peer id has lasted
-// since before t.
-func (s *Server) isConnectedSince(id uint64, t time.Time) bool {
-	at := s.tr.ActiveSince(id)
-	return !at.IsZero() && at.Before(t)
-}
-
-// connectedSince counts the members of ids this member has been connected
-// to since before t, itself included.
-func (s *Server) connectedSince(t time.Time, ids []uint64) int {
-	n := 0
-	for _, id := range ids {
-		if id == s.memberID || s.isConnectedSince(id, t) {
-			n++
-		}
-	}
-	return n
-}
-
-// votingMembers returns the IDs of the voting members.
-func (s *Server) votingMembers() []uint64 {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	var ids []uint64
-	for _, m := range s.members.list {
-		if !m.IsLearner {
-			ids = append(ids, m.ID)
-		}
-	}
-	return ids
 }

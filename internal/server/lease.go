@@ -30,13 +30,19 @@ const forwardRetry = 50 * time.Millisecond
 // committed before it answers a keep-alive or TimeToLive (etcd's).
 const appliedIndexTimeout = time.Second
 
-// leaseState is the member's lessor and its role. The lessor is primary
-// (it runs the lease clocks) only while this member leads: the apply loop
-// promotes it at the leader's first entry of its term, the raft loop
-// demotes it when the leadership ends. Both happen under mu, against
-// leading, so a promotion can never land after the demotion that should
-// have followed it.
-type leaseState struct {
+// leaseKeeper is the member's leases: the lessor (replicated state that
+// the apply loop changes, see apply_lease.go), its role, the loop that
+// proposes the primary's revokes and checkpoints, and the forwarding of
+// keep-alives and TimeToLive to the leader (lease_peer.go). The Server's
+// Lease methods admit a request (enter) and hand it here.
+//
+// The lessor is primary (it runs the lease clocks) only while this member
+// leads: the apply loop promotes it at the leader's first entry of its
+// term, the raft loop demotes it when the leadership ends. Both happen
+// under mu, against leading, so a promotion can never land after the
+// demotion that should have followed it.
+type leaseKeeper struct {
+	s      *Server
 	lessor *lease.Lessor
 
 	mu      sync.Mutex
@@ -50,112 +56,109 @@ type leaseState struct {
 	client     *http.Client
 }
 
-// leaseClient returns the client that forwards lease requests to the
-// leader: PeerRoundTripper if set, else HTTP with PeerTLS and idle
-// connections kept.
-func (s *Server) leaseClient() *http.Client {
-	ls := &s.leases
-	ls.clientOnce.Do(func() {
-		rt := s.cfg.PeerRoundTripper
-		if rt == nil {
-			tlsCfg := s.cfg.PeerTLS
-			if tlsCfg == nil {
-				tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
-			}
-			rt = &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}
-		}
-		ls.client = &http.Client{Transport: rt}
-	})
-	return ls.client
-}
-
-// openLessor opens the lessor on the member's engine.
-func (s *Server) openLessor() error {
+// openLeases opens the lessor on the member's engine.
+func openLeases(s *Server) (*leaseKeeper, error) {
 	l, err := lease.Open(s.eng, lease.Options{
 		MinTTL:             lease.MinTTL(time.Duration(s.cfg.TickMs)*time.Millisecond, s.cfg.ElectionTicks),
 		CheckpointInterval: s.cfg.LeaseCheckpointInterval,
 		Clock:              s.clock,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.leases.lessor = l
-	return nil
+	return &leaseKeeper{s: s, lessor: l}, nil
+}
+
+// httpClient returns the client that forwards lease requests to the
+// leader: PeerRoundTripper if set, else HTTP with PeerTLS and idle
+// connections kept.
+func (lk *leaseKeeper) httpClient() *http.Client {
+	lk.clientOnce.Do(func() {
+		rt := lk.s.cfg.PeerRoundTripper
+		if rt == nil {
+			tlsCfg := lk.s.cfg.PeerTLS
+			if tlsCfg == nil {
+				tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			rt = &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}
+		}
+		lk.client = &http.Client{Transport: rt}
+	})
+	return lk.client
 }
 
 // observeRole follows raft's role for the lessor; it runs on the raft loop.
-func (s *Server) observeRole(state raft.StateType) {
-	ls := &s.leases
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
+func (lk *leaseKeeper) observeRole(state raft.StateType) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
 	leading := state == raft.StateLeader
-	if ls.leading && !leading {
-		ls.lessor.Demote()
+	if lk.leading && !leading {
+		lk.lessor.Demote()
 	}
-	ls.leading = leading
+	lk.leading = leading
 }
 
 // maybePromote makes the lessor primary when the entry being applied is
 // this leader's first (empty) entry of its term: everything of the earlier
 // terms is applied by then, as etcd requires. Only the apply loop calls it.
-func (s *Server) maybePromote(term uint64) {
-	ls := &s.leases
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if ls.leading && !ls.stopped && term == s.node.Term() && s.node.IsLeader() {
-		ls.lessor.Promote(s.electionTimeout())
+func (lk *leaseKeeper) maybePromote(term uint64) {
+	s := lk.s
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.leading && !lk.stopped && term == s.node.Term() && s.node.IsLeader() {
+		lk.lessor.Promote(s.electionTimeout())
 		s.lg.Debug("lessor promoted", "term", term)
 	}
 }
 
-// stopLeases demotes the lessor for good at shutdown, so that keep-alives
+// stop demotes the lessor for good at shutdown, so that keep-alives
 // waiting on it return.
-func (s *Server) stopLeases() {
-	ls := &s.leases
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	ls.stopped = true
-	ls.leading = false
-	ls.lessor.Demote()
+func (lk *leaseKeeper) stop() {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	lk.stopped = true
+	lk.leading = false
+	lk.lessor.Demote()
 }
 
-// closeLeaseClient drops the forwarding client's idle connections; shutdown
+// closeClient drops the forwarding client's idle connections; shutdown
 // calls it once no request can use the client any more.
-func (s *Server) closeLeaseClient() {
-	ls := &s.leases
-	ls.clientOnce.Do(func() {}) // orders the read after any making of it
-	if ls.client != nil {
-		ls.client.CloseIdleConnections()
+func (lk *leaseKeeper) closeClient() {
+	lk.clientOnce.Do(func() {}) // orders the read after any making of it
+	if lk.client != nil {
+		lk.client.CloseIdleConnections()
 	}
 }
 
-// runLessor runs the primary's duties until the member stops: expired
-// leases are revoked, due checkpoints proposed, both through raft.
-func (s *Server) runLessor() {
-	defer s.wg.Done()
-	s.leases.lessor.Run(s.stopc, s.revokeExpired, s.proposeCheckpoints)
+// run runs the primary's duties until the member stops: expired leases
+// are revoked, due checkpoints proposed, both through raft. It is one of
+// the goroutines of the server's wait group.
+func (lk *leaseKeeper) run() {
+	defer lk.s.life.wg.Done()
+	lk.lessor.Run(lk.s.life.stopc, lk.revokeExpired, lk.proposeCheckpoints)
 }
 
 // revokeExpired proposes a revoke for each expired lease, up to
 // maxPendingRevokes at once, and waits for them. A revoke that fails is
 // reported again by the lessor after its retry interval.
-func (s *Server) revokeExpired(ids []int64) {
-	if s.enter() != nil {
+func (lk *leaseKeeper) revokeExpired(ids []int64) {
+	s := lk.s
+	if s.life.enter() != nil {
 		return
 	}
-	defer s.leave()
+	defer s.life.leave()
 	sem := make(chan struct{}, maxPendingRevokes)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, id := range ids {
 		select {
 		case sem <- struct{}{}:
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			_, err := s.leaseRevoke(context.Background(), id)
+			_, err := lk.revoke(context.Background(), id)
 			if err != nil && !errors.Is(err, lease.ErrLeaseNotFound) && !errors.Is(err, ErrStopped) {
 				s.lg.Warn("revoking an expired lease failed", "lease", id, "err", err)
 			}
@@ -164,107 +167,59 @@ func (s *Server) revokeExpired(ids []int64) {
 }
 
 // proposeCheckpoints proposes the lessor's due checkpoints as one request.
-func (s *Server) proposeCheckpoints(cps []*pb.LeaseCheckpoint) {
-	if s.enter() != nil {
+func (lk *leaseKeeper) proposeCheckpoints(cps []*pb.LeaseCheckpoint) {
+	s := lk.s
+	if s.life.enter() != nil {
 		return
 	}
-	defer s.leave()
-	if err := s.leaseCheckpoint(context.Background(), cps); err != nil && !errors.Is(err, ErrStopped) {
+	defer s.life.leave()
+	if err := lk.checkpoint(context.Background(), cps); err != nil && !errors.Is(err, ErrStopped) {
 		s.lg.Warn("proposing lease checkpoints failed", "count", len(cps), "err", err)
 	}
 }
 
-// leaseCheckpoint proposes checkpoints and waits for them to apply. The
-// caller holds enter.
-func (s *Server) leaseCheckpoint(ctx context.Context, cps []*pb.LeaseCheckpoint) error {
-	res, err := s.propose(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{Checkpoints: cps}})
-	if err != nil {
-		return err
-	}
-	return res.err
+// checkpoint proposes checkpoints and waits for them to apply. The caller
+// holds enter.
+func (lk *leaseKeeper) checkpoint(ctx context.Context, cps []*pb.LeaseCheckpoint) error {
+	_, err := proposed[*pb.LeaseCheckpointResponse](lk.s, ctx,
+		&pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{Checkpoints: cps}}, 0, nil)
+	return err
 }
 
-// LeaseGrant grants a lease through raft. When r.ID is 0 the member picks
-// one, as etcd does: a positive int64 from its request ID generator, unique
-// across members and restarts. Errors: lease.ErrLeaseExists,
-// lease.ErrLeaseTTLTooLarge, ErrNoSpace, and the proposal errors (see
-// propose). Safe for concurrent use.
-func (s *Server) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	if err := s.checkQuota(leaseOverhead); err != nil {
-		return nil, err
-	}
+// grant grants a lease through raft, picking its ID when r.ID is 0 (see
+// Server.LeaseGrant). The caller holds enter.
+func (lk *leaseKeeper) grant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
 	g := &pb.LeaseGrantRequest{ID: r.ID, TTL: r.TTL}
 	for g.ID == 0 {
-		g.ID = int64(s.ids.next() & (1<<63 - 1))
+		g.ID = int64(lk.s.ids.next() & (1<<63 - 1))
 	}
-	res, err := s.propose(ctx, &pb.InternalRaftRequest{LeaseGrant: g})
-	if err != nil {
-		return nil, err
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	resp := res.resp.(*pb.LeaseGrantResponse)
-	resp.Header = s.fillHeader(resp.Header)
-	return resp, nil
+	return proposed[*pb.LeaseGrantResponse](lk.s, ctx, &pb.InternalRaftRequest{LeaseGrant: g}, leaseOverhead, nil)
 }
 
-// LeaseRevoke revokes a lease through raft, deleting its keys in one
-// revision. Errors: lease.ErrLeaseNotFound, and the proposal errors. Safe
-// for concurrent use.
-func (s *Server) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	return s.leaseRevoke(ctx, r.ID)
+// revoke revokes lease id through raft. The caller holds enter.
+func (lk *leaseKeeper) revoke(ctx context.Context, id int64) (*pb.LeaseRevokeResponse, error) {
+	return proposed[*pb.LeaseRevokeResponse](lk.s, ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}, 0, nil)
 }
 
-// leaseRevoke is LeaseRevoke for a caller that holds enter.
-func (s *Server) leaseRevoke(ctx context.Context, id int64) (*pb.LeaseRevokeResponse, error) {
-	res, err := s.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
-	if err != nil {
-		return nil, err
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	resp := res.resp.(*pb.LeaseRevokeResponse)
-	resp.Header = s.fillHeader(resp.Header)
-	return resp, nil
-}
-
-// LeaseRenew renews a lease and returns its TTL in seconds. Only the
-// leader keeps lease clocks, so a follower forwards the renewal to it over
-// the peer network (POST /leases/renew), retrying until the request
-// timeout while leadership moves. Errors: lease.ErrLeaseNotFound,
-// ErrNoLeader (no leader became known in time), ErrTimeout, ErrCanceled,
-// ErrStopped, ErrTimeoutWaitAppliedIndex. Safe for concurrent use.
-func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
-	if err := s.enter(); err != nil {
-		return -1, err
-	}
-	defer s.leave()
+// renew renews lease id on the leader (see Server.LeaseRenew). The caller
+// holds enter.
+func (lk *leaseKeeper) renew(ctx context.Context, id int64) (int64, error) {
 	// The leader answers at once, without a timer of its own: only a
 	// lease that has expired makes Renew wait, for its revoke or the end of
 	// this leadership, as etcd's does.
-	if s.node.IsLeader() {
-		ttl, err := s.renewHere(ctx, id)
+	if lk.s.node.IsLeader() {
+		ttl, err := lk.renewHere(ctx, id)
 		if !errors.Is(err, lease.ErrNotPrimary) {
-			return ttl, s.leaseCtxErr(ctx, err)
+			return ttl, requestCtxErr(ctx, err)
 		}
 	}
-	ctx, cancel := s.withRequestTimeout(ctx)
+	ctx, cancel := lk.s.withRequestTimeout(ctx)
 	defer cancel(nil)
 	var ttl int64
-	err := s.onLeader(ctx,
-		func(ctx context.Context) (err error) { ttl, err = s.renewHere(ctx, id); return err },
+	err := lk.onLeader(ctx,
+		func(ctx context.Context) (err error) { ttl, err = lk.renewHere(ctx, id); return err },
 		func(ctx context.Context, urls []string) (err error) {
-			ttl, err = s.renewRemote(ctx, urls, id)
+			ttl, err = lk.renewRemote(ctx, urls, id)
 			return err
 		})
 	if err != nil {
@@ -274,21 +229,22 @@ func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 }
 
 // renewHere renews lease id on this member's lessor: ErrNotPrimary unless
-// it is the leader's and a read-index round confirms the leadership. A lease the lessor does not know may be granted by a
-// committed entry not yet applied, so the leader first catches up. A
-// renewal that makes a checkpoint stale clears it through raft before
-// answering, or a new leader would cut the lease short.
-func (s *Server) renewHere(ctx context.Context, id int64) (int64, error) {
-	l := s.leases.lessor
-	if !l.IsPrimary() {
+// it is the leader's and a read-index round confirms the leadership. A
+// lease the lessor does not know may be granted by a committed entry not
+// yet applied, so the leader first catches up. A renewal that makes a
+// checkpoint stale clears it through raft before answering, or a new
+// leader would cut the lease short.
+func (lk *leaseKeeper) renewHere(ctx context.Context, id int64) (int64, error) {
+	s := lk.s
+	if !lk.lessor.IsPrimary() {
 		return -1, lease.ErrNotPrimary
 	}
 	// As etcd does, the leader first confirms with a quorum that it still
 	// leads: a leader cut off from the others that has not yet stepped
 	// down must not extend a lease that the new leader will expire. The
 	// only voter of its cluster has nobody to lose the leadership to.
-	if s.soleVoter() {
-		return s.renewPrimary(ctx, id)
+	if s.members.soleVoter() {
+		return lk.renewPrimary(ctx, id)
 	}
 	if err := s.reads.wait(ctx); err != nil {
 		switch {
@@ -300,145 +256,80 @@ func (s *Server) renewHere(ctx context.Context, id int64) (int64, error) {
 	if !s.node.IsLeader() {
 		return -1, lease.ErrNotPrimary
 	}
-	return s.renewPrimary(ctx, id)
-}
-
-// soleVoter reports whether this member is the only voting member of the
-// applied member list.
-func (s *Server) soleVoter() bool {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	voters := 0
-	for _, m := range s.members.list {
-		if !m.IsLearner {
-			voters++
-		}
-	}
-	return voters == 1
+	return lk.renewPrimary(ctx, id)
 }
 
 // renewPrimary renews lease id on the primary lessor, its leadership
 // confirmed.
-func (s *Server) renewPrimary(ctx context.Context, id int64) (int64, error) {
-	l := s.leases.lessor
-	if !l.Exists(id) {
-		if err := s.waitAppliedCommit(); err != nil {
+func (lk *leaseKeeper) renewPrimary(ctx context.Context, id int64) (int64, error) {
+	if !lk.lessor.Exists(id) {
+		if err := lk.s.waitAppliedCommit(); err != nil {
 			return -1, err
 		}
 	}
-	ttl, reset, err := l.Renew(ctx, id)
+	ttl, reset, err := lk.lessor.Renew(ctx, id)
 	if err != nil {
 		return -1, err
 	}
 	if reset {
-		if err := s.leaseCheckpoint(ctx, []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}}); err != nil {
+		if err := lk.checkpoint(ctx, []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}}); err != nil {
 			return -1, err
 		}
 	}
 	return ttl, nil
 }
 
-// LeaseTimeToLive reports a lease's remaining and granted TTL (and its
-// keys, if asked) as the leader sees them; a follower asks the leader
-// (POST /leases/ttl). Errors: lease.ErrLeaseNotFound, ErrLeaderChanged (the
-// leader has not taken up its leases, or lost them, during the request),
-// ErrNoLeader, ErrTimeout, ErrCanceled, ErrStopped. Safe for concurrent
-// use.
-func (s *Server) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
+// timeToLive answers a TimeToLive as the leader sees it (see
+// Server.LeaseTimeToLive). The caller holds enter.
+func (lk *leaseKeeper) timeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
 	var (
 		resp *pb.LeaseTimeToLiveResponse
 		err  error
 	)
-	if s.node.IsLeader() {
-		resp, err = s.timeToLiveHere(r)
+	if lk.s.node.IsLeader() {
+		resp, err = lk.timeToLiveHere(r)
 		if errors.Is(err, lease.ErrNotPrimary) {
 			// As etcd: a leader's answer without running clocks would be
 			// wrong, and "not primary" is no error a client retries.
 			err = ErrLeaderChanged
 		}
 	} else {
-		ctx, cancel := s.withRequestTimeout(ctx)
+		ctx, cancel := lk.s.withRequestTimeout(ctx)
 		defer cancel(nil)
-		err = s.onLeader(ctx,
-			func(context.Context) (err error) { resp, err = s.timeToLiveHere(r); return err },
+		err = lk.onLeader(ctx,
+			func(context.Context) (err error) { resp, err = lk.timeToLiveHere(r); return err },
 			func(ctx context.Context, urls []string) (err error) {
-				resp, err = s.timeToLiveRemote(ctx, urls, r)
+				resp, err = lk.timeToLiveRemote(ctx, urls, r)
 				return err
 			})
 	}
 	if err != nil {
 		return nil, err
 	}
-	resp.Header = s.ResponseHeader()
+	resp.Header = lk.s.ResponseHeader()
 	return resp, nil
 }
 
 // timeToLiveHere answers TimeToLive from this member's lessor, after
 // applying what is committed: ErrNotPrimary unless it is the leader's.
-func (s *Server) timeToLiveHere(r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+func (lk *leaseKeeper) timeToLiveHere(r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	s := lk.s
 	if err := s.waitAppliedCommit(); err != nil {
 		return nil, err
 	}
 	s.restoring.RLock()
 	defer s.restoring.RUnlock()
-	return s.leases.lessor.TimeToLive(r)
+	return lk.lessor.TimeToLive(r)
 }
 
-// LeaseLeases lists every lease this member has applied, as etcd does
-// (from the member's own state, without a read-index round). Safe for
-// concurrent use.
-func (s *Server) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	ids := s.leases.lessor.Leases()
+// list lists every lease this member has applied.
+func (lk *leaseKeeper) list() []*pb.LeaseStatus {
+	ids := lk.lessor.Leases()
 	ls := make([]*pb.LeaseStatus, len(ids))
 	for i, id := range ids {
 		ls[i] = &pb.LeaseStatus{ID: id}
 	}
-	return &pb.LeaseLeasesResponse{Header: s.ResponseHeader(), Leases: ls}, nil
-}
-
-// ResponseHeader returns a header describing the member now: cluster and
-// member IDs, raft term and the store's current revision. It is cheap and
-// safe for concurrent use.
-func (s *Server) ResponseHeader() *pb.ResponseHeader { return s.fillHeader(nil) }
-
-// errLeaseRequestTimeout is the cause of a lease request's context when
-// the request timeout passes.
-var errLeaseRequestTimeout = errors.New("server: lease request timed out")
-
-// withRequestTimeout derives a context that ends when the request timeout
-// passes on the member's clock (cause errLeaseRequestTimeout).
-func (s *Server) withRequestTimeout(ctx context.Context) (context.Context, context.CancelCauseFunc) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	timeout := s.clock.After(s.cfg.RequestTimeout)
-	go func() {
-		select {
-		case <-timeout:
-			cancel(errLeaseRequestTimeout)
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
-}
-
-// leaseCtxErr turns a context error from a lease request into the
-// server's: ErrTimeout when the request (or the caller's) deadline passed,
-// ErrCanceled when the caller gave up. Other errors pass unchanged.
-func (s *Server) leaseCtxErr(ctx context.Context, err error) error {
-	if err == nil || (!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)) {
-		return err
-	}
-	if c := context.Cause(ctx); errors.Is(c, errLeaseRequestTimeout) || errors.Is(c, context.DeadlineExceeded) {
-		return ErrTimeout
-	}
-	return ErrCanceled
+	return ls
 }
 
 // onLeader runs a request on the leader until it gives a final answer, as
@@ -449,11 +340,12 @@ func (s *Server) leaseCtxErr(ctx context.Context, err error) error {
 // tried again after forwardRetry, against whoever leads then, until ctx
 // ends: ErrNoLeader if no leader is known by then, else ErrTimeout or
 // ErrCanceled.
-func (s *Server) onLeader(ctx context.Context, local func(context.Context) error, remote func(context.Context, []string) error) error {
+func (lk *leaseKeeper) onLeader(ctx context.Context, local func(context.Context) error, remote func(context.Context, []string) error) error {
+	s := lk.s
 	for {
 		lead := s.node.Lead()
 		var err error
-		switch m, ok := s.member(lead); {
+		switch m, ok := s.members.get(lead); {
 		case lead == 0 || (lead != s.memberID && !ok):
 			// Wait for an election, as etcd does.
 			select {
@@ -461,7 +353,7 @@ func (s *Server) onLeader(ctx context.Context, local func(context.Context) error
 			case <-s.clock.After(s.electionTimeout()):
 			case <-ctx.Done():
 				return ErrNoLeader
-			case <-s.stopc:
+			case <-s.life.stopc:
 				return ErrStopped
 			}
 			continue
@@ -475,69 +367,79 @@ func (s *Server) onLeader(ctx context.Context, local func(context.Context) error
 		if err == nil || errors.Is(err, lease.ErrLeaseNotFound) {
 			return err
 		}
-		if errors.Is(err, ErrStopped) && s.stopping() {
+		if errors.Is(err, ErrStopped) && s.life.stopping() {
 			return ErrStopped
 		}
 		s.lg.Debug("a lease request on the leader failed; retrying", "leader", lead, "err", err)
 		select {
 		case <-ctx.Done():
-			return s.leaseCtxErr(ctx, ctx.Err())
+			return requestCtxErr(ctx, ctx.Err())
 		case <-s.clock.After(forwardRetry):
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return ErrStopped
 		}
 	}
 }
 
-// appliedWaiters wakes goroutines waiting for the applied index to reach
-// an index. The channel exists only while someone waits, so the apply loop
-// pays nothing otherwise.
-type appliedWaiters struct {
-	mu sync.Mutex
-	ch chan struct{} // closed at the next applied batch; nil when none waits
+// LeaseGrant grants a lease through raft. When r.ID is 0 the member picks
+// one, as etcd does: a positive int64 from its request ID generator, unique
+// across members and restarts. Errors: lease.ErrLeaseExists,
+// lease.ErrLeaseTTLTooLarge, ErrNoSpace, and the proposal errors (see
+// propose). Safe for concurrent use.
+func (s *Server) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if err := s.life.enter(); err != nil {
+		return nil, err
+	}
+	defer s.life.leave()
+	return s.leases.grant(ctx, r)
 }
 
-// wait returns a channel closed after the next applied batch.
-func (a *appliedWaiters) wait() <-chan struct{} {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.ch == nil {
-		a.ch = make(chan struct{})
+// LeaseRevoke revokes a lease through raft, deleting its keys in one
+// revision. Errors: lease.ErrLeaseNotFound, and the proposal errors. Safe
+// for concurrent use.
+func (s *Server) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	if err := s.life.enter(); err != nil {
+		return nil, err
 	}
-	return a.ch
+	defer s.life.leave()
+	return s.leases.revoke(ctx, r.ID)
 }
 
-// advanced is called by the apply loop after each batch (and snapshot).
-func (a *appliedWaiters) advanced() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.ch != nil {
-		close(a.ch)
-		a.ch = nil
+// LeaseRenew renews a lease and returns its TTL in seconds. Only the
+// leader keeps lease clocks, so a follower forwards the renewal to it over
+// the peer network (POST /leases/renew), retrying until the request
+// timeout while leadership moves. Errors: lease.ErrLeaseNotFound,
+// ErrNoLeader (no leader became known in time), ErrTimeout, ErrCanceled,
+// ErrStopped, ErrTimeoutWaitAppliedIndex. Safe for concurrent use.
+func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
+	if err := s.life.enter(); err != nil {
+		return -1, err
 	}
+	defer s.life.leave()
+	return s.leases.renew(ctx, id)
 }
 
-// waitAppliedCommit waits until this member has applied every entry
-// committed when it was called, as etcd's leader does before it answers
-// from its lessor. Errors: ErrTimeoutWaitAppliedIndex after a second,
-// ErrStopped.
-func (s *Server) waitAppliedCommit() error {
-	target := s.node.CommitIndex()
-	if s.applied.Load() >= target {
-		return nil
+// LeaseTimeToLive reports a lease's remaining and granted TTL (and its
+// keys, if asked) as the leader sees them; a follower asks the leader
+// (POST /leases/ttl). Errors: lease.ErrLeaseNotFound, ErrLeaderChanged (the
+// leader has not taken up its leases, or lost them, during the request),
+// ErrNoLeader, ErrTimeout, ErrCanceled, ErrStopped. Safe for concurrent
+// use.
+func (s *Server) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := s.life.enter(); err != nil {
+		return nil, err
 	}
-	timeout := s.clock.After(appliedIndexTimeout)
-	for {
-		ch := s.appliedWait.wait()
-		if s.applied.Load() >= target {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-timeout:
-			return ErrTimeoutWaitAppliedIndex
-		case <-s.stopc:
-			return ErrStopped
-		}
+	defer s.life.leave()
+	return s.leases.timeToLive(ctx, r)
+}
+
+// LeaseLeases lists every lease this member has applied, as etcd does
+// (from the member's own state, without a read-index round). Safe for
+// concurrent use.
+func (s *Server) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	if err := s.life.enter(); err != nil {
+		return nil, err
 	}
+	defer s.life.leave()
+	return &pb.LeaseLeasesResponse{Header: s.ResponseHeader(), Leases: s.leases.list()}, nil
 }

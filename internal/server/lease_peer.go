@@ -38,37 +38,41 @@ const (
 
 const protobufContentType = "application/protobuf"
 
-func (s *Server) serveLeaseRenew(w http.ResponseWriter, r *http.Request) {
+// serveRenew answers a follower's forwarded keep-alive (POST /leases/renew).
+func (lk *leaseKeeper) serveRenew(w http.ResponseWriter, r *http.Request) {
+	s := lk.s
 	var req pb.LeaseKeepAliveRequest
 	if !readLeaseRequest(w, r, &req) {
 		return
 	}
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	defer s.leave()
+	defer s.life.leave()
 	ctx, cancel := s.withRequestTimeout(r.Context())
 	defer cancel(nil)
-	ttl, err := s.renewHere(ctx, req.ID)
+	ttl, err := lk.renewHere(ctx, req.ID)
 	if err != nil {
-		writeLeaseError(w, s.leaseCtxErr(ctx, err))
+		writeLeaseError(w, requestCtxErr(ctx, err))
 		return
 	}
 	writeLeaseAnswer(w, &pb.LeaseKeepAliveResponse{ID: req.ID, TTL: ttl})
 }
 
-func (s *Server) serveLeaseTTL(w http.ResponseWriter, r *http.Request) {
+// serveTTL answers a follower's forwarded TimeToLive (POST /leases/ttl).
+func (lk *leaseKeeper) serveTTL(w http.ResponseWriter, r *http.Request) {
+	s := lk.s
 	var req pb.LeaseTimeToLiveRequest
 	if !readLeaseRequest(w, r, &req) {
 		return
 	}
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	defer s.leave()
-	resp, err := s.timeToLiveHere(&req)
+	defer s.life.leave()
+	resp, err := lk.timeToLiveHere(&req)
 	if err != nil {
 		writeLeaseError(w, err)
 		return
@@ -115,32 +119,32 @@ func writeLeaseAnswer(w http.ResponseWriter, m proto.Message) {
 }
 
 // renewRemote asks the leader, at urls, to renew lease id.
-func (s *Server) renewRemote(ctx context.Context, urls []string, id int64) (int64, error) {
+func (lk *leaseKeeper) renewRemote(ctx context.Context, urls []string, id int64) (int64, error) {
 	var resp pb.LeaseKeepAliveResponse
-	if err := s.leaseRemote(ctx, urls, peerLeaseRenewPath, &pb.LeaseKeepAliveRequest{ID: id}, &resp); err != nil {
+	if err := lk.remote(ctx, urls, peerLeaseRenewPath, &pb.LeaseKeepAliveRequest{ID: id}, &resp); err != nil {
 		return -1, err
 	}
 	return resp.TTL, nil
 }
 
 // timeToLiveRemote asks the leader, at urls, for a lease's TTL.
-func (s *Server) timeToLiveRemote(ctx context.Context, urls []string, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+func (lk *leaseKeeper) timeToLiveRemote(ctx context.Context, urls []string, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
 	resp := &pb.LeaseTimeToLiveResponse{}
-	if err := s.leaseRemote(ctx, urls, peerLeaseTTLPath, r, resp); err != nil {
+	if err := lk.remote(ctx, urls, peerLeaseTTLPath, r, resp); err != nil {
 		return nil, err
 	}
 	return resp, nil
 }
 
-// leaseRemote posts req to path on the first of urls that answers and
+// remote posts req to path on the first of urls that answers and
 // decodes the answer into resp. Errors: lease.ErrLeaseNotFound (404), or
 // one describing the failure, which onLeader retries.
-func (s *Server) leaseRemote(ctx context.Context, urls []string, path string, req, resp proto.Message) error {
+func (lk *leaseKeeper) remote(ctx context.Context, urls []string, path string, req, resp proto.Message) error {
 	body, err := proto.Marshal(req)
 	if err != nil {
 		return err
 	}
-	c := s.leaseClient()
+	c := lk.httpClient()
 	var errs []error
 	for _, u := range urls {
 		err := func() error {

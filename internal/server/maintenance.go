@@ -14,14 +14,14 @@ import (
 // ErrTimeoutLeaderTransfer (target did not take over within the request
 // timeout or ctx's deadline), ErrCanceled, ErrStopped.
 func (s *Server) MoveLeader(ctx context.Context, target uint64) error {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	if !s.node.IsLeader() {
 		return ErrNotLeader
 	}
-	if m, ok := s.member(target); !ok || m.IsLearner {
+	if m, ok := s.members.get(target); !ok || m.IsLearner {
 		return ErrBadLeaderTransferee
 	}
 	s.lg.Info("leadership transfer starting", "transferee", target)
@@ -39,7 +39,7 @@ func (s *Server) MoveLeader(ctx context.Context, target uint64) error {
 				return ErrTimeoutLeaderTransfer
 			}
 			return ErrCanceled
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return ErrStopped
 		}
 	}
@@ -53,10 +53,10 @@ func (s *Server) MoveLeader(ctx context.Context, target uint64) error {
 // The header's revision is the store's current one. Errors:
 // mvcc.ErrCompacted, mvcc.ErrFutureRev, ErrStopped.
 func (s *Server) HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, error) {
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	s.restoring.RLock()
 	cur := s.kv.Rev()
 	hash, compactRev, hashRev, err := s.kv.HashKV(rev)

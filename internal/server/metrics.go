@@ -96,15 +96,15 @@ func (m *metrics) register(s *Server, reg prometheus.Registerer) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "etcd", Subsystem: "mvcc", Name: "db_total_size_in_bytes",
 			Help: "Total size of the underlying database physically allocated in bytes.",
-		}, func() float64 { n, _ := s.engineSize(); return float64(n) }),
+		}, func() float64 { n, _ := s.quota.engineSize(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "etcd", Subsystem: "mvcc", Name: "db_total_size_in_use_in_bytes",
 			Help: "Total size of the underlying database logically in use in bytes.",
-		}, func() float64 { _, n := s.engineSize(); return float64(n) }),
+		}, func() float64 { _, n := s.quota.engineSize(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "etcd", Subsystem: "server", Name: "quota_backend_bytes",
 			Help: "Current backend storage quota size in bytes.",
-		}, func() float64 { return float64(s.quotaBytes()) }),
+		}, func() float64 { return float64(s.quota.limit()) }),
 	}
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {

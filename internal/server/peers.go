@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -60,9 +61,7 @@ func (p raftPeer) Process(_ context.Context, m *raftpb.Message) error {
 var errNotStarted = errors.New("server: the raft node is not started yet")
 
 func (p raftPeer) IsIDRemoved(id uint64) bool {
-	p.s.members.RLock()
-	defer p.s.members.RUnlock()
-	return p.s.members.removed[id]
+	return p.s.members.isRemoved(id)
 }
 
 func (p raftPeer) ReportUnreachable(id uint64) {
@@ -114,43 +113,65 @@ func (s *Server) newTransport() PeerTransport {
 // list (and, until this member appears in that list, its seed members).
 // Only the apply loop and startup call it.
 func (s *Server) syncPeers() {
-	s.members.RLock()
-	want := map[uint64][]string{}
-	self := false
-	for _, m := range s.members.list {
-		want[m.ID] = m.PeerURLs
-		self = self || m.ID == s.memberID
-	}
-	if !self {
-		for _, m := range s.seed.Members {
-			if _, ok := want[m.ID]; !ok && !s.members.removed[m.ID] {
-				want[m.ID] = m.PeerURLs
-			}
-		}
-	}
-	s.members.RUnlock()
-	delete(want, s.memberID)
+	s.peers.sync(s.members.peerURLs(s.memberID, s.seed.Members))
+}
 
-	s.peers.Lock()
-	defer s.peers.Unlock()
+// peerSet is the member's end of the peer network: the transport, the
+// peers it was told about, and how long it has been connected to each.
+type peerSet struct {
+	self uint64
+	tr   PeerTransport
+
+	mu   sync.Mutex
+	urls map[uint64][]string // the transport's peers
+}
+
+func newPeerSet(self uint64, tr PeerTransport) *peerSet {
+	return &peerSet{self: self, tr: tr, urls: map[uint64][]string{}}
+}
+
+// sync makes want (member ID to peer URLs, self excluded) the transport's
+// peers.
+func (p *peerSet) sync(want map[uint64][]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for id, urls := range want {
-		cur, ok := s.peers.urls[id]
+		cur, ok := p.urls[id]
 		switch {
 		case !ok:
-			s.tr.AddPeer(id, urls)
+			p.tr.AddPeer(id, urls)
 		case !slices.Equal(cur, urls):
-			s.tr.UpdatePeer(id, urls)
+			p.tr.UpdatePeer(id, urls)
 		default:
 			continue
 		}
-		s.peers.urls[id] = urls
+		p.urls[id] = urls
 	}
-	for id := range s.peers.urls {
+	for id := range p.urls {
 		if _, ok := want[id]; !ok {
-			s.tr.RemovePeer(id)
-			delete(s.peers.urls, id)
+			p.tr.RemovePeer(id)
+			delete(p.urls, id)
 		}
 	}
+}
+
+// isConnectedSince reports whether the connection to peer id has lasted
+// since before t.
+func (p *peerSet) isConnectedSince(id uint64, t time.Time) bool {
+	at := p.tr.ActiveSince(id)
+	return !at.IsZero() && at.Before(t)
+}
+
+// connectedSince counts the members of ids this member has been connected
+// to since before t, itself included.
+func (p *peerSet) connectedSince(t time.Time, ids []uint64) int {
+	n := 0
+	for _, id := range ids {
+		if id == p.self || p.isConnectedSince(id, t) {
+			n++
+		}
+	}
+	return n
 }
 
 // Paths of the peer endpoints besides the transport's.
@@ -168,11 +189,11 @@ const (
 // to the leader, see lease_peer.go).
 func (s *Server) PeerHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(transport.PathPrefix+"/", s.tr.Handler())
+	mux.Handle(transport.PathPrefix+"/", s.peers.tr.Handler())
 	mux.HandleFunc("GET "+peerMembersPath, s.serveMembers)
-	mux.HandleFunc("POST "+peerPromotePath+"{id}", s.servePromote)
-	mux.HandleFunc("POST "+peerLeaseRenewPath, s.serveLeaseRenew)
-	mux.HandleFunc("POST "+peerLeaseTTLPath, s.serveLeaseTTL)
+	mux.HandleFunc("POST "+peerPromotePath+"{id}", s.reconfig.servePromote)
+	mux.HandleFunc("POST "+peerLeaseRenewPath, s.leases.serveRenew)
+	mux.HandleFunc("POST "+peerLeaseTTLPath, s.leases.serveTTL)
 	return mux
 }
 
@@ -188,18 +209,19 @@ var promoteErrors = []error{
 	membership.ErrIDNotFound, membership.ErrMemberNotLearner, membership.ErrIDRemoved,
 }
 
-func (s *Server) servePromote(w http.ResponseWriter, r *http.Request) {
+func (rc *reconfig) servePromote(w http.ResponseWriter, r *http.Request) {
+	s := rc.s
 	id, err := strconv.ParseUint(r.PathValue("id"), 16, 64)
 	if err != nil {
 		http.Error(w, "bad member ID", http.StatusBadRequest)
 		return
 	}
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	defer s.leave()
-	members, err := s.promoteHere(r.Context(), id)
+	defer s.life.leave()
+	members, err := rc.promoteHere(r.Context(), id)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusPreconditionFailed)
 		return
@@ -208,11 +230,12 @@ func (s *Server) servePromote(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(members)
 }
 
-// peerClient returns the client for the member's own requests to peers.
-func (s *Server) peerClient() *http.Client {
-	rt := s.cfg.PeerRoundTripper
+// peerClient returns the client for the member's own requests to peers:
+// PeerRoundTripper if set, else HTTP with PeerTLS, a connection a request.
+func peerClient(cfg Config) *http.Client {
+	rt := cfg.PeerRoundTripper
 	if rt == nil {
-		tlsCfg := s.cfg.PeerTLS
+		tlsCfg := cfg.PeerTLS
 		if tlsCfg == nil {
 			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
@@ -221,10 +244,9 @@ func (s *Server) peerClient() *http.Client {
 	return &http.Client{Transport: rt}
 }
 
-// fetchCluster asks the peers at urls, in turn, for the cluster ID and the
-// member list.
-func (s *Server) fetchCluster(ctx context.Context, urls []string) (membership.ClusterInfo, error) {
-	c := s.peerClient()
+// fetchCluster asks the peers at urls, in turn, over c, for the cluster ID
+// and the member list.
+func fetchCluster(ctx context.Context, c *http.Client, urls []string) (membership.ClusterInfo, error) {
 	var errs []error
 	for _, u := range urls {
 		ci, err := func() (membership.ClusterInfo, error) {
@@ -257,8 +279,9 @@ func (s *Server) fetchCluster(ctx context.Context, urls []string) (membership.Cl
 }
 
 // promoteRemote forwards a learner promotion to the member at urls.
-func (s *Server) promoteRemote(ctx context.Context, urls []string, id uint64) ([]membership.Member, error) {
-	c := s.peerClient()
+func (rc *reconfig) promoteRemote(ctx context.Context, urls []string, id uint64) ([]membership.Member, error) {
+	s := rc.s
+	c := peerClient(s.cfg)
 	var last error
 	for _, u := range urls {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost,

@@ -19,17 +19,18 @@ const publishRetry = 500 * time.Millisecond
 // member is in its applied member list, skips the proposal when the list
 // already holds the same attributes, and retries until it succeeds or the
 // member stops.
-func (s *Server) publish() {
-	defer s.wg.Done()
+func (rc *reconfig) publish() {
+	s := rc.s
+	defer s.life.wg.Done()
 	for {
-		changed := s.membersChanged()
-		m, ok := s.member(s.memberID)
+		changed := s.members.changedC()
+		m, ok := s.members.get(s.memberID)
 		if ok && m.Name == s.cfg.Name && slices.Equal(m.ClientURLs, s.cfg.ClientURLs) {
 			return
 		}
 		var retry <-chan time.Time
 		if ok {
-			err := s.proposeAttributes()
+			err := rc.proposeAttributes()
 			if err == nil {
 				s.lg.Info("published local member attributes to the cluster", "name", s.cfg.Name,
 					"client-urls", s.cfg.ClientURLs)
@@ -41,17 +42,18 @@ func (s *Server) publish() {
 		select {
 		case <-changed:
 		case <-retry:
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return
 		}
 	}
 }
 
-func (s *Server) proposeAttributes() error {
-	if err := s.enter(); err != nil {
+func (rc *reconfig) proposeAttributes() error {
+	s := rc.s
+	if err := s.life.enter(); err != nil {
 		return err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterMemberAttrSet: &membershippb.ClusterMemberAttrSetRequest{

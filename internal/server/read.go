@@ -75,7 +75,7 @@ func (ri *readIndexer) wait(ctx context.Context) error {
 		return b.err
 	case <-ctx.Done():
 		return ctxErr(ctx.Err())
-	case <-ri.s.stopc:
+	case <-ri.s.life.stopc:
 		return ErrStopped
 	}
 }
@@ -100,11 +100,11 @@ func (ri *readIndexer) appliedAdvanced() {
 }
 
 func (ri *readIndexer) run() {
-	defer ri.s.wg.Done()
+	defer ri.s.life.wg.Done()
 	for {
 		select {
 		case <-ri.wake:
-		case <-ri.s.stopc:
+		case <-ri.s.life.stopc:
 			ri.release(ErrStopped)
 			return
 		}
@@ -115,7 +115,7 @@ func (ri *readIndexer) run() {
 		if b == nil {
 			continue
 		}
-		if h := ri.s.cfg.hooks.beforeReadRound; h != nil {
+		if h := ri.s.knobs.beforeReadRound; h != nil {
 			h()
 		}
 		b.err = ri.round()
@@ -172,7 +172,7 @@ func (ri *readIndexer) round() error {
 			return ErrLeaderChanged
 		case <-deadline:
 			return ErrTimeout
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return ErrStopped
 		}
 	}
@@ -181,7 +181,7 @@ func (ri *readIndexer) round() error {
 		case <-ri.appliedc:
 		case <-deadline:
 			return ErrTimeout
-		case <-s.stopc:
+		case <-s.life.stopc:
 			return ErrStopped
 		}
 	}

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -19,43 +18,42 @@ import (
 )
 
 // Server is one cairn member: its engine, its raft node and its state
-// machine, and the goroutines that connect them (the apply loop, the
-// read-index loop, the lessor's expiry loop, the auto-compactor). All
-// methods are safe for concurrent use.
+// machine, and the components that connect them, which it wires: the
+// apply loop, the read indexer, the leases (leaseKeeper), the member list
+// (memberList) and its changes (reconfig), the peers (peerSet), the alarms
+// and quota, the auto-compactor and the lifecycle (the package doc lists
+// them). Its exported methods are the member's API, which internal/api and
+// internal/embed call. All methods are safe for concurrent use.
 type Server struct {
 	cfg   Config
+	knobs testingKnobs
 	lg    *slog.Logger
 	clock clock.Clock
 
 	eng  *storage.Engine
 	kv   *mvcc.Store
 	node *raftnode.Node
-	tr   PeerTransport
-	// leases is the lessor and whether it may be primary.
-	leases leaseState
+	// leases is the lessor, its role and the forwarding to the leader.
+	leases *leaseKeeper
+	// The auth store (internal/auth) joins here as one more component,
+	// opened beside leases (see the package doc's Auth).
+
 	// hub fans applied events out to watchers; the apply loop notifies it.
 	hub *watch.Hub
 	// nodeStarted is set once node is, for the transport's goroutines.
 	nodeStarted atomic.Bool
 
-	memberID, clusterID uint64
-	// seed is what this member knew of the cluster when it started (see
-	// membership.Seed); fixed after New.
-	seed membership.Seed
+	// identity is the member and cluster IDs and the seed; fixed after New.
+	identity
 	// members is the applied member list and the removed IDs; the apply
 	// loop replaces them.
-	members struct {
-		sync.RWMutex
-		list    []membership.Member
-		removed map[uint64]bool
-		changed chan struct{} // closed and replaced on every change
-	}
-	// peers are the transport's peers and their URLs (syncPeers).
-	peers struct {
-		sync.Mutex
-		urls map[uint64][]string
-	}
-	lead leaderTracker
+	members memberList
+	// reconfig proposes membership changes and publishes this member's
+	// attributes.
+	reconfig *reconfig
+	// peers is the peer transport and the peers it was told about.
+	peers *peerSet
+	lead  leaderTracker
 	// restoring keeps readers of the store out while a snapshot replaces
 	// its state (mvcc.Store.Restore).
 	restoring sync.RWMutex
@@ -65,38 +63,26 @@ type Server struct {
 	reads   *readIndexer
 	alarms  *alarmSet
 	metrics *metrics
-	// appliedWait wakes leader-side lease requests waiting to apply what
-	// is committed.
-	appliedWait appliedWaiters
 	// applied is the index of the last entry whose effects are committed
 	// to the engine and visible to readers.
-	applied atomic.Uint64
-	// dbSize is the engine size as last measured by the apply loop, for
-	// the quota check on the request path.
-	dbSize atomic.Int64
-	// raisingNoSpace is set while a NOSPACE alarm proposal is in flight.
-	raisingNoSpace atomic.Bool
+	applied appliedIndex
+	// quota checks writes against QuotaBackendBytes.
+	quota *quota
 
 	ap applyState // owned by the apply goroutine
 
-	// life guards the engine against use after Stop: requests hold it for
-	// reading while they touch the engine; shutdown takes it to close.
-	life struct {
-		sync.RWMutex
-		closed bool
-	}
-	stopOnce sync.Once
-	stopc    chan struct{} // closed when stopping starts
-	done     chan struct{} // closed when everything has stopped
-	wg       sync.WaitGroup
-	errMu    sync.Mutex
-	err      error
+	// life is the member's run from New to Stop: its goroutines, the stop
+	// signal and the guard that keeps requests off a closed engine.
+	life lifecycle
 }
 
 // New opens (or creates) the member kept in cfg.DataDir and starts it. A new
 // data directory bootstraps a one-member cluster named by cfg; an existing
 // one restarts from its engine, replaying committed entries not yet applied.
-func New(cfg Config) (*Server, error) {
+func New(cfg Config) (*Server, error) { return newServer(cfg, testingKnobs{}) }
+
+// newServer is New with testing knobs, which only this package's tests set.
+func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -107,15 +93,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:    cfg,
+		knobs:  knobs,
 		lg:     cfg.Logger,
 		clock:  cfg.Clock,
 		eng:    eng,
 		waits:  newWaitRegistry(),
 		alarms: newAlarmSet(),
-		stopc:  make(chan struct{}),
-		done:   make(chan struct{}),
 	}
-	s.peers.urls = map[uint64][]string{}
+	s.life.init()
+	s.reconfig = &reconfig{s: s}
 	if err := s.open(); err != nil {
 		if s.hub != nil {
 			s.hub.Close()
@@ -137,10 +123,11 @@ func (s *Server) open() error {
 	} else if resumed {
 		s.lg.Warn("finished a snapshot install a crash had interrupted")
 	}
-	peers, err := s.loadOrBootstrap()
+	id, peers, err := bootstrap(s.cfg, s.eng, s.lg)
 	if err != nil {
 		return err
 	}
+	s.identity = id
 	s.ids = newIDGenerator(s.memberID, s.clock.Now().UnixMilli())
 	if err := s.loadReplicated(); err != nil {
 		return err
@@ -148,7 +135,7 @@ func (s *Server) open() error {
 	if s.ap.removed[s.memberID] {
 		return fmt.Errorf("server: member %x: %w", s.memberID, ErrRemoved)
 	}
-	if err := s.openLessor(); err != nil {
+	if s.leases, err = openLeases(s); err != nil {
 		return err
 	}
 	// A put naming a lease that does not exist fails, as in etcd.
@@ -161,16 +148,15 @@ func (s *Server) open() error {
 		return err
 	}
 	s.hub = s.newHub()
-	s.applied.Store(applied)
+	s.applied.advance(applied)
 	s.ap.applied = applied
 	s.ap.lastLogCompact = applied
-	s.dbSize.Store(s.eng.Size())
-	s.ap.sizeMeasured = time.Now()
+	s.quota = newQuota(s)
 	s.metrics = newMetrics()
 	s.reads = newReadIndexer(s)
 	s.lead.init(s.clock.Now())
 
-	s.tr = s.newTransport()
+	s.peers = newPeerSet(s.memberID, s.newTransport())
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID:             s.memberID,
 		Engine:         s.eng,
@@ -182,45 +168,36 @@ func (s *Server) open() error {
 		ElectionTicks:  s.cfg.ElectionTicks,
 		DisablePreVote: s.cfg.DisablePreVote,
 		NewTicker:      s.clock.NewTicker,
-		Transport:      s.tr,
+		Transport:      s.peers.tr,
 		OnReadStates:   s.reads.onReadStates,
 		Abandoned:      func(id uint64) bool { return !s.waits.has(id) },
 		Dropped:        s.onDropped,
 		ObserveSync:    func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) },
 		OnSoftState: func(lead uint64, state raft.StateType) {
 			s.lead.observe(lead, s.clock.Now())
-			s.observeRole(state)
+			s.leases.observeRole(state)
 		},
 		Logger: s.lg.With("component", "raft"),
 	})
 	if err != nil {
-		s.tr.Stop()
+		s.peers.tr.Stop()
 		return err
 	}
 	s.nodeStarted.Store(true)
 	if err := s.metrics.register(s, s.cfg.Metrics); err != nil {
-		s.tr.Stop()
+		s.peers.tr.Stop()
 		s.node.Stop()
 		return err
 	}
 	s.syncPeers()
-	retention, _ := parseRetention(s.cfg.AutoCompactionMode, s.cfg.AutoCompactionRetention)
 
-	s.wg.Add(4)
+	s.life.wg.Add(5)
 	go s.applyLoop()
 	go s.reads.run()
 	go s.watchNode()
-	go s.publish()
-	s.wg.Add(1)
-	go s.runLessor()
-	if retention > 0 {
-		s.wg.Add(1)
-		if s.cfg.AutoCompactionMode == CompactionModeRevision {
-			go s.compactByRevision(int64(retention))
-		} else {
-			go s.compactPeriodically(retention)
-		}
-	}
+	go s.reconfig.publish()
+	go s.leases.run()
+	startAutoCompactor(s)
 	s.lg.Info("member started", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.memberID),
 		"cluster-id", fmt.Sprintf("%x", s.clusterID), "applied-index", applied)
 	return nil
@@ -241,26 +218,22 @@ func (s *Server) loadReplicated() error {
 // watchNode stops the member when the raft loop fails or a peer reports
 // that this member was removed from the cluster.
 func (s *Server) watchNode() {
-	defer s.wg.Done()
+	defer s.life.wg.Done()
 	select {
 	case <-s.node.Done():
 		if err := s.node.Err(); err != nil {
 			s.fail(err)
 		}
-	case <-s.tr.Removed():
+	case <-s.peers.tr.Removed():
 		s.fail(ErrRemoved)
-	case <-s.stopc:
+	case <-s.life.stopc:
 	}
 }
 
 // fail records a fatal error and stops the member in the background: the
 // caller is one of the goroutines Stop waits for, so it must return.
 func (s *Server) fail(err error) {
-	s.errMu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.errMu.Unlock()
+	s.life.setErr(err)
 	s.lg.Error("member stopping after a fatal error", "err", err)
 	go s.Stop()
 }
@@ -268,27 +241,25 @@ func (s *Server) fail(err error) {
 // Stop stops the member: pending requests fail with ErrStopped, every
 // goroutine is waited for, and the engine is closed. It is idempotent.
 func (s *Server) Stop() {
-	s.stopOnce.Do(s.shutdown)
-	<-s.done
+	s.life.stopOnce.Do(s.shutdown)
+	<-s.life.done
 }
 
 func (s *Server) shutdown() {
 	// Closing stopc first releases every request waiting inside enter/leave,
 	// so taking life's write lock does not wait long; once closed is set no
-	// request touches the engine or starts a goroutine (see checkQuota), so
+	// request touches the engine or starts a goroutine (see quota.check), so
 	// wg.Wait cannot race with wg.Add.
-	close(s.stopc)
+	close(s.life.stopc)
 	// Keep-alives waiting on the lessor hold enter; demoting releases them.
-	s.stopLeases()
-	s.life.Lock()
-	s.life.closed = true
-	s.life.Unlock()
+	s.leases.stop()
+	s.life.close()
 	// The transport first: its snapshot streams read the engine, and its
 	// inbound requests hand messages to the node.
-	s.tr.Stop()
+	s.peers.tr.Stop()
 	s.node.Stop()
-	s.wg.Wait()
-	s.closeLeaseClient()
+	s.life.wg.Wait()
+	s.leases.closeClient()
 	s.hub.Close()
 	s.waits.failAll(ErrStopped)
 	s.metrics.unregister()
@@ -299,42 +270,16 @@ func (s *Server) shutdown() {
 		s.lg.Error("closing the engine", "err", err)
 	}
 	s.lg.Info("member stopped", "member-id", fmt.Sprintf("%x", s.memberID))
-	close(s.done)
+	close(s.life.done)
 }
 
 // Done is closed once the member has stopped, after Stop or a fatal error.
-func (s *Server) Done() <-chan struct{} { return s.done }
+func (s *Server) Done() <-chan struct{} { return s.life.done }
 
 // Err returns the fatal error that stopped the member, nil if it is running
 // or was stopped by Stop.
 func (s *Server) Err() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return s.err
-}
-
-// enter admits a request that will touch the engine or start work; it must
-// call leave. It fails with ErrStopped once shutdown has begun. Only public
-// entry points call it, never nested in one goroutine: a nested read lock
-// deadlocks behind a pending shutdown.
-func (s *Server) enter() error {
-	s.life.RLock()
-	if s.life.closed {
-		s.life.RUnlock()
-		return ErrStopped
-	}
-	return nil
-}
-
-func (s *Server) leave() { s.life.RUnlock() }
-
-func (s *Server) stopping() bool {
-	select {
-	case <-s.stopc:
-		return true
-	default:
-		return false
-	}
+	return s.life.fatal()
 }
 
 // ClusterID returns the cluster's ID.
@@ -354,30 +299,12 @@ func (s *Server) Rev() int64 { return s.kv.Rev() }
 
 // Members returns the cluster's members as this member has applied them,
 // sorted by ID.
-func (s *Server) Members() []membership.Member {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	out := make([]membership.Member, len(s.members.list))
-	copy(out, s.members.list)
-	return out
-}
-
-// member returns the applied member id.
-func (s *Server) member(id uint64) (membership.Member, bool) {
-	s.members.RLock()
-	defer s.members.RUnlock()
-	for _, m := range s.members.list {
-		if m.ID == id {
-			return m, true
-		}
-	}
-	return membership.Member{}, false
-}
+func (s *Server) Members() []membership.Member { return s.members.all() }
 
 // IsLearner reports whether this member is a learner (a non-voting
 // member), as of the applied member list.
 func (s *Server) IsLearner() bool {
-	m, _ := s.member(s.memberID)
+	m, _ := s.members.get(s.memberID)
 	return m.IsLearner
 }
 
@@ -416,36 +343,9 @@ func (s *Server) Status() Status {
 		AppliedIndex:    s.applied.Load(),
 		Revision:        s.kv.Rev(),
 		CompactRevision: s.kv.CompactRev(),
-		DBSize:          s.dbSize.Load(),
-		DBSizeInUse:     s.dbSize.Load(),
-		DBSizeQuota:     s.quotaBytes(),
+		DBSizeQuota:     s.quota.limit(),
+		IsLearner:       s.IsLearner(),
 	}
-	if s.enter() == nil {
-		st.DBSize = s.eng.Size()
-		st.DBSizeInUse = s.eng.SizeInUse()
-		s.leave()
-	}
-	st.IsLearner = s.IsLearner()
+	st.DBSize, st.DBSizeInUse = s.quota.engineSize()
 	return st
 }
-
-// quotaBytes is the quota as reported: 0 when disabled.
-func (s *Server) quotaBytes() int64 {
-	if s.cfg.QuotaBackendBytes < 0 {
-		return 0
-	}
-	return s.cfg.QuotaBackendBytes
-}
-
-// engineSize returns the engine's size on disk, or the last measured size
-// after Stop.
-func (s *Server) engineSize() (size, inUse int64) {
-	if s.enter() != nil {
-		n := s.dbSize.Load()
-		return n, n
-	}
-	defer s.leave()
-	return s.eng.Size(), s.eng.SizeInUse()
-}
-
-var errNoLocalMember = errors.New("server: the data directory records a cluster but not which member it is")

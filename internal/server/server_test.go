@@ -142,7 +142,7 @@ func TestRestartKeepsDataAndDoesNotReapply(t *testing.T) {
 func TestCommittedButUnappliedIsAppliedAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	var crash atomic.Bool
-	s, err := New(Config{DataDir: dir, hooks: testHooks{dropApplyBatch: crash.Load}})
+	s, err := newServer(Config{DataDir: dir}, testingKnobs{dropApplyBatch: crash.Load})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,9 +176,9 @@ func TestCommittedButUnappliedIsAppliedAfterRestart(t *testing.T) {
 func TestReadIndexBatching(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	var first, releaseOnce sync.Once
-	s := startServer(t, t.TempDir(), func(c *Config) {
-		c.hooks.beforeReadRound = func() { first.Do(func() { close(entered); <-release }) }
-	})
+	s := startServerWith(t, t.TempDir(), testingKnobs{
+		beforeReadRound: func() { first.Do(func() { close(entered); <-release }) },
+	}, nil)
 	// Registered after startServer's cleanup, so it runs first: Stop waits
 	// for the read loop, which must not stay parked in the hook.
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
@@ -278,7 +278,7 @@ func TestRequestTooLarge(t *testing.T) {
 
 func TestTimeoutAndStop(t *testing.T) {
 	clock := clocktest.NewFake()
-	s, err := New(Config{DataDir: t.TempDir(), Clock: clock, hooks: testHooks{skipPropose: true}})
+	s, err := newServer(Config{DataDir: t.TempDir(), Clock: clock}, testingKnobs{skipPropose: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,9 +325,8 @@ func TestTimeoutAndStop(t *testing.T) {
 
 func TestRaftLogIsCompacted(t *testing.T) {
 	dir := t.TempDir()
-	s := startServer(t, dir, func(c *Config) {
+	s := startServerWith(t, dir, testingKnobs{catchUpEntries: 10}, func(c *Config) {
 		c.SnapshotCount = 50
-		c.hooks.catchUpEntries = 10
 	})
 	for i := range 200 {
 		put(t, s, fmt.Sprintf("k%03d", i), "v")

@@ -33,12 +33,9 @@ func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	s.hub.Notify(s.kv.Rev(), nil)
 	ap := &s.ap
 	ap.applied, ap.lastLogCompact = index, index
-	s.applied.Store(index)
-	s.node.AppliedTo(index)
-	s.reads.appliedAdvanced()
-	s.appliedWait.advanced()
+	s.appliedTo(index)
 	s.syncPeers()
-	s.dbSize.Store(s.eng.Size())
+	s.quota.measure()
 	s.lg.Info("installed a snapshot from the leader", "index", index, "revision", s.kv.Rev(),
 		"duration", time.Since(start).Round(time.Millisecond))
 	if s.ap.removed[s.memberID] {

@@ -27,10 +27,10 @@ type watchSource struct{ s *Server }
 // Events reads the store's event log for a catching-up watcher.
 func (w watchSource) Events(from int64, limit int) ([]*mvccpb.Event, int64, int64, error) {
 	s := w.s
-	if err := s.enter(); err != nil {
+	if err := s.life.enter(); err != nil {
 		return nil, 0, 0, err
 	}
-	defer s.leave()
+	defer s.life.leave()
 	s.restoring.RLock()
 	defer s.restoring.RUnlock()
 	return s.kv.Events(from, limit)
