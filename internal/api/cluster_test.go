@@ -39,9 +39,9 @@ type fakeCluster struct {
 func newFakeCluster() *fakeCluster {
 	return &fakeCluster{
 		fakeBackend: newFakeBackend(),
-		members: []membership.Member{{ID: 9, Name: "m1", PeerURLs: []string{"http://10.0.0.1:2380"}, ClientURLs: []string{"http://10.0.0.1:2379"}}},
-		removed: map[uint64]bool{},
-		nextID:  100,
+		members:     []membership.Member{{ID: 9, Name: "m1", PeerURLs: []string{"http://10.0.0.1:2380"}, ClientURLs: []string{"http://10.0.0.1:2379"}}},
+		removed:     map[uint64]bool{},
+		nextID:      100,
 	}
 }
 
