@@ -21,8 +21,8 @@ import (
 	"github.com/cairn-db/cairn/internal/lockelect"
 )
 
-// selfEndpoint names the in-process listener for clientv3 and gRPC; the
-// dialer ignores it.
+// selfEndpoint is the self-client's endpoint as clientv3 and gRPC see it:
+// only a name, which the dialer ignores to dial the socket.
 const selfEndpoint = "in-process"
 
 // selfSocketName is the self-client's unix socket in the data directory.
@@ -40,9 +40,9 @@ const maxSocketPath = 103
 // URLs' TLS and client-certificate settings are, and it reaches exactly the
 // services a client reaches, interceptors included.
 //
-// The socket lives in the data directory (self.sock), which only the
-// member's user may enter (0700): since the socket skips TLS and client
-// certificates, a place other local users can reach (127.0.0.1, an
+// The socket lives in the data directory (self.sock) and only the member's
+// user may connect to it (mode 0600): since the socket skips TLS and
+// client certificates, a place other local users can reach (127.0.0.1, an
 // abstract socket) would let them around both. Where the data directory's
 // path is too long for a socket, it lives in a private temporary directory
 // instead, removed on close.
@@ -84,6 +84,15 @@ func listenSelf(dataDir string) (l net.Listener, tmpDir string, err error) {
 	}
 	l, err = net.Listen("unix", path)
 	if err != nil {
+		if tmpDir != "" {
+			os.RemoveAll(tmpDir)
+		}
+		return nil, "", fmt.Errorf("embed: self-client socket: %w", err)
+	}
+	// Connecting takes write permission on the socket: the member's user
+	// only, whatever the umask and the directory's mode.
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
 		if tmpDir != "" {
 			os.RemoveAll(tmpDir)
 		}
