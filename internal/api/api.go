@@ -15,48 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
-
-	"github.com/cairn-db/cairn/internal/server"
 )
-
-// Backend is what the API needs from a cairn member; *server.Server
-// provides it.
-//
-// Every method may be called from many goroutines at once. The KV methods
-// return responses with their headers filled (cluster id, member id, revision,
-// raft term) and errors from the layers below (mvcc, server), which the API
-// maps to etcd's gRPC statuses.
-type Backend interface {
-	// Range reads keys; linearizably unless r.Serializable.
-	Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error)
-	// Put, DeleteRange, Txn and Compact go through consensus.
-	Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error)
-	DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error)
-	Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error)
-	Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error)
-	// Leader returns the leader's member id, 0 when none is known. It is
-	// called on requests that require a leader, so it must be cheap.
-	Leader() uint64
-	// Status reports the member's raft and storage state as of now.
-	Status() server.Status
-}
-
-// A member is a Backend with alarms.
-var (
-	_ Backend = (*server.Server)(nil)
-	_ Alarmer = (*server.Server)(nil)
-	_ pager   = (*server.Server)(nil)
-)
-
-// Alarmer is implemented by a Backend that keeps alarms (NOSPACE when the
-// quota is exceeded, ...). Without it the member reports no alarms, and
-// activating or deactivating one is answered with codes.Unimplemented.
-type Alarmer interface {
-	// Alarms lists the active alarms.
-	Alarms() []*pb.AlarmMember
-	// Alarm gets, activates or deactivates alarms as etcd does.
-	Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error)
-}
 
 // Defaults that match etcd's.
 const (
@@ -152,11 +111,12 @@ func (o Options) withDefaults() Options {
 }
 
 // NewGRPCServer returns a gRPC server with cairn's services registered on b:
-// etcd's KV and Maintenance services and the standard grpc.health.v1 service
-// (reporting SERVING). etcd's other services have Register functions of
-// their own (RegisterCluster, RegisterLease, ...); one not registered
-// answers codes.Unimplemented. The caller serves it (see Serve) and stops
-// it.
+// etcd's KV and Maintenance services, etcd's Auth service (which answers
+// codes.Unimplemented, see authService) and the standard grpc.health.v1
+// service (reporting SERVING). Watch, Lease and Cluster have Register
+// functions of their own (RegisterWatch, RegisterLease, RegisterCluster),
+// so that a test can serve a part; a service not registered answers
+// codes.Unimplemented. The caller serves the server and stops it.
 func NewGRPCServer(b Backend, o Options) *grpc.Server {
 	o = o.withDefaults()
 	metrics := serverMetrics(o.Registerer, o.Logger)
@@ -187,6 +147,7 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 
 	pb.RegisterKVServer(gs, &kvService{b: b, maxTxnOps: int(o.MaxTxnOps), streamChunkBytes: int(o.MaxRequestBytes)})
 	pb.RegisterMaintenanceServer(gs, &maintenanceService{b: b, log: o.Logger})
+	pb.RegisterAuthServer(gs, &authService{})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)

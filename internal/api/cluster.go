@@ -8,44 +8,11 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/cairn-db/cairn/internal/membership"
-	"github.com/cairn-db/cairn/internal/server"
 )
-
-// ClusterBackend is what the Cluster service needs from a cairn member;
-// *server.Server provides it. Every method may be called from many
-// goroutines at once. The membership changes go through consensus and
-// return the member list as it is once the change is applied on this
-// member; their errors are membership's and the server's sentinels, which
-// the API maps to etcd's statuses.
-type ClusterBackend interface {
-	// MemberList returns the members, sorted by ID. With linearizable it
-	// first waits for this member to have applied everything committed
-	// when the call began (a read-index round), so a change acknowledged
-	// anywhere before is in the list.
-	MemberList(ctx context.Context, linearizable bool) ([]membership.Member, error)
-	// MemberAdd adds a member with the given (normalized) peer URLs, as a
-	// voter or as a learner, and returns it (with the ID the cluster gave
-	// it) and the new list.
-	MemberAdd(ctx context.Context, peerURLs []string, isLearner bool) (membership.Member, []membership.Member, error)
-	// MemberRemove removes member id.
-	MemberRemove(ctx context.Context, id uint64) ([]membership.Member, error)
-	// MemberUpdate replaces member id's peer URLs (normalized).
-	MemberUpdate(ctx context.Context, id uint64, peerURLs []string) ([]membership.Member, error)
-	// MemberPromote makes learner id a voter, once it has caught up with
-	// the leader.
-	MemberPromote(ctx context.Context, id uint64) ([]membership.Member, error)
-	// ClusterID, MemberID and Term fill response headers; they must be
-	// cheap.
-	ClusterID() uint64
-	MemberID() uint64
-	Term() uint64
-}
-
-var _ ClusterBackend = (*server.Server)(nil)
 
 // RegisterCluster registers etcd's Cluster service, served by b, on gs.
 // Call it before gs serves (for example right after NewGRPCServer).
-func RegisterCluster(gs *grpc.Server, b ClusterBackend) {
+func RegisterCluster(gs *grpc.Server, b Backend) {
 	pb.RegisterClusterServer(gs, &clusterService{b: b})
 }
 
@@ -56,7 +23,7 @@ func RegisterCluster(gs *grpc.Server, b ClusterBackend) {
 // applies, so two racing changes cannot both pass.
 type clusterService struct {
 	pb.UnimplementedClusterServer
-	b ClusterBackend
+	b Backend
 }
 
 // header is etcd's header for Cluster responses: no revision, as etcd

@@ -23,10 +23,11 @@ import (
 	"github.com/cairn-db/cairn/internal/server"
 )
 
-// fakeCluster is an in-memory ClusterBackend: a member list changed the way
-// membership.Validate allows, and an error to return from every call when
-// set.
+// fakeCluster is the fake backend with an in-memory member list, changed
+// the way membership.Validate allows, and an error to return from every
+// membership call when set.
 type fakeCluster struct {
+	*fakeBackend
 	mu           sync.Mutex
 	members      []membership.Member
 	removed      map[uint64]bool
@@ -37,9 +38,10 @@ type fakeCluster struct {
 
 func newFakeCluster() *fakeCluster {
 	return &fakeCluster{
-		members: []membership.Member{{ID: 9, Name: "m1", PeerURLs: []string{"http://10.0.0.1:2380"}, ClientURLs: []string{"http://10.0.0.1:2379"}}},
-		removed: map[uint64]bool{},
-		nextID:  100,
+		fakeBackend: newFakeBackend(),
+		members:     []membership.Member{{ID: 9, Name: "m1", PeerURLs: []string{"http://10.0.0.1:2380"}, ClientURLs: []string{"http://10.0.0.1:2379"}}},
+		removed:     map[uint64]bool{},
+		nextID:      100,
 	}
 }
 

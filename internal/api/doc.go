@@ -4,22 +4,36 @@
 // It holds no state. Each request is validated exactly as etcd validates it
 // (the same checks in the same order, answered with the same rpctypes
 // errors, so clientv3 maps every failure to the same typed error), handed to
-// a Backend (the member, internal/server), and the Backend's errors are
+// the Backend (the member, *server.Server), and the Backend's errors are
 // turned into gRPC statuses by one table (errors.go).
 //
+// Backend, declared here, lists exactly the methods the API calls; every
+// service works on it alone, with no optional extras discovered at run
+// time.
+//
 // NewGRPCServer serves KV (Range, RangeStream, Put, DeleteRange, Txn,
-// Compact) and Maintenance (Status, Alarm, Defragment, HashKV and
-// MoveLeader where the backend provides them; Hash, Snapshot and Downgrade
-// answer codes.Unimplemented). RegisterWatch, RegisterLease and
-// RegisterCluster add those services; a member (internal/embed) registers
-// them all. Auth is not served, so clients get codes.Unimplemented.
+// Compact), Maintenance (Status, Alarm, Defragment, Hash, HashKV, Snapshot,
+// MoveLeader; Downgrade answers codes.Unimplemented), the gRPC health
+// service, and etcd's Auth service, every call of which answers
+// codes.Unimplemented because cairn has no auth yet (auth.go).
+// RegisterWatch, RegisterLease and RegisterCluster add those services; a
+// member (internal/embed) registers them all, and etcd's Lock and Election
+// services come from internal/lockelect.
+//
+// Interceptors on every server refuse what a learner must not serve
+// (etcd's "rpc not supported for learner"), refuse requests that require a
+// leader while there is none, and count requests in etcd's grpc_server_*
+// metrics. Given Options.Stopping, streams end with "server stopped" when
+// the member begins to stop, and (with Options.ElectionTimeout) those that
+// require a leader end with "no leader" once it has been lost for three
+// election timeouts.
 //
 // # One port for gRPC and HTTP
 //
 // A plain-text listener is split by ConnMux: a connection that opens with
 // the HTTP/2 client preface is gRPC, anything else is HTTP/1.1 and goes to
 // the handler from NewHTTPHandler (/health, /livez, /readyz, /version,
-// /metrics, and etcd's JSON gateway under /v3/). On TLS the split happens per
-// request instead (GRPCOrHTTP), because the protocol is only visible after
-// the handshake.
+// /metrics, optionally /debug/pprof/, and etcd's JSON gateway for KV and
+// Maintenance under /v3/). On TLS the split happens per request instead
+// (GRPCOrHTTP), because the protocol is only visible after the handshake.
 package api

@@ -15,15 +15,27 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/server"
+	"github.com/cairn-db/cairn/internal/watch"
 )
 
 // fakeBackend is an in-memory Backend for the API's tests: a sorted map of
 // keys with a revision counter, enough of etcd's Range semantics (key,
 // range_end, limit, count_only, keys_only, more, count) to exercise paging,
 // and a record of every Range request it served.
+//
+// It implements the whole Backend. What it does not model answers with
+// errFakeUnsupported (codes.Unimplemented, which the API passes through to
+// the client): leases, membership, hashes, backups, leader moves, and
+// changing alarms. The tests that need one of those wrap the fake and
+// override the methods (alarmingBackend, memberBackend, fakeCluster,
+// fakeLeases). WatchHub is the hub a test gives the fake (serveWatch does);
+// RegisterWatch refuses a fake without one.
 type fakeBackend struct {
 	mu     sync.Mutex
 	kvs    map[string]*mvccpb.KeyValue
@@ -33,6 +45,12 @@ type fakeBackend struct {
 	ranges []*pb.RangeRequest
 	maxKvs int // most key-values one Range returned
 	alarms []*pb.AlarmMember
+	hub    *watch.Hub
+}
+
+// errFakeUnsupported is what the fake answers for what it does not model.
+func errFakeUnsupported(what string) error {
+	return status.Errorf(codes.Unimplemented, "fake backend: %s is not supported", what)
 }
 
 func newFakeBackend() *fakeBackend {
@@ -97,6 +115,12 @@ func (f *fakeBackend) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeR
 	}
 	f.maxKvs = max(f.maxKvs, len(resp.Kvs))
 	return resp, nil
+}
+
+// RangePage is Range: the fake counts every page in full, which RangeStream
+// must not rely on.
+func (f *fakeBackend) RangePage(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	return f.Range(ctx, r)
 }
 
 func (f *fakeBackend) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
@@ -165,13 +189,101 @@ func (f *fakeBackend) Status() server.Status {
 	return st
 }
 
+func (f *fakeBackend) ClusterID() uint64 { return f.Status().ClusterID }
+func (f *fakeBackend) MemberID() uint64  { return f.Status().MemberID }
+func (f *fakeBackend) Term() uint64      { return f.Status().RaftTerm }
+func (f *fakeBackend) IsLearner() bool   { return f.Status().IsLearner }
+
+func (f *fakeBackend) ResponseHeader() *pb.ResponseHeader {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.hdr()
+}
+
+func (f *fakeBackend) WatchHub() *watch.Hub { return f.hub }
+
+// Alarms lists the alarms a test set in f.alarms.
+func (f *fakeBackend) Alarms() []*pb.AlarmMember {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.alarms
+}
+
+// Alarm lists the alarms; the fake cannot change them (alarmingBackend can).
+func (f *fakeBackend) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	if r.Action != pb.AlarmRequest_GET {
+		return nil, errFakeUnsupported("changing alarms")
+	}
+	return &pb.AlarmResponse{Alarms: f.Alarms()}, nil
+}
+
+func (f *fakeBackend) LeaseGrant(context.Context, *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	return nil, errFakeUnsupported("LeaseGrant")
+}
+
+func (f *fakeBackend) LeaseRevoke(context.Context, *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	return nil, errFakeUnsupported("LeaseRevoke")
+}
+
+func (f *fakeBackend) LeaseRenew(context.Context, int64) (int64, error) {
+	return -1, errFakeUnsupported("LeaseRenew")
+}
+
+func (f *fakeBackend) LeaseTimeToLive(context.Context, *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	return nil, errFakeUnsupported("LeaseTimeToLive")
+}
+
+func (f *fakeBackend) LeaseLeases(context.Context, *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	return nil, errFakeUnsupported("LeaseLeases")
+}
+
+func (f *fakeBackend) MemberList(context.Context, bool) ([]membership.Member, error) {
+	return nil, errFakeUnsupported("MemberList")
+}
+
+func (f *fakeBackend) MemberAdd(context.Context, []string, bool) (membership.Member, []membership.Member, error) {
+	return membership.Member{}, nil, errFakeUnsupported("MemberAdd")
+}
+
+func (f *fakeBackend) MemberRemove(context.Context, uint64) ([]membership.Member, error) {
+	return nil, errFakeUnsupported("MemberRemove")
+}
+
+func (f *fakeBackend) MemberUpdate(context.Context, uint64, []string) ([]membership.Member, error) {
+	return nil, errFakeUnsupported("MemberUpdate")
+}
+
+func (f *fakeBackend) MemberPromote(context.Context, uint64) ([]membership.Member, error) {
+	return nil, errFakeUnsupported("MemberPromote")
+}
+
+func (f *fakeBackend) Hash(context.Context) (*pb.HashResponse, error) {
+	return nil, errFakeUnsupported("Hash")
+}
+
+func (f *fakeBackend) HashKV(context.Context, int64) (*pb.HashKVResponse, error) {
+	return nil, errFakeUnsupported("HashKV")
+}
+
+func (f *fakeBackend) Snapshot(context.Context) (*server.SnapshotStream, error) {
+	return nil, errFakeUnsupported("Snapshot")
+}
+
+func (f *fakeBackend) MoveLeader(context.Context, uint64) error {
+	return errFakeUnsupported("MoveLeader")
+}
+
+// The fake is a whole Backend.
+var _ Backend = (*fakeBackend)(nil)
+
 func (f *fakeBackend) setStatus(fn func(*server.Status)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn(&f.status)
 }
 
-// alarmingBackend is a fakeBackend that also keeps alarms.
+// alarmingBackend is a fakeBackend that can also activate and deactivate
+// alarms.
 type alarmingBackend struct{ *fakeBackend }
 
 func (a alarmingBackend) Alarms() []*pb.AlarmMember {

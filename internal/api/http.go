@@ -130,7 +130,7 @@ func (h *httpService) health(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *httpService) checkHealth(ctx context.Context, excluded map[string]bool, serializable bool) healthDoc {
-	for _, a := range h.alarms() {
+	for _, a := range h.b.Alarms() {
 		if excluded[a.Alarm.String()] {
 			continue
 		}
@@ -152,13 +152,6 @@ func (h *httpService) checkHealth(ctx context.Context, excluded map[string]bool,
 	return healthDoc{"true", ""}
 }
 
-func (h *httpService) alarms() []*pb.AlarmMember {
-	if a, ok := h.b.(Alarmer); ok {
-		return a.Alarms()
-	}
-	return nil
-}
-
 // read makes the one-key read a health check rests on: it goes through the
 // same path as a client's (read index unless serializable, then the store).
 func (h *httpService) read(ctx context.Context, serializable bool) error {
@@ -174,7 +167,7 @@ func (h *httpService) readCheck(serializable bool) func(context.Context) error {
 
 func (h *httpService) alarmCheck(t pb.AlarmType) func(context.Context) error {
 	return func(context.Context) error {
-		for _, a := range h.alarms() {
+		for _, a := range h.b.Alarms() {
 			if a.Alarm == t {
 				return fmt.Errorf("alarm activated: %s", t)
 			}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"math"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -28,7 +27,9 @@ const firstStreamChunk = 10
 //     key limit doubles while pages come out under half the target and
 //     halves while they come out over twice of it.
 //
-// It pages through the backend's ordinary Range at the pinned revision,
+// It pages through the backend's RangePage at the pinned revision (which,
+// unlike Range, does not count the rest of the range on every page: that
+// would make streaming n keys cost O(n²/chunk) key visits instead of O(n)),
 // starting each page just after the last key of the previous one, so at most
 // one page of a range is held in memory however large the range is. Pages
 // after the first are read serializably: the first read already established
@@ -76,12 +77,8 @@ func (s *kvService) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingS
 		header *pb.ResponseHeader
 		count  int64
 	)
-	page := s.b.Range
-	if p, ok := s.b.(pager); ok {
-		page = p.RangePage
-	}
 	for {
-		resp, err := page(ctx, req)
+		resp, err := s.b.RangePage(ctx, req)
 		if err != nil {
 			return toGRPCError(err)
 		}
@@ -139,13 +136,6 @@ func (s *kvService) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingS
 		req.Key = next
 		req.Limit = min(nextChunkLimit(req.Limit, proto.Size(resp), s.streamChunkBytes), total-count)
 	}
-}
-
-// pager is a backend that can read a page of a range without counting the
-// rest of it, which turns streaming n keys from O(n²/chunk) key visits into
-// O(n). Its Count is meaningless; RangeStream counts separately.
-type pager interface {
-	RangePage(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error)
 }
 
 // nextChunkLimit picks the key limit of the next page from the last one and

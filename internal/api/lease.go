@@ -11,43 +11,11 @@ import (
 
 	"github.com/cairn-db/cairn/internal/lease"
 	"github.com/cairn-db/cairn/internal/mvcc"
-	"github.com/cairn-db/cairn/internal/server"
 )
-
-// LeaseBackend is what the Lease service needs from a cairn member;
-// *server.Server is to provide it. Every method may be called from many
-// goroutines at once.
-type LeaseBackend interface {
-	// LeaseGrant grants a lease through consensus, picking an ID when
-	// r.ID is 0. Errors: lease.ErrLeaseExists, lease.ErrLeaseTTLTooLarge,
-	// and the server's.
-	LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error)
-	// LeaseRevoke revokes a lease, deleting its keys, through consensus.
-	// Errors: lease.ErrLeaseNotFound, and the server's.
-	LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error)
-	// LeaseRenew renews a lease on the leader and returns its TTL.
-	// Errors: lease.ErrLeaseNotFound (answered as TTL 0, as etcd does),
-	// lease.ErrNotPrimary, and the server's.
-	LeaseRenew(ctx context.Context, id int64) (int64, error)
-	// LeaseTimeToLive reports a lease's remaining and granted TTL (and
-	// keys, if asked), as the leader sees them. Errors:
-	// lease.ErrLeaseNotFound (answered as TTL -1, as etcd does),
-	// lease.ErrNotPrimary, and the server's.
-	LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error)
-	// LeaseLeases lists every lease.
-	LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error)
-	// ResponseHeader returns a header describing the member now: cluster
-	// and member IDs, raft term and the current revision. It must be
-	// cheap: a keep-alive stream takes one per renewal.
-	ResponseHeader() *pb.ResponseHeader
-}
-
-// A member serves the Lease service.
-var _ LeaseBackend = (*server.Server)(nil)
 
 // RegisterLease registers etcd's Lease service, served by b, on gs. Call it
 // before gs serves (for example right after NewGRPCServer).
-func RegisterLease(gs *grpc.Server, b LeaseBackend) {
+func RegisterLease(gs *grpc.Server, b Backend) {
 	pb.RegisterLeaseServer(gs, &leaseService{b: b})
 }
 
@@ -58,7 +26,7 @@ func RegisterLease(gs *grpc.Server, b LeaseBackend) {
 // keep-alive's TTL 0 and TimeToLive's TTL -1 — into responses.
 type leaseService struct {
 	pb.UnimplementedLeaseServer
-	b LeaseBackend
+	b Backend
 }
 
 // leaseErrors maps the lease package's errors to etcd's statuses; the rest

@@ -21,10 +21,11 @@ import (
 	"github.com/cairn-db/cairn/internal/server"
 )
 
-// fakeLeases is an in-memory LeaseBackend: leases with fixed TTLs and
+// fakeLeases is the fake backend with in-memory leases: fixed TTLs and
 // keys, a revision that every grant and revoke moves, and an error to
-// return from every call when set.
+// return from every lease call when set.
 type fakeLeases struct {
+	*fakeBackend
 	mu       sync.Mutex
 	leases   map[int64]*fakeLease
 	nextID   int64
@@ -43,7 +44,7 @@ type fakeLease struct {
 }
 
 func newFakeLeases() *fakeLeases {
-	return &fakeLeases{leases: map[int64]*fakeLease{}, nextID: 1000, rev: 1}
+	return &fakeLeases{fakeBackend: newFakeBackend(), leases: map[int64]*fakeLease{}, nextID: 1000, rev: 1}
 }
 
 func (f *fakeLeases) hdrLocked() *pb.ResponseHeader {

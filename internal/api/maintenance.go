@@ -64,30 +64,16 @@ func (s *maintenanceService) Status(ctx context.Context, _ *pb.StatusRequest) (*
 	if st.Leader == 0 {
 		resp.Errors = append(resp.Errors, errNoLeaderText)
 	}
-	for _, a := range s.alarms() {
+	for _, a := range s.b.Alarms() {
 		resp.Errors = append(resp.Errors, a.String())
 	}
 	return resp, nil
 }
 
-func (s *maintenanceService) alarms() []*pb.AlarmMember {
-	if a, ok := s.b.(Alarmer); ok {
-		return a.Alarms()
-	}
-	return nil
-}
-
 func (s *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
-	var resp *pb.AlarmResponse
-	if a, ok := s.b.(Alarmer); ok {
-		var err error
-		if resp, err = a.Alarm(ctx, r); err != nil {
-			return nil, toGRPCError(err)
-		}
-	} else if r.GetAction() == pb.AlarmRequest_GET {
-		resp = &pb.AlarmResponse{}
-	} else {
-		return nil, status.Error(codes.Unimplemented, "cairn: this member keeps no alarms, so none can be activated or deactivated")
+	resp, err := s.b.Alarm(ctx, r)
+	if err != nil {
+		return nil, toGRPCError(err)
 	}
 	if resp.Header == nil {
 		resp.Header = header(s.b.Status())
@@ -106,75 +92,24 @@ func (s *maintenanceService) Defragment(ctx context.Context, _ *pb.DefragmentReq
 	return &pb.DefragmentResponse{}, nil
 }
 
-// Hasher is implemented by a Backend that can hash its whole state
-// (Maintenance.Hash); without it Hash answers codes.Unimplemented.
-type Hasher interface {
-	// Hash hashes the member's replicated state at the current revision,
-	// which the header carries (see server.Server.Hash).
-	Hash(ctx context.Context) (*pb.HashResponse, error)
-}
-
-// Snapshotter is implemented by a Backend that can stream a backup of its
-// state (Maintenance.Snapshot); without it Snapshot answers
-// codes.Unimplemented.
-type Snapshotter interface {
-	// Snapshot starts a backup of the member's state as it is now.
-	Snapshot(ctx context.Context) (*server.SnapshotStream, error)
-}
-
 // Hash answers with a hash of the member's whole replicated state at the
 // current revision. etcd hashes its bbolt file; cairn hashes its own
 // state, so the hash compares cairn members with each other (and with
 // `cairn snapshot status` of a backup), never with etcd.
 func (s *maintenanceService) Hash(ctx context.Context, _ *pb.HashRequest) (*pb.HashResponse, error) {
-	h, ok := s.b.(Hasher)
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.Hash is not implemented by this member")
-	}
-	resp, err := h.Hash(ctx)
+	resp, err := s.b.Hash(ctx)
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
 	return resp, nil
 }
 
-// HashKVer is implemented by a Backend that can hash its key history
-// (Maintenance.HashKV); without it HashKV answers codes.Unimplemented.
-type HashKVer interface {
-	// HashKV hashes the key history up to revision rev (0: the current
-	// one) from the compaction revision on; the header's revision is the
-	// current one. Errors: mvcc.ErrCompacted, mvcc.ErrFutureRev, the
-	// server's.
-	HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, error)
-}
-
-// LeaderMover is implemented by a Backend that can hand its leadership to
-// another member (Maintenance.MoveLeader); without it MoveLeader answers
-// codes.Unimplemented.
-type LeaderMover interface {
-	// MoveLeader makes target the leader; it must be called on the
-	// leader (server.ErrNotLeader otherwise) and returns once target
-	// leads.
-	MoveLeader(ctx context.Context, target uint64) error
-}
-
-var (
-	_ HashKVer    = (*server.Server)(nil)
-	_ LeaderMover = (*server.Server)(nil)
-	_ Hasher      = (*server.Server)(nil)
-	_ Snapshotter = (*server.Server)(nil)
-)
-
 // HashKV answers with the hash of the key history as etcd computes it, so
 // that members of one cluster (and an etcd member with the same history)
 // can be compared. A negative revision is refused as a future one, as etcd
 // refuses it.
 func (s *maintenanceService) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
-	h, ok := s.b.(HashKVer)
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.HashKV is not implemented by this member")
-	}
-	resp, err := h.HashKV(ctx, r.Revision)
+	resp, err := s.b.HashKV(ctx, r.Revision)
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -192,11 +127,7 @@ const snapshotChunk = 32 << 10
 // can check. Unlike etcd's, the first response also carries a header
 // whose revision is the backup's.
 func (s *maintenanceService) Snapshot(_ *pb.SnapshotRequest, srv grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
-	sn, ok := s.b.(Snapshotter)
-	if !ok {
-		return status.Error(codes.Unimplemented, "cairn: Maintenance.Snapshot is not implemented by this member")
-	}
-	st, err := sn.Snapshot(srv.Context())
+	st, err := s.b.Snapshot(srv.Context())
 	if err != nil {
 		return toGRPCError(err)
 	}
@@ -233,16 +164,14 @@ func (s *maintenanceService) Snapshot(_ *pb.SnapshotRequest, srv grpc.ServerStre
 // etcdctl avoids by finding the leader first), the target must be a voting
 // member, and the response, sent once the target leads, has no header.
 func (s *maintenanceService) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
-	lm, ok := s.b.(LeaderMover)
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.MoveLeader is not implemented by this member")
-	}
-	if err := lm.MoveLeader(ctx, r.TargetID); err != nil {
+	if err := s.b.MoveLeader(ctx, r.TargetID); err != nil {
 		return nil, toGRPCError(err)
 	}
 	return &pb.MoveLeaderResponse{}, nil
 }
 
+// Downgrade answers codes.Unimplemented: cairn has one storage version and
+// no downgrade path yet.
 func (s *maintenanceService) Downgrade(context.Context, *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.Downgrade is not implemented yet")
 }

@@ -9,31 +9,19 @@ import (
 )
 
 // The fuzz targets decode arbitrary bytes as a request, exactly as gRPC
-// would, and hold validation to its contract: it returns nil or one of the
-// errors etcd's validation returns, and never panics. Seeds are the
+// would, and hold validation to the exact answer etcd gives for it (nil or
+// one particular error), as the validation model computes it
+// (validate_model_test.go), and to never panicking. Seeds are the
 // validation table's requests (added below) and the files under
 // testdata/fuzz.
 
-var validationErrors = []error{
-	rpctypes.ErrGRPCEmptyKey,
-	rpctypes.ErrGRPCKeyNotFound,
-	rpctypes.ErrGRPCValueProvided,
-	rpctypes.ErrGRPCLeaseProvided,
-	rpctypes.ErrGRPCTooManyOps,
-	rpctypes.ErrGRPCDuplicateKey,
-	rpctypes.ErrGRPCInvalidSortOption,
-}
-
-func checkValidationResult(t *testing.T, req proto.Message, err error) {
-	if err == nil {
-		return
+// checkValidationResult fails unless validation answered req exactly as
+// the model does.
+func checkValidationResult(t *testing.T, req proto.Message, got, want error) {
+	t.Helper()
+	if !sameError(got, want) {
+		t.Fatalf("validation of %v returned %v; etcd answers %v", req, got, want)
 	}
-	for _, e := range validationErrors {
-		if err == e {
-			return
-		}
-	}
-	t.Fatalf("validation of %v returned %v, which is not one of etcd's validation errors", req, err)
 }
 
 func addSeeds[T proto.Message](f *testing.F) {
@@ -55,11 +43,8 @@ func FuzzRangeRequest(f *testing.F) {
 		if proto.Unmarshal(data, r) != nil {
 			return
 		}
-		checkValidationResult(t, r, checkRange(r))
-		err := checkRangeStream(r)
-		if err != errStreamSort && err != errStreamRevFilter {
-			checkValidationResult(t, r, err)
-		}
+		checkValidationResult(t, r, checkRange(r), modelRange(r))
+		checkValidationResult(t, r, checkRangeStream(r), modelRangeStream(r))
 	})
 }
 
@@ -70,7 +55,7 @@ func FuzzPutRequest(f *testing.F) {
 		if proto.Unmarshal(data, r) != nil {
 			return
 		}
-		checkValidationResult(t, r, checkPut(r))
+		checkValidationResult(t, r, checkPut(r), modelPut(r))
 	})
 }
 
@@ -81,7 +66,7 @@ func FuzzDeleteRangeRequest(f *testing.F) {
 		if proto.Unmarshal(data, r) != nil {
 			return
 		}
-		checkValidationResult(t, r, checkDelete(r))
+		checkValidationResult(t, r, checkDelete(r), modelDelete(r))
 	})
 }
 
@@ -95,7 +80,7 @@ func FuzzTxnRequest(f *testing.F) {
 		// A small limit too, so that nesting exhausts it.
 		for _, limit := range []int{DefaultMaxTxnOps, 3} {
 			err := checkTxn(r, limit)
-			checkValidationResult(t, r, err)
+			checkValidationResult(t, r, err, modelTxn(r, limit))
 			if again := checkTxn(r, limit); again != err {
 				t.Fatalf("validation is not deterministic: %v, then %v", err, again)
 			}

@@ -12,22 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/watch"
 )
-
-// WatchHeaderSource fills the headers of watch responses; *server.Server
-// provides it. Its methods are called for every response, from many
-// goroutines, so they must be cheap.
-type WatchHeaderSource interface {
-	ClusterID() uint64
-	MemberID() uint64
-	// Term is the current raft term.
-	Term() uint64
-}
-
-// A member provides the headers.
-var _ WatchHeaderSource = (*server.Server)(nil)
 
 // WatchOptions configure the Watch service. Zero fields take etcd's
 // defaults.
@@ -41,10 +27,15 @@ type WatchOptions struct {
 }
 
 // RegisterWatch registers etcd's Watch service on gs, serving every
-// stream from hub, with response headers from hs. The interceptors gs was
-// built with apply to it (NewGRPCServer's refuse a stream that requires a
-// leader when there is none).
-func RegisterWatch(gs *grpc.Server, hub *watch.Hub, hs WatchHeaderSource, o WatchOptions) {
+// stream from b's watch hub, with response headers from b. The
+// interceptors gs was built with apply to it (NewGRPCServer's refuse a
+// stream that requires a leader when there is none). It panics if b has
+// no hub.
+func RegisterWatch(gs *grpc.Server, b Backend, o WatchOptions) {
+	hub := b.WatchHub()
+	if hub == nil {
+		panic("api: RegisterWatch: the backend has no watch hub")
+	}
 	if o.MaxRequestBytes == 0 {
 		o.MaxRequestBytes = DefaultMaxRequestBytes
 	}
@@ -53,7 +44,7 @@ func RegisterWatch(gs *grpc.Server, hub *watch.Hub, hs WatchHeaderSource, o Watc
 	}
 	pb.RegisterWatchServer(gs, &watchService{
 		hub:       hub,
-		hs:        hs,
+		b:         b,
 		fragLimit: int(o.MaxRequestBytes) + grpcOverheadBytes,
 		log:       o.Logger,
 	})
@@ -62,8 +53,8 @@ func RegisterWatch(gs *grpc.Server, hub *watch.Hub, hs WatchHeaderSource, o Watc
 type watchService struct {
 	pb.UnimplementedWatchServer
 	hub       *watch.Hub
-	hs        WatchHeaderSource
-	fragLimit int // response size from which fragmentation splits
+	b         Backend // fills the headers
+	fragLimit int     // response size from which fragmentation splits
 	log       *slog.Logger
 }
 
@@ -218,10 +209,10 @@ func (ws *watchService) sendLoop(ctx context.Context, stream pb.Watch_WatchServe
 func (ws *watchService) send(stream pb.Watch_WatchServer, r *watch.Response) error {
 	wr := &pb.WatchResponse{
 		Header: &pb.ResponseHeader{
-			ClusterId: ws.hs.ClusterID(),
-			MemberId:  ws.hs.MemberID(),
+			ClusterId: ws.b.ClusterID(),
+			MemberId:  ws.b.MemberID(),
 			Revision:  r.Revision,
-			RaftTerm:  ws.hs.Term(),
+			RaftTerm:  ws.b.Term(),
 		},
 		WatchId:         r.WatchID,
 		Created:         r.Created,

@@ -14,16 +14,10 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/storage"
 	"github.com/cairn-db/cairn/internal/watch"
 )
-
-// watchHeaders is a fixed HeaderSource.
-type watchHeaders struct{}
-
-func (watchHeaders) ClusterID() uint64 { return 11 }
-func (watchHeaders) MemberID() uint64  { return 22 }
-func (watchHeaders) Term() uint64      { return 3 }
 
 // watchServed is the Watch service on 127.0.0.1 over a real mvcc store,
 // written to the way the apply loop writes (Write, commit, Done, Notify).
@@ -49,7 +43,11 @@ func serveWatch(t *testing.T, wo watch.Options, o WatchOptions) *watchServed {
 	hub := watch.New(st, wo)
 	// The cleanup closes the store after Stop: handlers must be done.
 	gs := grpc.NewServer(grpc.WaitForHandlers(true))
-	RegisterWatch(gs, hub, watchHeaders{}, o)
+	// The fake backend serves the hub, with headers of its own.
+	b := newFakeBackend()
+	b.hub = hub
+	b.setStatus(func(st *server.Status) { st.ClusterID, st.MemberID, st.RaftTerm = 11, 22, 3 })
+	RegisterWatch(gs, b, o)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -38,22 +38,26 @@
 // "existing" and the current members in InitialCluster. NewConfig leaves
 // ListenPeerURLs empty, so members embedded in tests take no fixed port;
 // without a peer listener a member can only be a cluster of one. Each
-// client listener serves KV, Maintenance, Watch, Lease and Cluster.
+// client listener serves KV, Maintenance, Watch, Lease and Cluster; Auth
+// answers codes.Unimplemented, as cairn has no auth yet.
 //
 // Every client listener also serves etcd's Lock and Election services
 // (internal/lockelect), and with EnableGRPCGateway their JSON paths
 // (/v3/lock/lock, /v3/election/campaign, ...). They keep their state in
 // ordinary keys, through the member's self-client: a clientv3 client of the
-// member's own KV, Watch and Lease services over an in-process listener
-// that the first client listener's gRPC server also serves. That listener
-// needs no TLS whatever the client URLs require, and its calls pass through
-// the same interceptors as any client's; the caller's auth token goes along
+// member's own KV, Watch and Lease services over a unix socket that the
+// first client listener's gRPC server also serves. The socket is
+// self.sock in the data directory (bound once the data directory is open;
+// a short private temporary directory instead when that path is too long
+// for a socket), where only the member's user can reach it: it needs no
+// TLS whatever the client URLs require, and its calls pass through the
+// same interceptors as any client's; the caller's auth token goes along
 // with each call. Close closes the self-client once the servers stop.
 //
 // With EnableGRPCGateway the JSON gateway also serves Watch (/v3/watch,
 // streamed), Lease (/v3/lease/..., /v3/kv/lease/...) and Cluster
-// (/v3/cluster/...) through the same in-process connection; KV and
-// Maintenance go straight to their services.
+// (/v3/cluster/...) through a connection of its own over the same socket;
+// KV and Maintenance go straight to their services.
 //
 // Close first ends open streams (watches, keep-alives) with "server
 // stopped", so clients resume on another member, then hands the leadership

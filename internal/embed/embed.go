@@ -89,32 +89,9 @@ func Start(cfg *Config) (*Member, error) {
 	m := &Member{cfg: cfg, lg: lg, errc: make(chan error, 1), closing: make(chan struct{})}
 	// Bind first, as etcd does: a port in use fails before the data
 	// directory is touched.
-	for _, raw := range cfg.ListenClientURLs {
-		cl, err := listen(raw)
-		if err != nil {
-			m.closeListeners()
-			return nil, err
-		}
-		m.listeners = append(m.listeners, cl)
-		m.clientURLs = append(m.clientURLs, cl.url)
-	}
-	for _, raw := range cfg.ListenClientHTTPURLs {
-		cl, err := listen(raw)
-		if err != nil {
-			m.closeListeners()
-			return nil, err
-		}
-		m.httpOnly = append(m.httpOnly, cl)
-		m.httpURLs = append(m.httpURLs, cl.url)
-	}
-	for _, raw := range cfg.ListenMetricsURLs {
-		cl, err := listen(raw)
-		if err != nil {
-			m.closeListeners()
-			return nil, err
-		}
-		m.httpOnly = append(m.httpOnly, cl)
-		m.metricsURLs = append(m.metricsURLs, cl.url)
+	if err := m.listenClients(); err != nil {
+		m.closeListeners()
+		return nil, err
 	}
 	for _, raw := range cfg.ListenPeerURLs {
 		pl, err := listenPeer(raw)
@@ -161,6 +138,31 @@ func Start(cfg *Config) (*Member, error) {
 	return m, nil
 }
 
+// listenClients binds the client, client HTTP and metrics URLs, in that
+// order, recording each listener and the URL it is bound to. On an error
+// the listeners bound so far are left for closeListeners.
+func (m *Member) listenClients() error {
+	for _, group := range []struct {
+		raws []string
+		ls   *[]*clientListener
+		urls *[]string
+	}{
+		{m.cfg.ListenClientURLs, &m.listeners, &m.clientURLs},
+		{m.cfg.ListenClientHTTPURLs, &m.httpOnly, &m.httpURLs},
+		{m.cfg.ListenMetricsURLs, &m.httpOnly, &m.metricsURLs},
+	} {
+		for _, raw := range group.raws {
+			cl, err := listen(raw)
+			if err != nil {
+				return err
+			}
+			*group.ls = append(*group.ls, cl)
+			*group.urls = append(*group.urls, cl.url)
+		}
+	}
+	return nil
+}
+
 func listen(raw string) (*clientListener, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -188,7 +190,7 @@ func (m *Member) serve(cl *clientListener, opts api.Options, handler http.Handle
 	cl.grpc = api.NewGRPCServer(m.srv, opts)
 	api.RegisterCluster(cl.grpc, m.srv)
 	api.RegisterLease(cl.grpc, m.srv)
-	api.RegisterWatch(cl.grpc, m.srv.WatchHub(), m.srv, api.WatchOptions{MaxRequestBytes: m.cfg.MaxRequestBytes, Logger: m.lg})
+	api.RegisterWatch(cl.grpc, m.srv, api.WatchOptions{MaxRequestBytes: m.cfg.MaxRequestBytes, Logger: m.lg})
 	m.registerSelf(cl.grpc)
 	cl.http = &http.Server{
 		Handler:           handler,

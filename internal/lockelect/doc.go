@@ -8,7 +8,7 @@
 // with clientv3's concurrency.Mutex or etcdctl on the same name, and the other
 // way round. Every cairn member serves both services, and their JSON gateway,
 // on each client URL (internal/embed), backed by a client that dials the
-// member over an in-process listener.
+// member over a unix socket in its data directory.
 //
 // # Keys
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -111,34 +112,89 @@ func TestFrameRoundTrip(t *testing.T) {
 	}
 }
 
+// Allocation bounds FuzzStreamDecode holds the decoders to.
+const (
+	// fuzzMessageLimit is the message frame limit the fuzz target reads
+	// with.
+	fuzzMessageLimit = 1 << 16
+	// readerBufferBytes is what newFrameReader's buffered reader
+	// allocates.
+	readerBufferBytes = 64 << 10
+	// decodeBytesPerByte bounds what decoding a message allocates per
+	// byte of it: protobuf builds Go structs far larger than their
+	// encoding (an empty entry of 2 bytes becomes a 48-byte raftpb.Entry
+	// and an empty response of 2 bytes a raftpb.Message of about 200, in
+	// slices that grow by doubling), about 126 bytes per byte at worst.
+	decodeBytesPerByte = 256
+	// allocSlack covers small allocations (errors, io.Copy's buffer) and
+	// whatever another goroutine of the test process allocates meanwhile.
+	allocSlack = 256 << 10
+)
+
+// bytesAllocated returns how many bytes the process allocated while f ran.
+func bytesAllocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
 // FuzzStreamDecode feeds arbitrary bytes to the receiving side's decoders:
-// they must fail cleanly, never panic or allocate past the limits.
+// they must fail cleanly, never panic, and never allocate past the limits.
+// A frame's declared length is checked against its type's limit before a
+// buffer is allocated for it, so reading frames costs at most the reader's
+// buffer, the payloads actually received, and one buffer of at most the
+// limit for a frame cut short; decoding a message costs at most
+// decodeBytesPerByte per byte of it. A frame that declares more than its
+// limit (4 GiB, say, in a 5-byte input) must cost nothing of the kind: the
+// seeds include such frames for both readers.
 func FuzzStreamDecode(f *testing.F) {
 	f.Add(frames(msgApp(1, 2, 1, []byte("data")), heartbeat(1, 2)))
 	f.Add(append(appendFrameHeader(nil, framePing, pingLen), make([]byte, pingLen)...))
 	f.Add(append(appendFrameHeader(nil, frameData, 3), 1, 2, 3))
 	f.Add(appendFrameHeader(nil, frameEnd, endLen))
 	f.Add([]byte{frameMessage, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{frameData, 0xff, 0xff, 0xff, 0xff})
+	// Declared past the limits, by a little and by a lot.
+	f.Add(appendFrameHeader(nil, frameMessage, fuzzMessageLimit+1))
+	f.Add(appendFrameHeader(nil, frameMessage, 1<<20))
+	f.Add(appendFrameHeader(nil, frameData, maxDataFrameLen+1))
+	f.Add(appendFrameHeader(nil, frameData, 64<<20))
+	// Declared at the limits and cut short.
+	f.Add(append(appendFrameHeader(nil, frameMessage, fuzzMessageLimit), 1, 2, 3))
+	f.Add(append(appendFrameHeader(nil, frameData, maxDataFrameLen), 1, 2, 3))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		fr := newFrameReader(bytes.NewReader(in))
-		for {
-			typ, p, err := fr.next(func(typ byte) int {
+		n := uint64(len(in))
+		got := bytesAllocated(func() {
+			fr := newFrameReader(bytes.NewReader(in))
+			for {
+				typ, p, err := fr.next(func(typ byte) int {
+					if typ == frameMessage {
+						return fuzzMessageLimit
+					}
+					if typ == framePing {
+						return pingLen
+					}
+					return -1
+				})
+				if err != nil {
+					break
+				}
 				if typ == frameMessage {
-					return 1 << 16
+					_, _ = decodeMessage(p)
 				}
-				if typ == framePing {
-					return pingLen
-				}
-				return -1
-			})
-			if err != nil {
-				break
 			}
-			if typ == frameMessage {
-				_, _ = decodeMessage(p)
-			}
+		})
+		if limit := readerBufferBytes + fuzzMessageLimit + (1+decodeBytesPerByte)*n + allocSlack; got > limit {
+			t.Fatalf("reading and decoding the frames of a %d-byte input allocated %d bytes, more than the %d its limits allow", n, got, limit)
 		}
-		sr := &snapshotReader{fr: newFrameReader(bytes.NewReader(in)), declared: -1}
-		_, _ = io.Copy(io.Discard, sr)
+		got = bytesAllocated(func() {
+			sr := &snapshotReader{fr: newFrameReader(bytes.NewReader(in)), declared: -1}
+			_, _ = io.Copy(io.Discard, sr)
+		})
+		if limit := readerBufferBytes + maxDataFrameLen + n + allocSlack; got > limit {
+			t.Fatalf("reading a %d-byte input as snapshot data allocated %d bytes, more than the %d its limits allow", n, got, limit)
+		}
 	})
 }
