@@ -16,7 +16,7 @@
 //	        leader is known; until then they wait in the inbox)
 //	    while raft has a Ready:
 //	        leader: send messages
-//	        committed entries already on disk → Committed()
+//	        committed entries on disk and below this Ready's entries → Committed()
 //	        entries + hard state → ONE Pebble batch (synced if raft says so)
 //	        other committed entries → Committed(); follower: send messages
 //	        read states → Config.OnReadStates
@@ -59,6 +59,12 @@
 // ConfState (StageConfState). Entries reach the apply side only after they
 // are in the log, so after a crash the engine's applied index never exceeds
 // the last log index; anything applied but lost is replayed from the log.
+// "In the log" means at that index with that term: a Ready whose entries
+// replace a stored tail (a new leader overwriting a follower's uncommitted
+// entries) may commit entries at indexes the store already holds with an
+// older term, and those wait for the Ready's write like any new entry.
+// Committed entries go out early, overlapping the write, only below the
+// Ready's first entry.
 // The apply batch may land before the hard state that raised the commit
 // index to cover it; Start therefore raises the commit index to the applied
 // index, which is safe because only committed entries are ever applied.
