@@ -43,9 +43,9 @@ func (r *recTransport) await(t *testing.T, what string, skip int, match func(*ra
 	return found, n
 }
 
-// storedTerm reads the term of entry index straight from the engine, the
+// durableTerm reads the term of entry index straight from the engine, the
 // durable log, or 0 if there is no such entry.
-func storedTerm(t *testing.T, eng *storage.Engine, index uint64) uint64 {
+func durableTerm(t *testing.T, eng *storage.Engine, index uint64) uint64 {
 	t.Helper()
 	var kb [entryKeyLen]byte
 	v, err := eng.Get(entryKey(kb[:], index))
@@ -109,7 +109,7 @@ func TestFollowerAppliesOnlyDurableEntries(t *testing.T) {
 			select {
 			case c := <-hooked.committedc:
 				for _, e := range c.Entries {
-					if got := storedTerm(t, eng, e.GetIndex()); got != e.GetTerm() {
+					if got := durableTerm(t, eng, e.GetIndex()); got != e.GetTerm() {
 						ahead = append(ahead, e.String())
 					}
 					early = append(early, e)
@@ -157,7 +157,7 @@ func TestFollowerAppliesOnlyDurableEntries(t *testing.T) {
 			t.Fatalf("committed entry %d = %v, want index %d term 3", i, e, 4+i)
 		}
 	}
-	if a, b := storedTerm(t, eng, 5), storedTerm(t, eng, 6); a != 3 || b != 0 {
+	if a, b := durableTerm(t, eng, 5), durableTerm(t, eng, 6); a != 3 || b != 0 {
 		t.Fatalf("durable log: entry 5 at term %d, entry 6 at term %d; want 3 and none", a, b)
 	}
 }
