@@ -90,9 +90,13 @@
 //	{ uvarint key length | key | uvarint value length | value }   keys ascending
 //	0 (uvarint) | record count (8 BE)
 //
-// The current and the previous snapshot are kept for raft to offer; a
-// stream holds its own reference, so a snapshot superseded mid-transfer is
-// released only when the transfer ends.
+// The current and the previous snapshot are kept for raft to offer while
+// some follower waits for one (its progress is in StateSnapshot); once the
+// transport has reported every transfer finished or failed, the Ready loop
+// lets them go, since an open Pebble snapshot keeps everything deleted
+// after it from being reclaimed. A stream holds its own reference, so a
+// snapshot superseded or let go mid-transfer is released only when the
+// transfer ends.
 //
 // Receiving: ReceiveSnapshot checks the stream (format, key order, only
 // replicated keys, the applied index matching the MsgSnap) and keeps it as

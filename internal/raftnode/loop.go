@@ -9,6 +9,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -40,6 +41,7 @@ func (n *Node) run() {
 				return
 			}
 		}
+		n.releaseOfferedSnapshots()
 		if campaignPending {
 			campaignPending = n.maybeCampaign()
 			if !campaignPending && n.rn.HasReady() {
@@ -274,6 +276,31 @@ func durableBefore(ents, unstable []*raftpb.Entry, log *LogStore) int {
 		return cmp.Compare(e.GetIndex(), index)
 	})
 	return i
+}
+
+// releaseOfferedSnapshots drops the Pebble snapshots kept for followers
+// once no follower waits for one. An open Pebble snapshot keeps every key
+// version deleted after it, so holding it until the next snapshot (maybe
+// never) would stop compactions from reclaiming anything deleted since.
+// Raft's progress for a follower leaves StateSnapshot when the transport
+// reports the transfer finished or failed (ReportSnapshot), when the
+// follower acknowledges the snapshot's index another way, or when this
+// member stops leading. A MsgSnap not yet opened by the transport has its
+// follower still in StateSnapshot, so its snapshot stays; a stream already
+// open holds a reference of its own.
+func (n *Node) releaseOfferedSnapshots() {
+	if !n.log.out.holding() {
+		return
+	}
+	waiting := false
+	if n.IsLeader() {
+		n.rn.WithProgress(func(_ uint64, _ raft.ProgressType, pr tracker.Progress) {
+			waiting = waiting || pr.State == tracker.StateSnapshot
+		})
+	}
+	if !waiting {
+		n.log.out.close()
+	}
 }
 
 // handOff queues committed entries or a snapshot for the apply loop,

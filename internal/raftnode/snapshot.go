@@ -70,6 +70,13 @@ func (o *outSnapshots) releaseLocked(s *outSnapshot) {
 	}
 }
 
+// holding reports whether the cache holds a snapshot.
+func (o *outSnapshots) holding() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.cur != nil || o.prev != nil
+}
+
 // close drops the cache's references; streams still open finish first.
 func (o *outSnapshots) close() {
 	o.mu.Lock()
