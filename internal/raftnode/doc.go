@@ -101,7 +101,11 @@
 // Receiving: ReceiveSnapshot checks the stream (format, key order, only
 // replicated keys, the applied index matching the MsgSnap) and keeps it as
 // it came in <data dir>/snap, once the transport's end frame checked out.
-// Nothing in the engine changes yet.
+// Nothing in the engine changes yet. The record lengths come from the
+// sender, so a key or value is allocated as its bytes arrive, never at the
+// declared length up front. Step drops a MsgSnap whose data was not
+// received this way (one that came on the message stream, say): raft
+// would take it, and the member fail the install and stop.
 //
 // Installing: raft's Ready carries the snapshot; the Ready loop hands it to
 // the apply side (Committed.Snapshot) and waits. The apply side stops

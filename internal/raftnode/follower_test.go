@@ -1,6 +1,8 @@
 package raftnode
 
 import (
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -159,5 +161,85 @@ func TestFollowerAppliesOnlyDurableEntries(t *testing.T) {
 	}
 	if a, b := durableTerm(t, eng, 5), durableTerm(t, eng, 6); a != 3 || b != 0 {
 		t.Fatalf("durable log: entry 5 at term %d, entry 6 at term %d; want 3 and none", a, b)
+	}
+}
+
+// TestFollowerDropsSnapshotItNeverReceived: a MsgSnap is only good with
+// the data the transport stored beside it (ReceiveSnapshot). One that
+// arrives without it, from a broken or hostile peer, must not reach raft:
+// raft would take the snapshot, and the member would fail to install it
+// and stop. The same message once the data is there goes through.
+func TestFollowerDropsSnapshotItNeverReceived(t *testing.T) {
+	eng := openEngine(t, t.TempDir())
+	defer eng.Close()
+	tr := &recTransport{}
+	n := startFollower(t, eng, tr)
+	defer n.Stop()
+	snaps := make(chan *raftpb.Snapshot, 1)
+	go func() {
+		for {
+			select {
+			case c := <-n.Committed():
+				if c.Snapshot != nil {
+					snaps <- c.Snapshot
+					return
+				}
+			case <-n.Done():
+				return
+			}
+		}
+	}()
+	msgSnap := &raftpb.Message{
+		Type: raftpb.MsgSnap.Enum(), From: new(uint64(2)), To: new(uint64(1)), Term: new(uint64(3)),
+		Snapshot: &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{
+			Index: new(uint64(20)), Term: new(uint64(3)), ConfState: &raftpb.ConfState{Voters: []uint64{1, 2, 3}},
+		}},
+	}
+	n.Step(msgSnap)
+	n.Step(&raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(2)), To: new(uint64(1)), Term: new(uint64(3)), Commit: new(uint64(3))})
+	var handed *raftpb.Snapshot
+	waitFor(t, "the heartbeat's answer (or the snapshot)", func() bool {
+		select {
+		case handed = <-snaps:
+			return true
+		default:
+		}
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for _, m := range tr.sent {
+			if m.GetType() == raftpb.MsgHeartbeatResp {
+				return true
+			}
+		}
+		return false
+	})
+	if handed != nil {
+		t.Fatalf("a snapshot that was never received went to the apply side: %v", handed.GetMetadata())
+	}
+	select {
+	case s := <-snaps:
+		t.Fatalf("a snapshot that was never received went to the apply side: %v", s.GetMetadata())
+	default:
+	}
+	if st := n.Status(); st.Commit != 3 || st.LastIndex != 6 {
+		t.Fatalf("after the dropped snapshot: commit %d, last index %d; want 3 and 6", st.Commit, st.LastIndex)
+	}
+
+	// The data arrives (the transport stored it): now raft gets it.
+	dir := filepath.Join(eng.Dir(), snapDirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, snapFileName(20, 3)), []byte("stand-in"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.Step(msgSnap)
+	select {
+	case s := <-snaps:
+		if s.GetMetadata().GetIndex() != 20 {
+			t.Fatalf("snapshot at %d, want 20", s.GetMetadata().GetIndex())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a received snapshot never reached the apply side")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -106,6 +107,13 @@ func (s *LogStore) ReceiveSnapshot(m *raftpb.Message, r io.Reader) error {
 	return nil
 }
 
+// received reports whether the data of the snapshot md describes was
+// received and kept, ready to install.
+func (s *LogStore) received(md *raftpb.SnapshotMetadata) bool {
+	_, err := os.Stat(filepath.Join(snapDir(s.eng), snapFileName(md.GetIndex(), md.GetTerm())))
+	return err == nil
+}
+
 // readSnapshot parses a snapshot stream at index and term, checking every
 // key against spans and the applied index, and hands each record to put
 // (if not nil). It reads up to the trailer, not to io.EOF.
@@ -140,8 +148,7 @@ func readSnapshot(r io.Reader, index, term uint64, spans []span, put func(k, v [
 		if kl > 1<<30 {
 			return fmt.Errorf("%w: key of %d bytes", errSnapshotStream, kl)
 		}
-		key = grow(key, int(kl))
-		if _, err := io.ReadFull(br, key); err != nil {
+		if key, err = readField(br, key, int(kl)); err != nil {
 			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		vl, err := binary.ReadUvarint(br)
@@ -151,8 +158,7 @@ func readSnapshot(r io.Reader, index, term uint64, spans []span, put func(k, v [
 		if vl > 1<<31 {
 			return fmt.Errorf("%w: value of %d bytes", errSnapshotStream, vl)
 		}
-		value = grow(value, int(vl))
-		if _, err := io.ReadFull(br, value); err != nil {
+		if value, err = readField(br, value, int(vl)); err != nil {
 			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		if prev != nil && bytes.Compare(key, prev) <= 0 {
@@ -198,11 +204,32 @@ func eofIsUnexpected(err error) error {
 	return err
 }
 
-func grow(b []byte, n int) []byte {
-	if cap(b) < n {
-		return make([]byte, n)
+// fieldStep is how much of a key or value longer than the buffer at hand
+// is allocated before its bytes arrive.
+const fieldStep = 64 << 10
+
+// readField reads an n-byte key or value into buf if it fits, or else into
+// a buffer that grows with the bytes received (doubling, from fieldStep):
+// the length comes from the sender, and a length alone must not make the
+// member allocate up to the 1 or 2 GiB a record may declare.
+func readField(r io.Reader, buf []byte, n int) ([]byte, error) {
+	if n <= cap(buf) {
+		p := buf[:n]
+		_, err := io.ReadFull(r, p)
+		return p, err
 	}
-	return b[:n]
+	p := make([]byte, 0, min(n, fieldStep))
+	for len(p) < n {
+		if len(p) == cap(p) {
+			p = slices.Grow(p, min(n, 2*cap(p))-len(p))
+		}
+		m, err := io.ReadFull(r, p[len(p):min(n, cap(p))])
+		p = p[:len(p)+m]
+		if err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
 
 func inSpans(spans []span, key []byte) bool {
