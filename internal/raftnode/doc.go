@@ -167,7 +167,11 @@
 //
 // Received snapshots wait in <data dir>/snap as
 // <index:16 hex>-<term:16 hex>.snap (the stream as received) until their
-// install has finished.
+// install has finished. A file is written under a temporary name, synced,
+// and renamed into place; the snap directory's creation and the rename are
+// made durable with directory fsyncs (storage.MkdirAllSynced,
+// storage.RenameSynced) before raft hears of the snapshot, so an install
+// record never outlives, in a power loss, the file it needs.
 //
 // The first stored entry is the one after the truncation point; raft's
 // FirstIndex is truncation index + 1.

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -89,6 +90,10 @@ type LogStore struct {
 	// out holds the snapshots offered to followers.
 	out outSnapshots
 
+	// fs holds the received snapshot files (in <data dir>/snap):
+	// vfs.Default, or a filesystem a test controls.
+	fs vfs.FS
+
 	// testHookRead, set by tests, runs when a read has checked its bounds
 	// against the in-memory state and is about to read Pebble.
 	testHookRead func()
@@ -97,7 +102,7 @@ type LogStore struct {
 // OpenLogStore loads the log state kept in eng. A new engine yields an empty
 // log (first index 1, last index 0).
 func OpenLogStore(eng *storage.Engine) (*LogStore, error) {
-	s := &LogStore{eng: eng, maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
+	s := &LogStore{eng: eng, fs: vfs.Default, maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
 	s.mu.hardState = &raftpb.HardState{}
 	if v, err := eng.Get(keyHardState); err == nil {
 		hs, err := decodeHardState(v)

@@ -251,7 +251,7 @@ func Start(cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("raftnode: %w", err)
 	}
-	removeSnapshotFiles(cfg.Engine, ^uint64(0))
+	removeSnapshotFiles(ls.fs, cfg.Engine, ^uint64(0))
 	n := &Node{
 		cfg:        cfg,
 		log:        ls,

@@ -35,6 +35,11 @@
 // write makes every earlier unsynced batch durable too, and anything lost in
 // a crash is replayed from the raft log.
 //
+// A directory entry (a created data directory, a file renamed into place)
+// is durable only once its directory is synced: Open creates the data
+// directory with MkdirAllSynced, and the files a member depends on beside
+// Pebble's are moved into place with RenameSynced (see dirsync.go).
+//
 // # Exclusion
 //
 // Open takes an advisory lock (flock) on a file in the data directory for the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Keyspace prefixes; see the package doc for who owns each.
@@ -62,7 +63,9 @@ type Engine struct {
 // Open opens (creating if needed) the engine in dir. It returns ErrLocked,
 // wrapped with the directory, when another process holds dir.
 func Open(dir string, opts Options) (*Engine, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Pebble makes the entries it creates inside dir durable; dir's own
+	// entry in its parent is ours to sync.
+	if err := MkdirAllSynced(vfs.Default, dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: create data directory: %w", err)
 	}
 	lock, err := lockDir(dir)
