@@ -91,7 +91,7 @@ type LogStore struct {
 	out outSnapshots
 
 	// fs holds the received snapshot files (in <data dir>/snap):
-	// vfs.Default, or a filesystem a test controls.
+	// the engine's (storage.Engine.FS), or one a test controls.
 	fs vfs.FS
 
 	// testHookRead, set by tests, runs when a read has checked its bounds
@@ -102,7 +102,7 @@ type LogStore struct {
 // OpenLogStore loads the log state kept in eng. A new engine yields an empty
 // log (first index 1, last index 0).
 func OpenLogStore(eng *storage.Engine) (*LogStore, error) {
-	s := &LogStore{eng: eng, fs: vfs.Default, maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
+	s := &LogStore{eng: eng, fs: eng.FS(), maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
 	s.mu.hardState = &raftpb.HardState{}
 	if v, err := eng.Get(keyHardState); err == nil {
 		hs, err := decodeHardState(v)

@@ -390,10 +390,10 @@ func RecoverSnapshotInstall(eng *storage.Engine, localKeys [][]byte) (bool, erro
 	if err := proto.Unmarshal(v[16:], cs); err != nil {
 		return false, fmt.Errorf("raftnode: decode conf state of snapshot %d: %w", index, err)
 	}
-	if err := installFromFile(vfs.Default, eng, localKeys, index, term, cs); err != nil {
+	if err := installFromFile(eng.FS(), eng, localKeys, index, term, cs); err != nil {
 		return false, err
 	}
-	removeSnapshotFiles(vfs.Default, eng, index)
+	removeSnapshotFiles(eng.FS(), eng, index)
 	return true, nil
 }
 

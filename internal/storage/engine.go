@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,6 +45,9 @@ type Options struct {
 	NoSync bool
 	// CacheBytes is the size of Pebble's block cache; 0 picks a default.
 	CacheBytes int64
+	// FS is the filesystem the data directory lives on; nil is the
+	// operating system's. Crash tests pass vfs.NewCrashableMem.
+	FS vfs.FS
 }
 
 // Engine is one member's Pebble database. It is safe for concurrent use.
@@ -51,7 +55,8 @@ type Engine struct {
 	db     *pebble.DB
 	dir    string
 	noSync bool
-	lock   *os.File
+	fs     vfs.FS
+	lock   io.Closer
 
 	// gen counts the flushes and compactions that finished; see Generation.
 	gen     atomic.Uint64
@@ -65,10 +70,20 @@ type Engine struct {
 func Open(dir string, opts Options) (*Engine, error) {
 	// Pebble makes the entries it creates inside dir durable; dir's own
 	// entry in its parent is ours to sync.
-	if err := MkdirAllSynced(vfs.Default, dir, 0o700); err != nil {
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if err := MkdirAllSynced(fs, dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: create data directory: %w", err)
 	}
-	lock, err := lockDir(dir)
+	var lock io.Closer
+	var err error
+	if opts.FS == nil {
+		lock, err = lockDir(dir)
+	} else if lock, err = fs.Lock(filepath.Join(dir, lockFileName)); err != nil {
+		err = fmt.Errorf("%w: %s: %w", ErrLocked, dir, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -78,8 +93,9 @@ func Open(dir string, opts Options) (*Engine, error) {
 	}
 	c := pebble.NewCache(cache)
 	defer c.Unref()
-	e := &Engine{dir: dir, noSync: opts.NoSync, lock: lock}
+	e := &Engine{dir: dir, noSync: opts.NoSync, fs: fs, lock: lock}
 	popts := &pebble.Options{
+		FS:                 fs,
 		Cache:              c,
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       32 << 20, // each WAL is preallocated to 1.1x this: keep the idle footprint small
@@ -169,6 +185,10 @@ func lockDir(dir string) (*os.File, error) {
 
 // Dir returns the data directory the engine was opened in.
 func (e *Engine) Dir() string { return e.dir }
+
+// FS returns the filesystem the data directory lives on (Options.FS), for
+// the files a member keeps beside Pebble's.
+func (e *Engine) FS() vfs.FS { return e.fs }
 
 // DB returns the underlying Pebble database, for the packages that own a
 // keyspace and iterate it themselves.
