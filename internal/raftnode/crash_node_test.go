@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -38,8 +39,13 @@ func applyRecorder(t *testing.T, n *Node, eng *storage.Engine, stop <-chan struc
 			case c := <-n.Committed():
 				busy.Add(1)
 				if c.Snapshot != nil {
-					t.Error("unexpected snapshot")
-					return
+					if err := n.InstallSnapshot(c.Snapshot); err != nil {
+						t.Error(err)
+						return
+					}
+					n.AppliedTo(c.Snapshot.GetMetadata().GetIndex())
+					busy.Add(-1)
+					continue
 				}
 				b := eng.NewWriteBatch()
 				for _, e := range c.Entries {
@@ -118,11 +124,38 @@ func crashNodeRun(t *testing.T, seed uint64, steps int) {
 	applied := applyRecorder(t, n, eng, stop, &busy)
 	cfs.armed.Store(true)
 
-	// The leader's view of member 1's log: terms, from index 1.
-	log := []uint64{1}
+	// The leaders' log as member 1 has it, from index 1; its committed
+	// prefix never changes.
+	log := []leaderEntry{{1, "first"}}
 	term, commit, seen := uint64(1), uint64(1), 0
 	for step := 1; step <= steps; step++ {
 		cfs.started.Store(int64(step))
+		if step > 1 && rng.IntN(8) == 0 {
+			// The leader has compacted what member 1 would need next: it
+			// sends a snapshot of its state, committed up to a point past
+			// member 1's log, which the transport stores before raft
+			// gets the MsgSnap.
+			for range 1 + rng.IntN(5) {
+				log = append(log, leaderEntry{term, fmt.Sprintf("s%d-unsent", step)})
+			}
+			commit = uint64(len(log))
+			kv := map[string]string{}
+			for i, e := range log {
+				kv[string(appliedKey(uint64(i+1)))] = e.applied()
+			}
+			md := &raftpb.SnapshotMetadata{Index: new(commit), Term: new(term), ConfState: &raftpb.ConfState{Voters: []uint64{1, 2, 3}}}
+			m := &raftpb.Message{Type: raftpb.MsgSnap.Enum(), From: new(uint64(2)), To: new(uint64(1)), Term: new(term),
+				Snapshot: &raftpb.Snapshot{Metadata: md}}
+			if err := n.ReceiveSnapshot(m, bytes.NewReader(snapshotStream(commit, term, kv))); err != nil {
+				t.Fatal(err)
+			}
+			n.Step(m)
+			_, seen = tr.await(t, fmt.Sprintf("the answer to the snapshot of step %d", step), seen, func(r *raftpb.Message) bool {
+				return r.GetType() == raftpb.MsgAppResp && r.GetIndex() == commit && r.GetTerm() == term
+			})
+			cfs.done.Store(int64(step))
+			continue
+		}
 		k := 1 + rng.IntN(4)
 		overwrite := false
 		if step == 1 || rng.IntN(3) == 0 {
@@ -141,7 +174,7 @@ func crashNodeRun(t *testing.T, seed uint64, steps int) {
 		prev := uint64(len(log))
 		prevTerm := uint64(0)
 		if prev > 0 {
-			prevTerm = log[prev-1]
+			prevTerm = log[prev-1].term
 		}
 		ents := make([]*raftpb.Entry, k)
 		for i := range ents {
@@ -149,7 +182,7 @@ func crashNodeRun(t *testing.T, seed uint64, steps int) {
 			// write-ahead log's blocks, which a crash keeps or loses each.
 			data := fmt.Sprintf("s%d-%s", step, strings.Repeat("x", rng.IntN(3000)))
 			ents[i] = ent(prev+1+uint64(i), term, data)
-			log = append(log, term)
+			log = append(log, leaderEntry{term, data})
 		}
 		last := uint64(len(log))
 		// Commit lags, leaving a tail for the next leader to overwrite.
@@ -179,11 +212,23 @@ func crashNodeRun(t *testing.T, seed uint64, steps int) {
 	cfs.mu.Unlock()
 	t.Logf("seed %d: %d steps, %d crash points", seed, steps, len(points))
 	for _, p := range points {
-		checkNodeCrashPoint(t, seed, p)
+		checkNodeCrashPoint(t, seed, p, log[:commit])
 	}
 }
 
-func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint) {
+// leaderEntry is an entry of the leaders' log.
+type leaderEntry struct {
+	term uint64
+	data string
+}
+
+// applied is how the apply loop records the entry.
+func (e leaderEntry) applied() string { return fmt.Sprintf("%d:%s", e.term, e.data) }
+
+// checkNodeCrashPoint restarts from one clone. Every applied entry must be
+// the committed one (committed holds the leaders' committed log) and, where
+// the log still has it, the log's.
+func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint, committed []leaderEntry) {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -198,22 +243,38 @@ func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint) {
 	if err != nil {
 		fail("applied index: %v", err)
 	}
+	if _, err := RecoverSnapshotInstall(eng, nil); err != nil {
+		fail("finish an interrupted install: %v", err)
+	}
+	applied, err = eng.AppliedIndex()
+	if err != nil {
+		fail("applied index: %v", err)
+	}
 	ls, err := OpenLogStore(eng)
 	if err != nil {
 		fail("open the log: %v", err)
+	}
+	first, _ := ls.FirstIndex()
+	short := func(s string) string { return s[:min(len(s), 12)] + "…" }
+	if applied > uint64(len(committed)) {
+		fail("applied index %d is beyond the last committed entry %d", applied, len(committed))
 	}
 	for i := uint64(1); i <= applied; i++ {
 		v, err := eng.Get(appliedKey(i))
 		if err != nil {
 			fail("entry %d is applied but its effect is missing: %v", i, err)
 		}
+		if want := committed[i-1].applied(); string(v) != want {
+			fail("the state machine applied entry %d as %q, the committed entry is %q", i, short(string(v)), short(want))
+		}
+		if i < first {
+			continue // compacted: a snapshot covers it
+		}
 		ents, err := ls.Entries(i, i+1, ^uint64(0))
 		if err != nil {
 			fail("entry %d is applied but not in the log: %v", i, err)
 		}
-		want := fmt.Sprintf("%d:%s", ents[0].GetTerm(), ents[0].GetData())
-		if string(v) != want {
-			short := func(s string) string { return s[:min(len(s), 12)] + "…" }
+		if want := fmt.Sprintf("%d:%s", ents[0].GetTerm(), ents[0].GetData()); string(v) != want {
 			fail("the state machine applied entry %d as %q, the durable log holds %q: applied ahead of the log",
 				i, short(string(v)), short(want))
 		}
