@@ -16,7 +16,7 @@
 //	        leader is known; until then they wait in the inbox)
 //	    while raft has a Ready:
 //	        leader: send messages
-//	        committed entries already on disk → Committed()
+//	        committed entries on disk and below this Ready's entries → Committed()
 //	        entries + hard state → ONE Pebble batch (synced if raft says so)
 //	        other committed entries → Committed(); follower: send messages
 //	        read states → Config.OnReadStates
@@ -59,6 +59,12 @@
 // ConfState (StageConfState). Entries reach the apply side only after they
 // are in the log, so after a crash the engine's applied index never exceeds
 // the last log index; anything applied but lost is replayed from the log.
+// "In the log" means at that index with that term: a Ready whose entries
+// replace a stored tail (a new leader overwriting a follower's uncommitted
+// entries) may commit entries at indexes the store already holds with an
+// older term, and those wait for the Ready's write like any new entry.
+// Committed entries go out early, overlapping the write, only below the
+// Ready's first entry.
 // The apply batch may land before the hard state that raised the commit
 // index to cover it; Start therefore raises the commit index to the applied
 // index, which is safe because only committed entries are ever applied.
@@ -84,14 +90,22 @@
 //	{ uvarint key length | key | uvarint value length | value }   keys ascending
 //	0 (uvarint) | record count (8 BE)
 //
-// The current and the previous snapshot are kept for raft to offer; a
-// stream holds its own reference, so a snapshot superseded mid-transfer is
-// released only when the transfer ends.
+// The current and the previous snapshot are kept for raft to offer while
+// some follower waits for one (its progress is in StateSnapshot); once the
+// transport has reported every transfer finished or failed, the Ready loop
+// lets them go, since an open Pebble snapshot keeps everything deleted
+// after it from being reclaimed. A stream holds its own reference, so a
+// snapshot superseded or let go mid-transfer is released only when the
+// transfer ends.
 //
 // Receiving: ReceiveSnapshot checks the stream (format, key order, only
 // replicated keys, the applied index matching the MsgSnap) and keeps it as
 // it came in <data dir>/snap, once the transport's end frame checked out.
-// Nothing in the engine changes yet.
+// Nothing in the engine changes yet. The record lengths come from the
+// sender, so a key or value is allocated as its bytes arrive, never at the
+// declared length up front. Step drops a MsgSnap whose data was not
+// received this way (one that came on the message stream, say): raft
+// would take it, and the member fail the install and stop.
 //
 // Installing: raft's Ready carries the snapshot; the Ready loop hands it to
 // the apply side (Committed.Snapshot) and waits. The apply side stops
@@ -153,7 +167,11 @@
 //
 // Received snapshots wait in <data dir>/snap as
 // <index:16 hex>-<term:16 hex>.snap (the stream as received) until their
-// install has finished.
+// install has finished. A file is written under a temporary name, synced,
+// and renamed into place; the snap directory's creation and the rename are
+// made durable with directory fsyncs (storage.MkdirAllSynced,
+// storage.RenameSynced) before raft hears of the snapshot, so an install
+// record never outlives, in a power loss, the file it needs.
 //
 // The first stored entry is the one after the truncation point; raft's
 // FirstIndex is truncation index + 1.

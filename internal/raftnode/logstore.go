@@ -1,12 +1,14 @@
 package raftnode
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -51,7 +53,11 @@ const (
 //
 // The raft.Storage methods and Save are called by the Ready loop; Compact,
 // FirstIndex and LastIndex may be called from any goroutine. A mutex guards
-// the in-memory state; it is never held across a Pebble write.
+// the in-memory state; it is never held across a Pebble write, nor across
+// a Pebble read: a read that misses the cache checks its bounds in memory,
+// then decides from one consistent Pebble view (an iterator or a
+// snapshot), so a compaction that lands in between turns into
+// raft.ErrCompacted, never into a not-found that raft would panic on.
 type LogStore struct {
 	eng *storage.Engine
 
@@ -83,12 +89,20 @@ type LogStore struct {
 	localKeys [][]byte
 	// out holds the snapshots offered to followers.
 	out outSnapshots
+
+	// fs holds the received snapshot files (in <data dir>/snap):
+	// the engine's (storage.Engine.FS), or one a test controls.
+	fs vfs.FS
+
+	// testHookRead, set by tests, runs when a read has checked its bounds
+	// against the in-memory state and is about to read Pebble.
+	testHookRead func()
 }
 
 // OpenLogStore loads the log state kept in eng. A new engine yields an empty
 // log (first index 1, last index 0).
 func OpenLogStore(eng *storage.Engine) (*LogStore, error) {
-	s := &LogStore{eng: eng, maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
+	s := &LogStore{eng: eng, fs: eng.FS(), maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
 	s.mu.hardState = &raftpb.HardState{}
 	if v, err := eng.Get(keyHardState); err == nil {
 		hs, err := decodeHardState(v)
@@ -193,13 +207,54 @@ func (s *LogStore) Term(i uint64) (uint64, error) {
 		return t, nil
 	}
 	s.mu.Unlock()
-	var kb [entryKeyLen]byte
-	v, err := s.eng.Get(entryKey(kb[:], i))
+	if s.testHookRead != nil {
+		s.testHookRead()
+	}
+	// A compaction may have deleted the entry since the bounds check: the
+	// read decides from Pebble alone, in one consistent view.
+	return storedTerm(s.eng.DB(), i)
+}
+
+// storedTerm returns the term of entry i as r holds it, from one
+// consistent view (an iterator's, or a snapshot's) of the entry and the
+// truncation point, which a compaction changes in one batch: the entry,
+// the truncation term if i is the truncation point, raft.ErrCompacted if
+// it is below.
+func storedTerm(r pebble.Reader, i uint64) (uint64, error) {
+	var lo [entryKeyLen]byte
+	it, err := r.NewIter(&pebble.IterOptions{
+		LowerBound: entryKey(lo[:], i),
+		UpperBound: []byte{storage.PrefixRaft, subTruncated + 1},
+	})
 	if err != nil {
 		return 0, fmt.Errorf("raftnode: read entry %d: %w", i, err)
 	}
-	_, term, _, err := decodeEntryValue(v)
-	return term, err
+	defer it.Close()
+	if it.First() && bytes.Equal(it.Key(), lo[:]) {
+		_, term, _, err := decodeEntryValue(it.Value())
+		if err != nil {
+			return 0, fmt.Errorf("%w (entry %d)", err, i)
+		}
+		return term, nil
+	}
+	if it.SeekGE(keyTruncated) && bytes.Equal(it.Key(), keyTruncated) {
+		v := it.Value()
+		if len(v) != 16 {
+			return 0, fmt.Errorf("raftnode: truncated state is %d bytes, want 16", len(v))
+		}
+		switch trunc := binary.BigEndian.Uint64(v); {
+		case i == trunc:
+			return binary.BigEndian.Uint64(v[8:]), nil
+		case i < trunc:
+			return 0, raft.ErrCompacted
+		}
+	}
+	if err := it.Error(); err != nil {
+		return 0, fmt.Errorf("raftnode: read entry %d: %w", i, err)
+	}
+	// Within the bounds and neither stored nor compacted: the log is
+	// broken, which raft must not take for a recoverable condition.
+	return 0, fmt.Errorf("raftnode: entry %d is missing from the log", i)
 }
 
 // Entries implements raft.Storage.
@@ -222,6 +277,9 @@ func (s *LogStore) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 		return ents[:len(ents):len(ents)], nil
 	}
 	s.mu.Unlock()
+	if s.testHookRead != nil {
+		s.testHookRead()
+	}
 	return s.readEntries(lo, hi, maxSize)
 }
 

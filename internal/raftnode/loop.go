@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -8,8 +9,13 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/protobuf/proto"
 )
+
+// testHookBeforeSave, when set (by tests, before Start), runs on the Ready
+// loop just before a Ready's entries and hard state are written.
+var testHookBeforeSave func()
 
 // errStopping unwinds the loop when Stop is called while it waits.
 var errStopping = errors.New("raftnode: stopping")
@@ -35,6 +41,7 @@ func (n *Node) run() {
 				return
 			}
 		}
+		n.releaseOfferedSnapshots()
 		if campaignPending {
 			campaignPending = n.maybeCampaign()
 			if !campaignPending && n.rn.HasReady() {
@@ -147,12 +154,15 @@ func (n *Node) dropped(ids []uint64, err error) {
 //  1. a leader sends its messages first: followers may persist in parallel
 //     with it (raft thesis §10.2.1); its own vote in the commit still waits
 //     for step 3;
-//  2. committed entries already in the persisted log go to the apply loop
-//     now, so applying overlaps with this Ready's fsync;
+//  2. committed entries already in the persisted log, and below the first
+//     entry this Ready writes, go to the apply loop now, so applying
+//     overlaps with this Ready's fsync (durableBefore): an entry is never
+//     applied ahead of the durable log it comes from;
 //  3. new entries and the hard state are written in one batch, synced when
 //     raft says it must be (new entries, term or vote);
-//  4. the remaining committed entries go to the apply loop, and a
-//     follower's messages (acks promising durability) are sent;
+//  4. the remaining committed entries (those this very write made
+//     durable) go to the apply loop, and a follower's messages (acks
+//     promising durability) are sent;
 //  5. Advance, after the apply loop has applied any conf change in the
 //     batch, so raft never sees two configuration changes in flight.
 //
@@ -198,19 +208,23 @@ func (n *Node) handleReady() error {
 	}
 
 	ents := rd.CommittedEntries
-	handed := false
+	// later are the committed entries that must wait for this Ready's
+	// write: see durableBefore.
+	later := ents
 	if len(ents) > 0 {
-		persisted, _ := n.log.LastIndex()
-		if ents[len(ents)-1].GetIndex() <= persisted {
-			if err := n.handOff(Committed{Entries: ents}); err != nil {
+		if early := ents[:durableBefore(ents, rd.Entries, n.log)]; len(early) > 0 {
+			if err := n.handOff(Committed{Entries: early}); err != nil {
 				return err
 			}
-			handed = true
+			later = ents[len(early):]
 		}
 		advanced = ents[len(ents)-1].GetIndex()
 	}
 
 	if len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState) {
+		if testHookBeforeSave != nil {
+			testHookBeforeSave()
+		}
 		start := time.Now()
 		if err := n.log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 			return err
@@ -219,8 +233,8 @@ func (n *Node) handleReady() error {
 			n.cfg.ObserveSync(time.Since(start))
 		}
 	}
-	if !handed && len(ents) > 0 {
-		if err := n.handOff(Committed{Entries: ents}); err != nil {
+	if len(later) > 0 {
+		if err := n.handOff(Committed{Entries: later}); err != nil {
 			return err
 		}
 	}
@@ -240,6 +254,53 @@ func (n *Node) handleReady() error {
 		n.setAdvanced(advanced)
 	}
 	return nil
+}
+
+// durableBefore returns how many of the committed entries ents are in the
+// durable log already, and so may be applied while this Ready's write is
+// under way. That is a prefix: the entries below the first one of the
+// Ready's own (unstable) entries, and no further than the log store's last
+// index. The last index alone is not enough: it still counts a stored tail
+// that this very Ready overwrites (a new leader replacing a follower's
+// uncommitted entries and committing its own at those indexes in one
+// message), and applying those before the write would let a crash leave
+// the log holding the old entries below a commit index the state machine
+// has applied the new ones at. Below the first unstable entry, raft's log
+// is the stored one, so the terms agree.
+func durableBefore(ents, unstable []*raftpb.Entry, log *LogStore) int {
+	limit, _ := log.LastIndex()
+	if len(unstable) > 0 {
+		limit = min(limit, unstable[0].GetIndex()-1)
+	}
+	i, _ := slices.BinarySearchFunc(ents, limit+1, func(e *raftpb.Entry, index uint64) int {
+		return cmp.Compare(e.GetIndex(), index)
+	})
+	return i
+}
+
+// releaseOfferedSnapshots drops the Pebble snapshots kept for followers
+// once no follower waits for one. An open Pebble snapshot keeps every key
+// version deleted after it, so holding it until the next snapshot (maybe
+// never) would stop compactions from reclaiming anything deleted since.
+// Raft's progress for a follower leaves StateSnapshot when the transport
+// reports the transfer finished or failed (ReportSnapshot), when the
+// follower acknowledges the snapshot's index another way, or when this
+// member stops leading. A MsgSnap not yet opened by the transport has its
+// follower still in StateSnapshot, so its snapshot stays; a stream already
+// open holds a reference of its own.
+func (n *Node) releaseOfferedSnapshots() {
+	if !n.log.out.holding() {
+		return
+	}
+	waiting := false
+	if n.IsLeader() {
+		n.rn.WithProgress(func(_ uint64, _ raft.ProgressType, pr tracker.Progress) {
+			waiting = waiting || pr.State == tracker.StateSnapshot
+		})
+	}
+	if !waiting {
+		n.log.out.close()
+	}
 }
 
 // handOff queues committed entries or a snapshot for the apply loop,

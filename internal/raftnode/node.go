@@ -253,7 +253,7 @@ func Start(cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("raftnode: %w", err)
 	}
-	removeSnapshotFiles(cfg.Engine, ^uint64(0))
+	removeSnapshotFiles(ls.fs, cfg.Engine, ^uint64(0))
 	n := &Node{
 		cfg:        cfg,
 		log:        ls,
@@ -369,8 +369,17 @@ func (n *Node) ReadIndex(rctx []byte) {
 	n.signal()
 }
 
-// Step hands a message received from a peer to raft.
+// Step hands a message received from a peer to raft. A MsgSnap whose data
+// was not received first (ReceiveSnapshot) is dropped: raft would take the
+// snapshot and the apply side fail to install it, stopping the member,
+// whereas the leader only retries a snapshot that went unanswered.
 func (n *Node) Step(m *raftpb.Message) {
+	if m.GetType() == raftpb.MsgSnap && !n.log.received(m.GetSnapshot().GetMetadata()) {
+		md := m.GetSnapshot().GetMetadata()
+		n.logger.Warn("dropped a snapshot message whose data was never received",
+			"from", m.GetFrom(), "index", md.GetIndex(), "term", md.GetTerm())
+		return
+	}
 	n.inbox.Lock()
 	n.inbox.msgs = append(n.inbox.msgs, m)
 	n.inbox.Unlock()

@@ -44,9 +44,9 @@ var ErrSnapshotNotFound = errors.New("raftnode: no snapshot at that index")
 // counts the cache's reference and each open stream; the Pebble snapshot
 // is closed when the last goes.
 type outSnapshot struct {
-	snap  *pebble.Snapshot
-	index uint64
-	refs  int // guarded by outSnapshots.mu
+	snap        *pebble.Snapshot
+	index, term uint64
+	refs        int // guarded by outSnapshots.mu
 }
 
 // outSnapshots holds the snapshots offered to followers: the latest one
@@ -68,6 +68,13 @@ func (o *outSnapshots) releaseLocked(s *outSnapshot) {
 		}
 		s.snap.Close()
 	}
+}
+
+// holding reports whether the cache holds a snapshot.
+func (o *outSnapshots) holding() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.cur != nil || o.prev != nil
 }
 
 // close drops the cache's references; streams still open finish first.
@@ -112,9 +119,20 @@ func (s *LogStore) Snapshot() (*raftpb.Snapshot, error) {
 		ps.Close()
 		return nil, raft.ErrSnapshotTemporarilyUnavailable
 	}
-	term, err := s.Term(index)
+	if s.testHookRead != nil {
+		s.testHookRead()
+	}
+	// The term comes from the same Pebble snapshot: the log may have been
+	// compacted past index since (the applied index moved on), but in the
+	// snapshot's view compaction never passed its own applied index.
+	term, err := storedTerm(ps, index)
 	if err != nil {
 		ps.Close()
+		if errors.Is(err, raft.ErrCompacted) {
+			// Impossible while compaction stays at or below the applied
+			// index; raft panics on anything but this error.
+			return nil, raft.ErrSnapshotTemporarilyUnavailable
+		}
 		return nil, fmt.Errorf("raftnode: term of snapshot index %d: %w", index, err)
 	}
 
@@ -132,7 +150,7 @@ func (s *LogStore) Snapshot() (*raftpb.Snapshot, error) {
 		old.refs++
 		o.pushLocked(old)
 	default:
-		snap := &outSnapshot{snap: ps, index: index, refs: 1}
+		snap := &outSnapshot{snap: ps, index: index, term: term, refs: 1}
 		o.byIndex[index] = snap
 		o.pushLocked(snap)
 	}
@@ -188,24 +206,11 @@ func (s *LogStore) OpenSnapshot(index uint64) (io.ReadCloser, int64, error) {
 	if snap == nil {
 		return nil, 0, fmt.Errorf("%w %d", ErrSnapshotNotFound, index)
 	}
-	term, err := s.snapshotTerm(snap)
-	if err != nil {
-		s.releaseOut(snap)
-		return nil, 0, err
-	}
 	r := &snapshotWriter{s: s, snap: snap, spans: replicatedSpans(s.localKeys)}
 	r.buf = append(r.buf, snapshotMagic[:]...)
 	r.buf = binary.BigEndian.AppendUint64(r.buf, index)
-	r.buf = binary.BigEndian.AppendUint64(r.buf, term)
+	r.buf = binary.BigEndian.AppendUint64(r.buf, snap.term)
 	return r, -1, nil
-}
-
-func (s *LogStore) snapshotTerm(snap *outSnapshot) (uint64, error) {
-	term, err := s.Term(snap.index)
-	if err != nil {
-		return 0, fmt.Errorf("raftnode: term of snapshot index %d: %w", snap.index, err)
-	}
-	return term, nil
 }
 
 func (s *LogStore) releaseOut(snap *outSnapshot) {

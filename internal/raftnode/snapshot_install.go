@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -63,18 +66,22 @@ func snapFileName(index, term uint64) string {
 func (s *LogStore) ReceiveSnapshot(m *raftpb.Message, r io.Reader) error {
 	meta := m.GetSnapshot().GetMetadata()
 	index, term := meta.GetIndex(), meta.GetTerm()
+	fs := s.fs
 	dir := snapDir(s.eng)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := storage.MkdirAllSynced(fs, dir, 0o700); err != nil {
 		return fmt.Errorf("raftnode: create snapshot directory: %w", err)
 	}
 	path := filepath.Join(dir, snapFileName(index, term))
-	f, err := os.CreateTemp(dir, snapFileName(index, term)+".*.tmp")
+	// Temporary names start with the index, so that removeSnapshotFiles
+	// clears them too.
+	tmp := fmt.Sprintf("%s.%d.tmp", path, tmpSeq.Add(1))
+	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("raftnode: create snapshot file: %w", err)
 	}
 	fail := func(err error) error {
 		f.Close()
-		os.Remove(f.Name())
+		fs.Remove(tmp)
 		return err
 	}
 	w := bufio.NewWriterSize(f, 256<<10)
@@ -99,11 +106,25 @@ func (s *LogStore) ReceiveSnapshot(m *raftpb.Message, r io.Reader) error {
 	if err := f.Close(); err != nil {
 		return fail(fmt.Errorf("raftnode: close snapshot file: %w", err))
 	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
+	// The rename is synced before raft hears of the snapshot: the install
+	// records itself in a synced batch and counts on the file after a
+	// crash.
+	if err := storage.RenameSynced(fs, tmp, path); err != nil {
+		fs.Remove(tmp)
 		return fmt.Errorf("raftnode: keep snapshot file: %w", err)
 	}
 	return nil
+}
+
+// tmpSeq numbers the temporary files of snapshots being received, which may
+// overlap.
+var tmpSeq atomic.Uint64
+
+// received reports whether the data of the snapshot md describes was
+// received and kept, ready to install.
+func (s *LogStore) received(md *raftpb.SnapshotMetadata) bool {
+	_, err := s.fs.Stat(filepath.Join(snapDir(s.eng), snapFileName(md.GetIndex(), md.GetTerm())))
+	return err == nil
 }
 
 // readSnapshot parses a snapshot stream at index and term, checking every
@@ -140,8 +161,7 @@ func readSnapshot(r io.Reader, index, term uint64, spans []span, put func(k, v [
 		if kl > 1<<30 {
 			return fmt.Errorf("%w: key of %d bytes", errSnapshotStream, kl)
 		}
-		key = grow(key, int(kl))
-		if _, err := io.ReadFull(br, key); err != nil {
+		if key, err = readField(br, key, int(kl)); err != nil {
 			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		vl, err := binary.ReadUvarint(br)
@@ -151,8 +171,7 @@ func readSnapshot(r io.Reader, index, term uint64, spans []span, put func(k, v [
 		if vl > 1<<31 {
 			return fmt.Errorf("%w: value of %d bytes", errSnapshotStream, vl)
 		}
-		value = grow(value, int(vl))
-		if _, err := io.ReadFull(br, value); err != nil {
+		if value, err = readField(br, value, int(vl)); err != nil {
 			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		if prev != nil && bytes.Compare(key, prev) <= 0 {
@@ -198,11 +217,32 @@ func eofIsUnexpected(err error) error {
 	return err
 }
 
-func grow(b []byte, n int) []byte {
-	if cap(b) < n {
-		return make([]byte, n)
+// fieldStep is how much of a key or value longer than the buffer at hand
+// is allocated before its bytes arrive.
+const fieldStep = 64 << 10
+
+// readField reads an n-byte key or value into buf if it fits, or else into
+// a buffer that grows with the bytes received (doubling, from fieldStep):
+// the length comes from the sender, and a length alone must not make the
+// member allocate up to the 1 or 2 GiB a record may declare.
+func readField(r io.Reader, buf []byte, n int) ([]byte, error) {
+	if n <= cap(buf) {
+		p := buf[:n]
+		_, err := io.ReadFull(r, p)
+		return p, err
 	}
-	return b[:n]
+	p := make([]byte, 0, min(n, fieldStep))
+	for len(p) < n {
+		if len(p) == cap(p) {
+			p = slices.Grow(p, min(n, 2*cap(p))-len(p))
+		}
+		m, err := io.ReadFull(r, p[len(p):min(n, cap(p))])
+		p = p[:len(p)+m]
+		if err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
 
 func inSpans(spans []span, key []byte) bool {
@@ -225,7 +265,7 @@ func (s *LogStore) InstallSnapshot(snap *raftpb.Snapshot) error {
 	meta := snap.GetMetadata()
 	index, term := meta.GetIndex(), meta.GetTerm()
 	path := filepath.Join(snapDir(s.eng), snapFileName(index, term))
-	if _, err := os.Stat(path); err != nil {
+	if _, err := s.fs.Stat(path); err != nil {
 		return fmt.Errorf("raftnode: snapshot %d (term %d) was not received: %w", index, term, err)
 	}
 	cs := meta.GetConfState()
@@ -245,7 +285,7 @@ func (s *LogStore) InstallSnapshot(snap *raftpb.Snapshot) error {
 	if err := errors.Join(b.Set(keyInstalling, rec, nil), b.Commit(true)); err != nil {
 		return fmt.Errorf("raftnode: record snapshot install: %w", err)
 	}
-	if err := installFromFile(s.eng, s.localKeys, index, term, cs); err != nil {
+	if err := installFromFile(s.fs, s.eng, s.localKeys, index, term, cs); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -262,13 +302,13 @@ func (s *LogStore) InstallSnapshot(snap *raftpb.Snapshot) error {
 	s.mu.Unlock()
 	// Snapshots this member offered describe the state it just replaced.
 	s.out.close()
-	removeSnapshotFiles(s.eng, index)
+	removeSnapshotFiles(s.fs, s.eng, index)
 	return nil
 }
 
 // installFromFile runs steps 2 and 3 of an install from the kept file.
-func installFromFile(eng *storage.Engine, localKeys [][]byte, index, term uint64, cs *raftpb.ConfState) error {
-	f, err := os.Open(filepath.Join(snapDir(eng), snapFileName(index, term)))
+func installFromFile(fs vfs.FS, eng *storage.Engine, localKeys [][]byte, index, term uint64, cs *raftpb.ConfState) error {
+	f, err := fs.Open(filepath.Join(snapDir(eng), snapFileName(index, term)))
 	if err != nil {
 		return fmt.Errorf("raftnode: open snapshot %d: %w", index, err)
 	}
@@ -350,26 +390,25 @@ func RecoverSnapshotInstall(eng *storage.Engine, localKeys [][]byte) (bool, erro
 	if err := proto.Unmarshal(v[16:], cs); err != nil {
 		return false, fmt.Errorf("raftnode: decode conf state of snapshot %d: %w", index, err)
 	}
-	if err := installFromFile(eng, localKeys, index, term, cs); err != nil {
+	if err := installFromFile(eng.FS(), eng, localKeys, index, term, cs); err != nil {
 		return false, err
 	}
-	removeSnapshotFiles(eng, index)
+	removeSnapshotFiles(eng.FS(), eng, index)
 	return true, nil
 }
 
 // removeSnapshotFiles deletes received snapshot files at or below index
 // (all of them, and unfinished ones, for ^0).
-func removeSnapshotFiles(eng *storage.Engine, index uint64) {
+func removeSnapshotFiles(fs vfs.FS, eng *storage.Engine, index uint64) {
 	dir := snapDir(eng)
-	ents, err := os.ReadDir(dir)
+	names, err := fs.List(dir)
 	if err != nil {
 		return
 	}
-	for _, e := range ents {
-		name := e.Name()
+	for _, name := range names {
 		at, err := strconv.ParseUint(strings.SplitN(name, "-", 2)[0], 16, 64)
 		if err == nil && at <= index {
-			os.Remove(filepath.Join(dir, name))
+			fs.Remove(filepath.Join(dir, name))
 		}
 	}
 }

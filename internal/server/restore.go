@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/cairn-db/cairn/internal/membership"
@@ -138,7 +139,7 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 		return res, err
 	}
 	parent := filepath.Dir(filepath.Clean(cfg.DataDir))
-	if err := os.MkdirAll(parent, 0o700); err != nil {
+	if err := storage.MkdirAllSynced(vfs.Default, parent, 0o700); err != nil {
 		return res, fmt.Errorf("server: restore: %w", err)
 	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(cfg.DataDir)+".restore-*")
@@ -152,7 +153,9 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	}
 	res.Snapshot = info
 	os.Remove(cfg.DataDir) // an empty directory, if any
-	if err := os.Rename(tmp, cfg.DataDir); err != nil {
+	// Synced: a restored member that starts must find its directory after
+	// a power loss, not an empty place where a new member would bootstrap.
+	if err := storage.RenameSynced(vfs.Default, tmp, cfg.DataDir); err != nil {
 		os.RemoveAll(tmp)
 		return res, fmt.Errorf("server: restore: %w", err)
 	}

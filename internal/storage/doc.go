@@ -87,6 +87,11 @@
 // and the remedy (free space or move the data directory, then restart).
 // Pebble's abandoned open stays parked until the process exits.
 //
+// A directory entry (a created data directory, a file renamed into place)
+// is durable only once its directory is synced: Open creates the data
+// directory with MkdirAllSynced, and the files a member depends on beside
+// Pebble's are moved into place with RenameSynced (see dirsync.go).
+//
 // # Exclusion
 //
 // Open takes an advisory lock (flock) on a file in the data directory for the

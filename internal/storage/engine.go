@@ -94,11 +94,13 @@ type Engine struct {
 // goroutines stay parked until the process exits: the caller is expected
 // to report the error and exit, not to retry in the same process.
 func Open(dir string, opts Options) (*Engine, error) {
+	// Pebble makes the entries it creates inside dir durable; dir's own
+	// entry in its parent is ours to sync.
 	fs := opts.FS
 	if fs == nil {
 		fs = vfs.Default
 	}
-	if err := fs.MkdirAll(dir, 0o700); err != nil {
+	if err := MkdirAllSynced(fs, dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: create data directory: %w", err)
 	}
 	lock, err := lockDir(fs, opts.FS == nil, dir)
@@ -248,6 +250,10 @@ func lockDir(fs vfs.FS, osFS bool, dir string) (io.Closer, error) {
 
 // Dir returns the data directory the engine was opened in.
 func (e *Engine) Dir() string { return e.dir }
+
+// FS returns the filesystem the data directory lives on (Options.FS), for
+// the files a member keeps beside Pebble's.
+func (e *Engine) FS() vfs.FS { return e.fs }
 
 // DB returns the underlying Pebble database, for the packages that own a
 // keyspace and iterate it themselves.

@@ -82,7 +82,14 @@
 // carry a deadline of IdleIntervals keepalive intervals, so a sender that
 // vanished is noticed too, and a new stream from a sender replaces the old
 // one. Messages whose From or To do not match the stream's headers close
-// the stream; once Raft.IsIDRemoved(From) holds, so does the next message.
+// the stream, as does a MsgSnap (its data travels only with it on the
+// snapshot endpoint); once Raft.IsIDRemoved(From) holds, so does the next
+// message.
+//
+// A frame's length comes from the peer: the receiver allocates its payload
+// as the bytes arrive (growing by doubling), never the declared length up
+// front, so a peer cannot make a member reserve the frame limit with a
+// five-byte header.
 //
 // # Backpressure
 //

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 var errReplaced = errors.New("replaced by a newer stream from the same peer")
@@ -187,9 +189,15 @@ func (t *Transport) serveStream(w http.ResponseWriter, r *http.Request) {
 			}
 		case frameMessage:
 			m, err := decodeMessage(payload)
-			if err == nil && (m.GetFrom() != from || m.GetTo() != t.cfg.LocalID) {
+			switch {
+			case err != nil:
+			case m.GetFrom() != from || m.GetTo() != t.cfg.LocalID:
 				err = fmt.Errorf("%w: message from %s to %s on the stream from %s to %s", errProtocol,
 					formatID(m.GetFrom()), formatID(m.GetTo()), label, formatID(t.cfg.LocalID))
+			case m.GetType() == raftpb.MsgSnap:
+				// Its data comes only on the snapshot endpoint: raft would
+				// take the snapshot and the member fail to install it.
+				err = fmt.Errorf("%w: a MsgSnap on the message stream", errProtocol)
 			}
 			if err != nil {
 				t.logStreamEnd(ctx, log, label, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -167,16 +168,14 @@ func (fr *frameReader) next(limit func(typ byte) int) (byte, []byte, error) {
 		}
 		return 0, nil, fmt.Errorf("%w: %d-byte frame of type %d exceeds %d bytes", errProtocol, n, typ, max)
 	}
-	if cap(fr.buf) < int(n) {
-		fr.buf = make([]byte, n)
-	}
-	p := fr.buf[:n]
-	if _, err := io.ReadFull(fr.r, p); err != nil {
+	p, err := readPayload(fr.r, fr.buf, int(n))
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return 0, nil, err
 	}
+	fr.buf = p[:0]
 	fr.n += frameHeaderLen + int64(n)
 	// Do not keep a huge buffer alive for a stream that sent one big
 	// message: p stays valid, the next frame gets a new buffer.
@@ -184,6 +183,35 @@ func (fr *frameReader) next(limit func(typ byte) int) (byte, []byte, error) {
 		fr.buf = nil
 	}
 	return typ, p, nil
+}
+
+// payloadStep is how much of a payload longer than the buffer at hand is
+// allocated before its bytes arrive.
+const payloadStep = 64 << 10
+
+// readPayload reads an n-byte payload into buf if it fits, or else into
+// a buffer that grows with the bytes received (doubling, from payloadStep):
+// the length comes from the peer, and a header alone must not make the
+// member allocate up to the frame limit. The bytes allocated stay within
+// a small multiple of those read.
+func readPayload(r io.Reader, buf []byte, n int) ([]byte, error) {
+	if n <= cap(buf) {
+		p := buf[:n]
+		_, err := io.ReadFull(r, p)
+		return p, err
+	}
+	p := make([]byte, 0, min(n, payloadStep))
+	for len(p) < n {
+		if len(p) == cap(p) {
+			p = slices.Grow(p, min(n, 2*cap(p))-len(p))
+		}
+		m, err := io.ReadFull(r, p[len(p):min(n, cap(p))])
+		p = p[:len(p)+m]
+		if err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
 
 // decodeMessage unmarshals a message frame payload. protobuf copies bytes
