@@ -1,4 +1,4 @@
-package processtest
+package process
 
 import (
 	"fmt"

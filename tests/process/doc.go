@@ -1,4 +1,4 @@
-// Package processtest runs a cluster of real cairn processes on 127.0.0.1
+// Package process runs a cluster of real cairn processes on 127.0.0.1
 // and puts it through what operators do and what machines suffer, under a
 // client load, checking what a user would notice.
 //
@@ -48,12 +48,12 @@
 //
 // Running it:
 //
-//	go test ./internal/processtest/                          # one pass over the schedule (~25 s)
-//	go test -short ./internal/processtest/                   # the leader kill only, fewer clients (~20 s)
-//	CAIRN_PROCESS_LONG=1 go test ./internal/processtest/     # 8 passes, 12 clients (.ci/run, ~3 min)
-//	CAIRN_PROCESS_SEED=7 go test -v ./internal/processtest/  # replay a load
-//	go test -short -run TestLockMutualExclusion ./internal/processtest/  # one kill, 4 contenders
-//	CAIRN_PROCESS_LONG=1 go test -run TestLockMutualExclusion ./internal/processtest/  # 9 kills, 10 contenders (.ci/run)
+//	go test ./tests/process/                          # one pass over the schedule (~25 s)
+//	go test -short ./tests/process/                   # the leader kill only, fewer clients (~20 s)
+//	CAIRN_PROCESS_LONG=1 go test ./tests/process/     # 8 passes, 12 clients (.ci/run, ~3 min)
+//	CAIRN_PROCESS_SEED=7 go test -v ./tests/process/  # replay a load
+//	go test -short -run TestLockMutualExclusion ./tests/process/  # one kill, 4 contenders
+//	CAIRN_PROCESS_LONG=1 go test -run TestLockMutualExclusion ./tests/process/  # 9 kills, 10 contenders (.ci/run)
 //
 // The seed (logged, and printed again on failure) decides the load; the
 // moment of each kill still depends on timing, so a failure is reproduced by
@@ -61,4 +61,4 @@
 // not linearizable, porcupine's visualization is written to a temporary
 // HTML file whose path the failure names. Each process's output is kept in
 // the test's temporary directory and its tail printed when a check fails.
-package processtest
+package process

@@ -1,4 +1,4 @@
-// Package crashtest runs real cairn processes and kills them, to show that
+// Package crash runs real cairn processes and kills them, to show that
 // cairn never loses a write it acknowledged.
 //
 // The tests build the cairn binary once (go build of ./cmd/cairn into a
@@ -29,12 +29,12 @@
 //
 // Running it:
 //
-//	go test ./internal/crashtest/                       # 3 crash cycles (2 with -short)
-//	CAIRN_CRASH_CYCLES=20 go test ./internal/crashtest/ # what .ci/run does
-//	CAIRN_CRASH_SEED=7 go test -v ./internal/crashtest/ # replay a schedule
+//	go test ./tests/crash/                       # 3 crash cycles (2 with -short)
+//	CAIRN_CRASH_CYCLES=20 go test ./tests/crash/ # what .ci/run does
+//	CAIRN_CRASH_SEED=7 go test -v ./tests/crash/ # replay a schedule
 //
 // The seed (logged) decides the load and the kill points; the exact moment
 // of the kill still depends on timing, so a failure is reproduced by
 // running the seed again, not replayed step for step. A process's output is
 // kept in the test's temporary directory and printed when a check fails.
-package crashtest
+package crash

@@ -1,11 +1,11 @@
-// Package containertest runs a 3-member cairn cluster in Docker containers
+// Package container runs a 3-member cairn cluster in Docker containers
 // on a private network and partitions it, as a network fault in production
 // would.
 //
 // Its tests carry the build tag docker, so that go test ./... never needs
 // Docker:
 //
-//	go test -count=1 -tags docker ./internal/containertest/
+//	go test -count=1 -tags docker ./tests/container/
 //
 // TestPartition builds the static binary (CGO_ENABLED=0) and the image from
 // the repository's Dockerfile (a scratch image holding only the binary; no
@@ -38,4 +38,4 @@
 // container's log is printed when a test fails. The image is built once per
 // run and shared by the tests. Names carry a random suffix, so runs do not
 // collide.
-package containertest
+package container

@@ -1,6 +1,6 @@
 //go:build docker
 
-package containertest
+package container
 
 import (
 	"fmt"

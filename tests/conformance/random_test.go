@@ -43,7 +43,7 @@ func TestRandomOps(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			t.Logf("seed %d, %d ops (replay: CAIRN_CONFORMANCE_SEED=%d go test -run 'TestRandomOps' ./internal/conformance/)", seed, ops, seed)
+			t.Logf("seed %d, %d ops (replay: CAIRN_CONFORMANCE_SEED=%d go test -run 'TestRandomOps' ./tests/conformance/)", seed, ops, seed)
 			runSeed(t, seed, ops)
 		})
 	}
@@ -84,7 +84,7 @@ func runSeed(t *testing.T, seed uint64, n int) {
 	if first != nil {
 		stop()
 		if os.Getenv("CAIRN_CONFORMANCE_SHRINK") == "" {
-			t.Logf("for a minimal op sequence that shows the first difference: CAIRN_CONFORMANCE_SHRINK=1 CAIRN_CONFORMANCE_SEED=%d go test -run 'TestRandomOps' ./internal/conformance/", seed)
+			t.Logf("for a minimal op sequence that shows the first difference: CAIRN_CONFORMANCE_SHRINK=1 CAIRN_CONFORMANCE_SEED=%d go test -run 'TestRandomOps' ./tests/conformance/", seed)
 			return
 		}
 		reportMinimal(t, first)

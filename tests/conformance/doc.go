@@ -42,12 +42,12 @@
 //
 // Running it:
 //
-//	go test ./internal/conformance/                 # a few seeds, thousands of ops each
-//	go test -short ./internal/conformance/          # one small seed
-//	CAIRN_CONFORMANCE_SEED=42 go test -run 'TestRandomOps' -v ./internal/conformance/
-//	CAIRN_CONFORMANCE_OPS=20000 go test ./internal/conformance/
-//	CAIRN_CONFORMANCE_SUBJECT=direct go test ./internal/conformance/ # cairn's API over mvcc, no raft
-//	CAIRN_CONFORMANCE_SUBJECT=etcd go test ./internal/conformance/   # etcd against etcd: checks the harness
+//	go test ./tests/conformance/                 # a few seeds, thousands of ops each
+//	go test -short ./tests/conformance/          # one small seed
+//	CAIRN_CONFORMANCE_SEED=42 go test -run 'TestRandomOps' -v ./tests/conformance/
+//	CAIRN_CONFORMANCE_OPS=20000 go test ./tests/conformance/
+//	CAIRN_CONFORMANCE_SUBJECT=direct go test ./tests/conformance/ # cairn's API over mvcc, no raft
+//	CAIRN_CONFORMANCE_SUBJECT=etcd go test ./tests/conformance/   # etcd against etcd: checks the harness
 //
 // On a mismatch the test prints the seed, the op index, the request, both
 // outcomes and a field-level diff. A seed stops at a differing write (the
