@@ -9,6 +9,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/cairn-db/cairn/internal/raftnode"
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // startServer starts a member in dir with cfg's settings and stops it when
@@ -28,17 +29,11 @@ func startServer(t *testing.T, dir string, mutate func(*Config)) *Server {
 	return s
 }
 
-// waitUntil polls cond until it holds, failing the test after a generous
-// deadline.
+// waitUntil is the test kit's WaitFor (tests/kit): it polls cond until it
+// holds, failing the test after a generous deadline.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	kit.WaitFor(t, what, cond)
 }
 
 func put(t *testing.T, s *Server, key, val string) *pb.PutResponse {

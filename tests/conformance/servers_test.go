@@ -3,18 +3,16 @@ package conformance
 import (
 	"context"
 	"math"
-	"net/url"
 	"os"
 	"testing"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	etcdembed "go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/tests/kit"
+	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
 // startTimeout bounds how long a member may take to start answering; it is
@@ -134,41 +132,14 @@ func step(oracle, subject *side, o op) (want, got outcome) {
 	return do(oracle.kv, o), do(subject.kv, o)
 }
 
-// startEtcd starts a single-member embedded etcd on 127.0.0.1 and returns
-// its client endpoint (host:port).
+// startEtcd starts a single-member embedded etcd (the kit's oracle) on dir
+// and returns its client endpoint (host:port) and a function that stops it.
+// A restarted member waits an election timeout before it leads again; short
+// ticks keep the restart ops quick.
 func startEtcd(t testing.TB, dir string) (string, func()) {
 	t.Helper()
-	cfg := etcdembed.NewConfig()
-	cfg.Name = "oracle"
-	cfg.Dir = dir
-	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
-	// The oracle's durability is not under test; fsync only slows it down.
-	cfg.UnsafeNoFsync = true
-	// A restarted member waits an election timeout before it leads again;
-	// short ticks keep the restart ops quick.
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	clientURL := mustURL(t, "http://127.0.0.1:0")
-	peerURL := mustURL(t, "http://"+freeport.Addr(t))
-	cfg.ListenClientUrls = []url.URL{clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{clientURL}
-	cfg.ListenPeerUrls = []url.URL{peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{peerURL}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-
-	e, err := etcdembed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		e.Close()
-		t.Fatalf("embedded etcd failed while starting: %v", err)
-	case <-time.After(startTimeout):
-		e.Close()
-		t.Fatalf("embedded etcd not ready after %v", startTimeout)
-	}
-	return e.Clients[0].Addr().String(), e.Close
+	e := oracle.Start(t, oracle.Dir(dir), oracle.FastElection())
+	return e.Addr, e.Stop
 }
 
 // dialKV connects a KV stub to addr without clientv3's interceptors, so
@@ -191,29 +162,15 @@ func dialKV(t testing.TB, addr string) (pb.KVClient, func()) {
 	kv := pb.NewKVClient(conn)
 	// Wait until the member answers a read; a fresh member may still be
 	// electing itself.
-	deadline := time.Now().Add(startTimeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	err = kit.Poll(startTimeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("probe")}, grpc.WaitForReady(true))
-		cancel()
-		if err == nil {
-			return kv, closeConn
-		}
-		if time.Now().After(deadline) {
-			closeConn()
-			t.Fatalf("%s does not answer Range after %v: %v", addr, startTimeout, err)
-		}
-		<-tick.C
-	}
-}
-
-func mustURL(t testing.TB, s string) url.URL {
-	t.Helper()
-	u, err := url.Parse(s)
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
+		closeConn()
+		t.Fatalf("%s does not answer Range: %v", addr, err)
 	}
-	return *u
+	return kv, closeConn
 }

@@ -1,0 +1,13 @@
+// Package kit is the shared kit of cairn's tests: what more than one
+// package's tests need, written once. It is imported by tests only; nothing
+// a cairn binary links depends on it.
+//
+// This package holds what any test may import without pulling in a server:
+// WaitFor, WaitForNil and Poll wait on a condition with a generous deadline
+// that fails the test clearly (a test waits for what a user would wait
+// for; it never asserts how long it took), and WaitKeys waits for a number
+// of keys under a prefix, such as the waiters queued on a lock.
+//
+// Its sub-package kit/oracle starts an embedded etcd, the oracle that
+// differential tests compare cairn against.
+package kit
