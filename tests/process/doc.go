@@ -35,8 +35,8 @@
 // revision order, tokens that never go down (no two holders at once, grants
 // in token order); the holds whose records were all acknowledged must be
 // disjoint in time with growing tokens; and no counter increment may be
-// lost. It is skipped, saying so, while the members answer Lease RPCs with
-// Unimplemented.
+// lost. Locks need leases: a member that grants none fails the test at
+// once, saying so.
 //
 // At the end of each test:
 //

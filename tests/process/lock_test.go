@@ -15,8 +15,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // The keys of the mutual-exclusion test: the lock (its holders' keys are
@@ -158,18 +156,16 @@ func TestLockMutualExclusion(t *testing.T) {
 	c.checkConverged()
 }
 
-// requireLeases skips the test when the members serve no leases yet (a
-// Lease RPC answers Unimplemented): a lock is a key attached to a lease.
+// requireLeases fails the test at once, saying why, when the members do
+// not grant a lease: a lock is a key attached to a lease, and contenders
+// that cannot take one would only be counted as abandoned.
 func requireLeases(t *testing.T, cli *clientv3.Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
 	resp, err := cli.Grant(ctx, lockTTL)
-	if status.Code(err) == codes.Unimplemented {
-		t.Skipf("the members do not serve leases yet, so no lock can be taken: Grant: %v", err)
-	}
 	if err != nil {
-		t.Fatalf("grant: %v", err)
+		t.Fatalf("the members grant no lease, so no lock can be taken: Grant: %v", err)
 	}
 	if _, err := cli.Revoke(ctx, resp.ID); err != nil {
 		t.Fatalf("revoke: %v", err)
