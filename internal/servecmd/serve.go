@@ -1,4 +1,4 @@
-package main
+package servecmd
 
 import (
 	"errors"
@@ -21,20 +21,31 @@ import (
 )
 
 // cairnVersion is cairn's own version; a release build sets it with
-// -ldflags "-X main.cairnVersion=...".
+// -ldflags "-X github.com/cairn-db/cairn/internal/servecmd.cairnVersion=...".
 var cairnVersion = "0.1.0"
 
-// newServeCommand returns the root command: `cairn` with no subcommand runs
-// a member. It takes etcd's server flags by their etcd names, and a
+// Command returns the root command: `cairn` with no subcommand runs a
+// member. It takes etcd's server flags by their etcd names, and a
 // CAIRN_<FLAG> environment variable for each (CAIRN_DATA_DIR for
 // --data-dir), the flag winning over the variable. etcd's flags that cairn
 // does not implement yet are accepted with a warning; an unknown flag is an
-// error. SIGINT and SIGTERM stop the member gracefully.
-func newServeCommand() *cobra.Command {
+// error. SIGINT and SIGTERM stop the member gracefully. The command takes
+// its arguments from os.Args; cmd/cairn adds the subcommands to it.
+func Command() *cobra.Command {
 	cmd, flags := newServeCommandFlags()
 	// etcd (Go's flag package) also takes -name and -data-dir=x.
 	cmd.SetArgs(normalizeArgs(flags.fs, os.Args[1:]))
 	return cmd
+}
+
+// Main runs Command as a program's main function would and returns the
+// exit status: 0 when the member stopped cleanly, 1 otherwise (the error
+// has been printed).
+func Main() int {
+	if err := Command().Execute(); err != nil {
+		return 1
+	}
+	return 0
 }
 
 // newServeCommandFlags builds the command and returns its flags with it, for
