@@ -77,7 +77,7 @@ func TestCrashRecovery(t *testing.T) {
 // runLoadAndKill runs concurrent writers against p until target writes
 // are acknowledged, kills p with SIGKILL while they are still writing, and
 // returns how many writes were acknowledged in this cycle.
-func runLoadAndKill(t *testing.T, p *proc, b *book, cycle, target int, seed uint64) int64 {
+func runLoadAndKill(t *testing.T, p *member, b *book, cycle, target int, seed uint64) int64 {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -191,7 +191,7 @@ func compactOnce(ctx context.Context, kv pb.KVClient, b *book, r *rand.Rand) err
 
 // verify checks the restarted store against the book and then that a new
 // write gets a revision above everything acknowledged before the crash.
-func verify(t *testing.T, p *proc, b *book, cycle int) {
+func verify(t *testing.T, p *member, b *book, cycle int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -1,8 +1,10 @@
 // Package crash runs real cairn processes and kills them, to show that
 // cairn never loses a write it acknowledged.
 //
-// The tests build the cairn binary once (go build of ./cmd/cairn into a
-// temporary directory) and start it with etcd's flags on a 127.0.0.1 port.
+// The tests start cairn as a real process with etcd's flags on a 127.0.0.1
+// port: the test binary runs itself as the cairn command (tests/kit/proc),
+// so the result depends on the server code it was built from, and under
+// -race the server is race-built too.
 // TestCrashRecovery then repeats a cycle: several clients put unique keys
 // (some in pairs written by one txn) and record every acknowledgement with
 // its revision; after a random number of acknowledgements the process gets
@@ -32,6 +34,11 @@
 //	go test ./tests/crash/                       # 3 crash cycles (2 with -short)
 //	CAIRN_CRASH_CYCLES=20 go test ./tests/crash/ # what .ci/run does
 //	CAIRN_CRASH_SEED=7 go test -v ./tests/crash/ # replay a schedule
+//
+// With CAIRN_CRASH_ORACLE=etcd the processes are embedded etcd members
+// instead: etcd keeps every write it acknowledged, so a failure then is a
+// bug in the test (TestDataDirLock, which checks cairn's own choice, is
+// skipped).
 //
 // The seed (logged) decides the load and the kill points; the exact moment
 // of the kill still depends on timing, so a failure is reproduced by

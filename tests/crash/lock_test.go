@@ -27,7 +27,7 @@ func TestDataDirLock(t *testing.T) {
 	}
 
 	second := startProc(t, dataDir, "second.log")
-	exited, err := second.waitExit(readyTimeout)
+	exited, err := second.WaitExit(readyTimeout)
 	if !exited {
 		t.Fatalf("a second cairn on the same data directory still runs after %v; its output:\n%s", readyTimeout, second.output())
 	}

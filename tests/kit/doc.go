@@ -8,6 +8,11 @@
 // for; it never asserts how long it took), and WaitKeys waits for a number
 // of keys under a prefix, such as the waiters queued on a lock.
 //
-// Its sub-package kit/oracle starts an embedded etcd, the oracle that
-// differential tests compare cairn against.
+// Its sub-packages hold the heavier parts:
+//
+//   - kit/oracle starts an embedded etcd, the oracle that differential
+//     tests compare cairn against.
+//   - kit/proc starts cairn (or etcd, to check a test itself) as a real
+//     process by re-executing the test binary, so that a test's result
+//     depends on the server code it ran.
 package kit

@@ -13,6 +13,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // Failure deadlines: reaching one means the cluster stopped making progress.
@@ -24,8 +26,6 @@ const (
 	readyTimeout = 60 * time.Second
 	// rpcTimeout bounds one administrative request.
 	rpcTimeout = 5 * time.Second
-	// pollInterval is how often a condition is polled.
-	pollInterval = 50 * time.Millisecond
 )
 
 // cluster is a set of members started with the same --initial-cluster-token.
@@ -228,21 +228,20 @@ func (c *cluster) checkAlive() {
 	}
 }
 
-// waitFor polls cond until it returns nil; past the deadline it fails with
-// what and cond's last error.
+// waitFor polls cond until it returns nil, failing the test with cond's
+// last error if that takes longer than timeout, and at once if a member
+// exited on its own meanwhile.
 func (c *cluster) waitFor(timeout time.Duration, what string, cond func() error) {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	err := kit.Poll(timeout, func() error {
 		err := cond()
-		if err == nil {
-			return
+		if err != nil {
+			c.checkAlive()
 		}
-		c.checkAlive()
-		if time.Now().After(deadline) {
-			c.fatalf("%s: not reached after %v: %v", what, timeout, err)
-		}
-		time.Sleep(pollInterval)
+		return err
+	})
+	if err != nil {
+		c.fatalf("%s: %v", what, err)
 	}
 }
 

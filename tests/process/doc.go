@@ -2,8 +2,10 @@
 // and puts it through what operators do and what machines suffer, under a
 // client load, checking what a user would notice.
 //
-// The tests build the cairn binary once (go build of ./cmd/cairn into a
-// temporary directory) and start three members with etcd's clustering flags
+// The tests start three cairn members as real processes (the test binary
+// runs itself as the cairn command, see tests/kit/proc, so the result
+// depends on the server code it was built from, and under -race the members
+// are race-built too) with etcd's clustering flags
 // (--initial-cluster, --listen-peer-urls, --initial-advertise-peer-urls,
 // --initial-cluster-state, --initial-cluster-token, 100 ms heartbeat, 1 s
 // election timeout) on free ports, each with its own data directory. The

@@ -173,8 +173,8 @@ func (c *cluster) expectRemovedExits(m *member) {
 		return
 	}
 	select {
-	case <-p.exited:
-		c.t.Logf("removed member %s exited (%v)", m.name, p.waitErr)
+	case <-p.Exited():
+		c.t.Logf("removed member %s exited (%v)", m.name, p.Err())
 	case <-time.After(readyTimeout):
 		out := m.output()
 		m.kill(c.t)

@@ -1,10 +1,8 @@
 package process
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,55 +11,12 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/tests/kit/proc"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	buildDir  string
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
-
-// cairnBinary builds cmd/cairn once per test binary and returns its path.
-func cairnBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "cairn-processtest-")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "cairn")
-		cmd := exec.Command("go", "build", "-buildvcs=false", "-o", binPath, "github.com/cairn-db/cairn/cmd/cairn")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/cairn: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("cannot build the cairn binary: %v", buildErr)
-	}
-	return binPath
-}
-
-// childEnv is this process's environment without CAIRN_ variables: the
-// test's own knobs (CAIRN_PROCESS_LONG) must not reach the members, which
-// read CAIRN_* as their configuration.
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CAIRN_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+// TestMain lets the test binary serve as the cairn members the tests start;
+// see tests/kit/proc.
+func TestMain(m *testing.M) { proc.Main(m) }
 
 // member is one cluster member: its identity and addresses, which survive
 // restarts, and the process currently running it, if any.
@@ -74,15 +29,8 @@ type member struct {
 	starts    int // processes started so far, for log file names
 
 	mu   sync.Mutex
-	proc *proc // nil when not running
-}
-
-// proc is one cairn process.
-type proc struct {
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
-	waitErr error // set before exited is closed
+	proc *proc.Process // nil when not running
+	last *proc.Process // the latest process started, running or not
 }
 
 func newMember(t testing.TB, name string) *member {
@@ -107,13 +55,7 @@ func (m *member) start(t testing.TB, initialCluster, state, token string) {
 		t.Fatalf("member %s is already running", m.name)
 	}
 	m.starts++
-	logPath := filepath.Join(m.logDir, fmt.Sprintf("%s-%d.log", m.name, m.starts))
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	cmd := exec.Command(cairnBinary(t),
+	p := proc.Start(t, proc.Cairn, m.logPath(m.starts),
 		"--name", m.name,
 		"--data-dir", m.dataDir,
 		"--listen-client-urls", m.clientURL,
@@ -132,21 +74,16 @@ func (m *member) start(t testing.TB, initialCluster, state, token string) {
 		"--snapshot-catchup-entries", "50",
 		"--log-level", "info",
 	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = childEnv()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start member %s: %v", m.name, err)
-	}
-	p := &proc{cmd: cmd, logPath: logPath, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.exited)
-	}()
-	m.proc = p
+	m.proc, m.last = p, p
+}
+
+// logPath is where the output of m's nth process goes.
+func (m *member) logPath(n int) string {
+	return filepath.Join(m.logDir, fmt.Sprintf("%s-%d.log", m.name, n))
 }
 
 // running returns the current process, nil if none.
-func (m *member) running() *proc {
+func (m *member) running() *proc.Process {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.proc
@@ -172,15 +109,8 @@ func (m *member) signal(t testing.TB, sig syscall.Signal, timeout time.Duration)
 	if p == nil {
 		return
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		t.Errorf("signal member %s: %v", m.name, err)
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(timeout):
-		p.cmd.Process.Kill()
-		<-p.exited
-		t.Errorf("member %s did not exit within %v of %v", m.name, timeout, sig)
+	if err := p.Stop(sig, timeout); err != nil {
+		t.Errorf("member %s: %v", m.name, err)
 	}
 }
 
@@ -192,8 +122,8 @@ func (m *member) exitedEarly() (bool, error) {
 		return false, nil
 	}
 	select {
-	case <-p.exited:
-		return true, p.waitErr
+	case <-p.Exited():
+		return true, p.Err()
 	default:
 		return false, nil
 	}
@@ -206,7 +136,7 @@ func (m *member) countInLogs(s string) int {
 	m.mu.Unlock()
 	count := 0
 	for i := 1; i <= n; i++ {
-		b, err := os.ReadFile(filepath.Join(m.logDir, fmt.Sprintf("%s-%d.log", m.name, i)))
+		b, err := os.ReadFile(m.logPath(i))
 		if err == nil {
 			count += strings.Count(string(b), s)
 		}
@@ -217,19 +147,10 @@ func (m *member) countInLogs(s string) int {
 // output returns the tail of the output of m's latest process.
 func (m *member) output() string {
 	m.mu.Lock()
-	n := m.starts
+	last := m.last
 	m.mu.Unlock()
-	if n == 0 {
+	if last == nil {
 		return "(never started)"
 	}
-	path := filepath.Join(m.logDir, fmt.Sprintf("%s-%d.log", m.name, n))
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", path, err)
-	}
-	const max = 6 << 10
-	if len(b) > max {
-		return fmt.Sprintf("...[%d bytes cut; the whole log is %s]\n%s", len(b)-max, path, b[len(b)-max:])
-	}
-	return string(b)
+	return last.Output(6 << 10)
 }
