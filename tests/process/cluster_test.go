@@ -245,6 +245,25 @@ func (c *cluster) waitFor(timeout time.Duration, what string, cond func() error)
 	}
 }
 
+// victim picks the member to kill in round round of a kill schedule: the
+// leader in every third round, starting with the first, and the followers
+// in turn (the first or second non-leader by name) in the others. It
+// returns the leader too.
+func (c *cluster) victim(round int) (lead, victim *member) {
+	c.t.Helper()
+	lead = c.waitLeader()
+	if round%3 == 0 {
+		return lead, lead
+	}
+	var followers []*member
+	for _, m := range c.current() {
+		if m != lead {
+			followers = append(followers, m)
+		}
+	}
+	return lead, followers[(round%3-1)%len(followers)]
+}
+
 // waitLeader waits until every running member names the same leader, which
 // is one of them, and returns it.
 func (c *cluster) waitLeader() *member {

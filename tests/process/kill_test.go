@@ -60,18 +60,7 @@ func TestKillRestart(t *testing.T) {
 		rounds = 1
 	}
 	for round := range rounds {
-		lead := c.waitLeader()
-		victim := lead
-		if round%3 != 0 {
-			// Followers in turn: the first or second non-leader by name.
-			var followers []*member
-			for _, m := range c.current() {
-				if m != lead {
-					followers = append(followers, m)
-				}
-			}
-			victim = followers[(round%3-1)%len(followers)]
-		}
+		lead, victim := c.victim(round)
 		role := "follower"
 		if victim == lead {
 			role = "leader"

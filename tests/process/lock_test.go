@@ -131,17 +131,7 @@ func TestLockMutualExclusion(t *testing.T) {
 	r.waitProgress(c, s.progress, "warm-up")
 
 	for round := range s.rounds {
-		lead := c.waitLeader()
-		victim := lead
-		if round%3 != 0 {
-			var followers []*member
-			for _, m := range c.current() {
-				if m != lead {
-					followers = append(followers, m)
-				}
-			}
-			victim = followers[(round%3-1)%len(followers)]
-		}
+		lead, victim := c.victim(round)
 		t.Logf("round %d: SIGKILL %s (leader %s; %d holds so far)", round, victim.name, lead.name, r.done.Load())
 		victim.kill(t)
 		r.waitProgress(c, s.progress, "two of three members serve the lock")
