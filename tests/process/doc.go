@@ -13,9 +13,11 @@
 // down, or joins late, catches up from a snapshot streamed by the leader
 // (the test logs how many each member installed). A load
 // of concurrent clients (clientv3 given every member's endpoint, so any
-// member serves any request) puts, reads and compare-and-swaps a few hot
-// keys with unique values and writes write-once ledger keys, recording
-// every operation with its call and return times.
+// member serves any request) puts, reads, deletes and compare-and-swaps
+// (or creates) the test kit's few model keys with unique values and writes
+// write-once ledger keys, recording every operation with its call and
+// return times and what it saw: values, create and mod revisions, versions
+// and the header revision.
 //
 // TestKillRestart SIGKILLs the leader, then each follower in turn, letting
 // the two survivors serve writes while the third is down and restarting it
@@ -44,9 +46,13 @@
 //
 //   - every acknowledged ledger write is readable with its value;
 //   - every member reports the same HashKV at the same revision;
-//   - the history of the hot keys is linearizable (porcupine, partitioned by
-//     key; a put or swap whose outcome the client never learned may have
-//     taken effect at any point after its call, or never).
+//   - the whole history is linearizable against the test kit's model of
+//     etcd's key-value semantics (tests/kit's Model, with porcupine): every
+//     write takes the next revision, ledger puts included, and every answer
+//     reports the revisions and versions etcd would. A write whose outcome
+//     the client never learned is first settled from the store's history
+//     (a watch from revision 2): applied at the revision it holds there, or
+//     never; an unknown delete may take effect at any point after its call.
 //
 // Running it:
 //

@@ -95,6 +95,7 @@ func TestKillRestart(t *testing.T) {
 	l.stop()
 	c.logSnapshots()
 	c.checkConverged()
-	l.checkLedger(c, newClient(t, c.endpoints()...))
-	checkLinearizable(t, l.history(), s.seed)
+	cli := newClient(t, c.endpoints()...)
+	l.checkLedger(c, cli)
+	l.checkLinearizable(c, cli)
 }

@@ -1,4 +1,4 @@
-package clustertest
+package kit
 
 import (
 	"fmt"
@@ -6,11 +6,16 @@ import (
 	"github.com/anishathalye/porcupine"
 )
 
-// NumKeys is how many keys histories use: few, so operations collide.
+// NumKeys is how many keys a history of the model uses: few, so
+// operations collide.
 const NumKeys = 4
 
+// KeyPrefix starts the names of the model's keys; no other key a test
+// writes may start with it.
+const KeyPrefix = "key"
+
 // Key returns the name of model key i.
-func Key(i int) string { return fmt.Sprintf("key%d", i) }
+func Key(i int) string { return fmt.Sprintf("%s%d", KeyPrefix, i) }
 
 // OpKind is a client operation of the key-value model.
 type OpKind uint8
@@ -22,9 +27,17 @@ const (
 	// OpGet reads Key linearizably.
 	OpGet
 	// OpCAS is a txn: if Key's value is Expect, put Value, else read Key.
+	// An empty Expect asks for the key to be absent instead (the txn
+	// compares its create revision with 0): a value compare never holds on
+	// an absent key in etcd.
 	OpCAS
 	// OpDelete deletes Key.
 	OpDelete
+	// OpPutOther puts a key outside the model's keys that is written once
+	// (a ledger entry, say): it takes the next revision and changes none of
+	// the model's keys. Key is unused. A history must record every write
+	// to the store, these included, for the revisions to add up.
+	OpPutOther
 )
 
 // Input is an operation as a client called it.
@@ -87,7 +100,11 @@ var Model = porcupine.Model{
 		case OpGet:
 			return out.Rev == st.rev && out.KV == cur, st
 		case OpCAS:
-			if cur.Exists && cur.Value == in.Expect {
+			holds := cur.Exists && cur.Value == in.Expect
+			if in.Expect == "" {
+				holds = !cur.Exists
+			}
+			if holds {
 				next := st.put(in.Key, in.Value)
 				return out.Unknown || out.Succeeded && out.Rev == next.rev, next
 			}
@@ -100,6 +117,10 @@ var Model = porcupine.Model{
 			next.rev++
 			next.kvs[in.Key] = KV{}
 			return out.Unknown || out.Deleted == 1 && out.Rev == next.rev, next
+		case OpPutOther:
+			next := st
+			next.rev++
+			return out.Unknown || out.Rev == next.rev, next
 		}
 		return false, st
 	},
@@ -115,6 +136,8 @@ var Model = porcupine.Model{
 			call = fmt.Sprintf("cas(%s, %q→%q)", Key(in.Key), in.Expect, in.Value)
 		case OpDelete:
 			call = fmt.Sprintf("delete(%s)", Key(in.Key))
+		case OpPutOther:
+			call = fmt.Sprintf("put(other, %q)", in.Value)
 		}
 		if out.Unknown {
 			return call + " → ?"
@@ -122,12 +145,12 @@ var Model = porcupine.Model{
 		res := fmt.Sprintf("rev %d", out.Rev)
 		switch in.Op {
 		case OpGet:
-			res += " " + describeKV(out.KV)
+			res += " " + DescribeKV(out.KV)
 		case OpCAS:
 			if out.Succeeded {
 				res += " ok"
 			} else {
-				res += " failed, " + describeKV(out.KV)
+				res += " failed, " + DescribeKV(out.KV)
 			}
 		case OpDelete:
 			res += fmt.Sprintf(" deleted %d", out.Deleted)
@@ -138,13 +161,14 @@ var Model = porcupine.Model{
 		st := state.(modelState)
 		s := fmt.Sprintf("rev %d", st.rev)
 		for i, kv := range st.kvs {
-			s += fmt.Sprintf(", %s=%s", Key(i), describeKV(kv))
+			s += fmt.Sprintf(", %s=%s", Key(i), DescribeKV(kv))
 		}
 		return s
 	},
 }
 
-func describeKV(kv KV) string {
+// DescribeKV formats kv for a failure message.
+func DescribeKV(kv KV) string {
 	if !kv.Exists {
 		return "<none>"
 	}
