@@ -20,8 +20,9 @@ import (
 	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
-// waitLimit bounds every wait for a condition in these tests. It is a
-// deadline that turns a hang into a clear failure, not a speed assertion.
+// waitLimit bounds every call and every wait for a result in these tests
+// (waits for a condition use the test kit's WaitTimeout). It is a deadline
+// that turns a hang into a clear failure, not a speed assertion.
 const waitLimit = 30 * time.Second
 
 // services are the two services as a client sees them: gRPC stubs, the
