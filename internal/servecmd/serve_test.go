@@ -20,6 +20,7 @@ import (
 	"github.com/cairn-db/cairn/internal/embed"
 	"github.com/cairn-db/cairn/internal/freeport"
 	"github.com/cairn-db/cairn/internal/storage"
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // parse parses args as the command line and env as the environment, and
@@ -360,26 +361,24 @@ func TestServeUntilSignal(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(context.Background()) }()
 
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		resp, err := http.Get(url + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
+	err := kit.Poll(kit.WaitTimeout, func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("command ended before serving: %v\n%s", err, logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no healthy member at %s after 30s: %v", url, err)
+		resp, err := http.Get(url + "/health")
+		if err != nil {
+			return err
 		}
-		<-tick.C
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/health answers %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("no healthy member at %s: %v", url, err)
 	}
 	if err := syscall.Kill(syscall.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
