@@ -10,6 +10,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 const (
@@ -46,19 +48,12 @@ func newCluster(t testing.TB, members []*container) *cluster {
 
 func (c *cluster) client(m *container) *clientv3.Client { return c.clients[m] }
 
-// waitFor polls cond until it returns nil, failing past readyTimeout.
+// waitFor polls cond until it returns nil, failing with cond's last error
+// past readyTimeout.
 func (c *cluster) waitFor(what string, cond func() error) {
 	c.t.Helper()
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s: not reached after %v: %v", what, readyTimeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := kit.Poll(readyTimeout, cond); err != nil {
+		c.t.Fatalf("%s: %v", what, err)
 	}
 }
 
