@@ -4,49 +4,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 
 	"github.com/cairn-db/cairn/internal/bench"
+	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
-// startBenchEtcd starts a single-member etcd on 127.0.0.1 for the bench
-// command to measure.
+// startBenchEtcd starts a single-member etcd (the test kit's oracle) and returns
+// its client address and a client, for the bench command to measure.
 func startBenchEtcd(t *testing.T) (string, *clientv3.Client) {
 	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	cfg.UnsafeNoFsync = true
-	local := func() []url.URL { return []url.URL{{Scheme: "http", Host: "127.0.0.1:0"}} }
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = local(), local()
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = local(), local()
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("etcd failed: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready after 30s")
-	}
-	addr := e.Clients[0].Addr().String()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return addr, cli
+	e := oracle.Start(t)
+	return e.Addr, e.Client(t)
 }
 
 func runBench(t *testing.T, args ...string) (string, error) {

@@ -4,19 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"testing"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	etcdembed "go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
 // Request builders, to keep the table readable.
@@ -208,7 +203,7 @@ func TestValidationMatchesEtcd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an embedded etcd")
 	}
-	kv := startEtcdKV(t)
+	kv := oracle.Start(t).KV(t)
 	for _, tc := range validationCases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -236,38 +231,4 @@ func TestValidationMatchesEtcd(t *testing.T) {
 			}
 		})
 	}
-}
-
-// startEtcdKV starts a single-member embedded etcd on 127.0.0.1 and returns
-// a plain KV stub to it.
-func startEtcdKV(t *testing.T) pb.KVClient {
-	t.Helper()
-	cfg := etcdembed.NewConfig()
-	cfg.Name = "oracle"
-	cfg.Dir = t.TempDir()
-	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true
-	client, _ := url.Parse("http://127.0.0.1:0")
-	peer, _ := url.Parse("http://" + freeport.Addr(t))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := etcdembed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("embedded etcd failed: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("embedded etcd not ready after 60s")
-	}
-	conn, err := grpc.NewClient(e.Clients[0].Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return pb.NewKVClient(conn)
 }

@@ -2,22 +2,18 @@ package api
 
 import (
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	etcdembed "go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/prototext"
 
-	"github.com/cairn-db/cairn/internal/freeport"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/watch"
+	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
 // watchSubject is a store with a Watch service: embedded etcd, or cairn's
@@ -30,33 +26,7 @@ type watchSubject struct {
 
 func etcdWatchSubject(t *testing.T) *watchSubject {
 	t.Helper()
-	cfg := etcdembed.NewConfig()
-	cfg.Name = "oracle"
-	cfg.Dir = t.TempDir()
-	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true
-	client, _ := url.Parse("http://127.0.0.1:0")
-	peer, _ := url.Parse("http://" + freeport.Addr(t))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := etcdembed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("embedded etcd failed: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("embedded etcd not ready after 60s")
-	}
-	conn, err := grpc.NewClient(e.Clients[0].Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := oracle.Start(t).Conn(t)
 	kv := pb.NewKVClient(conn)
 	return &watchSubject{name: "etcd", conn: conn, write: func(t *testing.T, op any) {
 		t.Helper()

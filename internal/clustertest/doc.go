@@ -28,9 +28,10 @@
 //
 // # Histories
 //
-// History records operations that clients run against random members; a
-// porcupine model of etcd's key-value semantics (values, versions, create
-// and mod revisions, the header revision) checks them for linearizability.
+// History records operations that clients run against random members; the
+// test kit's porcupine model of etcd's key-value semantics (tests/kit's
+// Model: values, versions, create and mod revisions, the header revision)
+// checks them for linearizability.
 // An operation whose outcome is unknown (a timeout) may have taken effect
 // at any time after its call. A violation prints the seed and the history
 // and writes porcupine's visualization to a temporary file.

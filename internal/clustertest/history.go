@@ -1,14 +1,10 @@
 package clustertest
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +14,7 @@ import (
 	"go.etcd.io/raft/v3"
 
 	"github.com/cairn-db/cairn/internal/server"
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // History records the operations clients run against a cluster, with the
@@ -35,7 +32,7 @@ type History struct {
 type serialRead struct {
 	member string
 	key    int
-	kv     KV
+	kv     kit.KV
 	rev    int64
 }
 
@@ -58,15 +55,15 @@ func definite(err error) bool {
 // Do runs in against s for client, and records it: a read that failed is
 // left out (it had no effect), a write that failed is recorded with an
 // unknown outcome unless the error says it never reached the log.
-func (h *History) Do(ctx context.Context, client int, s *server.Server, in Input) error {
+func (h *History) Do(ctx context.Context, client int, s *server.Server, in kit.Input) error {
 	call := h.now()
 	out, err := run(ctx, s, in)
 	ret := h.now()
 	if err != nil {
-		if in.Op == OpGet || definite(err) {
+		if in.Op == kit.OpGet || definite(err) {
 			return err
 		}
-		out, ret = Output{Unknown: true}, math.MaxInt64
+		out, ret = kit.Output{Unknown: true}, math.MaxInt64
 	}
 	h.mu.Lock()
 	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret})
@@ -77,7 +74,7 @@ func (h *History) Do(ctx context.Context, client int, s *server.Server, in Input
 // SerializableGet reads key from s without a read-index round and records
 // the answer for CheckSerializable.
 func (h *History) SerializableGet(ctx context.Context, name string, s *server.Server, key int) error {
-	r, err := s.Range(ctx, &pb.RangeRequest{Key: []byte(Key(key)), Serializable: true})
+	r, err := s.Range(ctx, &pb.RangeRequest{Key: []byte(kit.Key(key)), Serializable: true})
 	if err != nil {
 		return err
 	}
@@ -87,52 +84,57 @@ func (h *History) SerializableGet(ctx context.Context, name string, s *server.Se
 	return nil
 }
 
-func kvOf(r *pb.RangeResponse) KV {
+func kvOf(r *pb.RangeResponse) kit.KV {
 	if len(r.Kvs) == 0 {
-		return KV{}
+		return kit.KV{}
 	}
 	kv := r.Kvs[0]
-	return KV{Value: string(kv.Value), Create: kv.CreateRevision, Mod: kv.ModRevision, Version: kv.Version, Exists: true}
+	return kit.KV{Value: string(kv.Value), Create: kv.CreateRevision, Mod: kv.ModRevision, Version: kv.Version, Exists: true}
 }
 
-func run(ctx context.Context, s *server.Server, in Input) (Output, error) {
-	key := []byte(Key(in.Key))
+func run(ctx context.Context, s *server.Server, in kit.Input) (kit.Output, error) {
+	key := []byte(kit.Key(in.Key))
 	switch in.Op {
-	case OpPut:
+	case kit.OpPut:
 		r, err := s.Put(ctx, &pb.PutRequest{Key: key, Value: []byte(in.Value)})
 		if err != nil {
-			return Output{}, err
+			return kit.Output{}, err
 		}
-		return Output{Rev: r.Header.Revision}, nil
-	case OpGet:
+		return kit.Output{Rev: r.Header.Revision}, nil
+	case kit.OpGet:
 		r, err := s.Range(ctx, &pb.RangeRequest{Key: key})
 		if err != nil {
-			return Output{}, err
+			return kit.Output{}, err
 		}
-		return Output{Rev: r.Header.Revision, KV: kvOf(r)}, nil
-	case OpCAS:
+		return kit.Output{Rev: r.Header.Revision, KV: kvOf(r)}, nil
+	case kit.OpCAS:
+		cmp := &pb.Compare{Key: key, Target: pb.Compare_VALUE, Result: pb.Compare_EQUAL,
+			TargetUnion: &pb.Compare_Value{Value: []byte(in.Expect)}}
+		if in.Expect == "" { // the key must be absent (see kit.OpCAS)
+			cmp = &pb.Compare{Key: key, Target: pb.Compare_CREATE, Result: pb.Compare_EQUAL,
+				TargetUnion: &pb.Compare_CreateRevision{CreateRevision: 0}}
+		}
 		r, err := s.Txn(ctx, &pb.TxnRequest{
-			Compare: []*pb.Compare{{Key: key, Target: pb.Compare_VALUE, Result: pb.Compare_EQUAL,
-				TargetUnion: &pb.Compare_Value{Value: []byte(in.Expect)}}},
+			Compare: []*pb.Compare{cmp},
 			Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: key, Value: []byte(in.Value)}}}},
 			Failure: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: key}}}},
 		})
 		if err != nil {
-			return Output{}, err
+			return kit.Output{}, err
 		}
-		out := Output{Rev: r.Header.Revision, Succeeded: r.Succeeded}
+		out := kit.Output{Rev: r.Header.Revision, Succeeded: r.Succeeded}
 		if !r.Succeeded {
 			out.KV = kvOf(r.Responses[0].GetResponseRange())
 		}
 		return out, nil
-	case OpDelete:
+	case kit.OpDelete:
 		r, err := s.DeleteRange(ctx, &pb.DeleteRangeRequest{Key: key})
 		if err != nil {
-			return Output{}, err
+			return kit.Output{}, err
 		}
-		return Output{Rev: r.Header.Revision, Deleted: r.Deleted}, nil
+		return kit.Output{Rev: r.Header.Revision, Deleted: r.Deleted}, nil
 	}
-	return Output{}, fmt.Errorf("unknown op %d", in.Op)
+	return kit.Output{}, fmt.Errorf("unknown op %d", in.Op)
 }
 
 // Len returns how many operations were recorded, and how many of them have
@@ -141,20 +143,16 @@ func (h *History) Len() (ops, unknown int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, op := range h.ops {
-		if op.Output.(Output).Unknown {
+		if op.Output.(kit.Output).Unknown {
 			unknown++
 		}
 	}
 	return len(h.ops), unknown
 }
 
-// Resolve settles the outcome of the writes whose outcome is unknown, from
-// the converged store's history as s holds it (which must not be
-// compacted): a put or CAS (their values are unique) applied at revision R
-// gets R as its known outcome; one that never applied is removed, as it
-// had no effect. Unknown deletes stay unknown. This is what keeps the check
-// fast: an operation with an unknown outcome may linearize anywhere after
-// its call, and porcupine's search grows with each one.
+// Resolve settles the outcome of the writes whose outcome is unknown (see
+// kit.Resolve) from the converged store's history as s holds it, which must
+// not be compacted.
 func (h *History) Resolve(t testing.TB, s *server.Server) {
 	t.Helper()
 	applied := map[string]int64{} // value → revision it was written at
@@ -172,60 +170,18 @@ func (h *History) Resolve(t testing.TB, s *server.Server) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	kept := h.ops[:0]
-	for _, op := range h.ops {
-		in, out := op.Input.(Input), op.Output.(Output)
-		if out.Unknown && (in.Op == OpPut || in.Op == OpCAS) {
-			rev, ok := applied[in.Value]
-			if !ok {
-				continue
-			}
-			op.Output = Output{Rev: rev, Succeeded: true}
-		}
-		kept = append(kept, op)
-	}
-	h.ops = kept
+	h.ops = kit.Resolve(h.ops, applied)
 }
 
-// CheckLinearizable checks the history against Model. On a violation it
-// writes porcupine's visualization to a temporary file and fails the test
-// with the seed and the history.
+// CheckLinearizable checks the history against kit.Model (see
+// kit.CheckLinearizable): a violation fails the test with the seed, the
+// history and porcupine's visualization in a temporary file.
 func (h *History) CheckLinearizable(t testing.TB, seed uint64) {
 	t.Helper()
 	h.mu.Lock()
 	ops := append([]porcupine.Operation(nil), h.ops...)
 	h.mu.Unlock()
-	res, info := porcupine.CheckOperationsVerbose(Model, ops, 5*time.Minute)
-	switch res {
-	case porcupine.Ok:
-		return
-	case porcupine.Unknown:
-		t.Fatalf("seed %d: the linearizability check of %d operations did not finish", seed, len(ops))
-	}
-	f, err := os.CreateTemp("", fmt.Sprintf("cairn-cluster-seed%d-*.html", seed))
-	where := "(could not write the visualization)"
-	if err == nil {
-		if err := porcupine.Visualize(Model, info, f); err == nil {
-			where = f.Name()
-		}
-		f.Close()
-	}
-	t.Fatalf("seed %d: history is not linearizable; visualization in %s\n%s", seed, where, describeHistory(ops))
-}
-
-func describeHistory(ops []porcupine.Operation) string {
-	ops = slices.Clone(ops)
-	slices.SortStableFunc(ops, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
-	var b strings.Builder
-	for _, op := range ops {
-		ret := "∞"
-		if op.Return != math.MaxInt64 {
-			ret = fmt.Sprint(time.Duration(op.Return))
-		}
-		fmt.Fprintf(&b, "  client %d [%v, %s] %s\n", op.ClientId, time.Duration(op.Call), ret,
-			Model.DescribeOperation(op.Input, op.Output))
-	}
-	return b.String()
+	kit.CheckLinearizable(t, ops, seed)
 }
 
 // CheckSerializable checks each serializable read against the key's
@@ -237,13 +193,13 @@ func (h *History) CheckSerializable(t testing.TB, seed uint64, s *server.Server)
 	reads := append([]serialRead(nil), h.seqs...)
 	h.mu.Unlock()
 	for _, r := range reads {
-		got, err := s.Range(context.Background(), &pb.RangeRequest{Key: []byte(Key(r.key)), Revision: r.rev, Serializable: true})
+		got, err := s.Range(context.Background(), &pb.RangeRequest{Key: []byte(kit.Key(r.key)), Revision: r.rev, Serializable: true})
 		if err != nil {
 			continue // compacted
 		}
 		if want := kvOf(got); want != r.kv {
 			t.Fatalf("seed %d: serializable read of %s on %s at revision %d returned %s; the key was %s then",
-				seed, Key(r.key), r.member, r.rev, describeKV(r.kv), describeKV(want))
+				seed, kit.Key(r.key), r.member, r.rev, kit.DescribeKV(r.kv), kit.DescribeKV(want))
 		}
 	}
 }

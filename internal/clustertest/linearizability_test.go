@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/internal/server"
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 func envInt(name string, def int) int {
@@ -197,25 +198,25 @@ func runClient(ctx context.Context, c *Cluster, h *History, seed uint64, id int)
 		if s == nil {
 			continue
 		}
-		key := rng.IntN(NumKeys)
+		key := rng.IntN(kit.NumKeys)
 		if rng.Float64() < serializableRate {
 			h.SerializableGet(ctx, m.Name, s, key)
 			continue
 		}
-		in := Input{Key: key, Value: fmt.Sprintf("c%d-%d", id, n)}
+		in := kit.Input{Key: key, Value: fmt.Sprintf("c%d-%d", id, n)}
 		switch r := rng.IntN(10); {
 		case r < 4:
-			in.Op = OpGet
+			in.Op = kit.OpGet
 		case r < 7:
-			in.Op = OpPut
+			in.Op = kit.OpPut
 		case r < 9:
-			in.Op = OpCAS
+			in.Op = kit.OpCAS
 			in.Expect = last[key]
 		default:
-			in.Op = OpDelete
+			in.Op = kit.OpDelete
 		}
 		h.Do(ctx, id, s, in)
-		if in.Op == OpPut || in.Op == OpCAS {
+		if in.Op == kit.OpPut || in.Op == kit.OpCAS {
 			last[key] = in.Value
 		}
 	}

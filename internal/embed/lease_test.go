@@ -5,12 +5,13 @@ import (
 	"errors"
 	"slices"
 	"testing"
-	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // leaseKeys returns the keys TimeToLive reports attached to id.
@@ -25,19 +26,6 @@ func leaseKeys(t *testing.T, c *clientv3.Client, id clientv3.LeaseID) []string {
 		keys = append(keys, string(k))
 	}
 	return keys
-}
-
-// pollUntil polls cond until it holds, failing after a generous deadline:
-// the test waits for what a user would wait for, it never times it.
-func pollUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestLeaseEndToEnd drives a member's Lease service through clientv3:
@@ -191,7 +179,7 @@ func TestLeaseEndToEnd(t *testing.T) {
 	if _, err := c.Put(ctx, "e", "v", clientv3.WithLease(short)); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, "the expired lease's key to go", func() bool {
+	kit.WaitFor(t, "the expired lease's key to go", func() bool {
 		r, err := c.Get(ctx, "e")
 		return err == nil && len(r.Kvs) == 0
 	})
@@ -284,7 +272,7 @@ func TestLeaseRestart(t *testing.T) {
 	if ka, err := c.KeepAliveOnce(ctx, long.ID); err != nil || ka.TTL != 600 {
 		t.Fatalf("KeepAliveOnce after restart: %+v %v", ka, err)
 	}
-	pollUntil(t, "the short lease to expire after the restart", func() bool {
+	kit.WaitFor(t, "the short lease to expire after the restart", func() bool {
 		r, err := c.Get(ctx, "s/", clientv3.WithPrefix())
 		return err == nil && len(r.Kvs) == 0
 	})

@@ -18,20 +18,18 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
-// requireLeases skips the test when the member does not serve the Lease
-// service yet (every Lease RPC answers Unimplemented): locks and elections
-// are keys attached to leases and cannot work without them. Any other
-// failure of a Grant fails the test.
+// requireLeases fails the test at once, saying why, when the member does
+// not grant a lease: locks and elections are keys attached to leases and
+// cannot work without them.
 func requireLeases(t *testing.T, c *clientv3.Client) {
 	t.Helper()
 	resp, err := c.Grant(ctxT(t), 60)
-	if status.Code(err) == codes.Unimplemented {
-		t.Skipf("the member does not serve leases yet, so no lock or election can be taken: Grant: %v", err)
-	}
 	if err != nil {
-		t.Fatalf("grant: %v", err)
+		t.Fatalf("the member grants no lease, so no lock or election can be taken: Grant: %v", err)
 	}
 	if _, err := c.Revoke(ctxT(t), resp.ID); err != nil {
 		t.Fatalf("revoke: %v", err)
@@ -137,7 +135,7 @@ func TestLockRPC(t *testing.T) {
 		}
 		second <- r
 	}()
-	waitCount(t, c, "rpc/", 2)
+	kit.WaitKeys(t, c, "rpc/", 2)
 	if _, err := lc.Unlock(ctx, &v3lockpb.UnlockRequest{Key: first.Key}); err != nil {
 		t.Fatalf("unlock: %v", err)
 	}
@@ -160,7 +158,7 @@ func TestLockRPC(t *testing.T) {
 		_, err := lc.Lock(ctx, &v3lockpb.LockRequest{Name: []byte("rpc")}) // lease 0: the server grants one
 		third <- err
 	}()
-	waitCount(t, c, "rpc/", 2)
+	kit.WaitKeys(t, c, "rpc/", 2)
 	if _, err := c.Revoke(ctx, l2.ID); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
@@ -195,7 +193,7 @@ func TestLockRevokedSession(t *testing.T) {
 	}
 	got := make(chan error, 1)
 	go func() { got <- m2.Lock(ctx) }()
-	waitCount(t, c, "/lock/revoke/", 2)
+	kit.WaitKeys(t, c, "/lock/revoke/", 2)
 	if _, err := c.Revoke(ctx, s1.Lease()); err != nil {
 		t.Fatalf("revoke the holder's lease: %v", err)
 	}
@@ -260,7 +258,7 @@ func TestLockElection(t *testing.T) {
 	e := concurrency.NewElection(s, "elect")
 	campaigned := make(chan error, 1)
 	go func() { campaigned <- e.Campaign(ctx, "c") }()
-	waitCount(t, c, "elect/", 2)
+	kit.WaitKeys(t, c, "elect/", 2)
 	if _, err := ec.Resign(ctx, &v3electionpb.ResignRequest{Leader: won.Leader}); err != nil {
 		t.Fatalf("resign: %v", err)
 	}
@@ -303,25 +301,6 @@ func expectObserved(t *testing.T, o v3electionpb.Election_ObserveClient, value s
 	}
 	if string(r.Kv.Value) != value {
 		t.Fatalf("observed %q, want %q", r.Kv.Value, value)
-	}
-}
-
-// waitCount polls until exactly n keys exist under prefix.
-func waitCount(t *testing.T, c *clientv3.Client, prefix string, n int64) {
-	t.Helper()
-	deadline := time.Now().Add(lockWait)
-	for {
-		resp, err := c.Get(ctxT(t), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.Count == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d keys under %q, want %d", resp.Count, prefix, n)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval, not a wait for the condition
 	}
 }
 
@@ -495,7 +474,7 @@ func TestLockTLS(t *testing.T) {
 		_, err := lc.Lock(waiting, &v3lockpb.LockRequest{Name: []byte("/lock/tls")})
 		got <- err
 	}()
-	waitCount(t, c, "/lock/tls/", 2)
+	kit.WaitKeys(t, c, "/lock/tls/", 2)
 	if err := mu.Unlock(ctx); err != nil {
 		t.Fatalf("unlock: %v", err)
 	}

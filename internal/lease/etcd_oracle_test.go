@@ -4,20 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"testing"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	etcdembed "go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/cairn-db/cairn/internal/freeport"
 	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
 // oracleOp is one step of a lease scenario. Exactly one field is set.
@@ -85,12 +80,8 @@ func TestAgainstEtcd(t *testing.T) {
 		{Leases: true},
 	}
 
-	addr := startEtcd(t)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	// etcd keeps its default timing, so its minimum TTL is 2 s.
+	conn := oracle.Start(t).Conn(t)
 	etcd := &etcdSide{kv: pb.NewKVClient(conn), lease: pb.NewLeaseClient(conn)}
 	m := newMember(t, Options{MinTTL: MinTTL(100*time.Millisecond, 10)})
 	m.le.Promote(time.Second)
@@ -225,34 +216,4 @@ func (m *member) do(o oracleOp) oracleOutcome {
 	out.Err = errName(err)
 	out.Rev = m.kv.Rev()
 	return out
-}
-
-// startEtcd starts a single-member embedded etcd on 127.0.0.1 with etcd's
-// default timing (so its minimum TTL is 2 s) and returns its client
-// address.
-func startEtcd(t *testing.T) string {
-	t.Helper()
-	cfg := etcdembed.NewConfig()
-	cfg.Name = "oracle"
-	cfg.Dir = t.TempDir()
-	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true
-	client, _ := url.Parse("http://127.0.0.1:0")
-	peerURL, _ := url.Parse("http://" + freeport.Addr(t))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := etcdembed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("embedded etcd failed while starting: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("embedded etcd not ready after 30 s")
-	}
-	return e.Clients[0].Addr().String()
 }

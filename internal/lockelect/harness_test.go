@@ -4,13 +4,11 @@ import (
 	"context"
 	"net"
 	"net/http/httptest"
-	"net/url"
 	"testing"
 	"time"
 
 	gw "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	etcdembed "go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"go.uber.org/zap"
@@ -18,11 +16,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/tests/kit"
+	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
-// waitLimit bounds every wait for a condition in these tests. It is a
-// deadline that turns a hang into a clear failure, not a speed assertion.
+// waitLimit bounds every call and every wait for a result in these tests
+// (waits for a condition use the test kit's WaitTimeout). It is a deadline
+// that turns a hang into a clear failure, not a speed assertion.
 const waitLimit = 30 * time.Second
 
 // services are the two services as a client sees them: gRPC stubs, the
@@ -52,7 +52,7 @@ type fixture struct {
 // lease TTL is 1 s.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	addr := startEtcd(t)
+	addr := oracle.Start(t, oracle.FastElection()).Addr
 	f := &fixture{etcdAddr: addr, kv: newClient(t, addr)}
 	f.etcd = dialServices(t, addr)
 	f.etcd.http = "http://" + addr
@@ -117,36 +117,6 @@ func serveGateway(t *testing.T, addr string) string {
 	return srv.URL
 }
 
-func startEtcd(t *testing.T) string {
-	t.Helper()
-	cfg := etcdembed.NewConfig()
-	cfg.Name = "oracle"
-	cfg.Dir = t.TempDir()
-	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	// etcd's gateway dials the client URL as configured, so it needs a
-	// concrete port rather than 0.
-	client, _ := url.Parse("http://" + freeport.Addr(t))
-	peerURL, _ := url.Parse("http://" + freeport.Addr(t))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := etcdembed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("embedded etcd failed while starting: %v", err)
-	case <-time.After(waitLimit):
-		t.Fatal("embedded etcd not ready in time")
-	}
-	return e.Clients[0].Addr().String()
-}
-
 func newClient(t *testing.T, addr string) *clientv3.Client {
 	t.Helper()
 	c, err := clientv3.New(clientv3.Config{
@@ -188,7 +158,9 @@ func (f *fixture) grant(t *testing.T, ttl int64) int64 { return grantLease(t, f.
 func (f *fixture) revoke(t *testing.T, id int64) { revokeLease(t, f.kv, id) }
 
 // waitKeys polls until exactly n keys exist under prefix.
-func (f *fixture) waitKeys(t *testing.T, prefix string, n int) { waitKeys(t, f.kv, prefix, n) }
+func (f *fixture) waitKeys(t *testing.T, prefix string, n int) {
+	kit.WaitKeys(t, f.kv, prefix, int64(n))
+}
 
 func grantLease(t *testing.T, c *clientv3.Client, ttl int64) int64 {
 	t.Helper()
@@ -203,24 +175,6 @@ func revokeLease(t *testing.T, c *clientv3.Client, id int64) {
 	t.Helper()
 	if _, err := c.Revoke(testCtx(t), clientv3.LeaseID(id)); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitKeys(t *testing.T, c *clientv3.Client, prefix string, n int) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		resp, err := c.Get(testCtx(t), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.Count == int64(n) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d keys under %q, want %d", resp.Count, prefix, n)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval, not a wait for the condition
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/status"
+
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // scenario is a sequence of Lock and Election calls that records, in order,
@@ -145,7 +147,7 @@ func (r *recorder) keys(t *testing.T, n string) {
 // namespace.
 func (r *recorder) waitKeys(t *testing.T, p string, n int) {
 	t.Helper()
-	waitKeys(t, r.svc.kv, string(r.name(p)), n)
+	kit.WaitKeys(t, r.svc.kv, string(r.name(p)), int64(n))
 }
 
 // errText returns the message a client sees for err.

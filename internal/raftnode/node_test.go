@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairn-db/cairn/internal/clock/clocktest"
 	"github.com/cairn-db/cairn/internal/storage"
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // applier is a minimal apply loop: it records normal entries, applies conf
@@ -93,15 +94,11 @@ func (a *applier) applied() ([]string, uint64) {
 	return append([]string(nil), a.data...), a.last
 }
 
+// waitFor is the test kit's WaitFor (tests/kit): it polls cond until it
+// holds, failing the test after a generous deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	kit.WaitFor(t, what, cond)
 }
 
 func startNode(t *testing.T, eng *storage.Engine, onRead func([]raft.ReadState)) (*Node, *applier) {

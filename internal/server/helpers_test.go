@@ -9,6 +9,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/cairn-db/cairn/internal/clock/clocktest"
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // startServer starts a member in dir with cfg's settings and stops it when
@@ -34,17 +35,11 @@ func startServerWith(t *testing.T, dir string, knobs testingKnobs, mutate func(*
 	return s
 }
 
-// waitUntil polls cond until it holds, failing the test after a generous
-// deadline.
+// waitUntil is the test kit's WaitFor (tests/kit): it polls cond until it
+// holds, failing the test after a generous deadline.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	kit.WaitFor(t, what, cond)
 }
 
 func put(t *testing.T, s *Server, key, val string) *pb.PutResponse {

@@ -12,6 +12,8 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 const testCluster = 0xc1
@@ -186,17 +188,11 @@ func waitActive(t *testing.T, m *member, peer uint64) {
 	})
 }
 
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline. It never asserts anything about speed.
+// waitFor is the test kit's WaitFor (tests/kit): it polls cond until it
+// holds, failing the test after a generous deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	kit.WaitFor(t, what, cond)
 }
 
 func msgApp(from, to, index uint64, data []byte) *raftpb.Message {
