@@ -198,9 +198,9 @@ func (em *etcdMetrics) observeApply(r *pb.InternalRaftRequest, res result, start
 }
 
 // watchHeartbeats wraps tr, counting late heartbeats (see heartbeatWatch);
-// interval is the heartbeat interval.
-func (em *etcdMetrics) watchHeartbeats(tr raftnode.Transport, interval time.Duration, lg *slog.Logger) *heartbeatWatch {
-	return &heartbeatWatch{Transport: tr, interval: interval, failures: em.heartbeatSendFailures, lg: lg, last: make(map[uint64]time.Time)}
+// interval is the heartbeat interval and now the member's clock.
+func (em *etcdMetrics) watchHeartbeats(tr raftnode.Transport, interval time.Duration, now func() time.Time, lg *slog.Logger) *heartbeatWatch {
+	return &heartbeatWatch{Transport: tr, interval: interval, now: now, failures: em.heartbeatSendFailures, lg: lg, last: make(map[uint64]time.Time)}
 }
 
 // keyCount is etcd_debugging_mvcc_keys_total: the number of live keys.
@@ -299,6 +299,7 @@ func (kc *keyCount) get(s *Server) int64 {
 type heartbeatWatch struct {
 	raftnode.Transport
 	interval time.Duration
+	now      func() time.Time
 	failures prometheus.Counter
 	lg       *slog.Logger
 
@@ -320,7 +321,7 @@ func (hw *heartbeatWatch) Send(msgs []*raftpb.Message) {
 		if m.GetType() != raftpb.MsgHeartbeat {
 			continue
 		}
-		now := time.Now()
+		now := hw.now()
 		hw.mu.Lock()
 		prev, ok := hw.last[m.GetTo()]
 		hw.last[m.GetTo()] = now

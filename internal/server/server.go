@@ -157,7 +157,7 @@ func (s *Server) open() error {
 	s.lead.init(s.clock.Now())
 
 	s.peers = newPeerSet(s.memberID, s.newTransport())
-	heartbeats := s.metrics.watchHeartbeats(s.peers.tr, time.Duration(s.cfg.TickMs)*time.Millisecond, s.lg)
+	heartbeats := s.metrics.watchHeartbeats(s.peers.tr, time.Duration(s.cfg.TickMs)*time.Millisecond, s.clock.Now, s.lg)
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID:             s.memberID,
 		Engine:         s.eng,
