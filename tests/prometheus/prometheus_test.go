@@ -75,6 +75,7 @@ func TestAlertRules(t *testing.T) {
 	ms := startCluster(t, bin, 3, quota)
 	cli := newClient(t, ms...)
 	waitLeader(t, ms)
+	logSizes(t, "started", ms)
 
 	prom := startPrometheus(t, promBin, ms)
 	fired := watchAlerts(t, prom)
@@ -110,6 +111,7 @@ func TestAlertRules(t *testing.T) {
 
 	// 2. Fill the database to its quota: the NOSPACE alarm is raised and
 	// puts fail with ResourceExhausted.
+	logSizes(t, "before the fill", ms)
 	fill(t, cli)
 
 	// 3. Two members killed: the survivor has no leader; its reads time
@@ -483,6 +485,17 @@ func emptySize(t *testing.T, bin string) int64 {
 	m.cmd.Process.Kill()
 	<-m.exited
 	return int64(size)
+}
+
+// logSizes logs each member's database size.
+func logSizes(t *testing.T, when string, ms []*member) {
+	t.Helper()
+	var sizes []string
+	for _, m := range ms {
+		v, _ := scrapeValue(m.clientURL, "etcd_mvcc_db_total_size_in_bytes")
+		sizes = append(sizes, fmt.Sprintf("%s %.0f", m.name, v))
+	}
+	t.Logf("database sizes, %s: %s", when, strings.Join(sizes, ", "))
 }
 
 // scrapeValue reads one unlabelled sample from url's /metrics.
