@@ -71,6 +71,10 @@ type Options struct {
 	// Registerer receives the gRPC request metrics and the health check
 	// counters; nil means prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
+	// ExtensiveMetrics adds the grpc_server_handling_seconds histogram
+	// (etcd's --metrics=extensive). The first server registered on a
+	// registry decides for all that share it.
+	ExtensiveMetrics bool
 	// Gatherer is what /metrics serves; nil means
 	// prometheus.DefaultGatherer.
 	Gatherer prometheus.Gatherer
@@ -119,11 +123,12 @@ func (o Options) withDefaults() Options {
 // codes.Unimplemented. The caller serves the server and stops it.
 func NewGRPCServer(b Backend, o Options) *grpc.Server {
 	o = o.withDefaults()
-	metrics := serverMetrics(o.Registerer, o.Logger)
+	metrics := serverMetrics(o.Registerer, o.Logger, o.ExtensiveMetrics)
 
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(metrics.unaryInterceptor(), learnerUnary(b), requireLeaderUnary(b)),
 		grpc.ChainStreamInterceptor(metrics.streamInterceptor(), learnerStream(b), newLeaderLoss(b, o.ElectionTimeout).interceptor(o.Stopping), stoppingStream(o.Stopping)),
+		metrics.codecOption(),
 		grpc.MaxRecvMsgSize(int(o.MaxRequestBytes) + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
@@ -159,8 +164,8 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 // serverMetrics returns the gRPC request metrics registered on reg (etcd's
 // grpc_server_* series). Several servers in one process (tests, or one per
 // listener) share one collector, as registering a second would fail.
-func serverMetrics(reg prometheus.Registerer, log *slog.Logger) *rpcMetrics {
-	m := newRPCMetrics()
+func serverMetrics(reg prometheus.Registerer, log *slog.Logger, extensive bool) *rpcMetrics {
+	m := newRPCMetrics(extensive)
 	if err := reg.Register(m); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {

@@ -23,7 +23,9 @@
 // Interceptors on every server refuse what a learner must not serve
 // (etcd's "rpc not supported for learner"), refuse requests that require a
 // leader while there is none, and count requests in etcd's grpc_server_*
-// metrics. Given Options.Stopping, streams end with "server stopped" when
+// metrics (the handling-time histogram with Options.ExtensiveMetrics; the
+// member's own self-client, SelfUserAgent, left out); a codec counts the
+// bytes of client messages. Given Options.Stopping, streams end with "server stopped" when
 // the member begins to stop, and (with Options.ElectionTimeout) those that
 // require a leader end with "no leader" once it has been lost for three
 // election timeouts.

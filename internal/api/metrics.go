@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -24,8 +25,16 @@ import (
 // a few allocations per call, about 2% of a put's server CPU): here a
 // method's counters are resolved once, on its first call or when
 // initialize registers it, and a request costs a map load and atomic adds.
+//
+// With extensive metrics (etcd's --metrics=extensive) it also times every
+// call in grpc_server_handling_seconds. The byte counts of client
+// messages (etcd_network_client_grpc_*_bytes_total, see metrics_grpc.go)
+// are here too. Calls of the member's own self-client are not counted
+// (see SelfUserAgent).
 type rpcMetrics struct {
 	started, handled, received, sent *prometheus.CounterVec
+	handling                         *prometheus.HistogramVec // nil unless extensive
+	bytes                            byteCounters
 	methods                          sync.Map // full method name -> *methodMetrics
 }
 
@@ -36,13 +45,20 @@ type rpcMetrics struct {
 type methodMetrics struct {
 	typ, service, method    string
 	started, received, sent prometheus.Counter
+	handling                prometheus.Observer // nil unless extensive
 	handled                 [codes.Unauthenticated + 1]atomic.Pointer[prometheus.Counter]
 	m                       *rpcMetrics
 }
 
-func newRPCMetrics() *rpcMetrics {
+func newRPCMetrics(extensive bool) *rpcMetrics {
 	labels := []string{"grpc_type", "grpc_service", "grpc_method"}
+	var handling *prometheus.HistogramVec
+	if extensive {
+		handling = newHandlingHistogram()
+	}
 	return &rpcMetrics{
+		handling: handling,
+		bytes:    newByteCounters(),
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "grpc_server_started_total",
 			Help: "Total number of RPCs started on the server.",
@@ -68,6 +84,11 @@ func (m *rpcMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.handled.Describe(ch)
 	m.received.Describe(ch)
 	m.sent.Describe(ch)
+	if m.handling != nil {
+		m.handling.Describe(ch)
+	}
+	m.bytes.sent.Describe(ch)
+	m.bytes.received.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -76,6 +97,11 @@ func (m *rpcMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.handled.Collect(ch)
 	m.received.Collect(ch)
 	m.sent.Collect(ch)
+	if m.handling != nil {
+		m.handling.Collect(ch)
+	}
+	m.bytes.sent.Collect(ch)
+	m.bytes.received.Collect(ch)
 }
 
 // initialize creates every series of the methods registered on gs so far,
@@ -107,6 +133,9 @@ func (m *rpcMetrics) lookup(fullMethod, typ string) *methodMetrics {
 		received: m.received.WithLabelValues(typ, service, method),
 		sent:     m.sent.WithLabelValues(typ, service, method),
 	}
+	if m.handling != nil {
+		mm.handling = m.handling.WithLabelValues(typ, service, method)
+	}
 	actual, _ := m.methods.LoadOrStore(fullMethod, mm)
 	return actual.(*methodMetrics)
 }
@@ -125,8 +154,12 @@ func (mm *methodMetrics) handledCounter(c codes.Code) prometheus.Counter {
 }
 
 // done counts a finished call with the code its error maps to (context
-// errors as gRPC maps them).
-func (mm *methodMetrics) done(err error) {
+// errors as gRPC maps them) and, with extensive metrics, times it from
+// start.
+func (mm *methodMetrics) done(err error, start time.Time) {
+	if mm.handling != nil {
+		mm.handling.Observe(time.Since(start).Seconds())
+	}
 	code := codes.OK
 	if err != nil {
 		s, ok := status.FromError(err)
@@ -153,22 +186,36 @@ func streamType(clientStream, serverStream bool) string {
 
 func (m *rpcMetrics) unaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if fromSelf(ctx) {
+			return handler(ctx, req)
+		}
 		mm := m.lookup(info.FullMethod, "unary")
 		mm.started.Inc()
 		mm.received.Inc()
+		var start time.Time
+		if mm.handling != nil {
+			start = time.Now()
+		}
 		resp, err := handler(ctx, req)
 		mm.sent.Inc()
-		mm.done(err)
+		mm.done(err, start)
 		return resp, err
 	}
 }
 
 func (m *rpcMetrics) streamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if fromSelf(ss.Context()) {
+			return handler(srv, ss)
+		}
 		mm := m.lookup(info.FullMethod, streamType(info.IsClientStream, info.IsServerStream))
 		mm.started.Inc()
+		var start time.Time
+		if mm.handling != nil {
+			start = time.Now()
+		}
 		err := handler(srv, &countedStream{ServerStream: ss, mm: mm})
-		mm.done(err)
+		mm.done(err, start)
 		return err
 	}
 }

@@ -154,6 +154,9 @@ type Config struct {
 	// serves. Nil means a registry of the member's own, with Go runtime
 	// and process metrics, so several members fit in one process.
 	Metrics *prometheus.Registry
+	// ExtensiveMetrics adds the gRPC handling-time histograms (etcd's
+	// --metrics=extensive; false is etcd's basic).
+	ExtensiveMetrics bool
 }
 
 // GRPCOptions are etcd's gRPC server settings.
@@ -372,6 +375,7 @@ func (c *Config) apiOptions(lg *slog.Logger, reg *prometheus.Registry) api.Optio
 		Registerer:           reg,
 		Gatherer:             reg,
 		Logger:               lg,
+		ExtensiveMetrics:     c.ExtensiveMetrics,
 	}
 }
 

@@ -73,6 +73,7 @@ func Start(cfg *Config) (*Member, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(fdGauges()...)
 	}
 	var tlsCfg *tls.Config
 	if cfg.ClientTLS.configured() {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/cairn-db/cairn/internal/api"
 	"github.com/cairn-db/cairn/internal/lockelect"
 )
 
@@ -118,8 +119,9 @@ func (m *Member) startSelf(handler http.Handler) (http.Handler, error) {
 		return d.DialContext(ctx, "unix", addr)
 	})
 	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{selfEndpoint},
-		DialOptions: []grpc.DialOption{dial},
+		Endpoints: []string{selfEndpoint},
+		// Its calls are not counted in the member's gRPC metrics.
+		DialOptions: []grpc.DialOption{dial, grpc.WithUserAgent(api.SelfUserAgent)},
 		// The server enforces --max-request-bytes with etcd's error;
 		// the client should not refuse first with another.
 		MaxCallSendMsgSize: math.MaxInt32,

@@ -27,6 +27,7 @@ type serveFlags struct {
 	dataDir             string
 	logOutputs          []string
 	initialClusterState string
+	metrics             string
 	configFile          string
 	printVersion        bool
 	// fromFile is set when the flags came from a configuration file.
@@ -108,6 +109,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.BoolVar(&c.EnablePprof, "enable-pprof", false, `Enable runtime profiling data via HTTP server. Address is at client URL + "/debug/pprof/"`)
 	fs.BoolVar(&c.UnsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
 	fs.BoolVar(&c.EnableGRPCGateway, "enable-grpc-gateway", c.EnableGRPCGateway, "Enable GRPC gateway.")
+	fs.StringVar(&f.metrics, "metrics", "basic", "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.")
 
 	fs.StringVar(&f.configFile, "config-file", "", "Path to the server configuration file (etcd's YAML format). Note that if a configuration file is provided, other command line flags and environment variables will be ignored.")
 	fs.BoolVar(&f.printVersion, "version", false, "Print the version and exit.")
@@ -172,7 +174,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("logger", "zap")
 	boolean("enable-log-rotation", false)
 	str("log-rotation-config-json", `{"maxsize": 100, "maxage": 0, "maxbackups": 0, "localtime": false, "compress": false}`)
-	str("metrics", "basic")
 	boolean("enable-distributed-tracing", false)
 	str("distributed-tracing-address", "localhost:4317")
 	str("distributed-tracing-service-name", "etcd")
@@ -279,6 +280,8 @@ func (f *serveFlags) config() (*embed.Config, error) {
 	default:
 		return nil, fmt.Errorf("invalid value %q for --initial-cluster-state: valid values are \"new\" and \"existing\"", f.initialClusterState)
 	}
+	// As in etcd, any value but "extensive" means basic.
+	c.ExtensiveMetrics = f.metrics == "extensive"
 	// As in etcd, --tls-min-version, --tls-max-version and --cipher-suites
 	// apply to peer connections too.
 	c.PeerTLS.MinVersion, c.PeerTLS.MaxVersion = c.ClientTLS.MinVersion, c.ClientTLS.MaxVersion

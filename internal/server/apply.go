@@ -170,7 +170,9 @@ func (s *Server) applyEntry(w *mvcc.Write, b *storage.Batch, e *raftpb.Entry) (u
 			return 0, result{}, fmt.Errorf("decode: %w", err)
 		}
 		seen := len(w.Events())
+		start := time.Now()
 		res, err := s.applyRequest(w, b, req)
+		s.metrics.observeApply(req, res, start)
 		if err == nil {
 			// Puts attach keys to leases, re-puts and deletes
 			// detach them, before the next request looks.
@@ -201,6 +203,7 @@ func (s *Server) commitBatch(w *mvcc.Write, b *storage.Batch, last uint64) error
 	}
 	s.metrics.backendCommit.Observe(time.Since(start).Seconds())
 	w.Done()
+	s.metrics.keys.observe(w.Events())
 	s.hub.Notify(w.Rev(), w.Events())
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
@@ -26,9 +27,10 @@ type SnapshotStream struct {
 	// Index is the raft applied index the state was taken at.
 	Index uint64
 
-	s    *Server
-	rc   io.ReadCloser
-	once sync.Once
+	s     *Server
+	rc    io.ReadCloser
+	start time.Time // for etcd_disk_backend_snapshot_duration_seconds
+	once  sync.Once
 }
 
 // Snapshot starts a backup of this member's replicated state as it is
@@ -61,6 +63,7 @@ func (s *Server) Snapshot(ctx context.Context) (*SnapshotStream, error) {
 		Index:  view.Index,
 		s:      s,
 		rc:     rc,
+		start:  time.Now(),
 	}, nil
 }
 
@@ -78,6 +81,7 @@ func (st *SnapshotStream) Close() error {
 	var err error
 	st.once.Do(func() {
 		err = st.rc.Close()
+		st.s.metrics.snapshot.Observe(time.Since(st.start).Seconds())
 		st.s.life.wg.Done()
 	})
 	return err

@@ -37,7 +37,9 @@
 //   - autoCompactor (compactor.go): auto-compaction.
 //   - lifecycle (lifecycle.go): the member's goroutines, the stop signal
 //     and the guard that keeps requests off a closed engine.
-//   - metrics (metrics.go), and the watch hub (watch.go, internal/watch).
+//   - metrics (metrics.go, metrics_etcd.go): etcd's member metrics, the
+//     late-heartbeat watch around the transport and the live-key count;
+//     and the watch hub (watch.go, internal/watch).
 //
 // Auth (internal/auth) will be one more: a component beside leaseKeeper,
 // with its cases in applyRequest (see Auth below).

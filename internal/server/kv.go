@@ -30,7 +30,11 @@ func (s *Server) rangeWith(ctx context.Context, r *pb.RangeRequest, read func(*p
 		return nil, err
 	}
 	defer s.life.leave()
-	return readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) { return read(r) })
+	resp, err := readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) { return read(r) })
+	if err == nil {
+		s.metrics.rangeTotal.Inc()
+	}
+	return resp, err
 }
 
 // Put writes a key through raft. Errors: ErrNoSpace, mvcc.ErrLeaseNotFound,
@@ -56,7 +60,11 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 	}
 	defer s.life.leave()
 	if mvcc.TxnReadOnly(r) {
-		return readStore(s, ctx, txnSerializable(r), func() (*pb.TxnResponse, error) { return s.kv.ReadTxn(r) })
+		resp, err := readStore(s, ctx, txnSerializable(r), func() (*pb.TxnResponse, error) { return s.kv.ReadTxn(r) })
+		if err == nil {
+			s.metrics.countReadTxn(r, resp)
+		}
+		return resp, err
 	}
 	return proposed[*pb.TxnResponse](s, ctx, &pb.InternalRaftRequest{Txn: r}, txnCost(r), nil)
 }

@@ -159,6 +159,9 @@ func (lk *leaseKeeper) revokeExpired(ids []int64) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			_, err := lk.revoke(context.Background(), id)
+			if err == nil {
+				s.metrics.leaseExpired.Inc()
+			}
 			if err != nil && !errors.Is(err, lease.ErrLeaseNotFound) && !errors.Is(err, ErrStopped) {
 				s.lg.Warn("revoking an expired lease failed", "lease", id, "err", err)
 			}
@@ -271,6 +274,7 @@ func (lk *leaseKeeper) renewPrimary(ctx context.Context, id int64) (int64, error
 	if err != nil {
 		return -1, err
 	}
+	lk.s.metrics.leaseRenewed.Inc()
 	if reset {
 		if err := lk.checkpoint(ctx, []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}}); err != nil {
 			return -1, err

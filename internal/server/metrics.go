@@ -17,6 +17,8 @@ type metrics struct {
 	proposalsFailed  prometheus.Counter
 	walFsync         prometheus.Histogram
 	backendCommit    prometheus.Histogram
+
+	etcdMetrics // metrics_etcd.go
 }
 
 // latencyBuckets are etcd's disk latency buckets: 1ms to 8s.
@@ -42,6 +44,7 @@ func newMetrics() *metrics {
 			Help:    "The latency distributions of commit called by backend.",
 			Buckets: latencyBuckets,
 		}),
+		etcdMetrics: newEtcdMetrics(),
 	}
 }
 
@@ -106,6 +109,7 @@ func (m *metrics) register(s *Server, reg prometheus.Registerer) error {
 			Help: "Current backend storage quota size in bytes.",
 		}, func() float64 { return float64(s.quota.limit()) }),
 	}
+	collectors = append(collectors, m.etcdMetrics.collectors(s)...)
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			m.unregister()

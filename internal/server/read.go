@@ -119,6 +119,9 @@ func (ri *readIndexer) run() {
 			h()
 		}
 		b.err = ri.round()
+		if b.err != nil && b.err != ErrStopped {
+			ri.s.metrics.readIndexFailed.Inc()
+		}
 		close(b.done)
 	}
 }
@@ -161,11 +164,15 @@ func (ri *readIndexer) round() error {
 			for _, st := range ri.states {
 				if bytes.Equal(st.RequestCtx, rctx[:]) {
 					index, found = st.Index, true
+				} else {
+					// An answer to an earlier round, late.
+					s.metrics.slowReadIndex.Inc()
 				}
 			}
 			ri.states = ri.states[:0]
 			ri.statesMu.Unlock()
 		case <-retry:
+			s.metrics.slowReadIndex.Inc()
 			s.node.ReadIndex(rctx[:])
 			retry = s.clock.After(readIndexRetry)
 		case <-changed:

@@ -157,6 +157,7 @@ func (s *Server) open() error {
 	s.lead.init(s.clock.Now())
 
 	s.peers = newPeerSet(s.memberID, s.newTransport())
+	heartbeats := s.metrics.watchHeartbeats(s.peers.tr, time.Duration(s.cfg.TickMs)*time.Millisecond, s.clock.Now, s.lg)
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID:             s.memberID,
 		Engine:         s.eng,
@@ -168,13 +169,16 @@ func (s *Server) open() error {
 		ElectionTicks:  s.cfg.ElectionTicks,
 		DisablePreVote: s.cfg.DisablePreVote,
 		NewTicker:      s.clock.NewTicker,
-		Transport:      s.peers.tr,
+		Transport:      heartbeats,
 		OnReadStates:   s.reads.onReadStates,
 		Abandoned:      func(id uint64) bool { return !s.waits.has(id) },
 		Dropped:        s.onDropped,
 		ObserveSync:    func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) },
 		OnSoftState: func(lead uint64, state raft.StateType) {
 			s.lead.observe(lead, s.clock.Now())
+			if state == raft.StateLeader {
+				heartbeats.reset()
+			}
 			s.leases.observeRole(state)
 		},
 		Logger: s.lg.With("component", "raft"),

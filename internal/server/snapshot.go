@@ -18,6 +18,7 @@ func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	start := time.Now()
 	s.restoring.Lock()
 	err := s.kv.Restore(func() error { return s.node.InstallSnapshot(snap) })
+	s.metrics.keys.reset()
 	if err == nil {
 		err = s.loadReplicated()
 	}
