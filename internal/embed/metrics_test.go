@@ -15,8 +15,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 
-	"github.com/cairn-db/cairn/tests/kit"
 	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // etcdFamilies are the metric families etcd's Grafana dashboard and the
