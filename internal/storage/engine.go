@@ -96,7 +96,7 @@ type Engine struct {
 func Open(dir string, opts Options) (*Engine, error) {
 	fs := opts.FS
 	if fs == nil {
-		fs = vfs.Default
+		fs = privateFS{vfs.Default}
 	}
 	if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: create data directory: %w", err)
