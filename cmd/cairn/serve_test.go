@@ -96,7 +96,7 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		ClientTLS: embed.TLSInfo{CertFile: "c.pem", KeyFile: "k.pem", TrustedCAFile: "ca.pem", ClientCertAuth: true,
 			MinVersion: "TLS1.2", MaxVersion: "TLS1.3", CipherSuites: []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"},
 			ClientCertFile: "cc.pem", ClientKeyFile: "cck.pem", CRLFile: "c.crl", AllowedHostnames: []string{"a.example", "b.example"}},
-		ClientAutoTLS: true,
+		ClientAutoTLS:     true,
 		ListenMetricsURLs: []string{"http://127.0.0.1:2381"},
 		ListenPeerURLs:    []string{"https://127.0.0.1:2380", "http://10.0.0.1:2380"},
 		// The TLS version and cipher flags apply to peers too, as in etcd.
