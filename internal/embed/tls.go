@@ -213,7 +213,7 @@ func (t TLSInfo) certChecks() (*certChecks, error) {
 	if t.CRLFile != "" {
 		var err error
 		if c.crl, err = newCRLFile(t.CRLFile); err != nil {
-			return nil, fmt.Errorf("embed: %w", err)
+			return nil, err
 		}
 	}
 	return c, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,7 +114,11 @@ func (c *crlFile) load() (map[string]bool, error) {
 	if c.mu.revoked != nil && bytes.Equal(raw, c.mu.raw) {
 		return c.mu.revoked, nil
 	}
-	list, err := x509.ParseRevocationList(raw)
+	der := raw
+	if block, _ := pem.Decode(raw); block != nil && block.Type == "X509 CRL" {
+		der = block.Bytes // etcd reads DER only; PEM is what openssl writes by default
+	}
+	list, err := x509.ParseRevocationList(der)
 	if err != nil {
 		return nil, fmt.Errorf("parse CRL file %s: %w", c.path, err)
 	}
