@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"io"
 	"os"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -40,6 +41,19 @@ func (p privateFS) OpenReadWrite(name string, category vfs.DiskWriteCategory, op
 		return nil, err
 	}
 	return f, nil
+}
+
+// Lock locks name as the wrapped file system does, creating it 0600.
+func (p privateFS) Lock(name string) (io.Closer, error) {
+	l, err := p.FS.Lock(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(name, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }
 
 // MkdirAll creates directories 0700, whatever mode Pebble asks for.
