@@ -82,6 +82,7 @@ func TestSecurityFlagsThatWouldDoNothing(t *testing.T) {
 		{[]string{"--client-cert-auth", "--client-cert-file", "cc.pem"}, "ClientKeyFile and ClientCertFile must both be present or both absent"},
 		{[]string{"--peer-client-cert-auth", "--peer-cert-allowed-cn", "m1", "--peer-cert-allowed-hostname", "m1.example"}, "AllowedCNs and AllowedHostnames are mutually exclusive"},
 		{[]string{"--auto-tls", "--self-signed-cert-validity", "0"}, "selfSignedCertValidity is invalid"},
+		{[]string{"--peer-cert-file=", "--peer-key-file=", "--peer-auto-tls", "--peer-client-cert-auth"}, "--peer-auto-tls with --peer-client-cert-auth or --peer-trusted-ca-file needs --peer-client-cert-file"},
 	} {
 		_, _, err := parse(t, append(slices.Clone(tls), c.args...))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

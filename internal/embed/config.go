@@ -291,6 +291,11 @@ func (c *Config) Validate() error {
 	if (c.ClientAutoTLS || c.PeerAutoTLS) && c.SelfSignedCertValidity == 0 {
 		return errors.New("selfSignedCertValidity is invalid,it should be greater than 0")
 	}
+	if c.PeerAutoTLS && !c.PeerTLS.configured() && c.PeerTLS.requiresClientCert() && c.PeerTLS.ClientCertFile == "" {
+		// etcd drops the checks instead; cairn keeps them (see autoTLS),
+		// and the other members could not verify a generated certificate.
+		return errors.New("--peer-auto-tls with --peer-client-cert-auth or --peer-trusted-ca-file needs --peer-client-cert-file and --peer-client-key-file signed by a trusted CA: other members cannot verify a generated certificate")
+	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
 		return err
 	}
