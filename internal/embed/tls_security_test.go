@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -369,5 +370,59 @@ func TestCertificateRotation(t *testing.T) {
 	}
 	if resp, err := tlsClient(t, m, clientCfg).Get(ctx, "k"); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "3" {
 		t.Errorf("a new client after the rotation: %v %v", resp, err)
+	}
+}
+
+// TestPeerClientCertificateRotation: the certificate a member presents when
+// it dials other members is read again for each handshake too.
+func TestPeerClientCertificateRotation(t *testing.T) {
+	ca := newTestCA(t)
+	srv := ca.issue("server", "server", "127.0.0.1")
+	one, two := ca.issue("one", "one", "127.0.0.1"), ca.issue("two", "two", "127.0.0.1")
+	live := t.TempDir()
+	certPath, keyPath := filepath.Join(live, "peer-client.pem"), filepath.Join(live, "peer-client-key.pem")
+	copyFile(t, certPath, readFile(t, one.certFile))
+	copyFile(t, keyPath, readFile(t, one.keyFile))
+
+	// A peer that reports the serial number of the certificate it got.
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{srv.pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.pool,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(r.TLS.PeerCertificates[0].SerialNumber.String()))
+	})}
+	go hs.Serve(l)
+	t.Cleanup(func() { hs.Close() })
+
+	info := TLSInfo{CertFile: srv.certFile, KeyFile: srv.keyFile, TrustedCAFile: ca.file, ClientCertFile: certPath, ClientKeyFile: keyPath}
+	cfg, err := info.peerClientConfig(testConfig(t, t.TempDir()).Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presented := func() string {
+		t.Helper()
+		// A connection a request, as each new peer stream dials anew.
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.Clone(), DisableKeepAlives: true}}
+		resp, err := c.Get("https://" + l.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b := new(strings.Builder)
+		if _, err := io.Copy(b, resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	if got := presented(); got != one.serial.String() {
+		t.Fatalf("presents serial %s, want %s", got, one.serial)
+	}
+	copyFile(t, certPath, readFile(t, two.certFile))
+	copyFile(t, keyPath, readFile(t, two.keyFile))
+	if got := presented(); got != two.serial.String() {
+		t.Errorf("after the rotation: presents serial %s, want %s", got, two.serial)
 	}
 }
