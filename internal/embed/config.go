@@ -282,10 +282,10 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("unknown auto-compaction-mode %q", c.AutoCompactionMode)
 	}
-	if err := c.ClientTLS.validate(""); err != nil {
+	if err := c.ClientTLS.validate(false); err != nil {
 		return err
 	}
-	if err := c.PeerTLS.validate("peer-"); err != nil {
+	if err := c.PeerTLS.validate(true); err != nil {
 		return err
 	}
 	if (c.ClientAutoTLS || c.PeerAutoTLS) && c.SelfSignedCertValidity == 0 {

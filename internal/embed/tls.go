@@ -106,11 +106,11 @@ func cipherSuite(name string) (uint16, bool) {
 }
 
 // validate checks t as etcd checks it, with etcd's messages where etcd
-// has one; prefix is "" for client TLS and "peer-" for peer TLS, to name
-// the flags in cairn's own messages. Settings etcd accepts without acting
+// has one; peer tells peer TLS from client TLS, to name the flags in
+// cairn's own messages. Settings etcd accepts without acting
 // on them (an allowed name or a CRL without client certificates to check)
 // are refused.
-func (t TLSInfo) validate(prefix string) error {
+func (t TLSInfo) validate(peer bool) error {
 	minV, err := tlsVersion(t.MinVersion)
 	if err != nil {
 		return err
@@ -136,33 +136,34 @@ func (t TLSInfo) validate(prefix string) error {
 	if len(t.AllowedCNs) > 0 && len(t.AllowedHostnames) > 0 {
 		return fmt.Errorf("AllowedCNs and AllowedHostnames are mutually exclusive (cns=%q, hostnames=%q)", t.AllowedCNs, t.AllowedHostnames)
 	}
-	auth, ca := "--client-cert-auth", "--trusted-ca-file"
-	if prefix != "" {
-		auth, ca = "--peer-client-cert-auth", "--peer-trusted-ca-file"
+	if t.requiresClientCert() {
+		return nil
 	}
-	if !t.requiresClientCert() {
-		switch {
-		case len(t.AllowedCNs) > 0:
-			return fmt.Errorf("--%scert-allowed-cn needs %s or %s: without client certificates there is no name to check", prefixOr(prefix, "client-"), auth, ca)
-		case len(t.AllowedHostnames) > 0:
-			name := "--peer-cert-allowed-hostname"
-			if prefix == "" {
-				name = "--client-cert-allowed-hostname"
-			}
-			return fmt.Errorf("%s needs %s or %s: without client certificates there is no name to check", name, auth, ca)
-		case t.CRLFile != "":
-			return fmt.Errorf("--%scrl-file needs %s or %s: without client certificates there is nothing to revoke", prefixOr(prefix, "client-"), auth, ca)
-		}
+	names := clientTLSFlags
+	if peer {
+		names = peerTLSFlags
+	}
+	switch {
+	case len(t.AllowedCNs) > 0:
+		return fmt.Errorf("%s needs %s or %s: without client certificates there is no name to check", names.allowedCN, names.certAuth, names.trustedCA)
+	case len(t.AllowedHostnames) > 0:
+		return fmt.Errorf("%s needs %s or %s: without client certificates there is no name to check", names.allowedHostname, names.certAuth, names.trustedCA)
+	case t.CRLFile != "":
+		return fmt.Errorf("%s needs %s or %s: without client certificates there is nothing to revoke", names.crl, names.certAuth, names.trustedCA)
 	}
 	return nil
 }
 
-func prefixOr(prefix, def string) string {
-	if prefix == "" {
-		return def
-	}
-	return prefix
+// tlsFlags names the flags of one side's TLS settings in cairn's own
+// messages.
+type tlsFlags struct {
+	certAuth, trustedCA, crl, allowedCN, allowedHostname string
 }
+
+var (
+	clientTLSFlags = tlsFlags{"--client-cert-auth", "--trusted-ca-file", "--client-crl-file", "--client-cert-allowed-cn", "--client-cert-allowed-hostname"}
+	peerTLSFlags   = tlsFlags{"--peer-client-cert-auth", "--peer-trusted-ca-file", "--peer-crl-file", "--peer-cert-allowed-cn", "--peer-cert-allowed-hostname"}
+)
 
 // requiresClientCert reports whether the listener asks every client for a
 // certificate signed by a trusted CA: with ClientCertAuth or, as in etcd,
@@ -259,7 +260,7 @@ func (t TLSInfo) serverConfig(lg *slog.Logger) (*tls.Config, error) {
 	if t.CertFile == "" || t.KeyFile == "" {
 		return nil, errors.New("embed: client TLS needs both --cert-file and --key-file")
 	}
-	if err := t.validate(""); err != nil {
+	if err := t.validate(false); err != nil {
 		return nil, err
 	}
 	cfg, _, err := t.listenerConfig(lg)
@@ -314,7 +315,7 @@ func (t TLSInfo) peerServerConfig(lg *slog.Logger) (*tls.Config, error) {
 	if t.CertFile == "" || t.KeyFile == "" {
 		return nil, errors.New("embed: peer TLS needs both --peer-cert-file and --peer-key-file")
 	}
-	if err := t.validate("peer-"); err != nil {
+	if err := t.validate(true); err != nil {
 		return nil, err
 	}
 	cfg, checks, err := t.listenerConfig(lg)
@@ -353,7 +354,7 @@ func (t TLSInfo) peerServerConfig(lg *slog.Logger) (*tls.Config, error) {
 // re-read at each handshake, so that peers requiring client certificates
 // accept it.
 func (t TLSInfo) peerClientConfig(lg *slog.Logger) (*tls.Config, error) {
-	if err := t.validate("peer-"); err != nil {
+	if err := t.validate(true); err != nil {
 		return nil, err
 	}
 	cfg := t.base()
