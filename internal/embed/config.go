@@ -61,6 +61,11 @@ type Config struct {
 	AdvertiseClientURLs []string
 	// ClientTLS secures https:// client URLs (and https:// metrics URLs).
 	ClientTLS TLSInfo
+	// ClientAutoTLS serves https:// client URLs with a self-signed
+	// certificate generated into <DataDir>/fixtures/client (etcd's
+	// --auto-tls) when ClientTLS names none; ClientTLS's other settings
+	// stay in force.
+	ClientAutoTLS bool
 	// ListenClientHTTPURLs, if set, serve the HTTP endpoints instead of
 	// ListenClientURLs, which then serve gRPC only (etcd's
 	// --listen-client-http-urls).
@@ -80,6 +85,14 @@ type Config struct {
 	// PeerTLS secures https:// peer URLs: the peer listeners and the
 	// connections to other members' https:// peer URLs.
 	PeerTLS TLSInfo
+	// PeerAutoTLS does for peers what ClientAutoTLS does for clients, in
+	// <DataDir>/fixtures/peer (etcd's --peer-auto-tls). As in etcd, a
+	// member with a generated certificate does not verify the members it
+	// dials: the traffic is encrypted, not authenticated.
+	PeerAutoTLS bool
+	// SelfSignedCertValidity is how many years generated certificates are
+	// valid for (etcd's --self-signed-cert-validity, default 1).
+	SelfSignedCertValidity uint
 
 	// InitialCluster ("name=peerURL,...") , InitialClusterToken and
 	// InitialAdvertisePeerURLs found the cluster and derive the member and
@@ -184,6 +197,7 @@ func NewConfig() *Config {
 		InitialClusterToken:         DefaultClusterToken,
 		InitialAdvertisePeerURLs:    []string{DefaultInitialPeerURL},
 		InitialClusterState:         ClusterStateNew,
+		SelfSignedCertValidity:      DefaultSelfSignedCertValidity,
 		MaxLearners:                 DefaultMaxLearners,
 		StrictReconfigCheck:         true,
 		SnapshotCatchUpEntries:      DefaultSnapshotCatchUpEntries,
@@ -271,11 +285,19 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("unknown auto-compaction-mode %q", c.AutoCompactionMode)
 	}
-	if err := c.ClientTLS.validate(); err != nil {
+	if err := c.ClientTLS.validate(false); err != nil {
 		return err
 	}
-	if err := c.PeerTLS.validate(); err != nil {
+	if err := c.PeerTLS.validate(true); err != nil {
 		return err
+	}
+	if (c.ClientAutoTLS || c.PeerAutoTLS) && c.SelfSignedCertValidity == 0 {
+		return errors.New("selfSignedCertValidity is invalid,it should be greater than 0")
+	}
+	if c.PeerAutoTLS && !c.PeerTLS.configured() && c.PeerTLS.requiresClientCert() && c.PeerTLS.ClientCertFile == "" {
+		// etcd drops the checks instead; cairn keeps them (see autoTLS),
+		// and the other members could not verify a generated certificate.
+		return errors.New("--peer-auto-tls with --peer-client-cert-auth or --peer-trusted-ca-file needs --peer-client-cert-file and --peer-client-key-file signed by a trusted CA: other members cannot verify a generated certificate")
 	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
 		return err
@@ -297,7 +319,7 @@ func (c *Config) checkListenURL(kind, raw string) error {
 	switch u.Scheme {
 	case "http":
 	case "https":
-		if c.ClientTLS.CertFile == "" || c.ClientTLS.KeyFile == "" {
+		if (c.ClientTLS.CertFile == "" || c.ClientTLS.KeyFile == "") && !(c.ClientAutoTLS && !c.ClientTLS.configured()) {
 			return fmt.Errorf("TLS key/cert (--cert-file, --key-file) must be provided for %s url %s with HTTPS scheme", kind, raw)
 		}
 	default:
@@ -318,7 +340,7 @@ func (c *Config) checkListenPeerURL(raw string) error {
 	switch u.Scheme {
 	case "http":
 	case "https":
-		if c.PeerTLS.CertFile == "" || c.PeerTLS.KeyFile == "" {
+		if (c.PeerTLS.CertFile == "" || c.PeerTLS.KeyFile == "") && !(c.PeerAutoTLS && !c.PeerTLS.configured()) {
 			return fmt.Errorf("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url %s with HTTPS scheme", raw)
 		}
 	default:

@@ -22,7 +22,21 @@
 // Start binds every listener before it opens the data directory, so a port
 // in use fails before anything is written, and opens the data directory
 // exclusively: a second member on the same directory fails with an error
-// wrapping storage.ErrLocked. Close stops accepting connections, lets
+// wrapping storage.ErrLocked. The data directory is made private first:
+// created 0700, or set to 0700 with a warning when it exists with another
+// mode, and nothing in it left open to the group or others.
+//
+// TLS (TLSInfo, for clients and for peers) follows etcd: certificates and
+// keys are read for every handshake and parsed again when their files
+// change, so copying new files over them rotates them without a restart
+// (while the files hold no matching pair, the last good one is served); a
+// CRL refuses revoked certificates at the handshake; allowed CNs and host
+// names restrict the certificates accepted; the peer listener checks that a
+// member's client certificate names the address it connects from. With
+// ClientAutoTLS and PeerAutoTLS and no certificate given, a self-signed one
+// is generated into <DataDir>/fixtures/client and /peer and reused. Settings
+// etcd would accept and not act on (a CRL with no client certificates to
+// check) are refused by Validate. Close stops accepting connections, lets
 // requests in flight finish (up to etcd's request timeout), and stops the
 // member.
 //

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,18 +77,6 @@ func Start(cfg *Config) (*Member, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		reg.MustRegister(fdGauges()...)
 	}
-	var tlsCfg *tls.Config
-	if cfg.ClientTLS.configured() {
-		var err error
-		if tlsCfg, err = cfg.ClientTLS.serverConfig(); err != nil {
-			return nil, err
-		}
-	}
-	peerTLS, err := cfg.peerTLS()
-	if err != nil {
-		return nil, err
-	}
-
 	m := &Member{cfg: cfg, lg: lg, errc: make(chan error, 1), closing: make(chan struct{})}
 	// Bind first, as etcd does: a port in use fails before the data
 	// directory is touched.
@@ -101,6 +91,11 @@ func Start(cfg *Config) (*Member, error) {
 			return nil, err
 		}
 		m.peers = append(m.peers, pl)
+	}
+	tlsCfg, peerTLS, err := m.setupTLS()
+	if err != nil {
+		m.closeListeners()
+		return nil, err
 	}
 
 	scfg := cfg.serverConfig(lg, reg)
@@ -137,6 +132,38 @@ func Start(cfg *Config) (*Member, error) {
 	}
 	lg.Info("serving client requests", "name", cfg.Name, "client-urls", m.clientURLs, "data-dir", cfg.dataDir())
 	return m, nil
+}
+
+// setupTLS makes the data directory private and builds the client and peer
+// TLS configurations, generating certificates into it for auto TLS. The
+// client configuration is nil without client TLS.
+func (m *Member) setupTLS() (*tls.Config, peerTLSConfigs, error) {
+	cfg, lg := m.cfg, m.lg
+	dir := cfg.dataDir()
+	if err := prepareDataDir(lg, dir); err != nil {
+		return nil, peerTLSConfigs{}, err
+	}
+	clientInfo, err := autoTLS(lg, cfg.ClientTLS, cfg.ClientAutoTLS, filepath.Join(dir, fixturesDir, autoClientDir),
+		append(slices.Clone(cfg.ListenClientURLs), cfg.ListenClientHTTPURLs...), cfg.SelfSignedCertValidity, "client")
+	if err != nil {
+		return nil, peerTLSConfigs{}, err
+	}
+	peerInfo, err := autoTLS(lg, cfg.PeerTLS, cfg.PeerAutoTLS, filepath.Join(dir, fixturesDir, autoPeerDir),
+		cfg.ListenPeerURLs, cfg.SelfSignedCertValidity, "peer")
+	if err != nil {
+		return nil, peerTLSConfigs{}, err
+	}
+	var tlsCfg *tls.Config
+	if clientInfo.configured() {
+		if tlsCfg, err = clientInfo.serverConfig(lg); err != nil {
+			return nil, peerTLSConfigs{}, err
+		}
+	}
+	peerTLS, err := peerInfo.peerTLS(cfg.ListenPeerURLs, lg)
+	if err != nil {
+		return nil, peerTLSConfigs{}, err
+	}
+	return tlsCfg, peerTLS, nil
 }
 
 // listenClients binds the client, client HTTP and metrics URLs, in that

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -49,17 +50,18 @@ type peerTLSConfigs struct {
 	dial *tls.Config
 }
 
-func (c *Config) peerTLS() (peerTLSConfigs, error) {
+// peerTLS builds the peer side's TLS configurations for a member listening
+// on listenURLs.
+func (p TLSInfo) peerTLS(listenURLs []string, lg *slog.Logger) (peerTLSConfigs, error) {
 	var out peerTLSConfigs
-	p := c.PeerTLS
 	if p.CertFile != "" || p.KeyFile != "" || p.TrustedCAFile != "" || p.ClientCertFile != "" || p.ClientKeyFile != "" {
 		var err error
-		if out.dial, err = p.peerClientConfig(); err != nil {
+		if out.dial, err = p.peerClientConfig(lg); err != nil {
 			return out, err
 		}
 	}
 	https := 0
-	for _, raw := range c.ListenPeerURLs {
+	for _, raw := range listenURLs {
 		if mustScheme(raw) == "https" {
 			https++
 		}
@@ -68,10 +70,10 @@ func (c *Config) peerTLS() (peerTLSConfigs, error) {
 		return out, nil
 	}
 	var err error
-	if out.listen, err = p.peerServerConfig(); err != nil {
+	if out.listen, err = p.peerServerConfig(lg); err != nil {
 		return out, err
 	}
-	if https == len(c.ListenPeerURLs) {
+	if https == len(listenURLs) {
 		out.enforce = out.listen
 	}
 	return out, nil

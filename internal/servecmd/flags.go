@@ -38,10 +38,19 @@ type serveFlags struct {
 	// and ignores.
 	notImplemented map[string]bool
 	legacy         map[string]bool
+	// refused are the security-relevant etcd flags cairn does not
+	// implement, with the reason: a value that asks for the setting
+	// refuses to start (see refusals), where ignoring it would leave open
+	// what the operator meant to close.
+	refused map[string]string
 }
 
-// notImplementedUsage marks, in --help, the flags cairn only accepts.
-const notImplementedUsage = " (accepted for etcd compatibility; not implemented yet)"
+// notImplementedUsage marks, in --help, the flags cairn only accepts;
+// refusedUsage those it refuses to start with.
+const (
+	notImplementedUsage = " (accepted for etcd compatibility; not implemented yet)"
+	refusedUsage        = " (not implemented: cairn refuses to start when it is set)"
+)
 
 func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	f := &serveFlags{
@@ -49,6 +58,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 		cfg:            embed.NewConfig(),
 		notImplemented: make(map[string]bool),
 		legacy:         make(map[string]bool),
+		refused:        make(map[string]string),
 	}
 	c := f.cfg
 
@@ -90,6 +100,13 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.StringSliceVar(&c.ClientTLS.CipherSuites, "cipher-suites", nil, "Comma-separated list of supported TLS cipher suites between client/server (empty will be auto-populated by Go).")
 	fs.StringVar(&c.ClientTLS.MinVersion, "tls-min-version", "TLS1.2", "Minimum TLS version supported. Possible values: TLS1.2, TLS1.3.")
 	fs.StringVar(&c.ClientTLS.MaxVersion, "tls-max-version", "", "Maximum TLS version supported. Possible values: TLS1.2, TLS1.3 (empty defers to Go).")
+	fs.StringVar(&c.ClientTLS.ClientCertFile, "client-cert-file", "", "Path to an explicit client TLS cert file; checked as etcd checks it, never presented (cairn reaches itself over a private unix socket).")
+	fs.StringVar(&c.ClientTLS.ClientKeyFile, "client-key-file", "", "Path to an explicit client TLS key file; see --client-cert-file.")
+	fs.StringVar(&c.ClientTLS.CRLFile, "client-crl-file", "", "Path to the client certificate revocation list file.")
+	fs.StringSliceVar(&c.ClientTLS.AllowedHostnames, "client-cert-allowed-hostname", nil, "Comma-separated list of allowed SAN hostnames for client cert authentication.")
+	fs.StringSliceVar(&c.ClientTLS.AllowedCNs, "client-cert-allowed-cn", nil, "Comma-separated list of allowed CNs for client cert authentication (etcd's client-transport-security allowed-cn).")
+	fs.Lookup("client-cert-allowed-cn").Hidden = true // etcd has it in the configuration file only
+	fs.BoolVar(&c.ClientAutoTLS, "auto-tls", false, "Client TLS using generated certificates.")
 
 	// Peer security.
 	fs.StringVar(&c.PeerTLS.CertFile, "peer-cert-file", "", "Path to the peer server TLS cert file.")
@@ -98,6 +115,12 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.StringVar(&c.PeerTLS.ClientKeyFile, "peer-client-key-file", "", "Path to an explicit peer client TLS key file otherwise peer key file will be used when client auth is required.")
 	fs.BoolVar(&c.PeerTLS.ClientCertAuth, "peer-client-cert-auth", false, "Enable peer client cert authentication.")
 	fs.StringVar(&c.PeerTLS.TrustedCAFile, "peer-trusted-ca-file", "", "Path to the peer server TLS trusted CA file.")
+	fs.BoolVar(&c.PeerAutoTLS, "peer-auto-tls", false, "Peer TLS using generated certificates.")
+	fs.UintVar(&c.SelfSignedCertValidity, "self-signed-cert-validity", c.SelfSignedCertValidity, "The validity period of the client and peer certificates, unit is year.")
+	fs.StringVar(&c.PeerTLS.CRLFile, "peer-crl-file", "", "Path to the peer certificate revocation list file.")
+	fs.StringSliceVar(&c.PeerTLS.AllowedCNs, "peer-cert-allowed-cn", nil, "Comma-separated list of allowed CNs for inter-peer TLS authentication.")
+	fs.StringSliceVar(&c.PeerTLS.AllowedHostnames, "peer-cert-allowed-hostname", nil, "Comma-separated list of allowed SAN hostnames for inter-peer TLS authentication.")
+	fs.BoolVar(&c.PeerTLS.SkipClientSANVerify, "peer-skip-client-san-verification", false, "Skip verification of SAN field in client certificate for peer connections.")
 
 	// Logging, compaction, profiling, safety.
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "Configures log level. Only supports debug, info, warn, error, panic, or fatal.")
@@ -157,17 +180,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("discovery-srv-name", "")
 	str("discovery-fallback", "exit")
 
-	str("client-cert-file", "")
-	str("client-key-file", "")
-	str("client-crl-file", "")
-	str("client-cert-allowed-hostname", "")
-	boolean("auto-tls", false)
-	boolean("peer-auto-tls", false)
-	uintF("self-signed-cert-validity", 1)
-	str("peer-crl-file", "")
-	str("peer-cert-allowed-cn", "")
-	str("peer-cert-allowed-hostname", "")
-	boolean("peer-skip-client-san-verification", false)
 	str("cors", "*")
 	str("host-whitelist", "*")
 
@@ -195,9 +207,19 @@ func (f *serveFlags) addNotImplemented() {
 	str("feature-gates", "")
 	str("v2-deprecation", "")
 
+	const noDiscovery = "discovery is not implemented; found the cluster with --initial-cluster, --initial-cluster-state and --initial-cluster-token"
+	f.refused["discovery-endpoints"] = noDiscovery
+	f.refused["discovery-token"] = noDiscovery
+	f.refused["discovery-srv"] = noDiscovery
+	f.refused["discovery-srv-name"] = noDiscovery
+	f.refused["host-whitelist"] = "cairn does not check the Host header of plaintext HTTP requests; serve the client URLs over https:// (or bind them to a private address) instead"
+
 	for name := range f.notImplemented {
 		fl := fs.Lookup(name)
 		fl.Usage = "etcd's --" + name + notImplementedUsage
+		if _, ok := f.refused[name]; ok {
+			fl.Usage = "etcd's --" + name + refusedUsage
+		}
 	}
 
 	// Flags etcd accepts and ignores (leftovers of etcd v2), accepted here
@@ -252,6 +274,7 @@ func (f *serveFlags) warnings() []string {
 	var out []string
 	f.fs.Visit(func(fl *pflag.Flag) {
 		switch {
+		case f.refused[fl.Name] != "":
 		case f.notImplemented[fl.Name]:
 			out = append(out, fmt.Sprintf("flag --%s is accepted for etcd compatibility but not implemented yet", fl.Name))
 		case f.legacy[fl.Name]:
@@ -261,9 +284,30 @@ func (f *serveFlags) warnings() []string {
 	return out
 }
 
+// refusals returns an error naming the first refused flag (in name order)
+// whose value asks for the setting cairn does not implement: anything but
+// its default or empty. nil when there is none.
+func (f *serveFlags) refusals() error {
+	var err error
+	f.fs.VisitAll(func(fl *pflag.Flag) {
+		why := f.refused[fl.Name]
+		if err != nil || why == "" {
+			return
+		}
+		if v := fl.Value.String(); v != fl.DefValue && v != "" {
+			err = fmt.Errorf("--%s=%s is not supported: %s", fl.Name, v, why)
+		}
+	})
+	return err
+}
+
 // config finishes the embed.Config from the parsed flags, with etcd's rules
-// for the flags that depend on each other.
+// for the flags that depend on each other. A refused flag (see refusals) is
+// an error.
 func (f *serveFlags) config() (*embed.Config, error) {
+	if err := f.refusals(); err != nil {
+		return nil, err
+	}
 	c := f.cfg
 	c.DataDir = f.dataDir
 	if c.DataDir == "" {

@@ -22,6 +22,7 @@ var (
 		"client-cert-auth": "client-cert-auth",
 		"trusted-ca-file":  "trusted-ca-file",
 		"auto-tls":         "auto-tls",
+		"allowed-cn":       "client-cert-allowed-cn",
 		"allowed-hostname": "client-cert-allowed-hostname",
 	}
 	peerSecurityKeys = map[string]string{

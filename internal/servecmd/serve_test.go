@@ -57,6 +57,10 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		"--snapshot-catchup-entries", "700",
 		"--peer-cert-file", "p.pem", "--peer-key-file", "pk.pem", "--peer-trusted-ca-file", "pca.pem", "--peer-client-cert-auth",
 		"--peer-client-cert-file", "pc.pem", "--peer-client-key-file", "pck.pem",
+		"--peer-crl-file", "p.crl", "--peer-cert-allowed-cn", "m1,m2", "--peer-skip-client-san-verification",
+		"--client-cert-file", "cc.pem", "--client-key-file", "cck.pem", "--client-crl-file", "c.crl",
+		"--client-cert-allowed-hostname", "a.example,b.example",
+		"--auto-tls", "--peer-auto-tls", "--self-signed-cert-validity", "3",
 		"--max-request-bytes", "1000",
 		"--max-txn-ops", "64",
 		"--quota-backend-bytes", "4096",
@@ -91,13 +95,17 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		ListenClientURLs:    []string{"http://127.0.0.1:2379", "https://10.0.0.1:2379"},
 		AdvertiseClientURLs: []string{"http://10.0.0.1:2379"},
 		ClientTLS: embed.TLSInfo{CertFile: "c.pem", KeyFile: "k.pem", TrustedCAFile: "ca.pem", ClientCertAuth: true,
-			MinVersion: "TLS1.2", MaxVersion: "TLS1.3", CipherSuites: []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"}},
+			MinVersion: "TLS1.2", MaxVersion: "TLS1.3", CipherSuites: []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"},
+			ClientCertFile: "cc.pem", ClientKeyFile: "cck.pem", CRLFile: "c.crl", AllowedHostnames: []string{"a.example", "b.example"}},
+		ClientAutoTLS:     true,
 		ListenMetricsURLs: []string{"http://127.0.0.1:2381"},
 		ListenPeerURLs:    []string{"https://127.0.0.1:2380", "http://10.0.0.1:2380"},
 		// The TLS version and cipher flags apply to peers too, as in etcd.
 		PeerTLS: embed.TLSInfo{CertFile: "p.pem", KeyFile: "pk.pem", TrustedCAFile: "pca.pem", ClientCertAuth: true,
 			MinVersion: "TLS1.2", MaxVersion: "TLS1.3", CipherSuites: []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"},
-			ClientCertFile: "pc.pem", ClientKeyFile: "pck.pem"},
+			ClientCertFile: "pc.pem", ClientKeyFile: "pck.pem", CRLFile: "p.crl", AllowedCNs: []string{"m1", "m2"}, SkipClientSANVerify: true},
+		PeerAutoTLS:                 true,
+		SelfSignedCertValidity:      3,
 		InitialCluster:              "infra1=http://10.0.0.1:2380",
 		InitialClusterToken:         "tok",
 		InitialAdvertisePeerURLs:    []string{"http://10.0.0.1:2380"},
@@ -181,21 +189,20 @@ func TestEnvironment(t *testing.T) {
 		t.Errorf("bad value from the environment: %v", err)
 	}
 	// Environment variables reach the not-implemented flags too, and warn.
-	_, notes, err = parse(t, nil, "CAIRN_AUTO_TLS=true")
-	if err != nil || !slices.Contains(notes, "flag --auto-tls is accepted for etcd compatibility but not implemented yet") {
+	_, notes, err = parse(t, nil, "CAIRN_LOGGER=zap")
+	if err != nil || !slices.Contains(notes, "flag --logger is accepted for etcd compatibility but not implemented yet") {
 		t.Errorf("not-implemented flag from the environment: %v %v", notes, err)
 	}
 }
 
 func TestNotImplementedFlagsWarn(t *testing.T) {
-	_, warnings, err := parse(t, []string{"--wal-dir", "/w", "--auto-tls", "--peer-auto-tls", "--peer-cert-allowed-cn=m1", "--v"})
+	_, warnings, err := parse(t, []string{"--wal-dir", "/w", "--cors", "https://ui.example", "--logger=zap", "--v"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
-		"flag --auto-tls is accepted for etcd compatibility but not implemented yet",
-		"flag --peer-auto-tls is accepted for etcd compatibility but not implemented yet",
-		"flag --peer-cert-allowed-cn is accepted for etcd compatibility but not implemented yet",
+		"flag --cors is accepted for etcd compatibility but not implemented yet",
+		"flag --logger is accepted for etcd compatibility but not implemented yet",
 		"flag --v is ignored, as in etcd",
 		"flag --wal-dir is accepted for etcd compatibility but not implemented yet",
 	}

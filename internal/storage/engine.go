@@ -98,7 +98,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 	// entry in its parent is ours to sync.
 	fs := opts.FS
 	if fs == nil {
-		fs = vfs.Default
+		fs = privateFS{vfs.Default}
 	}
 	if err := MkdirAllSynced(fs, dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: create data directory: %w", err)
