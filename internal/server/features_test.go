@@ -203,6 +203,13 @@ func TestMetrics(t *testing.T) {
 		"etcd_disk_backend_commit_duration_seconds": func(v float64) bool { return v >= 3 },
 		"etcd_server_id":                            func(v float64) bool { return v == 1 },
 		"etcd_server_quota_backend_bytes":           func(v float64) bool { return v == DefaultQuotaBackendBytes },
+		"etcd_disk_defrag_inflight":                 func(v float64) bool { return v == 0 },
+		"cairn_storage_background_errors_total":     func(v float64) bool { return v == 0 },
+		"cairn_storage_write_stalls_total":          func(v float64) bool { return v >= 0 },
+		"cairn_storage_disk_slow_total":             func(v float64) bool { return v == 0 },
+		"cairn_server_read_only":                    func(v float64) bool { return v == 0 },
+		"cairn_server_nospace_alarms_raised_total":  func(v float64) bool { return v == 0 },
+		"cairn_server_nospace_alarms_cleared_total": func(v float64) bool { return v == 0 },
 	} {
 		v, ok := values[name]
 		if !ok {
