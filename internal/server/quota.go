@@ -324,6 +324,11 @@ func (q *quota) reconcile(ctx context.Context) {
 	s := q.s
 	full := q.readOnly()
 	raised := s.alarms.has(q.alarm())
+	if q.raise.Load() && q.underClearMark() {
+		// The refusal is stale (a Defragment or a compaction's end since):
+		// a raised alarm would clear itself at once.
+		q.raise.Store(false)
+	}
 	switch {
 	case !raised && (full || q.raise.Load()):
 		if err := q.propose(ctx, pb.AlarmRequest_ACTIVATE); err != nil {

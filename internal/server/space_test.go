@@ -193,7 +193,8 @@ func TestFullDeviceReadOnlyWithoutRaft(t *testing.T) {
 // and the size in use together, and the alarm then clears itself.
 func TestDefragmentReclaims(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := startServer(t, t.TempDir(), func(c *Config) {
+	dir := t.TempDir()
+	s := startServer(t, dir, func(c *Config) {
 		c.QuotaBackendBytes = quota2MB
 		c.UnsafeNoFsync = true
 		c.Metrics = reg
@@ -234,5 +235,16 @@ func TestDefragmentReclaims(t *testing.T) {
 	}
 	if v := metricValue(t, reg, "etcd_disk_defrag_inflight"); v != 0 {
 		t.Errorf("etcd_disk_defrag_inflight = %v once done", v)
+	}
+
+	// Restarted, the member measures itself afresh: no alarm, and it
+	// takes writes again up to its quota.
+	s.Stop()
+	s = startServer(t, dir, func(c *Config) {
+		c.QuotaBackendBytes = quota2MB
+		c.UnsafeNoFsync = true
+	})
+	if n, err := fillToQuota(t, s, "again"); n < 100 {
+		t.Fatalf("after a restart, put %d refused: %v", n, err)
 	}
 }
