@@ -64,13 +64,14 @@ func txnCost(r *pb.TxnRequest) int {
 // What counts against the quota is the engine's Size (storage's package
 // doc: every file of the database by its allocated blocks) as it will be
 // once settled: without the tables running compactions are writing, with
-// the tables the next flush will write (quotaSize). Measuring it
-// lists the directory, too slow for every request, so the apply loop
-// measures it every sizeRefreshInterval or sizeRefreshEntries entries and,
-// in between, adds what each apply batch wrote (its raft entries and its
-// storage batch) to the last measure: an upper bound of the growth, as a
-// write lands at most once in the log and once in a table before the
-// next measure. The accounted size is that sum; check adds the cost of the
+// the tables the next flush will write (quotaSize). Measuring it takes
+// Pebble's metrics under the engine's mutex, too costly for every request,
+// so the apply loop measures it every sizeRefreshInterval or
+// sizeRefreshEntries entries and, in between, adds what each apply batch
+// wrote (its raft entries and its storage batch) to the last measure: a
+// cautious estimate of the growth, as the write-ahead log's preallocated
+// blocks are counted already and a flush compresses. The accounted size
+// is that sum; check adds the cost of the
 // writes admitted and not yet answered (inflight), so that concurrent
 // writers cannot all slip under the quota at once. A write that adds data
 // is refused (ErrNoSpace) when the accounted size, the in-flight costs and
@@ -79,8 +80,8 @@ func txnCost(r *pb.TxnRequest) int {
 // # The NOSPACE alarm
 //
 // The first refusal (one that the accounted size alone explains, not the
-// in-flight writes) raises this member's NOSPACE alarm through raft, as
-// etcd does; so does a flush or compaction that fails for a full device
+// in-flight writes, and that the size has not fallen back from since)
+// raises this member's NOSPACE alarm through raft, as etcd does; so does a flush or compaction that fails for a full device
 // (onBackgroundError). While the alarm is raised every member refuses, at
 // apply, the writes that add data (alarmSet). A full device also puts this
 // member in read-only mode locally at once (diskFull): check refuses
@@ -108,8 +109,8 @@ type quota struct {
 	// before.
 	eng atomic.Pointer[storage.Engine]
 
-	// measured is the engine's Size at the last measure; grown what the
-	// apply loop wrote since; inflight the costs of the writes check
+	// measured is quotaSize at the last measure; grown what the apply
+	// loop wrote since; inflight the costs of the writes check
 	// admitted whose proposals have not returned.
 	measured atomic.Int64
 	grown    atomic.Int64
