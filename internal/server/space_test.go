@@ -248,3 +248,46 @@ func TestDefragmentReclaims(t *testing.T) {
 		t.Fatalf("after a restart, put %d refused: %v", n, err)
 	}
 }
+
+// TestDefragmentOnline: reads and writes go on while Defragment runs, and
+// none of them fails or loses data.
+func TestDefragmentOnline(t *testing.T) {
+	s := startServer(t, t.TempDir(), func(c *Config) { c.UnsafeNoFsync = true })
+	putN(t, s, "k", 2000)
+	if _, err := s.DeleteRange(context.Background(), &pb.DeleteRangeRequest{Key: []byte("k1"), RangeEnd: []byte("k2")}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; err == nil; i++ {
+			select {
+			case <-stop:
+				errc <- nil
+				return
+			default:
+			}
+			key := fmt.Appendf(nil, "w%06d", i)
+			if _, err = s.Put(context.Background(), &pb.PutRequest{Key: key, Value: []byte("v")}); err == nil {
+				var r *pb.RangeResponse
+				r, err = s.Range(context.Background(), &pb.RangeRequest{Key: key})
+				if err == nil && len(r.Kvs) != 1 {
+					err = fmt.Errorf("%s not found right after its put", key)
+				}
+			}
+		}
+		errc <- err
+	}()
+	if err := s.Defragment(context.Background()); err != nil {
+		t.Fatalf("Defragment: %v", err)
+	}
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatalf("during Defragment: %v", err)
+	}
+	r, err := s.Range(context.Background(), &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), CountOnly: true})
+	if err != nil || r.Count != 2000-1111 {
+		t.Fatalf("keys k* after Defragment: %v, %v; want %d", r.GetCount(), err, 2000-1111)
+	}
+}
