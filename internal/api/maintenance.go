@@ -81,14 +81,26 @@ func (s *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb
 	return resp, nil
 }
 
-// Defragment succeeds without doing anything. etcd defragments to give back
-// the space bbolt's freed pages hold on to; Pebble reclaims space by
-// compacting its sorted tables in the background as it goes, so a cairn
-// database never needs defragmenting. The call is kept so that tools and
-// operators' runbooks that defragment after a compaction keep working. Like
-// etcd's, the response carries no header.
+// Defragmenter is implemented by a Backend that can give back the disk
+// space of deleted data (Maintenance.Defragment); without it Defragment
+// succeeds without doing anything.
+type Defragmenter interface {
+	// Defragment reclaims the space and returns when done (see
+	// server.Server.Defragment).
+	Defragment(ctx context.Context) error
+}
+
+var _ Defragmenter = (*server.Server)(nil)
+
+// Defragment gives back the disk space of deleted keys and compacted
+// history and answers once done, as etcd's does; reads and writes go on
+// meanwhile. Like etcd's, the response carries no header.
 func (s *maintenanceService) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
-	s.log.Info("defragment requested; nothing to do: Pebble reclaims space by itself")
+	if d, ok := s.b.(Defragmenter); ok {
+		if err := d.Defragment(ctx); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
 	return &pb.DefragmentResponse{}, nil
 }
 

@@ -12,9 +12,12 @@ import (
 	"sync"
 	"testing"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 // startCluster starts n members founding one cluster over peer URLs of
@@ -188,4 +191,60 @@ func TestPeerTLSConfigErrors(t *testing.T) {
 	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "/no/such/cert.pem") {
 		t.Errorf("start with a missing peer certificate: %v", err)
 	}
+}
+
+// TestMemberRemoveSelf removes, through clientv3, the very member the
+// client is connected to, a follower and then the leader: each answers
+// with the new member list (not "server stopped") and then stops, and
+// the others go on.
+func TestMemberRemoveSelf(t *testing.T) {
+	ms := startCluster(t, 3, "http", nil)
+	checkCluster(t, ms)
+	ctx := ctxT(t)
+	removeSelf := func(m *Member, want int) {
+		t.Helper()
+		c := client(t, m)
+		id := m.Server().MemberID()
+		var resp *clientv3.MemberRemoveResponse
+		var err error
+		// Strict reconfiguration refuses while the peers' connections are
+		// young (etcdserver: unhealthy cluster) or a member has not
+		// published its attributes yet (not enough started members).
+		kit.WaitFor(t, "the removal to be accepted", func() bool {
+			resp, err = c.MemberRemove(ctx, id)
+			return !errors.Is(err, rpctypes.ErrUnhealthy) && !errors.Is(err, rpctypes.ErrMemberNotEnoughStarted)
+		})
+		if err != nil {
+			t.Fatalf("removing m%x through itself: %v", id, err)
+		}
+		if len(resp.Members) != want || slices.ContainsFunc(resp.Members, func(pm *pb.Member) bool { return pm.ID == id }) {
+			t.Fatalf("members after removing %x: %v", id, resp.Members)
+		}
+		select {
+		case <-m.Err():
+		case <-ctx.Done():
+			t.Fatalf("member %x still running after its removal", id)
+		}
+	}
+	var follower, leader, rest []*Member
+	lead := ms[0].Server().Leader()
+	for _, m := range ms {
+		if m.Server().MemberID() == lead {
+			leader = append(leader, m)
+		} else {
+			follower = append(follower, m)
+		}
+	}
+	if len(leader) != 1 {
+		t.Fatalf("no leader among %d members", len(ms))
+	}
+	removeSelf(follower[0], 2)
+	rest = []*Member{leader[0], follower[1]}
+	checkCluster(t, rest)
+	removeSelf(leader[0], 1)
+	// A put proposed while the leader left would be lost with it (and
+	// time out, as in etcd): wait for the last member to lead.
+	last := follower[1].Server()
+	kit.WaitFor(t, "the last member to lead", func() bool { return last.Leader() == last.MemberID() })
+	checkCluster(t, follower[1:])
 }

@@ -112,9 +112,7 @@ func runServe(cmd *cobra.Command, flags *serveFlags, environ []string) error {
 	defer signal.Stop(sigs)
 	m, err := embed.Start(cfg)
 	if err != nil {
-		if errors.Is(err, storage.ErrLocked) {
-			err = fmt.Errorf("data directory %s is in use by another process (is another cairn member running on it?)", cfg.DataDir)
-		}
+		err = startError(cfg.DataDir, err)
 		lg.Error("failed to start the member", "error", err)
 		return err
 	}
@@ -140,6 +138,25 @@ func runServe(cmd *cobra.Command, flags *serveFlags, environ []string) error {
 		m.Close()
 		return err
 	}
+}
+
+// startError turns the error that kept the member from starting on
+// dataDir into the message the operator reads: what is wrong, where, and
+// what to do. A full device is fatal at start (storage.Open cannot recover
+// its write-ahead log, and leaves the attempt parked, so the process must
+// exit): the message names the directory and the remedy.
+func startError(dataDir string, err error) error {
+	switch {
+	case errors.Is(err, storage.ErrLocked):
+		return fmt.Errorf("data directory %s is in use by another process (is another cairn member running on it?)", dataDir)
+	case errors.Is(err, storage.ErrNoSpace), errors.Is(err, storage.ErrBackground):
+		// storage's message names the directory, the cause and the remedy.
+		return err
+	case storage.IsNoSpace(err):
+		return fmt.Errorf("cannot open data directory %s: the device holding it is full: %w; "+
+			"free space on that device (or move the data directory to a larger one) and restart", dataDir, err)
+	}
+	return err
 }
 
 // resolveFlags completes the parsed command line with the environment, or,

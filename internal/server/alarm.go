@@ -137,7 +137,8 @@ func (s *Server) Alarms() []*pb.AlarmMember { return s.alarms.list(pb.AlarmType_
 
 // Alarm gets, raises or clears alarms through raft, as etcd's
 // Maintenance.Alarm does. Clearing NOSPACE lets writes through again (until
-// the quota check raises it anew).
+// the quota check raises it anew); a member also clears its own NOSPACE
+// alarm once it is back under 80% of its quota (see quota).
 func (s *Server) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
 	return proposed[*pb.AlarmResponse](s, ctx, &pb.InternalRaftRequest{Alarm: r}, 0, nil)
 }

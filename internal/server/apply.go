@@ -33,6 +33,9 @@ type applyState struct {
 	removed        map[uint64]bool
 	membersChanged bool // in the batch being built
 	removedSelf    bool // likewise: this member's own removal
+	// wrote is what the batch being built adds to the engine: its raft
+	// entries, then its storage batch (for the quota's accounted size).
+	wrote int64
 }
 
 type pendingResult struct {
@@ -129,6 +132,7 @@ func (s *Server) buildBatch(w *mvcc.Write, b *storage.Batch, group [][]*raftpb.E
 	ap := &s.ap
 	ap.results = ap.results[:0]
 	ap.membersChanged, ap.removedSelf = false, false
+	ap.wrote = 0
 	last = ap.applied
 	for _, ents := range group {
 		for _, e := range ents {
@@ -141,6 +145,7 @@ func (s *Server) buildBatch(w *mvcc.Write, b *storage.Batch, group [][]*raftpb.E
 			}
 			last = idx
 			n++
+			ap.wrote += int64(len(e.GetData()) + entryOverhead)
 			id, res, err := s.applyEntry(w, b, e)
 			if err != nil {
 				return 0, 0, fmt.Errorf("server: apply entry %d: %w", idx, err)
@@ -197,6 +202,7 @@ func (s *Server) commitBatch(w *mvcc.Write, b *storage.Batch, last uint64) error
 		return errSimulatedCrash
 	}
 	b.SetAppliedIndex(last)
+	s.ap.wrote += int64(b.Len())
 	start := time.Now()
 	if err := b.Commit(false); err != nil {
 		return fmt.Errorf("server: commit apply batch: %w", err)
@@ -212,7 +218,7 @@ func (s *Server) commitBatch(w *mvcc.Write, b *storage.Batch, last uint64) error
 // readers' member list, the applied index and those waiting for it, the
 // proposers' answers, then the side effects of the entries (the peers
 // follow the member list, a removed member leaves, the raft log is
-// compacted, the engine size measured).
+// compacted, the engine's growth accounted for the quota).
 func (s *Server) afterCommit(last uint64, n int) {
 	ap := &s.ap
 	if ap.membersChanged {
@@ -234,7 +240,7 @@ func (s *Server) afterCommit(last uint64, n int) {
 		s.leaveCluster()
 	}
 	s.maybeCompactLog()
-	s.quota.maybeMeasure(n)
+	s.quota.applied(n, ap.wrote)
 }
 
 // appliedTo records that everything up to index is applied, committed and

@@ -78,9 +78,12 @@ func (s *Server) MemberAdd(ctx context.Context, peerURLs []string, isLearner boo
 	return m, ms, nil
 }
 
-// MemberRemove removes member id. A member that removes itself stops
-// shortly after (with ErrRemoved); the others refuse its messages from then
-// on.
+// MemberRemove removes member id and returns the members left. A member
+// that removes itself stops shortly after (with ErrRemoved); the others
+// refuse its messages from then on. A follower that removes itself may
+// learn of its removal from the leader refusing it before it applies the
+// change, and stop at once: it still answers with the members left (its
+// own list without it), not ErrStopped, as the removal took effect.
 func (s *Server) MemberRemove(ctx context.Context, id uint64) ([]membership.Member, error) {
 	if err := s.life.enter(); err != nil {
 		return nil, err
@@ -89,7 +92,16 @@ func (s *Server) MemberRemove(ctx context.Context, id uint64) ([]membership.Memb
 	if err := s.reconfig.mayRemove(id); err != nil {
 		return nil, err
 	}
-	return s.reconfig.configure(ctx, raftpb.ConfChangeRemoveNode, membership.Member{ID: id}, false)
+	ms, err := s.reconfig.configure(ctx, raftpb.ConfChangeRemoveNode, membership.Member{ID: id}, false)
+	if err != nil && id == s.memberID && errors.Is(err, ErrStopped) && errors.Is(s.Err(), ErrRemoved) {
+		for _, m := range s.members.all() {
+			if m.ID != id {
+				ms = append(ms, m)
+			}
+		}
+		return ms, nil
+	}
+	return ms, err
 }
 
 // MemberUpdate replaces the peer URLs of member id.

@@ -33,7 +33,9 @@
 //   - leaderTracker (leader.go): leadership as raft reports it, and why a
 //     request timed out.
 //   - alarmSet (alarm.go) and quota (quota.go): raised alarms, and the
-//     backend quota that raises NOSPACE.
+//     backend quota with this member's NOSPACE alarm: the accounted size,
+//     the read-only mode of a full device, and the keeper goroutine that
+//     raises the alarm and clears it again under 80% of the quota.
 //   - autoCompactor (compactor.go): auto-compaction.
 //   - lifecycle (lifecycle.go): the member's goroutines, the stop signal
 //     and the guard that keeps requests off a closed engine.
@@ -54,11 +56,24 @@
 // (ErrTimeout), the caller's context ends (ErrCanceled) or the member
 // stops (ErrStopped).
 // Before proposing, a write that adds data (a put, a txn that puts, a
-// lease grant) is refused if the engine has outgrown QuotaBackendBytes
-// (ErrNoSpace; the first refusal also raises the NOSPACE alarm through
-// raft), and any write if applying lags committing by more than 5000
-// entries (ErrTooManyRequests) or if it is larger than MaxRequestBytes
+// lease grant) is refused if it would take the engine past
+// QuotaBackendBytes or the engine's device is full (ErrNoSpace; the first
+// refusal also raises the NOSPACE alarm through raft, which clears itself
+// once the member is back under 80% of the quota: see quota), and any
+// write if applying lags committing by more than 5000 entries
+// (ErrTooManyRequests) or if it is larger than MaxRequestBytes
 // (ErrRequestTooLarge).
+//
+// # Space
+//
+// The engine is opened with the quota (which sizes its memtables and
+// logs), the member's logger and quota.onBackgroundError: a flush or
+// compaction that fails for a full device puts the member in read-only
+// mode locally and raises its NOSPACE alarm. Defragment
+// (Maintenance.Defragment) compacts the whole engine online and measures
+// it afresh, so the alarm can clear itself right after. A full device at
+// New is fatal: storage.Open returns ErrNoSpace naming the directory and
+// the remedy, and the process must exit (the failed open stays parked).
 //
 // # The apply loop
 //

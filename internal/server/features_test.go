@@ -137,8 +137,9 @@ func TestQuotaNoSpaceAlarm(t *testing.T) {
 	s.Stop()
 
 	// The alarm is part of the replicated state: it survives a restart
-	// with room to spare, and writes stay refused until it is disarmed.
-	s = startServer(t, dir, nil)
+	// while the member is still over its quota, and writes stay refused
+	// until it is disarmed, which answers as etcd's does.
+	s = startServer(t, dir, func(c *Config) { c.QuotaBackendBytes = 1 })
 	if len(s.Alarms()) != 1 {
 		t.Fatalf("alarms after restart = %v", s.Alarms())
 	}
@@ -153,6 +154,17 @@ func TestQuotaNoSpaceAlarm(t *testing.T) {
 	if err != nil || len(resp.Alarms) != 0 {
 		t.Fatalf("alarms after disarm = %v, %v", resp, err)
 	}
+	// Still over the quota: the next write that adds data raises it again.
+	if _, err := s.Put(context.Background(), &pb.PutRequest{Key: []byte("k")}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("put over quota after disarm: %v, want ErrNoSpace", err)
+	}
+	waitUntil(t, "the NOSPACE alarm raised again", func() bool { return len(s.Alarms()) == 1 })
+	s.Stop()
+
+	// Restarted with room to spare, the member clears its alarm itself:
+	// nobody has to disarm it.
+	s = startServer(t, dir, nil)
+	waitUntil(t, "the NOSPACE alarm to clear itself", func() bool { return len(s.Alarms()) == 0 })
 	put(t, s, "k", "v")
 }
 
@@ -191,6 +203,13 @@ func TestMetrics(t *testing.T) {
 		"etcd_disk_backend_commit_duration_seconds": func(v float64) bool { return v >= 3 },
 		"etcd_server_id":                            func(v float64) bool { return v == 1 },
 		"etcd_server_quota_backend_bytes":           func(v float64) bool { return v == DefaultQuotaBackendBytes },
+		"etcd_disk_defrag_inflight":                 func(v float64) bool { return v == 0 },
+		"cairn_storage_background_errors_total":     func(v float64) bool { return v == 0 },
+		"cairn_storage_write_stalls_total":          func(v float64) bool { return v >= 0 },
+		"cairn_storage_disk_slow_total":             func(v float64) bool { return v == 0 },
+		"cairn_server_read_only":                    func(v float64) bool { return v == 0 },
+		"cairn_server_nospace_alarms_raised_total":  func(v float64) bool { return v == 0 },
+		"cairn_server_nospace_alarms_cleared_total": func(v float64) bool { return v == 0 },
 	} {
 		v, ok := values[name]
 		if !ok {

@@ -1,5 +1,7 @@
 package server
 
+import "github.com/cockroachdb/pebble/v2/vfs"
+
 // testingKnobs let this package's tests reach states that are otherwise
 // only reachable by killing the process or stalling a goroutine. Only
 // newServer sets them; New, which every other caller uses, leaves them
@@ -17,4 +19,7 @@ type testingKnobs struct {
 	catchUpEntries uint64
 	// beforeApply runs before each apply group.
 	beforeApply func()
+	// fs is the file system the engine keeps its files in (an in-memory
+	// or error-injecting one); nil is the operating system's.
+	fs vfs.FS
 }

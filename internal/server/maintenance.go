@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
@@ -70,4 +71,51 @@ func (s *Server) HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, err
 		CompactRevision: compactRev,
 		HashRevision:    hashRev,
 	}, nil
+}
+
+// Defragment gives back the disk space of deleted keys and compacted
+// history, as the Maintenance service's Defragment does, and returns when
+// it is done. Unlike etcd's it is online: reads and writes go on meanwhile
+// (mvcc.Store.Defragment). Afterwards the engine's size is measured
+// afresh, so the quota and Status see what it gave back, and a NOSPACE
+// alarm clears itself if the member is back under the quota's clear mark
+// (see quota). Errors: ErrCanceled or ErrTimeout when ctx ends first,
+// ErrStopped, and the engine's (wrapped).
+func (s *Server) Defragment(ctx context.Context) error {
+	if err := s.life.enter(); err != nil {
+		return err
+	}
+	defer s.life.leave()
+	// Stop waits for the requests inside enter: let it cut this one short.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.life.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	s.metrics.defragInflight.Set(1)
+	defer s.metrics.defragInflight.Set(0)
+	start := time.Now()
+	before := s.eng.Size()
+	s.lg.Info("defragmenting", "size-bytes", before, "size-in-use-bytes", s.eng.SizeInUse())
+	err := s.kv.Defragment(ctx)
+	s.quota.measure()
+	s.quota.kick()
+	if err != nil {
+		s.lg.Warn("defragment failed", "err", err)
+		if s.life.stopping() {
+			return ErrStopped
+		}
+		if ctx.Err() != nil {
+			return ctxErr(ctx.Err())
+		}
+		return err
+	}
+	s.observeDefrag(start)
+	s.lg.Info("defragmented", "size-before-bytes", before, "size-bytes", s.quota.measured.Load(),
+		"size-in-use-bytes", s.eng.SizeInUse(), "duration", time.Since(start).Round(time.Millisecond))
+	return nil
 }

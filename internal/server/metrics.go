@@ -19,6 +19,13 @@ type metrics struct {
 	backendCommit    prometheus.Histogram
 
 	etcdMetrics // metrics_etcd.go
+
+	// defragInflight is 1 while a Defragment runs.
+	defragInflight prometheus.Gauge
+	// noSpaceRaised and noSpaceCleared count this member's NOSPACE alarm
+	// raised and cleared by the member itself (see quota).
+	noSpaceRaised  prometheus.Counter
+	noSpaceCleared prometheus.Counter
 }
 
 // latencyBuckets are etcd's disk latency buckets: 1ms to 8s.
@@ -45,6 +52,18 @@ func newMetrics() *metrics {
 			Buckets: latencyBuckets,
 		}),
 		etcdMetrics: newEtcdMetrics(),
+		defragInflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "etcd", Subsystem: "disk", Name: "defrag_inflight",
+			Help: "Whether or not defrag is active on the member. 1 means active, 0 means not.",
+		}),
+		noSpaceRaised: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "cairn", Subsystem: "server", Name: "nospace_alarms_raised_total",
+			Help: "The number of times this member raised its NOSPACE alarm (quota exceeded or device full).",
+		}),
+		noSpaceCleared: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "cairn", Subsystem: "server", Name: "nospace_alarms_cleared_total",
+			Help: "The number of times this member's NOSPACE alarm cleared itself, its size back under 80% of the quota.",
+		}),
 	}
 }
 
@@ -74,6 +93,7 @@ func (m *metrics) register(s *Server, reg prometheus.Registerer) error {
 
 	collectors := []prometheus.Collector{
 		m.proposalsPending, m.proposalsFailed, m.walFsync, m.backendCommit,
+		m.defragInflight, m.noSpaceRaised, m.noSpaceCleared,
 		serverID, goVersion,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "etcd", Subsystem: "server", Name: "has_leader",
@@ -108,6 +128,24 @@ func (m *metrics) register(s *Server, reg prometheus.Registerer) error {
 			Namespace: "etcd", Subsystem: "server", Name: "quota_backend_bytes",
 			Help: "Current backend storage quota size in bytes.",
 		}, func() float64 { return float64(s.quota.limit()) }),
+		// etcd has no figures of its own for these: bbolt has no
+		// background jobs to fail or stall.
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "cairn", Subsystem: "storage", Name: "background_errors_total",
+			Help: "The number of failed background jobs of the storage engine (flushes, compactions, write-ahead log writes); each is logged with its cause.",
+		}, func() float64 { return float64(s.eng.BackgroundErrors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "cairn", Subsystem: "storage", Name: "write_stalls_total",
+			Help: "The number of times writes stalled waiting for the storage engine's flushes or compactions to catch up.",
+		}, func() float64 { return float64(s.eng.WriteStalls()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "cairn", Subsystem: "storage", Name: "disk_slow_total",
+			Help: "The number of disk operations of the storage engine that took longer than 5s.",
+		}, func() float64 { return float64(s.eng.DiskSlowEvents()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "cairn", Subsystem: "server", Name: "read_only",
+			Help: "Whether this member refuses writes that add data because its device is full. 1 if it does, 0 otherwise.",
+		}, func() float64 { return boolGauge(s.quota.readOnly()) }),
 	}
 	collectors = append(collectors, m.etcdMetrics.collectors(s)...)
 	for _, c := range collectors {

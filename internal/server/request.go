@@ -61,10 +61,12 @@ func write[T response](s *Server, ctx context.Context, r *pb.InternalRaftRequest
 // caller holds enter (or, like Alarm, touches nothing that needs it).
 func proposed[T response](s *Server, ctx context.Context, r *pb.InternalRaftRequest, cost int, wait func(result) error) (T, error) {
 	var zero T
-	if err := s.quota.check(cost); err != nil {
+	done, err := s.quota.check(cost)
+	if err != nil {
 		return zero, err
 	}
 	res, err := s.propose(ctx, r)
+	done()
 	if err != nil {
 		return zero, err
 	}

@@ -87,18 +87,32 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := storage.Open(cfg.DataDir, storage.Options{NoSync: cfg.UnsafeNoFsync})
+	// The quota exists before the engine: the engine reports its
+	// background errors to it from the moment it opens.
+	q := newQuota()
+	eng, err := storage.Open(cfg.DataDir, storage.Options{
+		NoSync:            cfg.UnsafeNoFsync,
+		QuotaBytes:        cfg.QuotaBackendBytes,
+		FS:                knobs.fs,
+		Logger:            cfg.Logger.With("component", "storage"),
+		OnBackgroundError: q.onBackgroundError,
+	})
 	if err != nil {
+		// ErrNoSpace and ErrBackground name the directory, the cause and
+		// the remedy; the engine's abandoned recovery stays parked, so the
+		// caller must exit rather than retry (see storage.Open).
 		return nil, err
 	}
 	s := &Server{
-		cfg:    cfg,
-		knobs:  knobs,
-		lg:     cfg.Logger,
-		clock:  cfg.Clock,
-		eng:    eng,
-		waits:  newWaitRegistry(),
-		alarms: newAlarmSet(),
+		cfg:     cfg,
+		knobs:   knobs,
+		lg:      cfg.Logger,
+		clock:   cfg.Clock,
+		eng:     eng,
+		waits:   newWaitRegistry(),
+		alarms:  newAlarmSet(),
+		quota:   q,
+		metrics: newMetrics(),
 	}
 	s.life.init()
 	s.reconfig = &reconfig{s: s}
@@ -151,8 +165,7 @@ func (s *Server) open() error {
 	s.applied.advance(applied)
 	s.ap.applied = applied
 	s.ap.lastLogCompact = applied
-	s.quota = newQuota(s)
-	s.metrics = newMetrics()
+	s.quota.start(s)
 	s.reads = newReadIndexer(s)
 	s.lead.init(s.clock.Now())
 
@@ -195,12 +208,16 @@ func (s *Server) open() error {
 	}
 	s.syncPeers()
 
-	s.life.wg.Add(5)
+	s.life.wg.Add(6)
+	go s.quota.run()
 	go s.applyLoop()
 	go s.reads.run()
 	go s.watchNode()
 	go s.reconfig.publish()
 	go s.leases.run()
+	// An alarm raised before a restart clears itself if the member is now
+	// under the mark (see quota).
+	s.quota.kick()
 	startAutoCompactor(s)
 	s.lg.Info("member started", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.memberID),
 		"cluster-id", fmt.Sprintf("%x", s.clusterID), "applied-index", applied)
@@ -252,8 +269,8 @@ func (s *Server) Stop() {
 func (s *Server) shutdown() {
 	// Closing stopc first releases every request waiting inside enter/leave,
 	// so taking life's write lock does not wait long; once closed is set no
-	// request touches the engine or starts a goroutine (see quota.check), so
-	// wg.Wait cannot race with wg.Add.
+	// request touches the engine or starts a goroutine (a backup stream
+	// adds to wg inside enter), so wg.Wait cannot race with wg.Add.
 	close(s.life.stopc)
 	// Keep-alives waiting on the lessor hold enter; demoting releases them.
 	s.leases.stop()
