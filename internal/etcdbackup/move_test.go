@@ -432,3 +432,40 @@ func TestSnapshotDamagedRefused(t *testing.T) {
 		t.Fatalf("restored from member/snap/db: %v, %v (want revision %d)", resp, err, info.Revision)
 	}
 }
+
+// TestSnapshotFromEtcdBumped: a cluster restored with etcdutl's
+// --bump-revision --mark-compacted (as Kubernetes operators restore)
+// holds a key-less revision marker; moved to cairn, it keeps the bumped
+// revision and compaction.
+func TestSnapshotFromEtcdBumped(t *testing.T) {
+	src, _ := startEtcd(t, t.TempDir(), "etcd", "http://"+freeport.Addr(t), false)
+	workload(t, newClient(t, src.Clients[0].Addr().String()), false)
+	path := saveSnapshot(t, src.Clients[0].Addr().String())
+
+	dir := filepath.Join(t.TempDir(), "e1.etcd")
+	epeer := "http://" + freeport.Addr(t)
+	err := etcdutl.NewV3(zap.NewNop()).Restore(etcdutl.RestoreConfig{
+		SnapshotPath: path, Name: "e1", OutputDataDir: dir, PeerURLs: []string{epeer},
+		InitialCluster: "e1=" + epeer, InitialClusterToken: "restored",
+		RevisionBump: 1000, MarkCompacted: true,
+	})
+	if err != nil {
+		t.Fatalf("etcdutl snapshot restore: %v", err)
+	}
+	bumped, _ := startEtcd(t, dir, "e1", epeer, true)
+	bc := newClient(t, bumped.Clients[0].Addr().String())
+	resp, err := bc.Get(ctxT(t), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := resp.Header.Revision
+	path = saveSnapshot(t, bumped.Clients[0].Addr().String())
+	info, err := server.SnapshotStatus(path)
+	if err != nil || info.Revision != rev {
+		t.Fatalf("status %+v, %v; want revision %d", info, err, rev)
+	}
+
+	peer := "http://" + freeport.Addr(t)
+	m := startCairn(t, restoreCairn(t, path, "c1", peer), "c1", peer)
+	compareStores(t, bc, newClient(t, m.ClientURLs()[0]), rev)
+}

@@ -320,6 +320,12 @@ func (r *reader) version(k, v []byte, live map[string]struct{}) error {
 	if err != nil {
 		return err
 	}
+	if len(v) == 0 && !tombstone {
+		// `etcdutl snapshot restore --bump-revision` marks the bumped
+		// revision so: no key, only a revision the store has reached.
+		r.info.Revision = max(r.info.Revision, main)
+		return nil
+	}
 	var kv mvccpb.KeyValue
 	if err := proto.Unmarshal(v, &kv); err != nil {
 		return fmt.Errorf("%w: version %d_%d: %w", ErrCorrupt, main, sub, err)
