@@ -70,6 +70,9 @@ type SnapshotInfo struct {
 	// Index is the raft index the state was taken at (an etcd file's
 	// consistent index).
 	Index uint64
+	// Version is an etcd file's storage version ("" for a cairn file, or
+	// an etcd file from before 3.6), as etcdutl reports it.
+	Version string
 }
 
 // errDataDirExists is etcdutl's refusal of a data directory in use.

@@ -63,5 +63,6 @@ func etcdSnapshotInfo(info etcdbackup.Info) SnapshotInfo {
 		TotalKeys:       info.TotalKeys,
 		TotalSize:       info.DBSize,
 		Index:           info.ConsistentIndex,
+		Version:         info.StorageVersion,
 	}
 }
