@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -25,8 +26,10 @@ import (
 	"github.com/cairn-db/cairn/internal/embed"
 	"github.com/cairn-db/cairn/internal/etcdbackup"
 	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/raftnode"
 	"github.com/cairn-db/cairn/internal/server"
+	"github.com/cairn-db/cairn/internal/storage"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -468,4 +471,73 @@ func TestSnapshotFromEtcdBumped(t *testing.T) {
 	peer := "http://" + freeport.Addr(t)
 	m := startCairn(t, restoreCairn(t, path, "c1", peer), "c1", peer)
 	compareStores(t, bc, newClient(t, m.ClientURLs()[0]), rev)
+}
+
+// TestSnapshotRestoresCairnFormat: a backup in cairn's earlier format
+// (raftnode's, which Maintenance.Snapshot wrote before etcd's) still
+// restores; status and restore tell it from etcd's by its first bytes.
+func TestSnapshotRestoresCairnFormat(t *testing.T) {
+	srcDir := t.TempDir()
+	speer := "http://" + freeport.Addr(t)
+	src := startCairn(t, srcDir, "c1", speer)
+	compact := workload(t, newClient(t, src.ClientURLs()[0]), false)
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Take the earlier format's backup of a copy of the stopped member's
+	// engine.
+	path := filepath.Join(t.TempDir(), "cairn-format.db")
+	copyDir := t.TempDir()
+	if err := os.CopyFS(copyDir, os.DirFS(srcDir)); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		eng, err := storage.Open(copyDir, storage.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer eng.Close()
+		b := eng.NewWriteBatch()
+		for _, k := range membership.LocalKeys() { // the member's own, never in a backup
+			if err := b.Delete(k, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Commit(true); err != nil {
+			t.Fatal(err)
+		}
+		ls, err := raftnode.OpenLogStore(eng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		view, err := ls.SnapshotState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _, err := view.Backup()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, rc); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	info, err := server.SnapshotStatus(path)
+	if err != nil || info.Format != server.FormatCairn || info.CompactRevision != compact {
+		t.Fatalf("status %+v, %v; want cairn's format, compaction %d", info, err, compact)
+	}
+
+	peer := "http://" + freeport.Addr(t)
+	m := startCairn(t, restoreCairn(t, path, "r1", peer), "r1", peer)
+	// The source, back on its directory, serves what the restored member
+	// must.
+	orig := startCairn(t, srcDir, "c1", speer)
+	compareStores(t, newClient(t, orig.ClientURLs()[0]), newClient(t, m.ClientURLs()[0]), compact)
 }
