@@ -31,8 +31,8 @@ type State interface {
 	Get(key []byte) ([]byte, error)
 }
 
-// tempPattern names the files Create builds in.
-const tempPattern = ".etcd-backup-*.db"
+// tempPattern names the directories Create builds in.
+const tempPattern = ".etcd-backup-*"
 
 var createMu sync.Mutex
 
@@ -56,7 +56,8 @@ type Backup struct {
 // Create writes st as an etcd backend database (a bbolt file with etcd's
 // buckets, see the package doc) to a temporary file in dir, and returns it
 // ready to stream with etcd's sha256 digest appended. Calls are
-// serialized; the file is named by tempPattern. index and term are
+// serialized; they build in a directory named by tempPattern, which the
+// next call removes if a crash left it. index and term are
 // the raft applied index and term the state is at; they become the
 // file's consistent index and term. st is read only during the call. The
 // file lives on disk only while the stream is open: memory stays bounded
@@ -67,19 +68,19 @@ func Create(dir string, st State, index, term uint64) (*Backup, error) {
 	// building it.
 	createMu.Lock()
 	defer createMu.Unlock()
-	if stale, _ := filepath.Glob(filepath.Join(dir, tempPattern)); len(stale) > 0 {
-		for _, p := range stale {
-			os.Remove(p)
-		}
+	stale, _ := filepath.Glob(filepath.Join(dir, tempPattern))
+	for _, p := range stale {
+		os.RemoveAll(p)
 	}
-	tmp, err := os.CreateTemp(dir, tempPattern)
+	tmpDir, err := os.MkdirTemp(dir, tempPattern)
 	if err != nil {
 		return nil, fmt.Errorf("etcdbackup: %w", err)
 	}
-	path := tmp.Name()
-	tmp.Close()
-	defer os.Remove(path) // an open file outlives its name
-	if err := build(path, st, index, term); err != nil {
+	// An open file outlives its name: the directory goes as soon as the
+	// database is open for streaming.
+	defer os.RemoveAll(tmpDir)
+	path := filepath.Join(tmpDir, "backup.db")
+	if err := build(path, filepath.Join(tmpDir, "sort"), st, index, term); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(path)
@@ -126,13 +127,18 @@ func (b *Backup) Read(p []byte) (int, error) {
 // Close releases the file.
 func (b *Backup) Close() error { return b.f.Close() }
 
-// build writes the database at path.
-func build(path string, st State, index, term uint64) error {
+// build writes the database at path, sorting in sortDir.
+func build(path, sortDir string, st State, index, term uint64) error {
+	sorter, err := newRevSorter(sortDir)
+	if err != nil {
+		return err
+	}
+	defer sorter.close()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoGrowSync: true})
 	if err != nil {
 		return fmt.Errorf("etcdbackup: open %s: %w", path, err)
 	}
-	w := &writer{db: db}
+	w := &writer{db: db, sorter: sorter}
 	err = w.write(st, index, term)
 	if w.tx != nil {
 		w.tx.Rollback()
@@ -145,10 +151,11 @@ func build(path string, st State, index, term uint64) error {
 
 // writer puts into a bbolt database in transactions of putsPerTx writes.
 type writer struct {
-	db  *bolt.DB
-	tx  *bolt.Tx
-	n   int
-	buf []byte
+	db     *bolt.DB
+	sorter *revSorter
+	tx     *bolt.Tx
+	n      int
+	buf    []byte
 }
 
 func (w *writer) put(bucket, k, v []byte) error {
@@ -159,7 +166,11 @@ func (w *writer) put(bucket, k, v []byte) error {
 		}
 		w.tx, w.n = tx, 0
 	}
-	if err := w.tx.Bucket(bucket).Put(k, v); err != nil {
+	b := w.tx.Bucket(bucket)
+	// Entries come in key order: fill pages as etcd's appends do, not
+	// half, as bbolt's splits would for random inserts.
+	b.FillPercent = 0.9
+	if err := b.Put(k, v); err != nil {
 		return fmt.Errorf("etcdbackup: put into %s: %w", bucket, err)
 	}
 	if w.n++; w.n >= putsPerTx {
@@ -241,7 +252,13 @@ func (w *writer) write(st State, index, term uint64) error {
 			return fmt.Errorf("etcdbackup: encode %q: %w", v.Key, err)
 		}
 		w.buf = appendRevKey(w.buf[:0], v.Main, v.Sub, v.Tombstone)
-		return w.put(bucketKey, bytes.Clone(w.buf), bytes.Clone(val))
+		return w.sorter.add(w.buf, val)
+	})
+	if err != nil {
+		return err
+	}
+	err = w.sorter.each(func(k, v []byte) error {
+		return w.put(bucketKey, bytes.Clone(k), bytes.Clone(v))
 	})
 	if err != nil {
 		return err
