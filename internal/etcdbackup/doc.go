@@ -54,10 +54,20 @@
 // # Writing
 //
 // Create builds the database from a consistent view of the state in a
-// temporary file on the data disk, committing a bounded number of writes
-// per bbolt transaction, and streams it with the digest appended; the
-// file is unlinked as soon as it is built, so no backup is ever held in
-// memory and nothing stays behind. Its consistent index and term are the
-// view's applied raft index and term. etcdutl's restore replaces both, and
-// the members, when it builds a data directory from it.
+// temporary directory on the data disk: the versions, read in cairn's
+// key-major order, are first sorted by revision in a scratch Pebble store
+// (bbolt filled in random order rewrites a page per entry), then appended
+// to bbolt, a bounded number of writes per transaction. The database is
+// streamed with its digest appended, and the directory is removed as soon
+// as the file is open, so no backup is ever held in memory and nothing
+// stays behind; a directory a crash left is removed by the next Create.
+// The file's consistent index and term are the view's applied raft index
+// and term; etcdutl's restore replaces both, and the members, when it
+// builds a data directory from it.
+//
+// # Reading
+//
+// Read hands out cairn's records as it walks the key bucket; memory grows
+// only with the live keys (the count etcdutl reports, and the leased keys
+// to attach), as etcd's own restore of its index does.
 package etcdbackup
