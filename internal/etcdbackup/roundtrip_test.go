@@ -2,6 +2,8 @@ package etcdbackup
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -123,7 +125,7 @@ func randomState(t testing.TB, rng *rand.Rand, writes int) (map[string][]byte, i
 // writeBackup creates the backup of st and saves it to a file.
 func writeBackup(t testing.TB, st State) string {
 	dir := t.TempDir()
-	b, err := Create(dir, st, 42, 7)
+	b, err := Create(context.Background(), dir, st, 42, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +178,21 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCreateCanceled: a build whose client went away stops with its
+// context's error and leaves nothing behind.
+func TestCreateCanceled(t *testing.T) {
+	recs, _ := randomState(t, rand.New(rand.NewPCG(2, 2)), 20000)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Create(ctx, dir, newMemState(recs), 1, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Create with a canceled context: %v", err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Fatalf("a canceled Create left %v behind (%v)", ents, err)
+	}
+}
+
 // BenchmarkCreate measures building the backup of a store of about
 // 60,000 versions.
 func BenchmarkCreate(b *testing.B) {
@@ -183,7 +200,7 @@ func BenchmarkCreate(b *testing.B) {
 	st := newMemState(recs)
 	b.ResetTimer()
 	for range b.N {
-		bk, err := Create(b.TempDir(), st, 1, 1)
+		bk, err := Create(context.Background(), b.TempDir(), st, 1, 1)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package etcdbackup
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -61,8 +62,9 @@ type Backup struct {
 // the raft applied index and term the state is at; they become the
 // file's consistent index and term. st is read only during the call. The
 // file lives on disk only while the stream is open: memory stays bounded
-// whatever the size of the state.
-func Create(dir string, st State, index, term uint64) (*Backup, error) {
+// whatever the size of the state. The build stops with ctx's error once
+// ctx is done (the client went away).
+func Create(ctx context.Context, dir string, st State, index, term uint64) (*Backup, error) {
 	// One build at a time: the disk is better spent on one, and any file
 	// of the pattern found now is a leftover of a process that died
 	// building it.
@@ -80,7 +82,7 @@ func Create(dir string, st State, index, term uint64) (*Backup, error) {
 	// database is open for streaming.
 	defer os.RemoveAll(tmpDir)
 	path := filepath.Join(tmpDir, "backup.db")
-	if err := build(path, filepath.Join(tmpDir, "sort"), st, index, term); err != nil {
+	if err := build(ctx, path, filepath.Join(tmpDir, "sort"), st, index, term); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(path)
@@ -128,7 +130,7 @@ func (b *Backup) Read(p []byte) (int, error) {
 func (b *Backup) Close() error { return b.f.Close() }
 
 // build writes the database at path, sorting in sortDir.
-func build(path, sortDir string, st State, index, term uint64) error {
+func build(ctx context.Context, path, sortDir string, st State, index, term uint64) error {
 	sorter, err := newRevSorter(sortDir)
 	if err != nil {
 		return err
@@ -138,7 +140,7 @@ func build(path, sortDir string, st State, index, term uint64) error {
 	if err != nil {
 		return fmt.Errorf("etcdbackup: open %s: %w", path, err)
 	}
-	w := &writer{db: db, sorter: sorter}
+	w := &writer{ctx: ctx, db: db, sorter: sorter}
 	err = w.write(st, index, term)
 	if w.tx != nil {
 		w.tx.Rollback()
@@ -151,6 +153,7 @@ func build(path, sortDir string, st State, index, term uint64) error {
 
 // writer puts into a bbolt database in transactions of putsPerTx writes.
 type writer struct {
+	ctx    context.Context
 	db     *bolt.DB
 	sorter *revSorter
 	tx     *bolt.Tx
@@ -182,6 +185,9 @@ func (w *writer) put(bucket, k, v []byte) error {
 func (w *writer) commit() error {
 	if w.tx == nil {
 		return nil
+	}
+	if err := w.ctx.Err(); err != nil {
+		return err
 	}
 	tx := w.tx
 	w.tx = nil
@@ -240,7 +246,13 @@ func (w *writer) write(st State, index, term uint64) error {
 
 	var kv mvccpb.KeyValue
 	var val []byte
+	n := 0
 	err = mvcc.ScanVersions(st.Scan, func(v *mvcc.KeyVersion) error {
+		if n++; n%putsPerTx == 0 {
+			if err := w.ctx.Err(); err != nil {
+				return err
+			}
+		}
 		if v.Tombstone {
 			kv = mvccpb.KeyValue{Key: v.Key}
 		} else {

@@ -52,15 +52,15 @@ func (s *Server) Snapshot(ctx context.Context) (*SnapshotStream, error) {
 	}
 	// The file is built from the view, which can then go, and streamed
 	// from disk: a long download pins no Pebble snapshot.
-	bk, err := etcdbackup.Create(s.cfg.DataDir, view, view.Index, view.Term)
+	bk, err := etcdbackup.Create(ctx, s.cfg.DataDir, view, view.Index, view.Term)
 	view.Close()
 	if err != nil {
 		return nil, err
 	}
 	rc, size := io.ReadCloser(bk), bk.Size()
-	// The engine must outlive the stream's Pebble snapshot: shutdown waits
-	// for s.wg before it closes the engine, and a Read after stopping
-	// began fails, so a stream whose caller goes on reading ends.
+	// Shutdown waits for s.wg, so a member stops once its streams end; a
+	// Read after stopping began fails, so a stream whose caller goes on
+	// reading ends.
 	s.wg.Add(1)
 	s.lg.Info("sending a snapshot to a client", "revision", rev, "applied-index", view.Index, "bytes", size)
 	return &SnapshotStream{
