@@ -94,8 +94,8 @@ Example, three members:
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "restored snapshot %s (revision %d, %d keys, hash %08x) into %s: member %x of cluster %x\n",
-				cfg.SnapshotPath, res.Snapshot.Revision, res.Snapshot.TotalKeys, res.Snapshot.Hash,
+			fmt.Fprintf(cmd.OutOrStdout(), "restored snapshot %s (%s format, revision %d, %d keys, hash %08x) into %s: member %x of cluster %x\n",
+				cfg.SnapshotPath, res.Snapshot.Format, res.Snapshot.Revision, res.Snapshot.TotalKeys, res.Snapshot.Hash,
 				cfg.DataDir, res.MemberID, res.ClusterID)
 			return nil
 		},
