@@ -55,8 +55,11 @@ type Info struct {
 	// StorageVersion is the schema version the file records ("" before
 	// etcd 3.6).
 	StorageVersion string
+	// AuthEnabled tells whether the cluster had auth enabled; Read
+	// refuses to hand out the records of such a file.
+	AuthEnabled bool
 	// DroppedUsers and DroppedRoles count the auth users and roles a
-	// restore leaves out (auth was disabled).
+	// restore leaves out.
 	DroppedUsers, DroppedRoles int64
 }
 
@@ -73,8 +76,9 @@ func Status(path string) (Info, error) { return Read(path, nil) }
 // The checks come first, before put is called: the file's sha256 digest
 // (when it ends with one), then bbolt's own consistency check of every
 // page. A file that fails them, or whose content does not decode, gives
-// an error wrapping ErrCorrupt; a cluster with auth enabled gives
-// ErrAuthEnabled. An error from put is returned as is.
+// an error wrapping ErrCorrupt. A cluster with auth enabled gives
+// ErrAuthEnabled when put is not nil (Info.AuthEnabled says so to a mere
+// check). An error from put is returned as is.
 func Read(path string, put func(k, v []byte) error) (info Info, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -250,7 +254,10 @@ func (r *reader) readMeta() error {
 func (r *reader) readAuth() error {
 	if a := r.tx.Bucket(bucketAuth); a != nil {
 		if v := a.Get(authEnabled); len(v) == 1 && v[0] == 1 {
-			return ErrAuthEnabled
+			r.info.AuthEnabled = true
+			if r.put != nil {
+				return ErrAuthEnabled
+			}
 		}
 	}
 	if b := r.tx.Bucket(bucketAuthUsers); b != nil {

@@ -162,8 +162,11 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 		return res, err
 	}
 	if etcd {
-		_, err = etcdbackup.Read(cfg.SnapshotPath, nil)
-		err = etcdCorrupt(err)
+		var info etcdbackup.Info
+		info, err = etcdbackup.Read(cfg.SnapshotPath, nil)
+		if err = etcdCorrupt(err); err == nil && info.AuthEnabled {
+			err = etcdbackup.ErrAuthEnabled
+		}
 	} else {
 		_, err = raftnode.ReadBackup(cfg.SnapshotPath, membership.LocalKeys(), nil)
 	}
