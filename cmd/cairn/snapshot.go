@@ -13,19 +13,29 @@ import (
 	"github.com/cairn-db/cairn/internal/server"
 )
 
-// newSnapshotCommand returns `cairn snapshot`, the offline tools for the
-// backups Maintenance.Snapshot (`etcdctl snapshot save`) writes: restore
-// and status, as etcdutl's.
+// newSnapshotCommand returns `cairn snapshot`, the offline tools for
+// backups in etcd's format (Maintenance.Snapshot's, cairn's or etcd's) and
+// cairn's earlier one: restore and status, as etcdutl's.
 func newSnapshotCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshot <subcommand>",
 		Short: "Restore a backup into a new data directory, or describe one",
-		Long: `Work with the backups a cairn member streams through Maintenance.Snapshot
-(etcdctl snapshot save FILE, against any member of a cairn cluster).
+		Long: `Work with backups: the files etcdctl snapshot save writes, against cairn
+(Maintenance.Snapshot) or against etcd, and an etcd member's member/snap/db.
 
-A backup is cairn's own format, not etcd's bbolt file: etcdutl cannot read it
-and cairn cannot read etcd's. It ends with the sha256 digest of its content,
-which both subcommands check first, so a truncated or altered file is refused.`,
+cairn's backups are in etcd's format, a bbolt database with etcd's buckets
+and the sha256 digest of the database appended, so etcdutl snapshot status
+and etcdutl snapshot restore read them, and a cluster moves from cairn to
+etcd and back with its revisions. Both subcommands take:
+
+  - an etcd-format file, from cairn or from etcd (etcdctl snapshot save);
+  - an etcd member's member/snap/db, which has no digest;
+  - a backup in cairn's earlier format (a file starting "cairnbk1", which
+    cairn releases before etcd's format wrote).
+
+The format is told by the file's first bytes. The digest, when there is
+one, is checked first, then (etcd format) bbolt's check of every page, so a
+truncated or altered file is refused before anything is written.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(newSnapshotRestoreCommand(), newSnapshotStatusCommand())
@@ -42,12 +52,18 @@ func newSnapshotRestoreCommand() *cobra.Command {
 		Short: "Restore a backup into a new data directory for a new cluster",
 		Long: `Restore a backup into a new data directory, as etcdutl snapshot restore does.
 
-The directory holds the backup's keys at every revision it kept, its revision,
-its compaction and its leases, and a fresh raft log. The member list is new:
-the cluster and member IDs are derived from --initial-cluster,
---initial-cluster-token and the peer URLs exactly as for a new cluster, so the
-restored cluster is not the old one and its members cannot talk to the old
-members. The backup's own member list and alarms are dropped.
+The file may be etcd's format, from cairn or from etcd (etcdctl snapshot
+save, or an etcd member's member/snap/db), or cairn's earlier format (see
+cairn snapshot --help). The directory holds every key at every revision the
+backup kept, with its create and mod revisions, version and lease, the
+store's revision and compaction revision, and the leases with their TTLs;
+clients see the same revisions as before the move. The raft log is new.
+The member list is new too: the cluster and member IDs are derived from
+--initial-cluster, --initial-cluster-token and the peer URLs exactly as for
+a new cluster, so the restored cluster is not the old one and its members
+cannot talk to the old members. The backup's own member list and alarms are
+dropped. cairn has no auth yet: an etcd backup with auth enabled is
+refused, and users and roles of one with auth disabled are dropped.
 
 For a cluster of several members, restore the same file once per member, each
 with its own --name (and --initial-advertise-peer-urls) and the same
@@ -78,8 +94,8 @@ Example, three members:
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "restored snapshot %s (revision %d, %d keys, hash %08x) into %s: member %x of cluster %x\n",
-				cfg.SnapshotPath, res.Snapshot.Revision, res.Snapshot.TotalKeys, res.Snapshot.Hash,
+			fmt.Fprintf(cmd.OutOrStdout(), "restored snapshot %s (%s format, revision %d, %d keys, hash %08x) into %s: member %x of cluster %x\n",
+				cfg.SnapshotPath, res.Snapshot.Format, res.Snapshot.Revision, res.Snapshot.TotalKeys, res.Snapshot.Hash,
 				cfg.DataDir, res.MemberID, res.ClusterID)
 			return nil
 		},
@@ -100,18 +116,22 @@ func newSnapshotStatusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status <file>",
 		Short: "Check a backup's integrity and print its hash, revision, key count and size",
-		Long: `Check a backup's sha256 digest and print, as etcdutl snapshot status does:
+		Long: `Check a backup (its sha256 digest, and bbolt's check of every page for an
+etcd-format file) and print, as etcdutl snapshot status does:
 
-  HASH        the CRC-32 of the backup's state: the Maintenance.Hash the member
-              answered when the backup was taken (comparable between cairn
-              members and backups only)
+  HASH        for an etcd-format file, the hash etcdutl prints (a CRC-32 of
+              the database's buckets, keys and values); for a file in cairn's
+              earlier format, the Maintenance.Hash the member answered when the
+              backup was taken
   REVISION    the store's revision
-  TOTAL KEYS  the stored key versions (every revision since the last
-              compaction, deletions included)
-  TOTAL SIZE  the file's size
+  TOTAL KEYS  etcd format: the live keys at REVISION, as etcdutl counts;
+              cairn's earlier format: the stored key versions
+  TOTAL SIZE  the database's size (without the digest, as etcdutl reports)
+  VERSION     the storage version an etcd-format file records
 
 -w simple (the default) prints them on one line, -w table as a table and
--w json as etcdutl's JSON (hash, revision, totalKey, totalSize).`,
+-w json as etcdutl's JSON (hash, revision, totalKey, totalSize, version).
+For an etcd-format file the values are etcdutl's own.`,
 		Args:         cobra.ExactArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -129,12 +149,12 @@ func newSnapshotStatusCommand() *cobra.Command {
 func printSnapshotStatus(w io.Writer, format string, info server.SnapshotInfo) error {
 	switch format {
 	case "simple":
-		_, err := fmt.Fprintf(w, "%x, %d, %d, %s\n", info.Hash, info.Revision, info.TotalKeys, humanBytes(info.TotalSize))
+		_, err := fmt.Fprintf(w, "%x, %d, %d, %s, %s\n", info.Hash, info.Revision, info.TotalKeys, humanBytes(info.TotalSize), info.Version)
 		return err
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE")
-		fmt.Fprintf(tw, "%x\t%d\t%d\t%s\n", info.Hash, info.Revision, info.TotalKeys, humanBytes(info.TotalSize))
+		fmt.Fprintln(tw, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tVERSION")
+		fmt.Fprintf(tw, "%x\t%d\t%d\t%s\t%s\n", info.Hash, info.Revision, info.TotalKeys, humanBytes(info.TotalSize), info.Version)
 		return tw.Flush()
 	case "json":
 		return json.NewEncoder(w).Encode(struct {
@@ -142,7 +162,8 @@ func printSnapshotStatus(w io.Writer, format string, info server.SnapshotInfo) e
 			Revision  int64  `json:"revision"`
 			TotalKey  int64  `json:"totalKey"`
 			TotalSize int64  `json:"totalSize"`
-		}{info.Hash, info.Revision, info.TotalKeys, info.TotalSize})
+			Version   string `json:"version"`
+		}{info.Hash, info.Revision, info.TotalKeys, info.TotalSize, info.Version})
 	}
 	return errors.New("unknown output format " + format + ": use simple, table or json")
 }

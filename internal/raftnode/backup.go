@@ -146,6 +146,29 @@ func (v *StateSnapshot) each(fn func(k, val []byte) error) error {
 	return nil
 }
 
+// Scan calls fn for every record of the view whose key lies in [lo, hi),
+// in key order, for a backup in another format. fn must not keep k or val.
+func (v *StateSnapshot) Scan(lo, hi []byte, fn func(k, val []byte) error) error {
+	it, err := v.snap.snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("raftnode: state iterator: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		val, err := it.ValueAndErr()
+		if err == nil {
+			err = fn(it.Key(), val)
+		}
+		if err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return fmt.Errorf("raftnode: read state: %w", err)
+	}
+	return nil
+}
+
 // Hash returns the CRC-32 (Castagnoli) of the view's replicated records,
 // the applied index left out (see StateHash).
 func (v *StateSnapshot) Hash() (uint32, error) {
@@ -186,6 +209,11 @@ func (v *StateSnapshot) Backup() (io.ReadCloser, int64, error) {
 	}
 	return b, body + pad + BackupDigestLen, nil
 }
+
+// IsBackup reports whether head, the first bytes of a file, start like a
+// backup in cairn's own format (Backup): it looks at the magic only, to
+// tell formats apart; ReadBackup checks the rest.
+func IsBackup(head []byte) bool { return bytes.HasPrefix(head, backupMagic[:]) }
 
 // Close releases the view, unless Backup handed it to a stream.
 func (v *StateSnapshot) Close() {

@@ -134,9 +134,11 @@
 //
 // # Backups
 //
-// A backup (Maintenance.Snapshot) is the same replicated state, taken the
-// same way: SnapshotState takes a Pebble snapshot and StateSnapshot.Backup
-// streams it as it is read. The stream is wrapped for a file that must
+// Maintenance.Snapshot writes etcd's backup format (package etcdbackup,
+// which reads a StateSnapshot through Scan and Get). cairn's own backup
+// format, which it wrote before and `cairn snapshot restore` still reads,
+// is the same replicated state, taken the same way: SnapshotState takes a
+// Pebble snapshot and StateSnapshot.Backup streams it as it is read. The stream is wrapped for a file that must
 // check itself (backup.go has the layout): a header, the snapshot stream,
 // zero padding to a multiple of 512 bytes (clientv3 recognises a file
 // ending in a digest by its size), and the sha256 of all of it. ReadBackup

@@ -8,15 +8,17 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/cairn-db/cairn/internal/etcdbackup"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/raftnode"
 )
 
 // SnapshotStream is a backup of the member's replicated state at one
-// moment (raftnode describes the file format), read as it is generated
-// from a Pebble snapshot: memory stays at one buffer whatever the size of
-// the database. It is not safe for concurrent use; the caller must Close
-// it.
+// moment in etcd's format (package etcdbackup describes it): a bbolt
+// database built in a temporary, already unlinked file in the data
+// directory, streamed with its sha256 digest appended. Memory stays
+// bounded whatever the size of the database. It is not safe for
+// concurrent use; the caller must Close it.
 type SnapshotStream struct {
 	// Header describes the state the backup holds: its Revision is the
 	// store's revision at that moment.
@@ -34,9 +36,12 @@ type SnapshotStream struct {
 }
 
 // Snapshot starts a backup of this member's replicated state as it is
-// now: the mvcc keyspace (every revision since the last compaction), the
-// leases, the member list and the alarms. Writes that continue while the
-// stream is read are not in it. Errors: ErrStopped; once the member starts
+// now, in etcd's file format, so that etcdutl reads it: the mvcc keyspace
+// (every revision since the last compaction), the revision and
+// compaction revision, and the leases; auth is written disabled, with no
+// users or roles, and the member list and alarms are left out, as
+// etcdutl's restore replaces them. Writes that continue while the stream
+// is read are not in it. Errors: ErrStopped; once the member starts
 // stopping, Read fails with ErrStopped.
 func (s *Server) Snapshot(ctx context.Context) (*SnapshotStream, error) {
 	if err := s.life.enter(); err != nil {
@@ -47,14 +52,17 @@ func (s *Server) Snapshot(ctx context.Context) (*SnapshotStream, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc, size, err := view.Backup()
+	// The file is built from the view, which can then go, and streamed
+	// from disk: a long download pins no Pebble snapshot.
+	bk, err := etcdbackup.Create(ctx, s.cfg.DataDir, view, view.Index, view.Term)
+	view.Close()
 	if err != nil {
-		view.Close()
 		return nil, err
 	}
-	// The engine must outlive the stream's Pebble snapshot: shutdown waits
-	// for s.wg before it closes the engine, and a Read after stopping
-	// began fails, so a stream whose caller goes on reading ends.
+	rc, size := io.ReadCloser(bk), bk.Size()
+	// Shutdown waits for s.life.wg, so a member stops once its streams end; a
+	// Read after stopping began fails, so a stream whose caller goes on
+	// reading ends.
 	s.life.wg.Add(1)
 	s.lg.Info("sending a snapshot to a client", "revision", rev, "applied-index", view.Index, "bytes", size)
 	return &SnapshotStream{

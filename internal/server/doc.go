@@ -156,17 +156,21 @@
 //
 // # Backups
 //
-// Snapshot (Maintenance.Snapshot, `etcdctl snapshot save`) streams the
-// same replicated state a lagging follower gets, from a Pebble snapshot
-// taken with readers of the store held off, wrapped as a file that ends
-// with its sha256 (raftnode's package doc). The stream holds the server's
-// wait group, so Stop closes the engine only after it ends, and a Read
-// once stopping has begun fails. Hash is a CRC-32 of that state.
-// RestoreSnapshot (`cairn snapshot restore`) is offline: it checks the
-// file, writes its records into a new engine minus the old cluster's
-// membership keys, then a new member list, IDs and seed derived as for a
-// new cluster, and a raft log that starts after the backup's applied index
-// at term 1, so New later restarts it like any existing data directory.
+// Snapshot (Maintenance.Snapshot, `etcdctl snapshot save`) writes the
+// replicated state, from a Pebble snapshot taken with readers of the store
+// held off, as an etcd backend database (package etcdbackup) in a
+// temporary file in the data directory, and streams it with its sha256
+// appended, so etcdutl reads it. The stream holds the server's wait group,
+// so Stop waits for it, and a Read once stopping has begun fails. Hash is
+// a CRC-32 of the replicated state, comparable between cairn members.
+// RestoreSnapshot (`cairn snapshot restore`) is offline and takes etcd's
+// format (from cairn or etcd) or cairn's earlier one (raftnode's package
+// doc), told apart by the first bytes: it checks the whole file, writes
+// its records (an etcd file's converted by etcdbackup) into a new engine
+// minus the old cluster's membership keys, then a new member list, IDs and
+// seed derived as for a new cluster, and a raft log that starts after the
+// backup's applied index (an etcd file's consistent index) at term 1, so
+// New later restarts it like any existing data directory.
 //
 // # Lifecycle
 //

@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/cairn-db/cairn/internal/etcdbackup"
 	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/raftnode"
@@ -50,19 +51,29 @@ type RestoreResult struct {
 
 // SnapshotInfo is what `cairn snapshot status` reports about a backup.
 type SnapshotInfo struct {
-	// Hash is the CRC-32 of the backup's replicated state, the hash
-	// Maintenance.Hash gave at the moment it was taken.
+	// Format is the file's format: FormatEtcd or FormatCairn.
+	Format string
+	// Hash is, for an etcd file, the hash `etcdutl snapshot status`
+	// prints (a CRC-32 of the database's buckets); for a cairn file, the
+	// CRC-32 of the backup's replicated state, the hash Maintenance.Hash
+	// gave at the moment it was taken.
 	Hash uint32
 	// Revision and CompactRevision are the store's revision and
 	// compaction revision (-1: none).
 	Revision, CompactRevision int64
-	// TotalKeys counts the stored key versions (every revision since the
-	// compaction, tombstones included), as etcd counts a snapshot's keys.
+	// TotalKeys counts, for an etcd file, the live keys at Revision, as
+	// etcdutl 3.7 does; for a cairn file the stored key versions (every
+	// revision since the compaction, tombstones included).
 	TotalKeys int64
-	// TotalSize is the file's size in bytes.
+	// TotalSize is the database's size in bytes (an etcd file's without
+	// its digest, as etcdutl reports it; a cairn file's whole size).
 	TotalSize int64
-	// Index is the raft index the state was taken at.
+	// Index is the raft index the state was taken at (an etcd file's
+	// consistent index).
 	Index uint64
+	// Version is an etcd file's storage version ("" for a cairn file, or
+	// an etcd file from before 3.6), as etcdutl reports it.
+	Version string
 }
 
 // errDataDirExists is etcdutl's refusal of a data directory in use.
@@ -79,6 +90,17 @@ const restoredTerm = 1
 // describes it. A truncated or altered file gives an error wrapping
 // raftnode.ErrBackupCorrupt.
 func SnapshotStatus(path string) (SnapshotInfo, error) {
+	etcd, err := isEtcdBackup(path)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	if etcd {
+		info, err := etcdbackup.Status(path)
+		if err != nil {
+			return SnapshotInfo{}, etcdCorrupt(err)
+		}
+		return etcdSnapshotInfo(info), nil
+	}
 	var st mvcc.StateStats
 	info, err := raftnode.ReadBackup(path, membership.LocalKeys(), func(k, v []byte) error {
 		st.Add(k, v)
@@ -93,6 +115,7 @@ func SnapshotStatus(path string) (SnapshotInfo, error) {
 
 func snapshotInfo(info raftnode.BackupInfo, st mvcc.StateStats) SnapshotInfo {
 	return SnapshotInfo{
+		Format:          FormatCairn,
 		Hash:            info.Hash,
 		Revision:        st.Revision,
 		CompactRevision: st.CompactRevision,
@@ -135,7 +158,20 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	res.ClusterID, res.MemberID, res.Members = membership.ClusterID(ids), self.ID, members
 
 	// Check the whole file before creating anything.
-	if _, err := raftnode.ReadBackup(cfg.SnapshotPath, membership.LocalKeys(), nil); err != nil {
+	etcd, err := isEtcdBackup(cfg.SnapshotPath)
+	if err != nil {
+		return res, err
+	}
+	if etcd {
+		var info etcdbackup.Info
+		info, err = etcdbackup.Read(cfg.SnapshotPath, nil)
+		if err = etcdCorrupt(err); err == nil && info.AuthEnabled {
+			err = etcdbackup.ErrAuthEnabled
+		}
+	} else {
+		_, err = raftnode.ReadBackup(cfg.SnapshotPath, membership.LocalKeys(), nil)
+	}
+	if err != nil {
 		return res, err
 	}
 	parent := filepath.Dir(filepath.Clean(cfg.DataDir))
@@ -146,7 +182,7 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("server: restore: %w", err)
 	}
-	info, err := restoreInto(tmp, cfg, res)
+	info, err := restoreInto(tmp, cfg, res, etcd)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return res, err
@@ -192,7 +228,7 @@ func restoredMembers(cfg RestoreConfig) ([]membership.Member, membership.Member,
 // membership keyspace, which the restore writes anew.
 func oldClusterKey(k []byte) bool { return len(k) > 0 && k[0] == storage.PrefixMembership }
 
-func restoreInto(dir string, cfg RestoreConfig, res RestoreResult) (SnapshotInfo, error) {
+func restoreInto(dir string, cfg RestoreConfig, res RestoreResult, etcd bool) (SnapshotInfo, error) {
 	eng, err := storage.Open(dir, storage.Options{})
 	if err != nil {
 		return SnapshotInfo{}, err
@@ -200,7 +236,7 @@ func restoreInto(dir string, cfg RestoreConfig, res RestoreResult) (SnapshotInfo
 	defer eng.Close()
 	var st mvcc.StateStats
 	b := eng.NewWriteBatch()
-	info, err := raftnode.ReadBackup(cfg.SnapshotPath, membership.LocalKeys(), func(k, v []byte) error {
+	put := func(k, v []byte) error {
 		st.Add(k, v)
 		if oldClusterKey(k) {
 			return nil
@@ -215,7 +251,21 @@ func restoreInto(dir string, cfg RestoreConfig, res RestoreResult) (SnapshotInfo
 			b = eng.NewWriteBatch()
 		}
 		return nil
-	})
+	}
+	var (
+		info  raftnode.BackupInfo
+		einfo etcdbackup.Info
+	)
+	if etcd {
+		einfo, err = etcdbackup.Read(cfg.SnapshotPath, put)
+		// A cairn backup carries its applied index; etcd's consistent
+		// index takes its place (at least 1: the log starts after it).
+		info.Index = max(einfo.ConsistentIndex, 1)
+		b.SetAppliedIndex(info.Index)
+		err = etcdCorrupt(err)
+	} else {
+		info, err = raftnode.ReadBackup(cfg.SnapshotPath, membership.LocalKeys(), put)
+	}
 	if err != nil {
 		b.Discard()
 		return SnapshotInfo{}, fmt.Errorf("server: restore %s: %w", cfg.SnapshotPath, err)
@@ -246,6 +296,9 @@ func restoreInto(dir string, cfg RestoreConfig, res RestoreResult) (SnapshotInfo
 	}
 	if err := eng.Sync(); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)
+	}
+	if etcd {
+		return etcdSnapshotInfo(einfo), nil
 	}
 	return snapshotInfo(info, st), nil
 }
