@@ -71,6 +71,10 @@ type Server struct {
 
 	ap applyState // owned by the apply goroutine
 
+	// versions is the cluster version and the downgrade job, and the
+	// leader's monitor that decides them.
+	versions *versionKeeper
+
 	// life is the member's run from New to Stop: its goroutines, the stop
 	// signal and the guard that keeps requests off a closed engine.
 	life lifecycle
@@ -102,6 +106,7 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 	}
 	s.life.init()
 	s.reconfig = &reconfig{s: s}
+	s.versions = newVersionKeeper(s)
 	if err := s.open(); err != nil {
 		if s.hub != nil {
 			s.hub.Close()
@@ -189,6 +194,12 @@ func (s *Server) open() error {
 		s.node.Stop()
 		return err
 	}
+	if err := s.versions.register(s.cfg.Metrics); err != nil {
+		s.metrics.unregister()
+		s.peers.tr.Stop()
+		s.node.Stop()
+		return err
+	}
 	s.syncPeers()
 
 	s.life.wg.Add(5)
@@ -197,6 +208,8 @@ func (s *Server) open() error {
 	go s.watchNode()
 	go s.reconfig.publish()
 	go s.leases.run()
+	s.life.wg.Add(1)
+	go s.versions.run()
 	startAutoCompactor(s)
 	s.lg.Info("member started", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.memberID),
 		"cluster-id", fmt.Sprintf("%x", s.clusterID), "applied-index", applied)
@@ -212,6 +225,9 @@ func (s *Server) loadReplicated() error {
 		return err
 	}
 	s.alarms.replace(alarms)
+	if err := s.versions.load(s.eng); err != nil {
+		return err
+	}
 	return s.reloadMembers()
 }
 
@@ -263,6 +279,7 @@ func (s *Server) shutdown() {
 	s.hub.Close()
 	s.waits.failAll(ErrStopped)
 	s.metrics.unregister()
+	s.versions.unregister()
 	if err := s.kv.Close(); err != nil {
 		s.lg.Error("closing the store", "err", err)
 	}

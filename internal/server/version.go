@@ -1,0 +1,318 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-semver/semver"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/membershippb"
+	"go.etcd.io/etcd/api/v3/version"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/storage"
+)
+
+// ServerVersion is the etcd version this member reports as its own (etcd
+// 3.7's, whose API and wire types it is built with): the "etcdserver" of
+// /version, Status's version and the etcd_server_version metric.
+var ServerVersion = version.Version
+
+// versionMonitorInterval is how often the leader reconsiders the cluster
+// version (and, with AutoPromoteLearners, the learners); it also does so as
+// soon as it has applied its first entry of a term.
+const versionMonitorInterval = time.Second
+
+// versionKeeper is the component that holds the cluster version and the
+// downgrade job, as etcd negotiates them:
+//
+//   - The cluster version is the version every member can serve
+//     ("major.minor.0"). It is replicated state: only the leader decides it
+//     and proposes it as a ClusterVersionSet entry; every member applies
+//     that entry into its engine (membership.StageClusterVersion).
+//   - The downgrade job (Maintenance.Downgrade ENABLE and CANCEL) travels
+//     as a DowngradeInfoSet entry. While it is enabled the leader lowers
+//     the cluster version to its target; once cancelled, the leader raises
+//     it back to its own server version.
+//
+// cairn members do not exchange their server versions: every member of a
+// cairn cluster runs a release speaking the same etcd version, so the
+// lowest server version is the leader's own. The storage version is the
+// cluster version (see StorageVersion).
+type versionKeeper struct {
+	s *Server
+	// kick wakes the monitor early (a new term's first entry applied).
+	kick chan struct{}
+
+	mu struct {
+		sync.Mutex
+		cluster   string // "" until decided
+		downgrade membership.Downgrade
+	}
+
+	reg          prometheus.Registerer
+	registered   []prometheus.Collector
+	autoPromoted prometheus.Counter
+}
+
+func newVersionKeeper(s *Server) *versionKeeper {
+	return &versionKeeper{
+		s:    s,
+		kick: make(chan struct{}, 1),
+		autoPromoted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "cairn", Subsystem: "server", Name: "learners_auto_promoted_total",
+			Help: "The number of learners the leader promoted by itself (--auto-promote-learners).",
+		}),
+	}
+}
+
+// load reads the replicated cluster version and downgrade job from the
+// engine, at startup and after a snapshot replaced them.
+func (v *versionKeeper) load(eng *storage.Engine) error {
+	cv, err := membership.LoadClusterVersion(eng)
+	if err != nil {
+		return err
+	}
+	d, err := membership.LoadDowngrade(eng)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.mu.cluster, v.mu.downgrade = cv, d
+	v.mu.Unlock()
+	return nil
+}
+
+func (v *versionKeeper) cluster() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.mu.cluster
+}
+
+func (v *versionKeeper) downgrade() membership.Downgrade {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.mu.downgrade
+}
+
+// applyClusterVersion applies a ClusterVersionSet entry into b.
+func (v *versionKeeper) applyClusterVersion(b *storage.Batch, r *membershippb.ClusterVersionSetRequest) (result, error) {
+	ver, err := semver.NewVersion(r.GetVer())
+	if err != nil {
+		return result{}, fmt.Errorf("cluster version %q: %w", r.GetVer(), err)
+	}
+	cv := majorMinor(ver).String()
+	if err := membership.StageClusterVersion(b, cv); err != nil {
+		return result{}, err
+	}
+	v.mu.Lock()
+	old := v.mu.cluster
+	v.mu.cluster = cv
+	v.mu.Unlock()
+	if old != cv {
+		if old == "" {
+			v.s.lg.Info("set initial cluster version", "cluster-version", version.Cluster(cv))
+		} else {
+			v.s.lg.Info("updated cluster version", "from", version.Cluster(old), "to", version.Cluster(cv))
+		}
+	}
+	if own := majorMinor(semver.New(ServerVersion)); own.LessThan(*majorMinor(ver)) {
+		// etcd stops such a member; cairn members all speak one etcd
+		// version, so this takes a cluster whose data came from a newer
+		// release. Say so rather than stop a member that still works.
+		v.s.lg.Warn("cluster version is higher than this member's server version",
+			"server-version", ServerVersion, "cluster-version", cv)
+	}
+	return result{}, nil
+}
+
+// applyDowngrade applies a DowngradeInfoSet entry into b: enabled with a
+// target, or cancelled (recorded as the zero Downgrade, as etcd does).
+func (v *versionKeeper) applyDowngrade(b *storage.Batch, r *membershippb.DowngradeInfoSetRequest) (result, error) {
+	var d membership.Downgrade
+	if r.GetEnabled() {
+		d = membership.Downgrade{Enabled: true, TargetVersion: r.GetVer()}
+	}
+	if err := membership.StageDowngrade(b, d); err != nil {
+		return result{}, err
+	}
+	v.mu.Lock()
+	v.mu.downgrade = d
+	v.mu.Unlock()
+	if d.Enabled {
+		v.s.lg.Info("downgrade enabled", "target-version", d.TargetVersion)
+	} else {
+		v.s.lg.Info("downgrade cancelled")
+	}
+	return result{resp: &pb.DowngradeResponse{Header: &pb.ResponseHeader{}}}, nil
+}
+
+// newTerm wakes the monitor: the leader's empty entry of a term is
+// applied, so the leader may decide on what it has applied.
+func (v *versionKeeper) newTerm() {
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run is the monitor: on the leader, it proposes a new cluster version when
+// the one applied is not the one decide picks, and promotes caught-up
+// learners if AutoPromoteLearners is set.
+func (v *versionKeeper) run() {
+	s := v.s
+	defer s.life.wg.Done()
+	t := s.clock.NewTicker(versionMonitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C():
+		case <-v.kick:
+		case <-s.life.stopc:
+			return
+		}
+		if !s.node.IsLeader() {
+			continue
+		}
+		v.maybeUpdateCluster()
+		if s.cfg.AutoPromoteLearners {
+			s.reconfig.autoPromote(v.autoPromoted)
+		}
+	}
+}
+
+// decide returns the cluster version the leader should propose, "" for no
+// change. own is the leader's server version.
+func decideClusterVersion(cur string, d membership.Downgrade, own *semver.Version) (string, error) {
+	own = majorMinor(own)
+	if cur == "" {
+		return own.String(), nil
+	}
+	cv, err := semver.NewVersion(cur)
+	if err != nil {
+		return "", err
+	}
+	if d.Enabled {
+		target, err := semver.NewVersion(d.TargetVersion)
+		if err != nil {
+			return "", err
+		}
+		if target.Equal(*cv) {
+			return "", nil
+		}
+		if !validDowngrade(cv, target) || !validDowngrade(own, target) {
+			return "", fmt.Errorf("cannot downgrade cluster version %s (server version %s) to %s", cv, own, target)
+		}
+		return target.String(), nil
+	}
+	if cv.LessThan(*own) && cv.Major == own.Major {
+		return own.String(), nil
+	}
+	return "", nil
+}
+
+func (v *versionKeeper) maybeUpdateCluster() {
+	s := v.s
+	next, err := decideClusterVersion(v.cluster(), v.downgrade(), semver.New(ServerVersion))
+	if err != nil {
+		s.lg.Error("cannot decide the cluster version", "err", err)
+		return
+	}
+	if next == "" || s.knobs.skipPropose {
+		// (With skipPropose, a test's knob, nothing reaches raft, and the
+		// wait would only hold a request-timeout timer the test counts.)
+		return
+	}
+	if err := s.life.enter(); err != nil {
+		return
+	}
+	defer s.life.leave()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterVersionSet: &membershippb.ClusterVersionSetRequest{Ver: next}}); err != nil {
+		s.lg.Warn("proposing the cluster version failed", "cluster-version", next, "err", err)
+	}
+}
+
+// majorMinor is v without its patch and labels, as cluster versions are
+// kept.
+func majorMinor(v *semver.Version) *semver.Version {
+	return &semver.Version{Major: v.Major, Minor: v.Minor}
+}
+
+// validDowngrade reports whether to is the one version a cluster at from
+// may downgrade to: one minor version lower.
+func validDowngrade(from, to *semver.Version) bool {
+	return majorMinor(to).Equal(semver.Version{Major: from.Major, Minor: from.Minor - 1})
+}
+
+// ClusterVersion returns the cluster version ("major.minor.0") as this
+// member has applied it, "" before the leader has decided one. Safe for
+// concurrent use.
+func (s *Server) ClusterVersion() string { return s.versions.cluster() }
+
+// StorageVersion returns the version of the data format this member's
+// storage is said to hold, as etcd's Status and /version report it: the
+// cluster version ("" before it is decided). cairn's on-disk format does
+// not change with it (see the README's "Downgrades"); it follows the cluster
+// version so that tools that wait for a downgraded storage version see it
+// as they would with etcd. Safe for concurrent use.
+func (s *Server) StorageVersion() string { return s.versions.cluster() }
+
+// DowngradeInfo returns the cluster's downgrade job as this member has
+// applied it; the zero value when none is in progress. Safe for concurrent
+// use.
+func (s *Server) DowngradeInfo() membership.Downgrade { return s.versions.downgrade() }
+
+// versionCollector reports etcd_server_version and etcd_cluster_version:
+// gauges at 1, labelled with the versions, as etcd exports them.
+type versionCollector struct{ v *versionKeeper }
+
+var (
+	serverVersionDesc = prometheus.NewDesc("etcd_server_version",
+		"Which version is running. 1 for 'server_version' label with current version.",
+		[]string{"server_version"}, nil)
+	clusterVersionDesc = prometheus.NewDesc("etcd_cluster_version",
+		"Which version is running. 1 for 'cluster_version' label with current cluster version",
+		[]string{"cluster_version"}, nil)
+)
+
+func (c versionCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- serverVersionDesc
+	ch <- clusterVersionDesc
+}
+
+func (c versionCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(serverVersionDesc, prometheus.GaugeValue, 1, ServerVersion)
+	if cv := c.v.cluster(); cv != "" {
+		ch <- prometheus.MustNewConstMetric(clusterVersionDesc, prometheus.GaugeValue, 1, version.Cluster(cv))
+	}
+}
+
+// register adds the version gauges and the auto-promotion counter to reg
+// (nothing if reg is nil).
+func (v *versionKeeper) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	v.reg = reg
+	for _, c := range []prometheus.Collector{versionCollector{v}, v.autoPromoted} {
+		if err := reg.Register(c); err != nil {
+			v.unregister()
+			return fmt.Errorf("server: register version metrics: %w", err)
+		}
+		v.registered = append(v.registered, c)
+	}
+	return nil
+}
+
+func (v *versionKeeper) unregister() {
+	for _, c := range v.registered {
+		v.reg.Unregister(c)
+	}
+	v.registered = nil
+}
