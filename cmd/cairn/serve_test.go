@@ -187,7 +187,7 @@ func TestEnvironment(t *testing.T) {
 }
 
 func TestNotImplementedFlagsWarn(t *testing.T) {
-	_, warnings, err := parse(t, []string{"--wal-dir", "/w", "--auto-tls", "--peer-auto-tls", "--peer-cert-allowed-cn=m1", "--v"})
+	_, warnings, err := parse(t, []string{"--auto-tls", "--peer-auto-tls", "--peer-cert-allowed-cn=m1", "--v"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,6 @@ func TestNotImplementedFlagsWarn(t *testing.T) {
 		"flag --peer-auto-tls is accepted for etcd compatibility but not implemented yet",
 		"flag --peer-cert-allowed-cn is accepted for etcd compatibility but not implemented yet",
 		"flag --v is ignored, as in etcd",
-		"flag --wal-dir is accepted for etcd compatibility but not implemented yet",
 	}
 	if !slices.Equal(warnings, want) {
 		t.Errorf("warnings\n got %q\nwant %q", warnings, want)
