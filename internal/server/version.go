@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,6 +53,9 @@ type versionKeeper struct {
 		sync.Mutex
 		cluster   string // "" until decided
 		downgrade membership.Downgrade
+		// seen are the cluster versions this process has held, which
+		// etcd_cluster_version keeps reporting (at 0) as etcd does.
+		seen []string
 	}
 
 	reg          prometheus.Registerer
@@ -82,9 +86,17 @@ func (v *versionKeeper) load(eng *storage.Engine) error {
 		return err
 	}
 	v.mu.Lock()
-	v.mu.cluster, v.mu.downgrade = cv, d
+	v.setClusterLocked(cv)
+	v.mu.downgrade = d
 	v.mu.Unlock()
 	return nil
+}
+
+func (v *versionKeeper) setClusterLocked(cv string) {
+	v.mu.cluster = cv
+	if cv != "" && !slices.Contains(v.mu.seen, cv) {
+		v.mu.seen = append(v.mu.seen, cv)
+	}
 }
 
 func (v *versionKeeper) cluster() string {
@@ -111,7 +123,7 @@ func (v *versionKeeper) applyClusterVersion(b *storage.Batch, r *membershippb.Cl
 	}
 	v.mu.Lock()
 	old := v.mu.cluster
-	v.mu.cluster = cv
+	v.setClusterLocked(cv)
 	v.mu.Unlock()
 	if old != cv {
 		if old == "" {
@@ -269,7 +281,8 @@ func (s *Server) StorageVersion() string { return s.versions.cluster() }
 func (s *Server) DowngradeInfo() membership.Downgrade { return s.versions.downgrade() }
 
 // versionCollector reports etcd_server_version and etcd_cluster_version:
-// gauges at 1, labelled with the versions, as etcd exports them.
+// gauges at 1, labelled with the versions, as etcd exports them; a cluster
+// version the member held before stays listed at 0.
 type versionCollector struct{ v *versionKeeper }
 
 var (
@@ -288,8 +301,14 @@ func (c versionCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c versionCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(serverVersionDesc, prometheus.GaugeValue, 1, ServerVersion)
-	if cv := c.v.cluster(); cv != "" {
-		ch <- prometheus.MustNewConstMetric(clusterVersionDesc, prometheus.GaugeValue, 1, version.Cluster(cv))
+	c.v.mu.Lock()
+	defer c.v.mu.Unlock()
+	for _, cv := range c.v.mu.seen {
+		val := 0.0
+		if cv == c.v.mu.cluster {
+			val = 1
+		}
+		ch <- prometheus.MustNewConstMetric(clusterVersionDesc, prometheus.GaugeValue, val, version.Cluster(cv))
 	}
 }
 
