@@ -35,6 +35,10 @@
 //   - alarmSet (alarm.go) and quota (quota.go): raised alarms, and the
 //     backend quota that raises NOSPACE.
 //   - autoCompactor (compactor.go): auto-compaction.
+//   - versionKeeper (version.go): the cluster version and the downgrade
+//     job (replicated; Downgrade in downgrade.go), and the leader's monitor
+//     that decides the cluster version and, with AutoPromoteLearners,
+//     promotes caught-up learners (autopromote.go).
 //   - lifecycle (lifecycle.go): the member's goroutines, the stop signal
 //     and the guard that keeps requests off a closed engine.
 //   - metrics (metrics.go), and the watch hub (watch.go, internal/watch).
