@@ -164,8 +164,12 @@ func TestDowngradeAgainstEtcd(t *testing.T) {
 		for _, ph := range phases {
 			vs.waitVersions(t, ph.cluster, ph.storage)
 			v := vs.versions(t)
-			results[i] = append(results[i], fmt.Sprintf("/version cluster=%s storage=%s; metrics %s",
-				v["etcdcluster"], v["storage"], vs.versionMetrics(t)))
+			sr, err := vs.c.Status(ctx, vs.c.Endpoints()[0])
+			if err != nil {
+				t.Fatalf("%s: status: %v", vs.name, err)
+			}
+			results[i] = append(results[i], fmt.Sprintf("/version cluster=%s storage=%s; status storage version %s; metrics %s",
+				v["etcdcluster"], v["storage"], sr.StorageVersion, vs.versionMetrics(t)))
 			for _, st := range ph.steps {
 				resp, err := vs.c.Downgrade(ctx, st.action, st.target)
 				var out string
@@ -179,8 +183,8 @@ func TestDowngradeAgainstEtcd(t *testing.T) {
 					t.Fatalf("%s: status: %v", vs.name, err)
 				}
 				d := sr.DowngradeInfo
-				results[i] = append(results[i], fmt.Sprintf("%v %q: %s; status downgrade enabled=%v target=%q",
-					st.action, st.target, out, d.GetEnabled(), d.GetTargetVersion()))
+				results[i] = append(results[i], fmt.Sprintf("%v %q: %s; status downgrade enabled=%v target=%q, version %s",
+					st.action, st.target, out, d.GetEnabled(), d.GetTargetVersion(), sr.Version))
 			}
 		}
 	}
