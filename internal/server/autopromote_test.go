@@ -41,11 +41,17 @@ func TestAutoPromoteLearners(t *testing.T) {
 		m, ok := a.s.members.get(added.ID)
 		return ok && !m.IsLearner
 	})
-	var m dto.Metric
-	if err := a.s.versions.autoPromoted.Write(&m); err != nil {
-		t.Fatal(err)
+	// The monitor counts the promotion once its proposal has applied,
+	// just after the member list shows it.
+	promoted := func() float64 {
+		var m dto.Metric
+		if err := a.s.versions.autoPromoted.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
 	}
-	if n := m.GetCounter().GetValue(); n != 1 {
+	waitUntil(t, "the promotion to be counted", func() bool { return promoted() >= 1 })
+	if n := promoted(); n != 1 {
 		t.Fatalf("auto-promotion counter %v, want 1", n)
 	}
 	// A voter now: the new member applies what it is sent and counts for

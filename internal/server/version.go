@@ -23,10 +23,14 @@ import (
 // /version, Status's version and the etcd_server_version metric.
 var ServerVersion = version.Version
 
-// versionMonitorInterval is how often the leader reconsiders the cluster
-// version (and, with AutoPromoteLearners, the learners); it also does so as
-// soon as it has applied its first entry of a term.
-const versionMonitorInterval = time.Second
+// versionMonitorInterval is how often the leader's monitor wakes: it looks
+// at the learners (with AutoPromoteLearners) each time, and reconsiders the
+// cluster version every versionDecideRounds times (every 4 s, as etcd's
+// monitor does) and as soon as it has applied its first entry of a term.
+const (
+	versionMonitorInterval = time.Second
+	versionDecideRounds    = 4
+)
 
 // versionKeeper is the component that holds the cluster version and the
 // downgrade job, as etcd negotiates them:
@@ -40,10 +44,13 @@ const versionMonitorInterval = time.Second
 //     the cluster version to its target; once cancelled, the leader raises
 //     it back to its own server version.
 //
-// cairn members do not exchange their server versions: every member of a
-// cairn cluster runs a release speaking the same etcd version, so the
-// lowest server version is the leader's own. The storage version is the
-// cluster version (see StorageVersion).
+// The leader learns the members' server versions by asking each for its
+// /version on the peer listener (version_peer.go), as etcd's leader does;
+// while one does not answer, it leaves the cluster version as it is (or, if
+// none was decided yet, sets etcd's minimum, 3.0.0). As in etcd, a
+// downgrade job whose target every member's server version has reached is
+// cancelled by the leader. The storage version is the cluster version (see
+// StorageVersion).
 type versionKeeper struct {
 	s *Server
 	// kick wakes the monitor early (a new term's first entry applied).
@@ -180,30 +187,41 @@ func (v *versionKeeper) run() {
 	defer s.life.wg.Done()
 	t := s.clock.NewTicker(versionMonitorInterval)
 	defer t.Stop()
-	for {
+	for round := 1; ; round++ {
+		decide := round%versionDecideRounds == 0
 		select {
 		case <-t.C():
 		case <-v.kick:
+			decide = true
 		case <-s.life.stopc:
 			return
 		}
 		if !s.node.IsLeader() {
 			continue
 		}
-		v.maybeUpdateCluster()
+		if decide {
+			v.maybeUpdateCluster()
+		}
 		if s.cfg.AutoPromoteLearners {
 			s.reconfig.autoPromote(v.autoPromoted)
 		}
 	}
 }
 
-// decide returns the cluster version the leader should propose, "" for no
-// change. own is the leader's server version.
-func decideClusterVersion(cur string, d membership.Downgrade, own *semver.Version) (string, error) {
-	own = majorMinor(own)
+// decideClusterVersion returns the cluster version the leader should
+// propose, "" for no change, with etcd's rules. minimal is the lowest of the
+// members' server versions, nil if one of them is not known.
+func decideClusterVersion(cur string, d membership.Downgrade, minimal *semver.Version) (string, error) {
 	if cur == "" {
-		return own.String(), nil
+		if minimal == nil {
+			return version.MinClusterVersion, nil
+		}
+		return majorMinor(minimal).String(), nil
 	}
+	if minimal == nil {
+		return "", nil
+	}
+	own := majorMinor(minimal)
 	cv, err := semver.NewVersion(cur)
 	if err != nil {
 		return "", err
@@ -217,7 +235,7 @@ func decideClusterVersion(cur string, d membership.Downgrade, own *semver.Versio
 			return "", nil
 		}
 		if !validDowngrade(cv, target) || !validDowngrade(own, target) {
-			return "", fmt.Errorf("cannot downgrade cluster version %s (server version %s) to %s", cv, own, target)
+			return "", fmt.Errorf("cannot downgrade cluster version %s (lowest server version %s) to %s", cv, own, target)
 		}
 		return target.String(), nil
 	}
@@ -227,26 +245,55 @@ func decideClusterVersion(cur string, d membership.Downgrade, own *semver.Versio
 	return "", nil
 }
 
+// maybeUpdateCluster is one round of the leader's decision: it asks the
+// members for their server versions, proposes the cluster version
+// decideClusterVersion picks, and cancels a downgrade every member has
+// reached.
 func (v *versionKeeper) maybeUpdateCluster() {
 	s := v.s
-	next, err := decideClusterVersion(v.cluster(), v.downgrade(), semver.New(ServerVersion))
+	if s.knobs.skipPropose {
+		// A test's knob: nothing reaches raft, and a proposal's wait
+		// would only hold a request-timeout timer the test counts.
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.life.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	vers, ok := v.membersServerVersions(ctx)
+	var minimal *semver.Version
+	if ok {
+		minimal = minVersion(vers)
+	}
+	d := v.downgrade()
+	next, err := decideClusterVersion(v.cluster(), d, minimal)
 	if err != nil {
 		s.lg.Error("cannot decide the cluster version", "err", err)
-		return
 	}
-	if next == "" || s.knobs.skipPropose {
-		// (With skipPropose, a test's knob, nothing reaches raft, and the
-		// wait would only hold a request-timeout timer the test counts.)
-		return
+	if next != "" {
+		v.propose(ctx, &pb.InternalRaftRequest{ClusterVersionSet: &membershippb.ClusterVersionSetRequest{Ver: next}})
 	}
+	if d.Enabled && ok && allAt(vers, semver.New(d.TargetVersion)) {
+		s.lg.Info("the cluster has been downgraded", "cluster-version", d.TargetVersion)
+		v.propose(ctx, &pb.InternalRaftRequest{DowngradeInfoSet: &membershippb.DowngradeInfoSetRequest{Enabled: false}})
+	}
+}
+
+// propose proposes the monitor's request r and logs a failure: the next
+// round tries again.
+func (v *versionKeeper) propose(ctx context.Context, r *pb.InternalRaftRequest) {
+	s := v.s
 	if err := s.life.enter(); err != nil {
 		return
 	}
 	defer s.life.leave()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if _, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterVersionSet: &membershippb.ClusterVersionSetRequest{Ver: next}}); err != nil {
-		s.lg.Warn("proposing the cluster version failed", "cluster-version", next, "err", err)
+	if _, err := s.propose(ctx, r); err != nil {
+		s.lg.Warn("the version monitor's proposal failed", "request", r.String(), "err", err)
 	}
 }
 

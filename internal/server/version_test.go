@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
 	"testing"
 
 	"github.com/coreos/go-semver/semver"
@@ -16,10 +18,18 @@ func TestDecideClusterVersion(t *testing.T) {
 	for _, tc := range []struct {
 		name, cur string
 		d         membership.Downgrade
+		minimal   *semver.Version // the lowest server version; own if nil and not unknown
+		unknown   bool            // a member's version is not known
 		want      string
 		wantErr   bool
 	}{
 		{name: "undecided", cur: "", want: "3.7.0"},
+		{name: "undecided, a member unknown", cur: "", unknown: true, want: "3.0.0"},
+		{name: "undecided, an older member", cur: "", minimal: semver.New("3.6.9"), want: "3.6.0"},
+		{name: "a member unknown", cur: "3.0.0", unknown: true, want: ""},
+		{name: "an older member keeps it", cur: "3.6.0", minimal: semver.New("3.6.9"), want: ""},
+		{name: "from etcd's minimum", cur: "3.0.0", want: "3.7.0"},
+		{name: "downgrade waits for every member", cur: "3.7.0", unknown: true, d: membership.Downgrade{Enabled: true, TargetVersion: "3.6.0"}, want: ""},
 		{name: "current", cur: "3.7.0", want: ""},
 		{name: "older cluster upgrades", cur: "3.6.0", want: "3.7.0"},
 		{name: "other major stays", cur: "2.3.0", want: ""},
@@ -30,7 +40,14 @@ func TestDecideClusterVersion(t *testing.T) {
 		{name: "cancelled downgrade raises", cur: "3.6.0", d: membership.Downgrade{}, want: "3.7.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := decideClusterVersion(tc.cur, tc.d, own)
+			minimal := own
+			if tc.minimal != nil {
+				minimal = tc.minimal
+			}
+			if tc.unknown {
+				minimal = nil
+			}
+			got, err := decideClusterVersion(tc.cur, tc.d, minimal)
 			if (err != nil) != tc.wantErr || got != tc.want {
 				t.Fatalf("decide(%q, %+v) = %q, %v; want %q (error %v)", tc.cur, tc.d, got, err, tc.want, tc.wantErr)
 			}
@@ -111,5 +128,54 @@ func TestDowngradeSequence(t *testing.T) {
 	// As in etcd, cancelling with no job in progress succeeds.
 	if v, err := do(pb.DowngradeRequest_CANCEL, ""); err != nil || v != "3.7" {
 		t.Fatalf("second cancel: %q, %v", v, err)
+	}
+}
+
+// TestClusterVersionIsTheLowest: the leader asks every member for its
+// server version over the peer network and sets the cluster version to the
+// lowest, as etcd does; here one member answers as an etcd 3.6 server.
+func TestClusterVersionIsTheLowest(t *testing.T) {
+	ms := []*peerMember{listenPeer(t, "a"), listenPeer(t, "b")}
+	initial := "a=" + ms[0].url + ",b=" + ms[1].url
+	for i, m := range ms {
+		m.cfg = peerConfig(t, m, initial)
+		if i == 1 {
+			// b answers as 3.6 only to others: a must lead, so b waits
+			// far longer before it campaigns.
+			m.cfg.ElectionTicks = 500
+		}
+		s, err := newServer(m.cfg, testingKnobs{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.s = s
+		h := s.PeerHandler()
+		if i == 1 {
+			old := h
+			h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == peerVersionPath {
+					w.Write([]byte(`{"etcdserver":"3.6.5","etcdcluster":"3.6.0","storage":"3.6.0"}`))
+					return
+				}
+				old.ServeHTTP(w, r)
+			})
+		}
+		m.hs = &http.Server{Handler: h}
+		go m.hs.Serve(m.l)
+		t.Cleanup(m.stop)
+	}
+	waitUntil(t, "a to lead", func() bool { return ms[0].s.Leader() == ms[0].s.MemberID() })
+	for _, m := range ms {
+		waitUntil(t, m.name+"'s cluster version", func() bool { return m.s.ClusterVersion() == "3.6.0" })
+	}
+	// The members' own /version on the peer listener.
+	resp, err := http.Get(ms[0].url + peerVersionPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var vs map[string]string
+	if err := json.NewDecoder(resp.Body).Decode(&vs); err != nil || vs["etcdserver"] != ServerVersion || vs["etcdcluster"] != "3.6.0" {
+		t.Fatalf("peer /version: %v %v", vs, err)
 	}
 }
