@@ -65,6 +65,12 @@ var grpcErrors = []struct {
 	// A removed member stops; until it has, it answers as a stopping one.
 	{server.ErrRemoved, rpctypes.ErrGRPCStopped},
 	{server.ErrCanceled, rpctypes.ErrGRPCCanceled},
+
+	{server.ErrWrongDowngradeVersionFormat, rpctypes.ErrGRPCWrongDowngradeVersionFormat},
+	{server.ErrInvalidDowngradeTargetVersion, rpctypes.ErrGRPCInvalidDowngradeTargetVersion},
+	{server.ErrClusterVersionUnavailable, rpctypes.ErrGRPCClusterVersionUnavailable},
+	{server.ErrDowngradeInProcess, rpctypes.ErrGRPCDowngradeInProcess},
+	{server.ErrNoInflightDowngrade, rpctypes.ErrGRPCNoInflightDowngrade},
 }
 
 // toGRPCError maps an error from the server to the status a client sees.

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sort"
@@ -344,3 +345,11 @@ func serve(t *testing.T, b Backend, o Options) *served {
 }
 
 func (s *served) kv() pb.KVClient { return pb.NewKVClient(s.client.ActiveConnection()) }
+
+// The fake's versions: a cluster whose version is decided, no downgrade.
+func (f *fakeBackend) ClusterVersion() string              { return "3.7.0" }
+func (f *fakeBackend) StorageVersion() string              { return "3.7.0" }
+func (f *fakeBackend) DowngradeInfo() membership.Downgrade { return membership.Downgrade{} }
+func (f *fakeBackend) Downgrade(context.Context, pb.DowngradeRequest_DowngradeAction, string) (*pb.DowngradeResponse, error) {
+	return nil, errors.New("fake: no downgrades")
+}

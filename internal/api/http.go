@@ -43,7 +43,10 @@ type HTTPOptions struct {
 //   - /livez and /readyz (and /livez/<check>, /readyz/<check>): etcd's
 //     plain-text probes, "ok" or 503 with the failed checks listed;
 //     ?verbose lists every check, ?exclude=<check> skips one.
-//   - /version: {"etcdserver":...,"etcdcluster":...,"storage":...}.
+//   - /version: {"etcdserver":"3.7.3","etcdcluster":"3.7.0","storage":"3.7.0"}:
+//     the server version, and the cluster and storage versions as this
+//     member has applied them ("not_decided" and "unknown" before the
+//     leader has decided), as etcd reports them.
 //   - /metrics: Prometheus metrics from Options.Gatherer.
 //   - /v3/...: with HTTPOptions.EnableGateway, the KV and Maintenance calls
 //     as JSON over HTTP, as etcd's gRPC gateway serves them.
@@ -187,12 +190,22 @@ func (h *httpService) version(w http.ResponseWriter, r *http.Request) {
 	if !onlyGET(w, r) {
 		return
 	}
+	// etcd's words for versions not known yet.
+	cluster, storage := "not_decided", "unknown"
+	if vb, ok := h.b.(versionBackend); ok {
+		if cv := vb.ClusterVersion(); cv != "" {
+			cluster = cv
+		}
+		if sv := vb.StorageVersion(); sv != "" {
+			storage = sv
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	d, _ := json.Marshal(struct {
 		Server  string `json:"etcdserver"`
 		Cluster string `json:"etcdcluster"`
 		Storage string `json:"storage"`
-	}{EtcdVersion, EtcdClusterVersion, "unknown"})
+	}{EtcdVersion, cluster, storage})
 	w.Write(d)
 }
 

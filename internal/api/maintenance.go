@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/server"
 )
 
@@ -29,8 +30,7 @@ var EtcdClusterVersion = version.Cluster(version.Version) + ".0"
 const errNoLeaderText = "etcdserver: no leader"
 
 // maintenanceService serves etcd's Maintenance service: Status, Alarm,
-// Defragment, Hash, HashKV, Snapshot and MoveLeader; Downgrade answers
-// codes.Unimplemented until cairn has it.
+// Defragment, Hash, HashKV, Snapshot, MoveLeader and Downgrade.
 type maintenanceService struct {
 	pb.UnimplementedMaintenanceServer
 	b   Backend
@@ -60,6 +60,11 @@ func (s *maintenanceService) Status(ctx context.Context, _ *pb.StatusRequest) (*
 		IsLearner:        st.IsLearner,
 		DbSizeQuota:      st.DBSizeQuota,
 		DowngradeInfo:    &pb.DowngradeInfo{},
+	}
+	if vb, ok := s.b.(versionBackend); ok {
+		resp.StorageVersion = vb.StorageVersion()
+		d := vb.DowngradeInfo()
+		resp.DowngradeInfo = &pb.DowngradeInfo{Enabled: d.Enabled, TargetVersion: d.TargetVersion}
 	}
 	if st.Leader == 0 {
 		resp.Errors = append(resp.Errors, errNoLeaderText)
@@ -182,8 +187,33 @@ func (s *maintenanceService) MoveLeader(ctx context.Context, r *pb.MoveLeaderReq
 	return &pb.MoveLeaderResponse{}, nil
 }
 
-// Downgrade answers codes.Unimplemented: cairn has one storage version and
-// no downgrade path yet.
-func (s *maintenanceService) Downgrade(context.Context, *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "cairn: Maintenance.Downgrade is not implemented yet")
+// versionBackend is what Status, Downgrade and /version ask of a member
+// beyond Backend: the versions and the downgrade job (*server.Server has
+// them). A backend without them answers Downgrade with codes.Unimplemented.
+type versionBackend interface {
+	// ClusterVersion and StorageVersion are "major.minor.0", "" until the
+	// cluster version is decided.
+	ClusterVersion() string
+	StorageVersion() string
+	// DowngradeInfo is the downgrade job in progress, zero if none.
+	DowngradeInfo() membership.Downgrade
+	// Downgrade validates, enables or cancels a downgrade
+	// (server.Server.Downgrade).
+	Downgrade(ctx context.Context, action pb.DowngradeRequest_DowngradeAction, target string) (*pb.DowngradeResponse, error)
+}
+
+// Downgrade validates, enables or cancels a downgrade of the cluster
+// version, with etcd's semantics and errors (see server.Server.Downgrade).
+// As in etcd the response's header is the member's when it answers.
+func (s *maintenanceService) Downgrade(ctx context.Context, r *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
+	vb, ok := s.b.(versionBackend)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "cairn: this member does not serve Maintenance.Downgrade")
+	}
+	resp, err := vb.Downgrade(ctx, r.Action, r.Version)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp.Header = header(s.b.Status())
+	return resp, nil
 }

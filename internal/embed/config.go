@@ -116,6 +116,10 @@ type Config struct {
 	// SnapshotCatchUpEntries is how many entries a raft log compaction
 	// keeps for followers that lag; one lagging further gets a snapshot.
 	SnapshotCatchUpEntries uint64
+	// AutoPromoteLearners lets the leader promote a learner by itself once
+	// it has caught up (cairn's --auto-promote-learners; etcd has no such
+	// setting). Off by default.
+	AutoPromoteLearners bool
 
 	// MaxRequestBytes bounds a client request; MaxTxnOps each list of a
 	// txn.
@@ -371,6 +375,7 @@ func (c *Config) serverConfig(lg *slog.Logger, reg prometheus.Registerer) server
 		MaxLearners:                 c.MaxLearners,
 		DisableStrictReconfigCheck:  !c.StrictReconfigCheck,
 		SnapshotCatchUpEntries:      c.SnapshotCatchUpEntries,
+		AutoPromoteLearners:         c.AutoPromoteLearners,
 		MaxRequestBytes:             c.MaxRequestBytes,
 		QuotaBackendBytes:           c.QuotaBackendBytes,
 		UnsafeNoFsync:               c.UnsafeNoFsync,

@@ -19,8 +19,11 @@
 //	'c' 'm' <member ID:8>          the member, JSON (Member)
 //	'c' 'r' <member ID:8>          a removed member (empty value)
 //	'c' 'a' <member ID:8> <type:4> a raised alarm (empty value)
+//	'c' 'v'                        the cluster version, "major.minor.0"
+//	'c' 'd'                        the downgrade job, JSON (Downgrade)
 //
-// The member list, the removed IDs and the alarms change only when a
+// The member list, the removed IDs, the alarms, the cluster version and
+// the downgrade job change only when a
 // committed entry is applied, in the same batch as the applied index it
 // belongs to; they are part of the replicated state a snapshot carries. The
 // keys marked local (LocalKeys) describe this engine alone and never leave

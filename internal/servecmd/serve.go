@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/api/v3/version"
@@ -104,6 +106,7 @@ func runServe(cmd *cobra.Command, flags *serveFlags, environ []string) error {
 	}
 	lg.Info("starting cairn", "version", cairnVersion, "etcd-api-version", api.EtcdVersion, "go-version", runtime.Version(),
 		"name", cfg.Name, "data-dir", cfg.DataDir, "listen-client-urls", cfg.ListenClientURLs)
+	lg.Info("effective configuration", configSummary(cfg)...)
 
 	// Signals are caught before the member serves, so one that arrives
 	// once clients can reach it always means a graceful stop.
@@ -157,6 +160,42 @@ func startError(dataDir string, err error) error {
 			"free space on that device (or move the data directory to a larger one) and restart", dataDir, err)
 	}
 	return err
+}
+
+// configSummary is the effective configuration as one log line's
+// attributes, defaults resolved, as etcd logs it when it starts: the
+// settings an operator checks first when a member misbehaves.
+func configSummary(cfg *embed.Config) []any {
+	dataDir := cfg.DataDir
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		dataDir = abs
+	}
+	quota := any(cfg.QuotaBackendBytes)
+	switch {
+	case cfg.QuotaBackendBytes == 0:
+		quota = int64(server.DefaultQuotaBackendBytes)
+	case cfg.QuotaBackendBytes < 0:
+		quota = "none"
+	}
+	return []any{
+		"data-dir", dataDir,
+		"wal-dir", dataDir, // the raft log lives in the data directory
+		"quota-backend-bytes", quota,
+		"heartbeat-interval", time.Duration(cfg.HeartbeatMs) * time.Millisecond,
+		"election-timeout", time.Duration(cfg.ElectionMs) * time.Millisecond,
+		"snapshot-count", cfg.SnapshotCount,
+		"snapshot-catchup-entries", cfg.SnapshotCatchUpEntries,
+		"max-request-bytes", cfg.MaxRequestBytes,
+		"max-txn-ops", cfg.MaxTxnOps,
+		"max-learners", cfg.MaxLearners,
+		"pre-vote", cfg.PreVote,
+		"strict-reconfig-check", cfg.StrictReconfigCheck,
+		"auto-compaction-mode", cfg.AutoCompactionMode,
+		"auto-compaction-retention", cfg.AutoCompactionRetention,
+		"auto-promote-learners", cfg.AutoPromoteLearners,
+		"initial-cluster-state", cfg.InitialClusterState,
+		"unsafe-no-fsync", cfg.UnsafeNoFsync,
+	}
 }
 
 // resolveFlags completes the parsed command line with the environment, or,

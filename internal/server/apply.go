@@ -168,6 +168,7 @@ func (s *Server) applyEntry(w *mvcc.Write, b *storage.Batch, e *raftpb.Entry) (u
 			// A new leader's empty entry: everything of the earlier
 			// terms is applied, so its lessor takes up the clocks.
 			s.leases.maybePromote(e.GetTerm())
+			s.versions.newTerm()
 			return 0, result{}, nil
 		}
 		req := &pb.InternalRaftRequest{}
@@ -299,6 +300,10 @@ func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaf
 		return result{resp: resp}, nil
 	case r.ClusterMemberAttrSet != nil:
 		return result{}, s.applyMemberAttributes(b, r.ClusterMemberAttrSet)
+	case r.ClusterVersionSet != nil:
+		return s.versions.applyClusterVersion(b, r.ClusterVersionSet)
+	case r.DowngradeInfoSet != nil:
+		return s.versions.applyDowngrade(b, r.DowngradeInfoSet)
 	case r.LeaseGrant != nil:
 		return s.leases.applyGrant(w, b, r.LeaseGrant)
 	case r.LeaseRevoke != nil:

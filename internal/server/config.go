@@ -129,6 +129,11 @@ type Config struct {
 	// negative turns it off).
 	LeaseCheckpointInterval time.Duration
 
+	// AutoPromoteLearners lets the leader promote a learner by itself once
+	// its log has caught up (the check MemberPromote makes), which etcd
+	// does not do (cairn's --auto-promote-learners; off by default).
+	AutoPromoteLearners bool
+
 	// Logger receives the member's log; nil discards it.
 	Logger *slog.Logger
 	// Metrics, if set, gets the member's Prometheus collectors (etcd's

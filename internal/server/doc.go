@@ -37,6 +37,11 @@
 //     the read-only mode of a full device, and the keeper goroutine that
 //     raises the alarm and clears it again under 80% of the quota.
 //   - autoCompactor (compactor.go): auto-compaction.
+//   - versionKeeper (version.go): the cluster version and the downgrade
+//     job (replicated; Downgrade in downgrade.go), and the leader's monitor
+//     that decides the cluster version from the members' server versions
+//     (asked over the peer network, version_peer.go) and, with
+//     AutoPromoteLearners, promotes caught-up learners (autopromote.go).
 //   - lifecycle (lifecycle.go): the member's goroutines, the stop signal
 //     and the guard that keeps requests off a closed engine.
 //   - metrics (metrics.go, metrics_etcd.go): etcd's member metrics, the

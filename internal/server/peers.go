@@ -186,11 +186,13 @@ const (
 // with InitialClusterState "existing" asks for), POST
 // /members/promote/<id> (a learner promotion forwarded to the leader) and
 // POST /leases/renew and /leases/ttl (keep-alives and TimeToLive forwarded
-// to the leader, see lease_peer.go).
+// to the leader, see lease_peer.go), and GET /version (this member's
+// versions, which the leader asks for, see version_peer.go).
 func (s *Server) PeerHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(transport.PathPrefix+"/", s.peers.tr.Handler())
 	mux.HandleFunc("GET "+peerMembersPath, s.serveMembers)
+	mux.HandleFunc("GET "+peerVersionPath, s.versions.serveVersion)
 	mux.HandleFunc("POST "+peerPromotePath+"{id}", s.reconfig.servePromote)
 	mux.HandleFunc("POST "+peerLeaseRenewPath, s.leases.serveRenew)
 	mux.HandleFunc("POST "+peerLeaseTTLPath, s.leases.serveTTL)

@@ -71,6 +71,10 @@ type Server struct {
 
 	ap applyState // owned by the apply goroutine
 
+	// versions is the cluster version and the downgrade job, and the
+	// leader's monitor that decides them.
+	versions *versionKeeper
+
 	// life is the member's run from New to Stop: its goroutines, the stop
 	// signal and the guard that keeps requests off a closed engine.
 	life lifecycle
@@ -116,6 +120,7 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 	}
 	s.life.init()
 	s.reconfig = &reconfig{s: s}
+	s.versions = newVersionKeeper(s)
 	if err := s.open(); err != nil {
 		if s.hub != nil {
 			s.hub.Close()
@@ -206,6 +211,12 @@ func (s *Server) open() error {
 		s.node.Stop()
 		return err
 	}
+	if err := s.versions.register(s.cfg.Metrics); err != nil {
+		s.metrics.unregister()
+		s.peers.tr.Stop()
+		s.node.Stop()
+		return err
+	}
 	s.syncPeers()
 
 	s.life.wg.Add(6)
@@ -218,6 +229,8 @@ func (s *Server) open() error {
 	// An alarm raised before a restart clears itself if the member is now
 	// under the mark (see quota).
 	s.quota.kick()
+	s.life.wg.Add(1)
+	go s.versions.run()
 	startAutoCompactor(s)
 	s.lg.Info("member started", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.memberID),
 		"cluster-id", fmt.Sprintf("%x", s.clusterID), "applied-index", applied)
@@ -233,6 +246,9 @@ func (s *Server) loadReplicated() error {
 		return err
 	}
 	s.alarms.replace(alarms)
+	if err := s.versions.load(s.eng); err != nil {
+		return err
+	}
 	return s.reloadMembers()
 }
 
@@ -284,6 +300,7 @@ func (s *Server) shutdown() {
 	s.hub.Close()
 	s.waits.failAll(ErrStopped)
 	s.metrics.unregister()
+	s.versions.unregister()
 	if err := s.kv.Close(); err != nil {
 		s.lg.Error("closing the store", "err", err)
 	}

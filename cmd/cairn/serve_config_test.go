@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestWALDir: --wal-dir is refused with a clear error unless it names where
+// cairn keeps its raft log anyway (the data directory, or etcd's default
+// <data-dir>/member/wal); it is never silently ignored.
+func TestWALDir(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		wal  string
+		fail bool
+	}{
+		{"", false},
+		{dir, false},
+		{dir + "/", false},
+		{filepath.Join(dir, "member", "wal"), false},
+		{filepath.Join(dir, "wal"), true},
+		{"/var/lib/elsewhere", true},
+	} {
+		args := []string{"--data-dir", dir}
+		if tc.wal != "" {
+			args = append(args, "--wal-dir", tc.wal)
+		}
+		_, warnings, err := parse(t, args)
+		if tc.fail {
+			if err == nil || !strings.Contains(err.Error(), "--wal-dir "+tc.wal+" is not supported yet") {
+				t.Errorf("--wal-dir %s: %v, want a refusal", tc.wal, err)
+			}
+			continue
+		}
+		if err != nil || len(warnings) != 0 {
+			t.Errorf("--wal-dir %q: %v %q", tc.wal, err, warnings)
+		}
+	}
+	// The environment and a configuration file go through the same check.
+	if _, _, err := parse(t, []string{"--data-dir", dir}, "CAIRN_WAL_DIR=/w"); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+		t.Errorf("CAIRN_WAL_DIR=/w: %v, want a refusal", err)
+	}
+}
+
+func TestAutoPromoteLearnersFlag(t *testing.T) {
+	cfg, _, err := parse(t, nil)
+	if err != nil || cfg.AutoPromoteLearners {
+		t.Fatalf("default: %v, auto-promote %v; want off", err, cfg.AutoPromoteLearners)
+	}
+	cfg, _, err = parse(t, []string{"--auto-promote-learners"})
+	if err != nil || !cfg.AutoPromoteLearners {
+		t.Fatalf("--auto-promote-learners: %v, %v", err, cfg.AutoPromoteLearners)
+	}
+	cfg, _, err = parse(t, nil, "CAIRN_AUTO_PROMOTE_LEARNERS=true")
+	if err != nil || !cfg.AutoPromoteLearners {
+		t.Fatalf("CAIRN_AUTO_PROMOTE_LEARNERS=true: %v, %v", err, cfg.AutoPromoteLearners)
+	}
+}
+
+// TestConfigSummary: the start-up line gives the effective settings, with
+// defaults resolved and the data directory absolute.
+func TestConfigSummary(t *testing.T) {
+	cfg, _, err := parse(t, []string{"--name", "n1", "--data-dir", "rel/dir", "--heartbeat-interval", "50",
+		"--election-timeout", "500", "--snapshot-count", "1234"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("effective configuration", configSummary(cfg)...)
+	line := buf.String()
+	abs, _ := filepath.Abs("rel/dir")
+	for _, want := range []string{
+		"data-dir=" + abs + " ",
+		"quota-backend-bytes=2147483648 ",
+		"heartbeat-interval=50ms ",
+		"election-timeout=500ms ",
+		"snapshot-count=1234 ",
+		"auto-promote-learners=false ",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("summary %q lacks %q", line, want)
+		}
+	}
+	if strings.Count(line, "\n") != 1 {
+		t.Errorf("summary is not one line: %q", line)
+	}
+	cfg.QuotaBackendBytes = -1
+	buf.Reset()
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("effective configuration", configSummary(cfg)...)
+	if !strings.Contains(buf.String(), "quota-backend-bytes=none ") {
+		t.Errorf("no quota: %q", buf.String())
+	}
+}
