@@ -99,6 +99,18 @@ type Backend interface {
 	// leader (server.ErrNotLeader otherwise) and returns once target
 	// leads.
 	MoveLeader(ctx context.Context, target uint64) error
+	// Defragment gives back the disk space of deleted data and returns
+	// once done; reads and writes go on meanwhile.
+	Defragment(ctx context.Context) error
+
+	// ClusterVersion and StorageVersion are "major.minor.0", "" until the
+	// cluster version is decided.
+	ClusterVersion() string
+	StorageVersion() string
+	// DowngradeInfo is the downgrade job in progress, zero if none.
+	DowngradeInfo() membership.Downgrade
+	// Downgrade validates, enables or cancels a downgrade of the cluster.
+	Downgrade(ctx context.Context, action pb.DowngradeRequest_DowngradeAction, target string) (*pb.DowngradeResponse, error)
 
 	// The rest fill response headers and answer the interceptors'
 	// questions on every request, so they must be cheap.

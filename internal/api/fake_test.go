@@ -346,6 +346,9 @@ func serve(t *testing.T, b Backend, o Options) *served {
 
 func (s *served) kv() pb.KVClient { return pb.NewKVClient(s.client.ActiveConnection()) }
 
+// Defragment has nothing to give back: the fake keeps its keys in memory.
+func (f *fakeBackend) Defragment(context.Context) error { return nil }
+
 // The fake's versions: a cluster whose version is decided, no downgrade.
 func (f *fakeBackend) ClusterVersion() string              { return "3.7.0" }
 func (f *fakeBackend) StorageVersion() string              { return "3.7.0" }

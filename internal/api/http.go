@@ -192,13 +192,11 @@ func (h *httpService) version(w http.ResponseWriter, r *http.Request) {
 	}
 	// etcd's words for versions not known yet.
 	cluster, storage := "not_decided", "unknown"
-	if vb, ok := h.b.(versionBackend); ok {
-		if cv := vb.ClusterVersion(); cv != "" {
-			cluster = cv
-		}
-		if sv := vb.StorageVersion(); sv != "" {
-			storage = sv
-		}
+	if cv := h.b.ClusterVersion(); cv != "" {
+		cluster = cv
+	}
+	if sv := h.b.StorageVersion(); sv != "" {
+		storage = sv
 	}
 	w.Header().Set("Content-Type", "application/json")
 	d, _ := json.Marshal(struct {

@@ -8,10 +8,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/version"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/server"
 )
 
@@ -61,11 +58,9 @@ func (s *maintenanceService) Status(ctx context.Context, _ *pb.StatusRequest) (*
 		DbSizeQuota:      st.DBSizeQuota,
 		DowngradeInfo:    &pb.DowngradeInfo{},
 	}
-	if vb, ok := s.b.(versionBackend); ok {
-		resp.StorageVersion = vb.StorageVersion()
-		d := vb.DowngradeInfo()
-		resp.DowngradeInfo = &pb.DowngradeInfo{Enabled: d.Enabled, TargetVersion: d.TargetVersion}
-	}
+	resp.StorageVersion = s.b.StorageVersion()
+	d := s.b.DowngradeInfo()
+	resp.DowngradeInfo = &pb.DowngradeInfo{Enabled: d.Enabled, TargetVersion: d.TargetVersion}
 	if st.Leader == 0 {
 		resp.Errors = append(resp.Errors, errNoLeaderText)
 	}
@@ -86,25 +81,12 @@ func (s *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb
 	return resp, nil
 }
 
-// Defragmenter is implemented by a Backend that can give back the disk
-// space of deleted data (Maintenance.Defragment); without it Defragment
-// succeeds without doing anything.
-type Defragmenter interface {
-	// Defragment reclaims the space and returns when done (see
-	// server.Server.Defragment).
-	Defragment(ctx context.Context) error
-}
-
-var _ Defragmenter = (*server.Server)(nil)
-
 // Defragment gives back the disk space of deleted keys and compacted
 // history and answers once done, as etcd's does; reads and writes go on
 // meanwhile. Like etcd's, the response carries no header.
 func (s *maintenanceService) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
-	if d, ok := s.b.(Defragmenter); ok {
-		if err := d.Defragment(ctx); err != nil {
-			return nil, toGRPCError(err)
-		}
+	if err := s.b.Defragment(ctx); err != nil {
+		return nil, toGRPCError(err)
 	}
 	return &pb.DefragmentResponse{}, nil
 }
@@ -187,30 +169,11 @@ func (s *maintenanceService) MoveLeader(ctx context.Context, r *pb.MoveLeaderReq
 	return &pb.MoveLeaderResponse{}, nil
 }
 
-// versionBackend is what Status, Downgrade and /version ask of a member
-// beyond Backend: the versions and the downgrade job (*server.Server has
-// them). A backend without them answers Downgrade with codes.Unimplemented.
-type versionBackend interface {
-	// ClusterVersion and StorageVersion are "major.minor.0", "" until the
-	// cluster version is decided.
-	ClusterVersion() string
-	StorageVersion() string
-	// DowngradeInfo is the downgrade job in progress, zero if none.
-	DowngradeInfo() membership.Downgrade
-	// Downgrade validates, enables or cancels a downgrade
-	// (server.Server.Downgrade).
-	Downgrade(ctx context.Context, action pb.DowngradeRequest_DowngradeAction, target string) (*pb.DowngradeResponse, error)
-}
-
 // Downgrade validates, enables or cancels a downgrade of the cluster
 // version, with etcd's semantics and errors (see server.Server.Downgrade).
 // As in etcd the response's header is the member's when it answers.
 func (s *maintenanceService) Downgrade(ctx context.Context, r *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
-	vb, ok := s.b.(versionBackend)
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "cairn: this member does not serve Maintenance.Downgrade")
-	}
-	resp, err := vb.Downgrade(ctx, r.Action, r.Version)
+	resp, err := s.b.Downgrade(ctx, r.Action, r.Version)
 	if err != nil {
 		return nil, toGRPCError(err)
 	}

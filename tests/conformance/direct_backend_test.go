@@ -104,3 +104,14 @@ func (d *directBackend) Snapshot(context.Context) (*server.SnapshotStream, error
 func (d *directBackend) MoveLeader(context.Context, uint64) error {
 	return errDirectUnsupported("MoveLeader")
 }
+
+// Defragment defragments the bare store, as a member's does.
+func (d *directBackend) Defragment(ctx context.Context) error { return d.st.Defragment(ctx) }
+
+// The direct subject's versions: a decided cluster version, no downgrade.
+func (d *directBackend) ClusterVersion() string              { return "3.7.0" }
+func (d *directBackend) StorageVersion() string              { return "3.7.0" }
+func (d *directBackend) DowngradeInfo() membership.Downgrade { return membership.Downgrade{} }
+func (d *directBackend) Downgrade(context.Context, pb.DowngradeRequest_DowngradeAction, string) (*pb.DowngradeResponse, error) {
+	return nil, errDirectUnsupported("Downgrade")
+}
