@@ -147,6 +147,9 @@ func (s *Server) open() error {
 	if err != nil {
 		return err
 	}
+	if err := s.forceNewCluster(applied); err != nil {
+		return err
+	}
 	s.hub = s.newHub()
 	s.applied.advance(applied)
 	s.ap.applied = applied
