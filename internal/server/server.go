@@ -150,6 +150,9 @@ func (s *Server) open() error {
 	if err := s.forceNewCluster(applied); err != nil {
 		return err
 	}
+	if err := s.initialCorruptCheck(); err != nil {
+		return err
+	}
 	s.hub = s.newHub()
 	s.applied.advance(applied)
 	s.ap.applied = applied
@@ -201,6 +204,7 @@ func (s *Server) open() error {
 	go s.reconfig.publish()
 	go s.leases.run()
 	startAutoCompactor(s)
+	startCorruptChecks(s)
 	s.lg.Info("member started", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.memberID),
 		"cluster-id", fmt.Sprintf("%x", s.clusterID), "applied-index", applied)
 	return nil
