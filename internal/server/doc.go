@@ -35,6 +35,11 @@
 //   - alarmSet (alarm.go) and quota (quota.go): raised alarms, and the
 //     backend quota that raises NOSPACE.
 //   - autoCompactor (compactor.go): auto-compaction.
+//   - corruptChecker (corrupt.go): the corruption checks that compare the
+//     members' HashKV (at start, periodically, at compaction revisions)
+//     and raise CORRUPT; see Corruption below.
+//   - forceNewCluster (forcenew.go): ForceNewCluster's rewrite of the log
+//     before raft starts.
 //   - lifecycle (lifecycle.go): the member's goroutines, the stop signal
 //     and the guard that keeps requests off a closed engine.
 //   - metrics (metrics.go), and the watch hub (watch.go, internal/watch).
@@ -162,6 +167,20 @@
 // and admits no more, stops the transport and then the raft node, waits
 // for every goroutine and closes the engine. A fatal error does the same
 // in the background; Done reports the end and Err the cause.
+//
+// # Forced new cluster and corruption
+//
+// With ForceNewCluster, New on an existing data directory rewrites the raft
+// log before raft starts (raftnode.ForceNewCluster): the entries after the
+// commit index go, and committed removals of every other member are
+// appended, which the apply loop applies like any conf change; the member
+// then elects itself alone, keeping its IDs and its data.
+//
+// The corruption checks (corrupt.go's doc) ask peers for their HashKV
+// over POST /members/hashkv on the peer listener. With a CORRUPT alarm
+// raised, applyRequest refuses puts, deletes, txns, compactions and lease
+// grants and revokes with ErrCorrupt on every member, as etcd's corrupt
+// applier does; reads are served.
 //
 // # Leases
 //
