@@ -1,7 +1,9 @@
 package embed
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/cairn-db/cairn/internal/freeport"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/storage"
@@ -119,9 +122,17 @@ func TestCorruptCheckInitialAndPeriodic(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The refused start listens for peers on a port of its own. On the
+	// member's port, a peer redialing while the refused start held it can
+	// have its stream wait on a connection nobody serves: the transport's
+	// response-header timeout only starts once the request body, which a
+	// stream never ends, is written. That transport issue is not what this
+	// test is about.
 	cfg := *bad.cfg
 	cfg.Recovery.InitialCorruptCheck = true
-	if m, err := Start(&cfg); !errors.Is(err, server.ErrInitialCorruptCheck) {
+	refused := cfg
+	refused.ListenPeerURLs = []string{fmt.Sprintf("http://127.0.0.1:%d", freeport.Port(t))}
+	if m, err := Start(&refused); !errors.Is(err, server.ErrInitialCorruptCheck) {
 		if err == nil {
 			m.Close()
 		}
@@ -136,7 +147,17 @@ func TestCorruptCheckInitialAndPeriodic(t *testing.T) {
 	ms[fs[0]] = start(t, &cfg)
 	waitCorruptAlarm(t, lc, badID)
 	for i, m := range ms {
-		_, err := client(t, m).Put(ctx, "refused", "v")
+		mc := client(t, m)
+		// The restarted member may take a while to hear from the leader
+		// again (its peers' streams to it reconnect); a linearizable read
+		// shows it has.
+		pollUntil(t, fmt.Sprintf("member %d to serve a linearizable read", i), func() bool {
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			_, err := mc.Get(rctx, "k")
+			return err == nil
+		})
+		_, err := mc.Put(ctx, "refused", "v")
 		if err == nil || err.Error() != rpctypes.ErrCorrupt.Error() {
 			t.Errorf("put through member %d with CORRUPT raised: %v, want %v", i, err, rpctypes.ErrCorrupt)
 		}
