@@ -129,11 +129,9 @@ func TestCorruptCheckInitialAndPeriodic(t *testing.T) {
 	}
 
 	// The refused start listens for peers on a port of its own. On the
-	// member's port, a peer redialing while the refused start held it can
-	// have its stream wait on a connection nobody serves: the transport's
-	// response-header timeout only starts once the request body, which a
-	// stream never ends, is written. That transport issue is not what this
-	// test is about.
+	// member's port, a peer redialing while the refused start held it
+	// would wait on a connection nobody serves until the transport gives
+	// up on it (DialTimeout + WriteTimeout), which only slows the test.
 	cfg := *bad.cfg
 	cfg.Recovery.InitialCorruptCheck = true
 	refused := cfg
