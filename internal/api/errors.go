@@ -41,6 +41,7 @@ var grpcErrors = []struct {
 
 	{server.ErrRequestTooLarge, rpctypes.ErrGRPCRequestTooLarge},
 	{server.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
+	{server.ErrCorrupt, rpctypes.ErrGRPCCorrupt},
 	// etcd answers this one with a plain error, not a status, so gRPC
 	// sends it as codes.Unknown with etcd's text; clientv3 still maps it
 	// by that text. Sending the same keeps clients' handling the same.

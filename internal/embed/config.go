@@ -165,6 +165,10 @@ type Config struct {
 	// when Logger is nil.
 	LogLevel  string
 	LogFormat string
+	// Recovery holds the settings for recovering from a lost quorum and
+	// for detecting members whose state diverged.
+	Recovery RecoveryOptions
+
 	// Logger, if set, receives the member's log instead.
 	Logger *slog.Logger
 	// Metrics is the registry the member's metrics go to and /metrics

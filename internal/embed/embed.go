@@ -100,6 +100,7 @@ func Start(cfg *Config) (*Member, error) {
 
 	scfg := cfg.serverConfig(lg, reg)
 	scfg.PeerTLS, scfg.PeerServerTLS = peerTLS.dial, peerTLS.enforce
+	cfg.Recovery.apply(&scfg)
 	srv, err := server.New(scfg)
 	if err != nil {
 		m.closeListeners()

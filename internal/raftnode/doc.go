@@ -158,6 +158,13 @@
 // which stepConfChange notices on the leader and reports through Dropped
 // as ErrConfChangeInProgress.
 //
+// ForceNewCluster, called before Start, rewrites a log so its member
+// restarts as the only voter (etcd's --force-new-cluster): the entries
+// after the commit index are deleted and committed removals of every other
+// member of the configuration the log commits are appended at the current
+// term, with the hard state's commit index at the last of them, so raft
+// hands them to the apply side as committed entries.
+//
 // # On-disk format
 //
 //	key                      value

@@ -34,6 +34,7 @@ type serveFlags struct {
 	printVersion        bool
 	// fromFile is set when the flags came from a configuration file.
 	fromFile bool
+	recovery recoveryFlags
 
 	// notImplemented are etcd flags cairn accepts and does not act on yet;
 	// setting one logs a warning. legacy are the flags etcd itself accepts
@@ -141,6 +142,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.StringVar(&f.configFile, "config-file", "", "Path to the server configuration file (etcd's YAML format). Note that if a configuration file is provided, other command line flags and environment variables will be ignored.")
 	fs.BoolVar(&f.printVersion, "version", false, "Print the version and exit.")
 
+	f.addRecovery()
 	f.addNotImplemented()
 	return f
 }
@@ -197,8 +199,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("auth-token", "simple")
 	uintF("bcrypt-cost", 10)
 	uintF("auth-token-ttl", 300)
-	dur("corrupt-check-time", 0)
-	dur("compact-hash-check-time", time.Minute)
 	intF("compaction-batch-limit", 1000)
 	dur("compaction-sleep-interval", 10*time.Millisecond)
 	dur("downgrade-check-time", 5*time.Second)
@@ -206,8 +206,6 @@ func (f *serveFlags) addNotImplemented() {
 	dur("warning-unary-request-duration", 300*time.Millisecond)
 	boolean("memory-mlock", false)
 	uintF("bootstrap-defrag-threshold-megabytes", 0)
-	boolean("force-new-cluster", false)
-	str("feature-gates", "")
 	str("v2-deprecation", "")
 
 	const noDiscovery = "discovery is not implemented; found the cluster with --initial-cluster, --initial-cluster-state and --initial-cluster-token"
@@ -284,7 +282,7 @@ func (f *serveFlags) warnings() []string {
 			out = append(out, fmt.Sprintf("flag --%s is ignored, as in etcd", fl.Name))
 		}
 	})
-	return out
+	return append(out, f.recovery.notes...)
 }
 
 // refusals returns an error naming the first refused flag (in name order)
@@ -336,6 +334,9 @@ func (f *serveFlags) config() (*embed.Config, error) {
 	// apply to peer connections too.
 	c.PeerTLS.MinVersion, c.PeerTLS.MaxVersion = c.ClientTLS.MinVersion, c.ClientTLS.MaxVersion
 	c.PeerTLS.CipherSuites = c.ClientTLS.CipherSuites
+	if err := f.applyRecovery(c); err != nil {
+		return nil, err
+	}
 	return c, c.Validate()
 }
 

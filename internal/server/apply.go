@@ -258,6 +258,9 @@ func (s *Server) appliedTo(index uint64) {
 // ErrNoSpace, ErrUnsupportedRequest) go into the result; only failures
 // that leave the batch unusable are returned.
 func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaftRequest) (result, error) {
+	if refusedWhenCorrupt(r) && s.alarms.corrupt() {
+		return result{err: ErrCorrupt}, nil
+	}
 	switch {
 	case r.Put != nil:
 		if s.alarms.spaceExceeded() {

@@ -22,6 +22,8 @@ type identity struct {
 	// seed is what this member knew of the cluster when it started (see
 	// membership.Seed).
 	seed membership.Seed
+	// restarted is set when the data directory already held the member.
+	restarted bool
 }
 
 // bootstrap establishes who this member is and which cluster it belongs
@@ -163,7 +165,7 @@ func restartIdentity(eng *storage.Engine, cid uint64) (identity, error) {
 		}
 		seed = membership.Seed{Members: members}
 	}
-	return identity{memberID: id, clusterID: cid, seed: seed}, nil
+	return identity{memberID: id, clusterID: cid, seed: seed, restarted: true}, nil
 }
 
 // peersOf returns id with the raft bootstrap peers of its seed: none for a

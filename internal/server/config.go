@@ -133,6 +133,21 @@ type Config struct {
 	// its log has caught up (the check MemberPromote makes), which etcd
 	// does not do (cairn's --auto-promote-learners; off by default).
 	AutoPromoteLearners bool
+	// ForceNewCluster makes a member restarted on an existing data
+	// directory the only member of its cluster, keeping all its data
+	// (etcd's --force-new-cluster; see forcenew.go). It is ignored on a new
+	// data directory, as in etcd.
+	ForceNewCluster bool
+	// CorruptCheckTime, if positive, is how often the leader compares its
+	// HashKV with every follower's and raises the CORRUPT alarm on a
+	// mismatch (etcd's --corrupt-check-time). CompactHashCheckTime, if
+	// positive, is how often the leader compares the hashes members keep
+	// at compaction revisions (etcd's --compact-hash-check-time).
+	CorruptCheckTime, CompactHashCheckTime time.Duration
+	// InitialCorruptCheck makes a restarting member compare its HashKV with
+	// its peers' before it serves, and refuse to start on a mismatch
+	// (etcd's feature gate InitialCorruptCheck).
+	InitialCorruptCheck bool
 
 	// Logger receives the member's log; nil discards it.
 	Logger *slog.Logger

@@ -42,6 +42,11 @@
 //     that decides the cluster version from the members' server versions
 //     (asked over the peer network, version_peer.go) and, with
 //     AutoPromoteLearners, promotes caught-up learners (autopromote.go).
+//   - corruptChecker (corrupt.go): the corruption checks that compare the
+//     members' HashKV (at start, periodically, at compaction revisions)
+//     and raise CORRUPT; see Corruption below.
+//   - forceNewCluster (forcenew.go): ForceNewCluster's rewrite of the log
+//     before raft starts.
 //   - lifecycle (lifecycle.go): the member's goroutines, the stop signal
 //     and the guard that keeps requests off a closed engine.
 //   - metrics (metrics.go, metrics_etcd.go): etcd's member metrics, the
@@ -188,6 +193,20 @@
 // and admits no more, stops the transport and then the raft node, waits
 // for every goroutine and closes the engine. A fatal error does the same
 // in the background; Done reports the end and Err the cause.
+//
+// # Forced new cluster and corruption
+//
+// With ForceNewCluster, New on an existing data directory rewrites the raft
+// log before raft starts (raftnode.ForceNewCluster): the entries after the
+// commit index go, and committed removals of every other member are
+// appended, which the apply loop applies like any conf change; the member
+// then elects itself alone, keeping its IDs and its data.
+//
+// The corruption checks (corrupt.go's doc) ask peers for their HashKV
+// over POST /members/hashkv on the peer listener. With a CORRUPT alarm
+// raised, applyRequest refuses puts, deletes, txns, compactions and lease
+// grants and revokes with ErrCorrupt on every member, as etcd's corrupt
+// applier does; reads are served.
 //
 // # Leases
 //

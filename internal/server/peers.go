@@ -186,8 +186,9 @@ const (
 // with InitialClusterState "existing" asks for), POST
 // /members/promote/<id> (a learner promotion forwarded to the leader) and
 // POST /leases/renew and /leases/ttl (keep-alives and TimeToLive forwarded
-// to the leader, see lease_peer.go), and GET /version (this member's
-// versions, which the leader asks for, see version_peer.go).
+// to the leader, see lease_peer.go), GET /version (this member's
+// versions, which the leader asks for, see version_peer.go) and POST
+// /members/hashkv (a peer's corruption check, see corrupt.go).
 func (s *Server) PeerHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(transport.PathPrefix+"/", s.peers.tr.Handler())
@@ -196,6 +197,7 @@ func (s *Server) PeerHandler() http.Handler {
 	mux.HandleFunc("POST "+peerPromotePath+"{id}", s.reconfig.servePromote)
 	mux.HandleFunc("POST "+peerLeaseRenewPath, s.leases.serveRenew)
 	mux.HandleFunc("POST "+peerLeaseTTLPath, s.leases.serveTTL)
+	mux.HandleFunc("POST "+peerHashKVPath, s.serveHashKV)
 	return mux
 }
 

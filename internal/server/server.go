@@ -166,6 +166,12 @@ func (s *Server) open() error {
 	if err != nil {
 		return err
 	}
+	if err := s.forceNewCluster(applied); err != nil {
+		return err
+	}
+	if err := s.initialCorruptCheck(); err != nil {
+		return err
+	}
 	s.hub = s.newHub()
 	s.applied.advance(applied)
 	s.ap.applied = applied
@@ -232,6 +238,7 @@ func (s *Server) open() error {
 	s.life.wg.Add(1)
 	go s.versions.run()
 	startAutoCompactor(s)
+	startCorruptChecks(s)
 	s.lg.Info("member started", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.memberID),
 		"cluster-id", fmt.Sprintf("%x", s.clusterID), "applied-index", applied)
 	return nil

@@ -22,6 +22,7 @@ var (
 	errRedial      = errors.New("peer URLs changed")
 	errStalled     = errors.New("write stalled: the peer stopped reading")
 	errPeerSilent  = errors.New("no keepalive answer from the peer")
+	errNoAnswer    = errors.New("the peer accepted the stream but did not answer")
 	errPeerStopped = errors.New("peer removed or transport stopped")
 )
 
@@ -222,7 +223,17 @@ func (p *peer) stream(url string) (established bool, err error) {
 	}
 	setIdentity(req.Header, p.t.cfg.ClusterID, p.t.cfg.LocalID, p.id)
 	req.Header.Set("Content-Type", contentTypeStream)
+	// A peer that accepts the connection and never answers (a listener
+	// closed with the connection still in its accept queue, as when a
+	// member's start fails after it bound its peer port) would hold Do
+	// forever: the client's response-header timeout only starts once the
+	// request body is written, and a stream's body never ends.
+	noAnswer := time.AfterFunc(p.t.cfg.DialTimeout+p.t.cfg.WriteTimeout, func() { cancel(errNoAnswer) })
 	resp, err := p.t.streamClient.Do(req)
+	if !noAnswer.Stop() && err == nil {
+		resp.Body.Close()
+		err = errNoAnswer
+	}
 	if err != nil {
 		return false, causeOr(ctx, err)
 	}
