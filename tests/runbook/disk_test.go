@@ -31,8 +31,9 @@ const fullDiskExitTimeout = 2 * time.Minute
 // tmpfs (and a quota far above it, so the device fills first) under a
 // write load until writes are refused, recording every acknowledged write;
 // kills it; fills what is left of the device and restarts it there: it
-// must exit with an error naming the data directory, not hang and not
-// serve; grows the tmpfs to 256 MiB and restarts it: every acknowledged
+// must exit with an error naming the data directory and the remedy (or,
+// if it won the space its own start freed, serve every acknowledged
+// write), never hang; grows the tmpfs to 256 MiB and restarts it: every acknowledged
 // write is there (etcdctl get) and etcdctl put succeeds again.
 //
 // Mounting needs root. Where it cannot mount the test is skipped, except
@@ -56,22 +57,30 @@ func TestFullDisk(t *testing.T) {
 	t.Logf("%d writes acknowledged before the member refused them with: %v", len(acked), refusal)
 	s.p.Kill()
 
-	// Take whatever space is left, so the device is full at the restart.
+	// Take whatever space is left, so the device is full at the restart,
+	// and keep taking what frees up while the member starts (opening the
+	// engine deletes the files the killed process left behind), as
+	// another writer on the device would.
 	fill(t, filepath.Join(mnt, "filler"))
+	stopFilling := keepFilling(t, filepath.Join(mnt, "filler2"))
 	full := startServer(t, proc.Cairn, "disk-full", dataDir, s.clientURL, s.peerURL, flags...)
-	switch exited, err := exitOrServe(t, full); {
+	exited, err := exitOrServe(t, full)
+	stopFilling()
+	switch {
 	case exited && err == nil:
 		failf(t, []*server{full}, "the member started on a full device exited with status 0")
 	case exited:
-		if out := full.p.Output(16 << 10); !strings.Contains(out, dataDir) {
-			failf(t, []*server{full}, "the member started on a full device exited (%v) without naming its data directory %s", err, dataDir)
+		out := full.p.Output(16 << 10)
+		for _, w := range []string{dataDir, "free space"} {
+			if !strings.Contains(out, w) {
+				failf(t, []*server{full}, "the member started on a full device exited (%v) without a message saying %q", err, w)
+			}
 		}
 		t.Logf("on the full device the member exited with %v", err)
 	default:
-		// Opening the engine deletes the files the killed process left
-		// behind (tables whose flush failed), and that can be enough
-		// for the recovery flush: then the member serves, and must
-		// serve every acknowledged write.
+		// The member won the race for the space it freed and wrote its
+		// recovery flush: then it serves, and must serve every
+		// acknowledged write.
 		t.Logf("on the full device the member recovered and serves")
 		checkAcked(t, full, acked)
 		full.p.Kill()
@@ -87,7 +96,7 @@ func TestFullDisk(t *testing.T) {
 	// The NOSPACE alarm raised on the full device clears itself now that
 	// the member is far under its quota; until then puts are refused.
 	var out string
-	err := kit.Poll(kit.WaitTimeout, func() error {
+	err = kit.Poll(kit.WaitTimeout, func() error {
 		var err error
 		out, err = ctl.run(t, "put", "/after/grow", "v")
 		return err
@@ -215,5 +224,31 @@ func checkAcked(t *testing.T, s *server, acked map[string]string) {
 	}
 	if lost > 0 {
 		failf(t, []*server{s}, "%s: %d of %d acknowledged writes are lost", s.name, lost, len(acked))
+	}
+}
+
+// keepFilling appends to path whenever the device has room, until the
+// returned function is called; that function waits for it to stop.
+func keepFilling(t *testing.T, path string) (stop func()) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatalf("create %s: %v", path, err)
+	}
+	var done atomic.Bool
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		defer f.Close()
+		chunk := make([]byte, 4<<10)
+		for !done.Load() {
+			if _, err := f.Write(chunk); err != nil {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	return func() {
+		done.Store(true)
+		<-stopped
 	}
 }

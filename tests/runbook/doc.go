@@ -18,10 +18,11 @@
 // TestFullDisk puts a member's data directory on a 64 MiB tmpfs (with a
 // quota far above it, so the device fills first), writes until the member
 // refuses writes, recording every acknowledged one, kills it, fills what is
-// left of the device and restarts it: it must either exit with a non-zero
-// status and a message naming its data directory, or, when opening the
-// engine freed enough (the killed process's failed tables are deleted),
-// serve every acknowledged write; it must never hang. Then the tmpfs grows
+// left of the device (and keeps taking what frees up, as another writer
+// would) and restarts it: it must exit with a non-zero status and a message
+// naming its data directory and the remedy, or, if it still won the space
+// its start freed (the killed process's failed tables are deleted), serve
+// every acknowledged write; it must never hang. Then the tmpfs grows
 // to 256 MiB and the member restarts: every acknowledged write is there
 // (etcdctl get) and etcdctl put succeeds again once the NOSPACE alarm has
 // cleared itself. Mounting needs root: the test is skipped where it cannot
