@@ -65,6 +65,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	// Member.
 	fs.StringVar(&c.Name, "name", c.Name, "Human-readable name for this member.")
 	fs.StringVar(&f.dataDir, "data-dir", "", `Path to the data directory (default "<name>.cairn").`)
+	fs.StringVar(&c.WalDir, "wal-dir", c.WalDir, "Path to a dedicated directory for the raft log (default: inside the data directory).")
 	fs.Uint64Var(&c.SnapshotCount, "snapshot-count", c.SnapshotCount, "Number of committed transactions to trigger a raft log compaction.")
 	fs.UintVar(&c.HeartbeatMs, "heartbeat-interval", c.HeartbeatMs, "Time (in milliseconds) of a heartbeat interval.")
 	fs.UintVar(&c.ElectionMs, "election-timeout", c.ElectionMs, "Time (in milliseconds) for an election to timeout.")
@@ -151,7 +152,6 @@ func (f *serveFlags) addNotImplemented() {
 	intF := func(name string, def int) { fs.Int(name, def, ""); f.notImplemented[name] = true }
 	dur := func(name string, def time.Duration) { fs.Duration(name, def, ""); f.notImplemented[name] = true }
 
-	str("wal-dir", "")
 	uintF("max-snapshots", 5)
 	uintF("max-wals", 5)
 	boolean("initial-election-tick-advance", true)

@@ -196,7 +196,7 @@ func TestEnvironment(t *testing.T) {
 }
 
 func TestNotImplementedFlagsWarn(t *testing.T) {
-	_, warnings, err := parse(t, []string{"--wal-dir", "/w", "--cors", "https://ui.example", "--logger=zap", "--v"})
+	_, warnings, err := parse(t, []string{"--cors", "https://ui.example", "--logger=zap", "--v"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,6 @@ func TestNotImplementedFlagsWarn(t *testing.T) {
 		"flag --cors is accepted for etcd compatibility but not implemented yet",
 		"flag --logger is accepted for etcd compatibility but not implemented yet",
 		"flag --v is ignored, as in etcd",
-		"flag --wal-dir is accepted for etcd compatibility but not implemented yet",
 	}
 	if !slices.Equal(warnings, want) {
 		t.Errorf("warnings\n got %q\nwant %q", warnings, want)

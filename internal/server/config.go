@@ -56,6 +56,11 @@ type Config struct {
 	Name string
 	// DataDir holds the member's engine. Required.
 	DataDir string
+	// WalDir, when set, keeps the raft log in an engine of its own there
+	// (etcd's --wal-dir: a separate disk for the log's fsyncs); empty keeps
+	// the log in DataDir's engine. A member refuses to start when the data
+	// directory and the log disagree about where the log is.
+	WalDir string
 	// InitialCluster lists the founding members, etcd's
 	// "name=peerURL,name=peerURL" syntax; default Name=PeerURLs. Only read
 	// when DataDir is new.
