@@ -118,7 +118,9 @@ func OpenLogStore(eng *storage.Engine) (*LogStore, error) {
 
 // OpenSeparateLogStore loads the log kept in its own engine, log, for the
 // state engine state (the --wal-dir layout; the package doc's Two engines).
-// The caller has checked with BindLog that the two belong together.
+// The caller has checked with BindLog that the two belong together. log may
+// be state itself, which is OpenLogStore, so a caller holding both engines
+// (equal without --wal-dir) needs no case of its own.
 func OpenSeparateLogStore(state, log *storage.Engine) (*LogStore, error) {
 	return openLogStore(state, log)
 }

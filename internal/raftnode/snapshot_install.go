@@ -407,7 +407,8 @@ func RecoverSnapshotInstall(eng *storage.Engine, localKeys [][]byte) (bool, erro
 }
 
 // RecoverSeparateSnapshotInstall is RecoverSnapshotInstall for a member
-// whose log has an engine of its own (OpenSeparateLogStore).
+// whose log has an engine of its own (OpenSeparateLogStore); log may be
+// state itself, which is RecoverSnapshotInstall.
 func RecoverSeparateSnapshotInstall(state, log *storage.Engine, localKeys [][]byte) (bool, error) {
 	return recoverSnapshotInstall(state, log, localKeys)
 }

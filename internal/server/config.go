@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -162,6 +163,11 @@ type Config struct {
 func (c Config) withDefaults() (Config, error) {
 	if c.DataDir == "" {
 		return c, errors.New("server: DataDir is required")
+	}
+	if c.WalDir != "" && filepath.Clean(c.WalDir) == filepath.Clean(c.DataDir) {
+		// Two engines cannot share a directory (each locks its own);
+		// leaving WalDir empty is what keeps the log there.
+		return c, fmt.Errorf("server: --wal-dir %q is the data directory: give another directory, or none to keep the raft log in the data directory", c.WalDir)
 	}
 	if c.Name == "" {
 		c.Name = DefaultName

@@ -158,14 +158,7 @@ func (s *Server) open() error {
 	if err := raftnode.BindLog(s.eng, s.logEng); err != nil {
 		return err
 	}
-	var resumed bool
-	var err error
-	if s.logEng != s.eng {
-		resumed, err = raftnode.RecoverSeparateSnapshotInstall(s.eng, s.logEng, membership.LocalKeys())
-	} else {
-		resumed, err = raftnode.RecoverSnapshotInstall(s.eng, membership.LocalKeys())
-	}
-	if err != nil {
+	if resumed, err := raftnode.RecoverSeparateSnapshotInstall(s.eng, s.logEng, membership.LocalKeys()); err != nil {
 		return err
 	} else if resumed {
 		s.lg.Warn("finished a snapshot install a crash had interrupted")

@@ -60,6 +60,13 @@ func TestWalDir(t *testing.T) {
 			}
 		})
 	}
+	// The data directory itself is no --wal-dir.
+	if s, err := newServer(Config{DataDir: dir, WalDir: dir + "/"}, testingKnobs{}); err == nil {
+		s.Stop()
+		t.Fatal("started with --wal-dir naming the data directory")
+	} else if !strings.Contains(err.Error(), "is the data directory") {
+		t.Fatalf("got %v, want a refusal naming the data directory", err)
+	}
 	// A data directory that keeps its log inside refuses a --wal-dir.
 	shared := t.TempDir()
 	s = startServer(t, shared, nil)
