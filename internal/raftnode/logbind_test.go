@@ -164,3 +164,38 @@ func TestSeparateLogStoreReopen(t *testing.T) {
 		t.Fatalf("applied %d, %v", applied, err)
 	}
 }
+
+// TestStartRefusesStateOutsideLog checks the restart bounds of a separate
+// log: a state applied beyond the log's end (a stale copy of the log, say)
+// and a log truncated past the state (a state restored from an older copy)
+// are refused, naming the log's directory.
+func TestStartRefusesStateOutsideLog(t *testing.T) {
+	state, log := openEngine(t, t.TempDir()), openEngine(t, t.TempDir())
+	defer state.Close()
+	defer log.Close()
+	if err := BindLog(state, log); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := OpenSeparateLogStore(state, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ls.Save(hardState(1, 1, 8), ents(1, 8, 1), true); err != nil {
+		t.Fatal(err)
+	}
+	writeState(t, state, 6, nil, nil)
+	if err := ls.Compact(6); err != nil {
+		t.Fatal(err)
+	}
+	for _, applied := range []uint64{9, 5} {
+		_, err := Start(Config{ID: 1, Engine: state, LogEngine: log, Applied: applied, Join: true})
+		if err == nil || !strings.Contains(err.Error(), "outside the raft log [7, 8]") || !strings.Contains(err.Error(), log.Dir()) {
+			t.Errorf("applied %d: got %v, want a refusal naming the log [7, 8] in %s", applied, err, log.Dir())
+		}
+	}
+	n, err := Start(Config{ID: 1, Engine: state, LogEngine: log, Applied: 6, Join: true})
+	if err != nil {
+		t.Fatalf("applied 6, log [7, 8]: %v", err)
+	}
+	n.Stop()
+}
