@@ -485,6 +485,25 @@ func (s *LogStore) trimCacheLocked() {
 // separate log engine the state engine is synced first, so the applied
 // state is durable before the log below it goes.
 func (s *LogStore) Compact(index uint64) error {
+	if s.separate() {
+		s.mu.Lock()
+		trunc := s.mu.truncIndex
+		s.mu.Unlock()
+		if index <= trunc {
+			return nil
+		}
+		// The state engine's writes are not synced: the applied index at
+		// or above index, and the state it describes, must be durable
+		// before the entries that could rebuild them go. They were
+		// committed before this call, so the sync may run before writeMu
+		// is taken, and Save does not wait for it.
+		if err := s.eng.Sync(); err != nil {
+			return fmt.Errorf("raftnode: make applied state durable before compaction: %w", err)
+		}
+		if s.testHookCompact != nil {
+			s.testHookCompact()
+		}
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	s.mu.Lock()
@@ -499,17 +518,6 @@ func (s *LogStore) Compact(index uint64) error {
 	term, err := s.Term(index)
 	if err != nil {
 		return err
-	}
-	if s.separate() {
-		// The state engine's writes are not synced: the applied index at
-		// or above index, and the state it describes, must be durable
-		// before the entries that could rebuild them go.
-		if err := s.eng.Sync(); err != nil {
-			return fmt.Errorf("raftnode: make applied state durable before compaction: %w", err)
-		}
-		if s.testHookCompact != nil {
-			s.testHookCompact()
-		}
 	}
 	b := s.log.NewWriteBatch()
 	var lk, hk [entryKeyLen]byte
