@@ -51,6 +51,9 @@ type Config struct {
 	// DataDir holds the member's data. Empty means "<Name>.cairn" in the
 	// working directory, as etcd uses "<name>.etcd".
 	DataDir string
+	// WalDir, when set, keeps the raft log in its own directory (etcd's
+	// --wal-dir); empty keeps it in DataDir.
+	WalDir string
 
 	// ListenClientURLs are where clients are served, gRPC and HTTP on each
 	// (http:// or https://). Port 0 picks a free port; Member.ClientURLs
@@ -371,6 +374,7 @@ func (c *Config) serverConfig(lg *slog.Logger, reg prometheus.Registerer) server
 	return server.Config{
 		Name:                        c.Name,
 		DataDir:                     c.dataDir(),
+		WalDir:                      c.WalDir,
 		InitialCluster:              c.InitialCluster,
 		InitialClusterState:         c.InitialClusterState,
 		ClusterToken:                c.InitialClusterToken,

@@ -26,7 +26,9 @@ import (
 // writes and syncs. After a restart from any of them, raft must start
 // without a panic, and every entry the state machine holds must be the one
 // the durable log holds at its index: an entry applied ahead of the write
-// that made it durable can outlive that write.
+// that made it durable can outlive that write. It runs with the log in the
+// state engine and in an engine of its own (the same filesystem, so a
+// clone captures both at one instant).
 
 // applyRecorder applies entries as keys a<index> = <term>:<data>, with the
 // applied index, in one unsynced batch per hand-off. busy counts hand-offs
@@ -72,18 +74,21 @@ func applyRecorder(t *testing.T, n *Node, eng *storage.Engine, stop <-chan struc
 
 func appliedKey(index uint64) []byte { return fmt.Appendf(nil, "a%08d", index) }
 
-func crashNodeRun(t *testing.T, seed uint64, steps int) {
+func crashNodeRun(t *testing.T, seed uint64, steps int, separate bool) {
 	rng := rand.New(rand.NewPCG(seed, 2))
 	mem := vfs.NewCrashableMem()
 	cfs := &crashFS{FS: mem, mem: mem, rng: rand.New(rand.NewPCG(seed, 3)), every: 5}
-	eng, err := storage.Open(crashDir, storage.Options{FS: cfs, CacheBytes: 1 << 20})
+	eng, logEng, err := crashEngines(cfs, separate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer eng.Close()
+	defer closeCrashEngines(eng, logEng)
+	if err := BindLog(eng, logEng); err != nil {
+		t.Fatal(err)
+	}
 	writeState(t, eng, 0, nil, &raftpb.ConfState{Voters: []uint64{1, 2, 3}})
 	// Raft needs a log to start from that is not empty.
-	ls, err := OpenLogStore(eng)
+	ls, err := openLogStore(eng, logEng)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +120,7 @@ func crashNodeRun(t *testing.T, seed uint64, steps int) {
 	}
 	defer func() { testHookBeforeSave = nil }()
 	tr := &recTransport{}
-	n, err := Start(Config{ID: 1, Engine: eng, Transport: tr,
+	n, err := Start(Config{ID: 1, Engine: eng, LogEngine: logEng, Transport: tr,
 		NewTicker: clocktest.NewFake().NewTicker /* never advanced: raft never ticks */})
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +218,7 @@ func crashNodeRun(t *testing.T, seed uint64, steps int) {
 	cfs.mu.Unlock()
 	t.Logf("seed %d: %d steps, %d crash points", seed, steps, len(points))
 	for _, p := range points {
-		checkNodeCrashPoint(t, seed, p, log[:commit])
+		checkNodeCrashPoint(t, seed, p, log[:commit], separate)
 	}
 }
 
@@ -229,29 +234,32 @@ func (e leaderEntry) applied() string { return fmt.Sprintf("%d:%s", e.term, e.da
 // checkNodeCrashPoint restarts from one clone. Every applied entry must be
 // the committed one (committed holds the leaders' committed log) and, where
 // the log still has it, the log's.
-func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint, committed []leaderEntry) {
+func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint, committed []leaderEntry, separate bool) {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d, crash at %q in step %d: %s", seed, p.what, p.started, fmt.Sprintf(format, args...))
+		t.Fatalf("seed %d, crash at %q in step %d (separate log %v): %s", seed, p.what, p.started, separate, fmt.Sprintf(format, args...))
 	}
-	eng, err := storage.Open(crashDir, storage.Options{FS: p.fs, CacheBytes: 1 << 20})
+	eng, logEng, err := crashEngines(p.fs, separate)
 	if err != nil {
 		fail("reopen: %v", err)
 	}
-	defer eng.Close()
+	defer closeCrashEngines(eng, logEng)
+	if err := BindLog(eng, logEng); err != nil {
+		fail("bind the log: %v", err)
+	}
 	applied, err := eng.AppliedIndex()
 	if err != nil {
 		fail("applied index: %v", err)
 	}
-	if _, err := RecoverSnapshotInstall(eng, nil); err != nil {
+	if _, err := recoverSnapshotInstall(eng, logEng, nil); err != nil {
 		fail("finish an interrupted install: %v", err)
 	}
 	applied, err = eng.AppliedIndex()
 	if err != nil {
 		fail("applied index: %v", err)
 	}
-	ls, err := OpenLogStore(eng)
+	ls, err := openLogStore(eng, logEng)
 	if err != nil {
 		fail("open the log: %v", err)
 	}
@@ -283,7 +291,7 @@ func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint, committed []le
 	var panicked any
 	func() {
 		defer func() { panicked = recover() }()
-		n, err := Start(Config{ID: 1, Engine: eng, Applied: applied,
+		n, err := Start(Config{ID: 1, Engine: eng, LogEngine: logEng, Applied: applied,
 			NewTicker: clocktest.NewFake().NewTicker /* never advanced: raft never ticks */})
 		if err != nil {
 			fail("restart: %v", err)
@@ -311,8 +319,12 @@ func TestCrashPointsReadyLoop(t *testing.T) {
 	if v, err := strconv.ParseUint(os.Getenv("CAIRN_CRASH_SEED"), 10, 64); err == nil {
 		seeds = []uint64{v}
 	}
-	for _, seed := range seeds {
-		t.Logf("seed %d (replay with CAIRN_CRASH_SEED=%d)", seed, seed)
-		crashNodeRun(t, seed, steps)
+	for _, separate := range []bool{false, true} {
+		t.Run(map[bool]string{false: "shared", true: "separate"}[separate], func(t *testing.T) {
+			for _, seed := range seeds {
+				t.Logf("seed %d (replay with CAIRN_CRASH_SEED=%d)", seed, seed)
+				crashNodeRun(t, seed, steps, separate)
+			}
+		})
 	}
 }

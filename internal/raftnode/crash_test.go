@@ -33,6 +33,15 @@ import (
 // be one that the sequence passed through, no older than the last
 // operation that promised durability and finished before the crash.
 //
+// The separate layout (--wal-dir) runs the same sequence with the log in an
+// engine of its own, in another directory of the same crashable
+// filesystem, so one clone captures both engines at the same instant. Its
+// log and its state are durable separately: the log's part of the state
+// must be one the sequence passed through since the last synced log write,
+// the state's part one since the last state sync (a compaction's, an
+// install's), and the two must restart together. Clones are also taken
+// between a compaction's state sync and its log truncation.
+//
 // CAIRN_CRASH_SEED replays one seed; CAIRN_CRASH_RUNS runs more seeds than
 // the quick sample go test runs by default.
 
@@ -70,10 +79,17 @@ func (s *crashState) String() string {
 	return b.String()
 }
 
-func (s *crashState) equal(o *crashState) bool {
+func (s *crashState) equal(o *crashState) bool { return s.equalLog(o) && s.equalState(o) }
+
+// equalState compares the parts kept in the state engine.
+func (s *crashState) equalState(o *crashState) bool {
+	return s.applied == o.applied && slices.Equal(s.voters, o.voters) && maps.Equal(s.kv, o.kv)
+}
+
+// equalLog compares the parts kept in the log.
+func (s *crashState) equalLog(o *crashState) bool {
 	if s.term != o.term || s.vote != o.vote || s.commit != o.commit || s.truncIndex != o.truncIndex ||
-		s.truncTerm != o.truncTerm || s.applied != o.applied || !slices.Equal(s.voters, o.voters) ||
-		!maps.Equal(s.kv, o.kv) || len(s.log) != len(o.log) {
+		s.truncTerm != o.truncTerm || len(s.log) != len(o.log) {
 		return false
 	}
 	for i := range s.log {
@@ -116,6 +132,20 @@ func (c *crashFS) maybeCrash(what string) {
 	if c.rng.IntN(c.every) != 0 {
 		return
 	}
+	c.cloneLocked(what)
+}
+
+// crashNow takes a clone whatever the odds.
+func (c *crashFS) crashNow(what string) {
+	if !c.armed.Load() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cloneLocked(what)
+}
+
+func (c *crashFS) cloneLocked(what string) {
 	cfg := vfs.CrashCloneCfg{}
 	if c.rng.IntN(2) == 0 {
 		cfg.UnsyncedDataPercent = c.rng.IntN(101)
@@ -203,7 +233,36 @@ func (f *crashFile) SyncTo(length int64) (bool, error) {
 	return f.File.SyncTo(length)
 }
 
-const crashDir = "/member"
+const (
+	crashDir    = "/member"
+	crashWalDir = "/wal"
+)
+
+// crashEngines opens the engines of a crash run or a restart on fs: one,
+// or a state and a log engine for the separate layout.
+func crashEngines(fs vfs.FS, separate bool) (eng, logEng *storage.Engine, err error) {
+	eng, err = storage.Open(crashDir, storage.Options{FS: fs, CacheBytes: 1 << 20})
+	if err != nil || !separate {
+		return eng, eng, err
+	}
+	logEng, err = storage.Open(crashWalDir, storage.Options{FS: fs, CacheBytes: 1 << 20})
+	if err != nil {
+		eng.Close()
+		return nil, nil, err
+	}
+	return eng, logEng, nil
+}
+
+func closeCrashEngines(eng, logEng *storage.Engine) error {
+	var err error
+	if logEng != eng {
+		err = logEng.Close()
+	}
+	if cerr := eng.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // snapshotStream encodes a snapshot stream at index and term holding kv
 // and the applied index, as a leader's OpenSnapshot would.
@@ -224,17 +283,27 @@ func snapshotStream(index, term uint64, kv map[string]string) []byte {
 }
 
 // crashRun runs one seeded sequence of ops and checks every crash point.
-func crashRun(t *testing.T, seed uint64, ops int) {
+func crashRun(t *testing.T, seed uint64, ops int, separate bool) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 	mem := vfs.NewCrashableMem()
 	cfs := &crashFS{FS: mem, mem: mem, rng: rand.New(rand.NewPCG(seed, 1)), every: 6}
-	eng, err := storage.Open(crashDir, storage.Options{FS: cfs, CacheBytes: 1 << 20})
+	eng, logEng, err := crashEngines(cfs, separate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := OpenLogStore(eng)
+	if err := BindLog(eng, logEng); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := openLogStore(eng, logEng)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if separate {
+		ls.testHookCompact = func() {
+			if rng.IntN(2) == 0 {
+				cfs.crashNow("between the state sync and the log truncation")
+			}
+		}
 	}
 
 	// The member starts as etcd's bootstrap leaves it: voter 1 alone.
@@ -250,9 +319,11 @@ func crashRun(t *testing.T, seed uint64, ops int) {
 	cfs.armed.Store(true)
 
 	// states[j] is the durable state after j operations; synced[j] says
-	// whether operation j (1-based) promised durability when it returned.
+	// whether operation j (1-based) promised durability when it returned,
+	// of the log (synced[j].log) and of the state (synced[j].state), which
+	// are one promise when they share an engine.
 	states := []*crashState{cur.clone()}
-	synced := []bool{true}
+	synced := []durability{{log: true, state: true}}
 	// latest is the hard state raft last handed over; pending is set while
 	// the stored one lags it (a commit-only change, kept in memory).
 	latest := [3]uint64{}
@@ -260,7 +331,7 @@ func crashRun(t *testing.T, seed uint64, ops int) {
 	nextKV := 0
 	for j := 1; j <= ops; j++ {
 		cfs.started.Store(int64(j))
-		sync := false
+		sync := durability{}
 		switch op := rng.IntN(10); {
 		case op < 4: // a Ready: entries (maybe replacing an uncommitted tail) and a hard state
 			start := cur.last() + 1
@@ -296,7 +367,7 @@ func crashRun(t *testing.T, seed uint64, ops int) {
 				cur.term, cur.vote, cur.commit = latest[0], latest[1], latest[2]
 			}
 			pending = false
-			sync = true
+			sync = durability{log: true, state: !separate}
 		case op < 5: // a commit-only hard state: not written
 			if c := min(cur.last(), latest[2]+1+rng.Uint64N(3)); c > latest[2] && latest[0] > 0 {
 				latest[2] = c
@@ -327,6 +398,8 @@ func crashRun(t *testing.T, seed uint64, ops int) {
 				}
 				cur.log = cur.log[to-cur.truncIndex:]
 				cur.truncIndex, cur.truncTerm = to, term
+				// Separate: the state was synced before the truncation.
+				sync.state = separate
 			}
 		default: // a snapshot from a leader further ahead: received, installed
 			if latest[0] == 0 {
@@ -354,13 +427,13 @@ func crashRun(t *testing.T, seed uint64, ops int) {
 			cur.kv = kv
 			cur.applied = index
 			latest[2] = max(latest[2], index)
-			sync = true
+			sync = durability{log: true, state: true}
 		}
 		states = append(states, cur.clone())
 		synced = append(synced, sync)
 		cfs.done.Store(int64(j))
 	}
-	if err := eng.Close(); err != nil {
+	if err := closeCrashEngines(eng, logEng); err != nil {
 		t.Fatal(err)
 	}
 	cfs.mu.Lock()
@@ -371,58 +444,81 @@ func crashRun(t *testing.T, seed uint64, ops int) {
 	}
 	t.Logf("seed %d: %d operations, %d crash points", seed, ops, len(points))
 	for _, p := range points {
-		checkCrashPoint(t, seed, p, states, synced)
+		checkCrashPoint(t, seed, p, states, synced, separate)
 	}
 }
+
+// durability is what an operation promised durable when it returned.
+type durability struct{ log, state bool }
 
 // checkCrashPoint restarts from one clone and checks that it holds a state
 // the sequence passed through, at or after the last durable operation that
-// had returned.
-func checkCrashPoint(t *testing.T, seed uint64, p crashPoint, states []*crashState, synced []bool) {
+// had returned; with a separate log, the log's and the state's parts each
+// so, on their own.
+func checkCrashPoint(t *testing.T, seed uint64, p crashPoint, states []*crashState, synced []durability, separate bool) {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d, crash at %q after %d operations (%d started): %s", seed, p.what, p.done, p.started, fmt.Sprintf(format, args...))
+		t.Fatalf("seed %d, crash at %q after %d operations (%d started, separate log %v): %s", seed, p.what, p.done, p.started, separate, fmt.Sprintf(format, args...))
 	}
-	lo := p.done
-	for !synced[lo] {
-		lo--
+	loLog, loState := p.done, p.done
+	for !synced[loLog].log {
+		loLog--
 	}
-	eng, err := storage.Open(crashDir, storage.Options{FS: p.fs, CacheBytes: 1 << 20})
+	for !synced[loState].state {
+		loState--
+	}
+	eng, logEng, err := crashEngines(p.fs, separate)
 	if err != nil {
 		fail("reopen: %v", err)
 	}
-	defer eng.Close()
-	if _, err := RecoverSnapshotInstall(eng, nil); err != nil {
+	defer closeCrashEngines(eng, logEng)
+	if err := BindLog(eng, logEng); err != nil {
+		fail("bind the log: %v", err)
+	}
+	if _, err := recoverSnapshotInstall(eng, logEng, nil); err != nil {
 		fail("finish an interrupted install: %v", err)
 	}
-	got, err := readCrashState(eng)
+	got, err := readCrashState(eng, logEng)
 	if err != nil {
 		fail("read the state: %v", err)
 	}
-	for m := lo; m <= p.started && m < len(states); m++ {
-		if got.equal(states[m]) {
-			// A restart must get raft running on it without a panic.
-			n, err := Start(Config{ID: 1, Engine: eng, Join: true, Applied: got.applied,
-				NewTicker: clocktest.NewFake().NewTicker /* never advanced: raft never ticks */})
-			if err != nil {
-				fail("restart: %v", err)
-			}
-			n.Stop()
-			return
+	// A shared engine has one durable prefix: log and state from the same
+	// operation.
+	logOK, stateOK := false, false
+	for m := min(loLog, loState); m <= p.started && m < len(states); m++ {
+		l := m >= loLog && got.equalLog(states[m])
+		st := m >= loState && got.equalState(states[m])
+		if !separate && l && st || separate && l {
+			logOK = true
+		}
+		if !separate && l && st || separate && st {
+			stateOK = true
 		}
 	}
+	if logOK && stateOK {
+		// A restart must get raft running on it without a panic, and
+		// accept the pair.
+		n, err := Start(Config{ID: 1, Engine: eng, LogEngine: logEng, Join: true, Applied: got.applied,
+			NewTicker: clocktest.NewFake().NewTicker /* never advanced: raft never ticks */})
+		if err != nil {
+			fail("restart: %v", err)
+		}
+		n.Stop()
+		return
+	}
 	var want bytes.Buffer
-	for m := lo; m <= p.started && m < len(states); m++ {
+	for m := min(loLog, loState); m <= p.started && m < len(states); m++ {
 		fmt.Fprintf(&want, "\n  after %d: %v", m, states[m])
 	}
-	fail("the restart found\n  %v\nwhich is none of the states it may be in:%s", got, want.String())
+	fail("the restart found\n  %v\nwhich is none of the states it may be in (log matched %v, state matched %v; log durable from %d, state from %d):%s",
+		got, logOK, stateOK, loLog, loState, want.String())
 }
 
-// readCrashState reads what a restart finds through OpenLogStore and the
-// engine.
-func readCrashState(eng *storage.Engine) (*crashState, error) {
-	ls, err := OpenLogStore(eng)
+// readCrashState reads what a restart finds through the LogStore and the
+// state engine.
+func readCrashState(eng, logEng *storage.Engine) (*crashState, error) {
+	ls, err := openLogStore(eng, logEng)
 	if err != nil {
 		return nil, err
 	}
@@ -471,8 +567,12 @@ func TestCrashPoints(t *testing.T) {
 	if v, err := strconv.ParseUint(os.Getenv("CAIRN_CRASH_SEED"), 10, 64); err == nil {
 		seeds = []uint64{v}
 	}
-	for _, seed := range seeds {
-		t.Logf("seed %d (replay with CAIRN_CRASH_SEED=%d)", seed, seed)
-		crashRun(t, seed, ops)
+	for _, separate := range []bool{false, true} {
+		t.Run(map[bool]string{false: "shared", true: "separate"}[separate], func(t *testing.T) {
+			for _, seed := range seeds {
+				t.Logf("seed %d (replay with CAIRN_CRASH_SEED=%d)", seed, seed)
+				crashRun(t, seed, ops, separate)
+			}
+		})
 	}
 }

@@ -1,7 +1,8 @@
 // Package raftnode runs a member's raft state machine (go.etcd.io/raft/v3)
 // on the member's Pebble engine: the log and hard state live under the
-// storage.PrefixRaft keyspace, one goroutine drives raft, and committed
-// entries flow out, in order, to whoever applies them.
+// storage.PrefixRaft keyspace, of the state engine or of an engine of their
+// own (--wal-dir, see Two engines), one goroutine drives raft, and
+// committed entries flow out, in order, to whoever applies them.
 //
 // # The Ready loop
 //
@@ -71,6 +72,49 @@
 //
 // Compact folds the log up to an applied index into a truncation point with
 // an unsynced batch: if a crash loses it, the log is merely longer.
+//
+// # Two engines
+//
+// With --wal-dir the log (entries, hard state, truncation point) is kept
+// in a second Pebble engine in that directory, with its own write-ahead
+// log, and the state engine keeps everything else (the replicated state,
+// the applied index, the ConfState, the install record). Save's synced
+// batch goes to the log engine alone; the state engine's write-ahead log
+// stays on but is never synced per write, so on a disk of its own the log
+// pays one fsync per Ready for its own bytes only. What keeps that safe:
+//
+//  1. Entries reach the apply side only once the log engine holds them
+//     durably (as above), so after a crash the state's applied index is at
+//     most the log's last index.
+//  2. Compact syncs the state engine (storage.Engine.Sync: an empty synced
+//     write, which makes its write-ahead log durable up to every batch
+//     committed before) and only then truncates the log. The applied index
+//     it truncates below, and the state it describes, were committed before
+//     Compact was called, so they are durable before the entries that could
+//     rebuild them go: the log's first index is at most applied + 1.
+//  3. An install records itself in the state engine (synced, step 1) and
+//     ends in three synced steps: the state with its ConfState, then the
+//     log's reset to the snapshot's index, then the record's removal. A
+//     crash before the last redoes steps 2 and 3 from the kept file, so
+//     the log is never emptied while the state it would rebuild is not
+//     durable, and never left behind a state the install replaced.
+//  4. Start checks both bounds of 1 and 2 and refuses a pair that breaks
+//     them: a log and a state that are not one member's.
+//
+// Where the log is, is recorded: BindLog gives a new separate log a random
+// 16-byte identity ('r' 'w'), written synced to the log engine and then to
+// the state engine, and refuses, before anything reads either, a state
+// that names a separate log when started without one or with an empty or
+// another's, and a state that keeps its log inside when given a separate
+// one (a restored backup does, see StageRestoredLog). A crash between the
+// two writes leaves an empty named log that no state claims: the next
+// start claims it.
+//
+// Without --wal-dir the log stays in the state engine, as it always was:
+// data directories written before keep working unchanged (there is no
+// migration between the layouts; BindLog refuses the switch), and on one
+// disk a second engine only adds a second write-ahead log to the same
+// device. Both layouts run the same crash-point harnesses.
 //
 // # Snapshots
 //
@@ -167,12 +211,16 @@
 //
 // # On-disk format
 //
-//	key                      value
-//	'r' 'e' <index:8 BE>     entry: type (1 byte) | term (uvarint) | data
-//	'r' 'h'                  hard state: term | vote | commit (3 × 8 bytes BE)
-//	'r' 'c'                  ConfState as of the applied index (protobuf)
-//	'r' 't'                  truncation point: index | term (2 × 8 bytes BE)
-//	'r' 'i'                  snapshot install in progress: index | term | ConfState
+//	engine  key                   value
+//	log     'r' 'e' <index:8 BE>  entry: type (1 byte) | term (uvarint) | data
+//	log     'r' 'h'               hard state: term | vote | commit (3 × 8 bytes BE)
+//	state   'r' 'c'               ConfState as of the applied index (protobuf)
+//	log     'r' 't'               truncation point: index | term (2 × 8 bytes BE)
+//	state   'r' 'i'               snapshot install in progress: index | term | ConfState
+//	both    'r' 'w'               the separate log's identity (16 bytes)
+//
+// The log engine is the state engine itself unless the log has one of its
+// own (Two engines).
 //
 // Received snapshots wait in <data dir>/snap as
 // <index:16 hex>-<term:16 hex>.snap (the stream as received) until their

@@ -17,10 +17,11 @@ import (
 // learner: it cannot be the only voter of a new cluster.
 var ErrForceLearner = errors.New("raftnode: a learner cannot be forced into a new cluster; promote it or force a voter")
 
-// ForceNewCluster rewrites the log kept in eng so that member self, started
-// on it, is the only member of its cluster (etcd's --force-new-cluster). It
-// is called before Start, with nothing else using eng; applied is the
-// engine's applied index.
+// ForceNewCluster rewrites the raft log so that member self, started on
+// it, is the only member of its cluster (etcd's --force-new-cluster). state
+// is the state engine and log the engine holding the log (the same engine
+// without --wal-dir). It is called before Start, with nothing else using
+// either; applied is the state engine's applied index.
 //
 // As etcd does, it discards the entries after the commit index (raised to
 // applied first: the applied index may be ahead of a commit index the last
@@ -34,8 +35,8 @@ var ErrForceLearner = errors.New("raftnode: a learner cannot be forced into a ne
 //
 // It returns the IDs it removed (sorted). A member whose configuration has
 // no other member gets no entries and is left as it was.
-func ForceNewCluster(eng *storage.Engine, self, applied uint64) ([]uint64, error) {
-	ls, err := OpenLogStore(eng)
+func ForceNewCluster(state, log *storage.Engine, self, applied uint64) ([]uint64, error) {
+	ls, err := OpenSeparateLogStore(state, log)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +78,8 @@ func ForceNewCluster(eng *storage.Engine, self, applied uint64) ([]uint64, error
 		}
 	}
 
-	b := eng.NewWriteBatch()
+	// The entries and the hard state live in the log's engine.
+	b := log.NewWriteBatch()
 	var lo, hi [entryKeyLen]byte
 	if last > commit {
 		if err := b.DeleteRange(entryKey(lo[:], commit+1), entryKey(hi[:], last+1), nil); err != nil {

@@ -59,7 +59,12 @@ const (
 // snapshot), so a compaction that lands in between turns into
 // raft.ErrCompacted, never into a not-found that raft would panic on.
 type LogStore struct {
+	// eng is the state engine: the applied index, the ConfState, the
+	// replicated state snapshots are taken of, and the install record.
 	eng *storage.Engine
+	// log holds the entries, the hard state and the truncation point: eng
+	// itself, or a separate engine (--wal-dir, see OpenSeparateLogStore).
+	log *storage.Engine
 
 	// writeMu serialises writers (Save, Compact) so the in-memory state is
 	// updated in the same order the batches commit.
@@ -97,14 +102,33 @@ type LogStore struct {
 	// testHookRead, set by tests, runs when a read has checked its bounds
 	// against the in-memory state and is about to read Pebble.
 	testHookRead func()
+	// testHookCompact, set by tests, runs in a separate-engine Compact
+	// between the state engine's sync and the log's truncation.
+	testHookCompact func()
 }
+
+// separate reports whether the log has an engine of its own.
+func (s *LogStore) separate() bool { return s.log != s.eng }
 
 // OpenLogStore loads the log state kept in eng. A new engine yields an empty
 // log (first index 1, last index 0).
 func OpenLogStore(eng *storage.Engine) (*LogStore, error) {
-	s := &LogStore{eng: eng, fs: eng.FS(), maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
+	return openLogStore(eng, eng)
+}
+
+// OpenSeparateLogStore loads the log kept in its own engine, log, for the
+// state engine state (the --wal-dir layout; the package doc's Two engines).
+// The caller has checked with BindLog that the two belong together. log may
+// be state itself, which is OpenLogStore, so a caller holding both engines
+// (equal without --wal-dir) needs no case of its own.
+func OpenSeparateLogStore(state, log *storage.Engine) (*LogStore, error) {
+	return openLogStore(state, log)
+}
+
+func openLogStore(eng, log *storage.Engine) (*LogStore, error) {
+	s := &LogStore{eng: eng, log: log, fs: eng.FS(), maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
 	s.mu.hardState = &raftpb.HardState{}
-	if v, err := eng.Get(keyHardState); err == nil {
+	if v, err := log.Get(keyHardState); err == nil {
 		hs, err := decodeHardState(v)
 		if err != nil {
 			return nil, err
@@ -122,7 +146,7 @@ func OpenLogStore(eng *storage.Engine) (*LogStore, error) {
 		return nil, fmt.Errorf("raftnode: read conf state: %w", err)
 	}
 	s.mu.confState = cs
-	if v, err := eng.Get(keyTruncated); err == nil {
+	if v, err := log.Get(keyTruncated); err == nil {
 		if len(v) != 16 {
 			return nil, fmt.Errorf("raftnode: truncated state is %d bytes, want 16", len(v))
 		}
@@ -148,7 +172,7 @@ func (s *LogStore) scanLastIndex() (uint64, error) {
 	var lo, hi [entryKeyLen]byte
 	entryKey(lo[:], 0)
 	entryKey(hi[:], ^uint64(0))
-	it, err := s.eng.DB().NewIter(&pebble.IterOptions{LowerBound: lo[:], UpperBound: hi[:]})
+	it, err := s.log.DB().NewIter(&pebble.IterOptions{LowerBound: lo[:], UpperBound: hi[:]})
 	if err != nil {
 		return 0, fmt.Errorf("raftnode: scan log: %w", err)
 	}
@@ -212,7 +236,7 @@ func (s *LogStore) Term(i uint64) (uint64, error) {
 	}
 	// A compaction may have deleted the entry since the bounds check: the
 	// read decides from Pebble alone, in one consistent view.
-	return storedTerm(s.eng.DB(), i)
+	return storedTerm(s.log.DB(), i)
 }
 
 // storedTerm returns the term of entry i as r holds it, from one
@@ -287,7 +311,7 @@ func (s *LogStore) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 // exceeded (but returning at least one entry).
 func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 	var lk, hk [entryKeyLen]byte
-	it, err := s.eng.DB().NewIter(&pebble.IterOptions{LowerBound: entryKey(lk[:], lo), UpperBound: entryKey(hk[:], hi)})
+	it, err := s.log.DB().NewIter(&pebble.IterOptions{LowerBound: entryKey(lk[:], lo), UpperBound: entryKey(hk[:], hi)})
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: read log: %w", err)
 	}
@@ -367,7 +391,7 @@ func (s *LogStore) Save(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) e
 	for len(ents) > 0 && ents[0].GetIndex() <= trunc {
 		ents = ents[1:]
 	}
-	b := s.eng.NewWriteBatch()
+	b := s.log.NewWriteBatch()
 	var kb [entryKeyLen]byte
 	for _, e := range ents {
 		op := b.SetDeferred(entryKeyLen, entryValueLen(e))
@@ -457,8 +481,29 @@ func (s *LogStore) trimCacheLocked() {
 // Compact discards the log up to and including index, which must be at or
 // below the applied index: the state machine already holds its effects. It
 // is a no-op for an index at or below the current truncation point. The
-// batch is not synced: losing it in a crash only keeps more log.
+// batch is not synced: losing it in a crash only keeps more log. With a
+// separate log engine the state engine is synced first, so the applied
+// state is durable before the log below it goes.
 func (s *LogStore) Compact(index uint64) error {
+	if s.separate() {
+		s.mu.Lock()
+		trunc := s.mu.truncIndex
+		s.mu.Unlock()
+		if index <= trunc {
+			return nil
+		}
+		// The state engine's writes are not synced: the applied index at
+		// or above index, and the state it describes, must be durable
+		// before the entries that could rebuild them go. They were
+		// committed before this call, so the sync may run before writeMu
+		// is taken, and Save does not wait for it.
+		if err := s.eng.Sync(); err != nil {
+			return fmt.Errorf("raftnode: make applied state durable before compaction: %w", err)
+		}
+		if s.testHookCompact != nil {
+			s.testHookCompact()
+		}
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	s.mu.Lock()
@@ -474,7 +519,7 @@ func (s *LogStore) Compact(index uint64) error {
 	if err != nil {
 		return err
 	}
-	b := s.eng.NewWriteBatch()
+	b := s.log.NewWriteBatch()
 	var lk, hk [entryKeyLen]byte
 	if err := b.DeleteRange(entryKey(lk[:], trunc+1), entryKey(hk[:], index+1), nil); err != nil {
 		b.Discard()

@@ -43,8 +43,13 @@ const (
 type Config struct {
 	// ID is this member's raft ID; never 0.
 	ID uint64
-	// Engine holds the log; the Node does not close it.
+	// Engine holds the member's state and, unless LogEngine says
+	// otherwise, its raft log; the Node does not close it.
 	Engine *storage.Engine
+	// LogEngine, when set and not Engine, keeps the raft log (entries, hard
+	// state, truncation point) in an engine of its own (--wal-dir); the
+	// caller has paired the two with BindLog. nil keeps the log in Engine.
+	LogEngine *storage.Engine
 	// Peers bootstraps a new log: one conf change entry per peer, in order.
 	// It is ignored when the log already has entries.
 	Peers []raft.Peer
@@ -206,14 +211,25 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ls, err := OpenLogStore(cfg.Engine)
+	var ls *LogStore
+	var err error
+	if cfg.LogEngine != nil && cfg.LogEngine != cfg.Engine {
+		ls, err = OpenSeparateLogStore(cfg.Engine, cfg.LogEngine)
+	} else {
+		ls, err = OpenLogStore(cfg.Engine)
+	}
 	if err != nil {
 		return nil, err
 	}
 	last, _ := ls.LastIndex()
 	first, _ := ls.FirstIndex()
 	if cfg.Applied > last || cfg.Applied+1 < first {
-		return nil, fmt.Errorf("raftnode: applied index %d is outside the log [%d, %d]", cfg.Applied, first, last)
+		// The state needs entries the log does not have (applied beyond
+		// its end: a log from elsewhere, or one that lost synced writes),
+		// or the log starts past the state (truncated below a state that
+		// was then lost): either way they are not one member's.
+		return nil, fmt.Errorf("raftnode: the state's applied index %d is outside the raft log [%d, %d] in %s: the log and the state do not belong together",
+			cfg.Applied, first, last, ls.log.Dir())
 	}
 	// The apply loop may commit its batch before the hard state carrying
 	// the matching commit index is written (both are in the log by then),

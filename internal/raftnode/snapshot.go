@@ -125,7 +125,15 @@ func (s *LogStore) Snapshot() (*raftpb.Snapshot, error) {
 	// The term comes from the same Pebble snapshot: the log may have been
 	// compacted past index since (the applied index moved on), but in the
 	// snapshot's view compaction never passed its own applied index.
-	term, err := storedTerm(ps, index)
+	var term uint64
+	if s.separate() {
+		// The log is in another engine, outside the Pebble snapshot: a
+		// compaction past index since then shows as ErrCompacted, and raft
+		// asks again (compaction keeps entries behind the applied index).
+		term, err = s.Term(index)
+	} else {
+		term, err = storedTerm(ps, index)
+	}
 	if err != nil {
 		ps.Close()
 		if errors.Is(err, raft.ErrCompacted) {

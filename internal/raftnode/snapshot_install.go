@@ -285,7 +285,7 @@ func (s *LogStore) InstallSnapshot(snap *raftpb.Snapshot) error {
 	if err := errors.Join(b.Set(keyInstalling, rec, nil), b.Commit(true)); err != nil {
 		return fmt.Errorf("raftnode: record snapshot install: %w", err)
 	}
-	if err := installFromFile(s.fs, s.eng, s.localKeys, index, term, cs); err != nil {
+	if err := installFromFile(s.fs, s.eng, s.log, s.localKeys, index, term, cs); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -306,8 +306,9 @@ func (s *LogStore) InstallSnapshot(snap *raftpb.Snapshot) error {
 	return nil
 }
 
-// installFromFile runs steps 2 and 3 of an install from the kept file.
-func installFromFile(fs vfs.FS, eng *storage.Engine, localKeys [][]byte, index, term uint64, cs *raftpb.ConfState) error {
+// installFromFile runs steps 2 and 3 of an install from the kept file. log
+// is eng itself, or the separate log engine.
+func installFromFile(fs vfs.FS, eng, log *storage.Engine, localKeys [][]byte, index, term uint64, cs *raftpb.ConfState) error {
 	f, err := fs.Open(filepath.Join(snapDir(eng), snapFileName(index, term)))
 	if err != nil {
 		return fmt.Errorf("raftnode: open snapshot %d: %w", index, err)
@@ -352,17 +353,44 @@ func installFromFile(fs vfs.FS, eng *storage.Engine, localKeys [][]byte, index, 
 	var trunc [16]byte
 	binary.BigEndian.PutUint64(trunc[:], index)
 	binary.BigEndian.PutUint64(trunc[8:], term)
-	err = errors.Join(
-		b.DeleteRange([]byte{storage.PrefixRaft, subEntry}, []byte{storage.PrefixRaft, subEntry + 1}, nil),
-		b.Set(keyConfState, csv, nil),
-		b.Set(keyTruncated, trunc[:], nil),
-		b.Delete(keyInstalling, nil),
-	)
-	if err != nil {
+	stageLog := func(b *storage.Batch) error {
+		return errors.Join(
+			b.DeleteRange([]byte{storage.PrefixRaft, subEntry}, []byte{storage.PrefixRaft, subEntry + 1}, nil),
+			b.Set(keyTruncated, trunc[:], nil),
+		)
+	}
+	if log == eng {
+		err = errors.Join(stageLog(b), b.Set(keyConfState, csv, nil), b.Delete(keyInstalling, nil))
+		if err != nil {
+			b.Discard()
+			return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
+		}
+		if err := b.Commit(true); err != nil {
+			return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
+		}
+		return nil
+	}
+	// Two engines: 3a the state, synced; 3b the log, synced; 3c the
+	// record goes. A crash before 3c redoes 2 and 3 (see the package doc's
+	// Two engines); the log is never emptied before the state it would
+	// rebuild is durable.
+	if err := b.Set(keyConfState, csv, nil); err != nil {
 		b.Discard()
 		return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
 	}
 	if err := b.Commit(true); err != nil {
+		return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
+	}
+	lb := log.NewWriteBatch()
+	if err := stageLog(lb); err != nil {
+		lb.Discard()
+		return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
+	}
+	if err := lb.Commit(true); err != nil {
+		return fmt.Errorf("raftnode: install snapshot %d: reset the log: %w", index, err)
+	}
+	rb := eng.NewWriteBatch()
+	if err := errors.Join(rb.Delete(keyInstalling, nil), rb.Commit(true)); err != nil {
 		return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
 	}
 	return nil
@@ -375,6 +403,17 @@ func installFromFile(fs vfs.FS, eng *storage.Engine, localKeys [][]byte, index, 
 // Start. An interrupted install whose file is gone is an error: the state
 // cannot be repaired.
 func RecoverSnapshotInstall(eng *storage.Engine, localKeys [][]byte) (bool, error) {
+	return recoverSnapshotInstall(eng, eng, localKeys)
+}
+
+// RecoverSeparateSnapshotInstall is RecoverSnapshotInstall for a member
+// whose log has an engine of its own (OpenSeparateLogStore); log may be
+// state itself, which is RecoverSnapshotInstall.
+func RecoverSeparateSnapshotInstall(state, log *storage.Engine, localKeys [][]byte) (bool, error) {
+	return recoverSnapshotInstall(state, log, localKeys)
+}
+
+func recoverSnapshotInstall(eng, log *storage.Engine, localKeys [][]byte) (bool, error) {
 	v, err := eng.Get(keyInstalling)
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
@@ -390,7 +429,7 @@ func RecoverSnapshotInstall(eng *storage.Engine, localKeys [][]byte) (bool, erro
 	if err := proto.Unmarshal(v[16:], cs); err != nil {
 		return false, fmt.Errorf("raftnode: decode conf state of snapshot %d: %w", index, err)
 	}
-	if err := installFromFile(eng.FS(), eng, localKeys, index, term, cs); err != nil {
+	if err := installFromFile(eng.FS(), eng, log, localKeys, index, term, cs); err != nil {
 		return false, err
 	}
 	removeSnapshotFiles(eng.FS(), eng, index)

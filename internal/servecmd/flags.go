@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -26,7 +25,6 @@ type serveFlags struct {
 	cfg *embed.Config
 
 	dataDir             string
-	walDir              string
 	logOutputs          []string
 	initialClusterState string
 	metrics             string
@@ -68,7 +66,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	// Member.
 	fs.StringVar(&c.Name, "name", c.Name, "Human-readable name for this member.")
 	fs.StringVar(&f.dataDir, "data-dir", "", `Path to the data directory (default "<name>.cairn").`)
-	fs.StringVar(&f.walDir, "wal-dir", "", `Path to a dedicated raft log directory. Not supported yet: cairn keeps its raft log in the data directory, so only that location (the data directory, or etcd's default <data-dir>/member/wal) is accepted.`)
+	fs.StringVar(&c.WalDir, "wal-dir", c.WalDir, "Path to a dedicated directory for the raft log (default: inside the data directory).")
 	fs.Uint64Var(&c.SnapshotCount, "snapshot-count", c.SnapshotCount, "Number of committed transactions to trigger a raft log compaction.")
 	fs.UintVar(&c.HeartbeatMs, "heartbeat-interval", c.HeartbeatMs, "Time (in milliseconds) of a heartbeat interval.")
 	fs.UintVar(&c.ElectionMs, "election-timeout", c.ElectionMs, "Time (in milliseconds) for an election to timeout.")
@@ -314,9 +312,6 @@ func (f *serveFlags) config() (*embed.Config, error) {
 	if c.DataDir == "" {
 		c.DataDir = embed.DefaultDataDir(c.Name)
 	}
-	if err := checkWALDir(f.walDir, c.DataDir); err != nil {
-		return nil, err
-	}
 	// As in etcd: explicit listen URLs do not inherit the default
 	// advertised ones, which would point clients elsewhere.
 	if !f.fromFile && f.fs.Changed("listen-client-urls") && !f.fs.Changed("advertise-client-urls") {
@@ -338,30 +333,6 @@ func (f *serveFlags) config() (*embed.Config, error) {
 		return nil, err
 	}
 	return c, c.Validate()
-}
-
-// checkWALDir refuses a --wal-dir cairn cannot honour. cairn keeps its
-// raft log inside the data directory's engine (a separate log directory is
-// planned), so a --wal-dir is accepted only when it names where the log is
-// anyway: the data directory itself, or etcd's default <data-dir>/member/wal,
-// which an etcd deployment may spell out. Anything else would silently put
-// the log somewhere the operator did not ask for, so it is an error.
-func checkWALDir(walDir, dataDir string) error {
-	if walDir == "" {
-		return nil
-	}
-	w, err := filepath.Abs(walDir)
-	if err != nil {
-		return fmt.Errorf("--wal-dir: %w", err)
-	}
-	d, err := filepath.Abs(dataDir)
-	if err != nil {
-		return fmt.Errorf("--data-dir: %w", err)
-	}
-	if w == d || w == filepath.Join(d, "member", "wal") {
-		return nil
-	}
-	return fmt.Errorf("--wal-dir %s is not supported yet: cairn keeps its raft log in the data directory (%s); remove --wal-dir or set it to the data directory", walDir, d)
 }
 
 // urlList is a comma-separated list of URLs, checked as etcd checks them.

@@ -170,6 +170,13 @@ func configSummary(cfg *embed.Config) []any {
 	if abs, err := filepath.Abs(dataDir); err == nil {
 		dataDir = abs
 	}
+	walDir := dataDir // the raft log stays in the data directory's engine
+	if cfg.WalDir != "" {
+		walDir = cfg.WalDir
+		if abs, err := filepath.Abs(walDir); err == nil {
+			walDir = abs
+		}
+	}
 	quota := any(cfg.QuotaBackendBytes)
 	switch {
 	case cfg.QuotaBackendBytes == 0:
@@ -179,7 +186,7 @@ func configSummary(cfg *embed.Config) []any {
 	}
 	return []any{
 		"data-dir", dataDir,
-		"wal-dir", dataDir, // the raft log lives in the data directory
+		"wal-dir", walDir,
 		"quota-backend-bytes", quota,
 		"heartbeat-interval", time.Duration(cfg.HeartbeatMs) * time.Millisecond,
 		"election-timeout", time.Duration(cfg.ElectionMs) * time.Millisecond,

@@ -8,43 +8,6 @@ import (
 	"testing"
 )
 
-// TestWALDir: --wal-dir is refused with a clear error unless it names where
-// cairn keeps its raft log anyway (the data directory, or etcd's default
-// <data-dir>/member/wal); it is never silently ignored.
-func TestWALDir(t *testing.T) {
-	dir := t.TempDir()
-	for _, tc := range []struct {
-		wal  string
-		fail bool
-	}{
-		{"", false},
-		{dir, false},
-		{dir + "/", false},
-		{filepath.Join(dir, "member", "wal"), false},
-		{filepath.Join(dir, "wal"), true},
-		{"/var/lib/elsewhere", true},
-	} {
-		args := []string{"--data-dir", dir}
-		if tc.wal != "" {
-			args = append(args, "--wal-dir", tc.wal)
-		}
-		_, warnings, err := parse(t, args)
-		if tc.fail {
-			if err == nil || !strings.Contains(err.Error(), "--wal-dir "+tc.wal+" is not supported yet") {
-				t.Errorf("--wal-dir %s: %v, want a refusal", tc.wal, err)
-			}
-			continue
-		}
-		if err != nil || len(warnings) != 0 {
-			t.Errorf("--wal-dir %q: %v %q", tc.wal, err, warnings)
-		}
-	}
-	// The environment and a configuration file go through the same check.
-	if _, _, err := parse(t, []string{"--data-dir", dir}, "CAIRN_WAL_DIR=/w"); err == nil || !strings.Contains(err.Error(), "not supported yet") {
-		t.Errorf("CAIRN_WAL_DIR=/w: %v, want a refusal", err)
-	}
-}
-
 func TestAutoPromoteLearnersFlag(t *testing.T) {
 	cfg, _, err := parse(t, nil)
 	if err != nil || cfg.AutoPromoteLearners {

@@ -44,6 +44,7 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 	cfg, warnings, err := parse(t, []string{
 		"--name", "infra1",
 		"--data-dir", "/var/lib/x",
+		"--wal-dir", "/var/lib/x-wal",
 		"--listen-client-urls", "http://127.0.0.1:2379,https://10.0.0.1:2379",
 		"--advertise-client-urls", "http://10.0.0.1:2379",
 		"--listen-metrics-urls", "http://127.0.0.1:2381",
@@ -92,6 +93,7 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 	want := embed.Config{
 		Name:                "infra1",
 		DataDir:             "/var/lib/x",
+		WalDir:              "/var/lib/x-wal",
 		ListenClientURLs:    []string{"http://127.0.0.1:2379", "https://10.0.0.1:2379"},
 		AdvertiseClientURLs: []string{"http://10.0.0.1:2379"},
 		ClientTLS: embed.TLSInfo{CertFile: "c.pem", KeyFile: "k.pem", TrustedCAFile: "ca.pem", ClientCertAuth: true,

@@ -79,7 +79,7 @@ func peerConfig(t *testing.T, m *peerMember, initial string) Config {
 // falls behind catching up from a snapshot streamed over HTTP, a learner
 // joining with InitialClusterState "existing" (member list fetched over
 // HTTP) and promoted through a follower (forwarded to the leader over
-// HTTP).
+// HTTP). Two of the three keep their raft logs in a directory of their own.
 func TestClusterOverRealTransport(t *testing.T) {
 	ms := []*peerMember{listenPeer(t, "a"), listenPeer(t, "b"), listenPeer(t, "c")}
 	var parts []string
@@ -89,6 +89,12 @@ func TestClusterOverRealTransport(t *testing.T) {
 	initial := strings.Join(parts, ",")
 	for _, m := range ms {
 		m.cfg = peerConfig(t, m, initial)
+		if m.name != "a" {
+			// b and c keep their raft logs apart (--wal-dir): the lagging
+			// member below, the last follower, is one of them, so its
+			// snapshot install runs on two engines.
+			m.cfg.WalDir = t.TempDir()
+		}
 		m.start(t)
 	}
 	leader := func() *peerMember {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,11 @@ type Config struct {
 	Name string
 	// DataDir holds the member's engine. Required.
 	DataDir string
+	// WalDir, when set, keeps the raft log in an engine of its own there
+	// (etcd's --wal-dir: a separate disk for the log's fsyncs); empty keeps
+	// the log in DataDir's engine. A member refuses to start when the data
+	// directory and the log disagree about where the log is.
+	WalDir string
 	// InitialCluster lists the founding members, etcd's
 	// "name=peerURL,name=peerURL" syntax; default Name=PeerURLs. Only read
 	// when DataDir is new.
@@ -177,6 +183,11 @@ type Config struct {
 func (c Config) withDefaults() (Config, error) {
 	if c.DataDir == "" {
 		return c, errors.New("server: DataDir is required")
+	}
+	if c.WalDir != "" && filepath.Clean(c.WalDir) == filepath.Clean(c.DataDir) {
+		// Two engines cannot share a directory (each locks its own);
+		// leaving WalDir empty is what keeps the log there.
+		return c, fmt.Errorf("server: --wal-dir %q is the data directory: give another directory, or none to keep the raft log in the data directory", c.WalDir)
 	}
 	if c.Name == "" {
 		c.Name = DefaultName

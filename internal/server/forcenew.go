@@ -24,7 +24,7 @@ func (s *Server) forceNewCluster(applied uint64) error {
 		s.lg.Warn("ignoring --force-new-cluster: the data directory is new")
 		return nil
 	}
-	removed, err := raftnode.ForceNewCluster(s.eng, s.memberID, applied)
+	removed, err := raftnode.ForceNewCluster(s.eng, s.logEng, s.memberID, applied)
 	if err != nil {
 		return fmt.Errorf("server: force a new cluster: %w", err)
 	}

@@ -30,9 +30,11 @@ type Server struct {
 	lg    *slog.Logger
 	clock clock.Clock
 
-	eng  *storage.Engine
-	kv   *mvcc.Store
-	node *raftnode.Node
+	eng *storage.Engine
+	// logEng holds the raft log: eng, or an engine of its own (WalDir).
+	logEng *storage.Engine
+	kv     *mvcc.Store
+	node   *raftnode.Node
 	// leases is the lessor, its role and the forwarding to the leader.
 	leases *leaseKeeper
 	// The auth store (internal/auth) joins here as one more component,
@@ -107,12 +109,32 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 		// caller must exit rather than retry (see storage.Open).
 		return nil, err
 	}
+	logEng := eng
+	if cfg.WalDir != "" {
+		logEng, err = storage.Open(cfg.WalDir, storage.Options{
+			NoSync:            cfg.UnsafeNoFsync,
+			FS:                knobs.fs,
+			Logger:            cfg.Logger.With("component", "raft-log-storage"),
+			OnBackgroundError: q.onBackgroundError,
+		})
+		if err != nil {
+			eng.Close()
+			return nil, err
+		}
+	}
+	closeEngines := func() {
+		if logEng != eng {
+			logEng.Close()
+		}
+		eng.Close()
+	}
 	s := &Server{
 		cfg:     cfg,
 		knobs:   knobs,
 		lg:      cfg.Logger,
 		clock:   cfg.Clock,
 		eng:     eng,
+		logEng:  logEng,
 		waits:   newWaitRegistry(),
 		alarms:  newAlarmSet(),
 		quota:   q,
@@ -128,7 +150,7 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 		if s.kv != nil {
 			s.kv.Close()
 		}
-		eng.Close()
+		closeEngines()
 		return nil, err
 	}
 	return s, nil
@@ -137,7 +159,11 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 func (s *Server) open() error {
 	// Before anything reads the engine: a crash during a snapshot install
 	// leaves the replicated state half replaced until this finishes it.
-	if resumed, err := raftnode.RecoverSnapshotInstall(s.eng, membership.LocalKeys()); err != nil {
+	// And before that, the log and the state must be one member's.
+	if err := raftnode.BindLog(s.eng, s.logEng); err != nil {
+		return err
+	}
+	if resumed, err := raftnode.RecoverSeparateSnapshotInstall(s.eng, s.logEng, membership.LocalKeys()); err != nil {
 		return err
 	} else if resumed {
 		s.lg.Warn("finished a snapshot install a crash had interrupted")
@@ -185,6 +211,7 @@ func (s *Server) open() error {
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID:             s.memberID,
 		Engine:         s.eng,
+		LogEngine:      s.logEng,
 		Peers:          peers,
 		Join:           s.seed.Join,
 		LocalKeys:      membership.LocalKeys(),
@@ -313,6 +340,11 @@ func (s *Server) shutdown() {
 	}
 	if err := s.eng.Close(); err != nil {
 		s.lg.Error("closing the engine", "err", err)
+	}
+	if s.logEng != s.eng {
+		if err := s.logEng.Close(); err != nil {
+			s.lg.Error("closing the raft log's engine", "err", err)
+		}
 	}
 	s.lg.Info("member stopped", "member-id", fmt.Sprintf("%x", s.memberID))
 	close(s.life.done)

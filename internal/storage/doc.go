@@ -1,6 +1,7 @@
-// Package storage owns the one Pebble engine a cairn member keeps all of its
-// state in: the raft log and hard state, the MVCC keyspace, leases, auth,
-// membership and the applied index.
+// Package storage owns the Pebble engine a cairn member keeps its state in:
+// the raft log and hard state, the MVCC keyspace, leases, auth, membership
+// and the applied index. With --wal-dir a second Engine, opened the same
+// way in that directory, holds the raft log alone (raftnode's Two engines).
 //
 // # Key layout
 //
@@ -33,7 +34,9 @@
 // state are committed with sync; state-machine batches are committed without
 // it, because Pebble's write-ahead log is sequential: the next synced raft
 // write makes every earlier unsynced batch durable too, and anything lost in
-// a crash is replayed from the raft log.
+// a crash is replayed from the raft log. When the log has an engine of its
+// own, the state engine's batches become durable only at its own syncs
+// (Sync, which raftnode calls before truncating the log below them).
 //
 // # Space
 //

@@ -25,7 +25,13 @@ const (
 	loadTimeout = 60 * time.Second
 )
 
-func TestCrashRecovery(t *testing.T) {
+func TestCrashRecovery(t *testing.T) { crashRecovery(t) }
+
+// TestCrashRecoveryWalDir is TestCrashRecovery with the raft log in a
+// directory of its own (--wal-dir): two engines killed at the same moment.
+func TestCrashRecoveryWalDir(t *testing.T) { crashRecovery(t, "--wal-dir", t.TempDir()) }
+
+func crashRecovery(t *testing.T, extra ...string) {
 	cycles := 3
 	if testing.Short() {
 		cycles = 2
@@ -49,7 +55,7 @@ func TestCrashRecovery(t *testing.T) {
 
 	dataDir := t.TempDir()
 	b := newBook()
-	p := startProc(t, dataDir, "cairn-0.log")
+	p := startProc(t, dataDir, "cairn-0.log", extra...)
 	p.waitReady()
 	for cycle := range cycles {
 		target := 20 + r.IntN(400)
@@ -59,13 +65,13 @@ func TestCrashRecovery(t *testing.T) {
 		if r.IntN(3) == 0 {
 			// Crash the recovery too: kill the restarted process a random
 			// moment into its start-up, while it may be replaying.
-			early := startProc(t, dataDir, fmt.Sprintf("cairn-%d-early.log", cycle+1))
+			early := startProc(t, dataDir, fmt.Sprintf("cairn-%d-early.log", cycle+1), extra...)
 			delay := time.Duration(r.IntN(300)) * time.Millisecond
 			<-time.After(delay)
 			early.kill()
 			t.Logf("cycle %d: also killed the restarted process %v into its start-up", cycle, delay)
 		}
-		p = startProc(t, dataDir, fmt.Sprintf("cairn-%d.log", cycle+1))
+		p = startProc(t, dataDir, fmt.Sprintf("cairn-%d.log", cycle+1), extra...)
 		p.waitReady()
 		verify(t, p, b, cycle)
 		if t.Failed() {

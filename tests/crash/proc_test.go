@@ -45,12 +45,13 @@ type member struct {
 
 // startProc starts the server on dataDir, serving clients on a free
 // 127.0.0.1 port, with its output in logName under the test's temporary
-// directory. It does not wait for the process to answer; see waitReady.
-func startProc(t testing.TB, dataDir, logName string) *member {
+// directory. extra flags follow the others. It does not wait for the
+// process to answer; see waitReady.
+func startProc(t testing.TB, dataDir, logName string, extra ...string) *member {
 	t.Helper()
 	addr := freeport.Addr(t)
 	url := "http://" + addr
-	p := proc.Start(t, server(), filepath.Join(t.TempDir(), logName),
+	args := []string{
 		"--name", "n1",
 		"--data-dir", dataDir,
 		"--listen-client-urls", url,
@@ -58,7 +59,8 @@ func startProc(t testing.TB, dataDir, logName string) *member {
 		// A single member never dials its peer URL; any free port will do,
 		// and etcd's default (2380) may be taken by another test or server.
 		"--listen-peer-urls", "http://127.0.0.1:0",
-	)
+	}
+	p := proc.Start(t, server(), filepath.Join(t.TempDir(), logName), append(args, extra...)...)
 	m := &member{Process: p, t: t, addr: addr}
 	t.Cleanup(m.kill)
 	return m
