@@ -45,9 +45,10 @@ const (
 
 // kvEncoder appends KeyValue records to chunks.
 type kvEncoder struct {
-	out  EncodedKVs
-	cur  []byte
-	next int
+	out   EncodedKVs
+	cur   []byte
+	next  int
+	alloc func(n int) []byte // nil: make
 }
 
 // add appends the record of one KeyValue.
@@ -71,7 +72,12 @@ func (e *kvEncoder) add(key []byte, create, mod, ver, lease int64, value []byte)
 	if cap(e.cur)-len(e.cur) < size {
 		e.flush()
 		e.next = min(max(minEncodedChunk, 2*e.next), maxEncodedChunk)
-		e.cur = make([]byte, 0, max(e.next, size))
+		n := max(e.next, size)
+		if e.alloc != nil {
+			e.cur = e.alloc(n)[:0]
+		} else {
+			e.cur = make([]byte, 0, n)
+		}
 	}
 	b := protowire.AppendTag(e.cur, 2, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(body))
@@ -121,7 +127,10 @@ func encodable(r *pb.RangeRequest) bool {
 // KeyValues. For any other request kvs is nil and the response is Range's.
 // The answer means exactly what Range's does; errors are Range's. Safe for
 // concurrent use.
-func (s *Store) RangeEncoded(r *pb.RangeRequest) (*pb.RangeResponse, *EncodedKVs, error) {
+//
+// alloc, if not nil, gives the chunks: a slice of at least n bytes (its
+// length is ignored), for a caller that recycles them once sent.
+func (s *Store) RangeEncoded(r *pb.RangeRequest, alloc func(n int) []byte) (*pb.RangeResponse, *EncodedKVs, error) {
 	if !encodable(r) {
 		resp, err := s.Range(r)
 		return resp, nil, err
@@ -131,11 +140,11 @@ func (s *Store) RangeEncoded(r *pb.RangeRequest) (*pb.RangeResponse, *EncodedKVs
 		return nil, nil, err
 	}
 	defer s.closeView(v)
-	return v.rangeEncoded(r, st.rev, st.compactRev)
+	return v.rangeEncoded(r, st.rev, st.compactRev, alloc)
 }
 
 // rangeEncoded is rangeCounted (with countAll) for an encodable request.
-func (v *view) rangeEncoded(r *pb.RangeRequest, curRev, compactRev int64) (*pb.RangeResponse, *EncodedKVs, error) {
+func (v *view) rangeEncoded(r *pb.RangeRequest, curRev, compactRev int64, alloc func(int) []byte) (*pb.RangeResponse, *EncodedKVs, error) {
 	rev := r.Revision
 	if rev > curRev {
 		return nil, nil, ErrFutureRev
@@ -155,7 +164,7 @@ func (v *view) rangeEncoded(r *pb.RangeRequest, curRev, compactRev int64) (*pb.R
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
-	var enc kvEncoder
+	enc := kvEncoder{alloc: alloc}
 	var keyBuf []byte
 	// keys_only answers carry no value and, as etcd answers them from its
 	// index, lease 0 (see Range).

@@ -74,6 +74,15 @@ func TestRangeEncodedMatchesRange(t *testing.T) {
 		{Key: []byte("a"), RangeEnd: []byte{0}, MinModRevision: 4},
 		{Key: []byte("a"), RangeEnd: []byte{0}, CountOnly: true},
 	}
+	// Chunks come from alloc when given, used from their start whatever
+	// their length.
+	allocs := 0
+	alloc := func(n int) []byte {
+		if allocs++; allocs%2 == 0 {
+			return make([]byte, n)
+		}
+		return make([]byte, 3, n+5)
+	}
 	for _, r := range reqs {
 		t.Run(r.String(), func(t *testing.T) {
 			want, err := ts.Range(r)
@@ -84,7 +93,7 @@ func TestRangeEncodedMatchesRange(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp, kvs, err := ts.RangeEncoded(r)
+			resp, kvs, err := ts.RangeEncoded(r, alloc)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +126,7 @@ func TestRangeEncodedMatchesRange(t *testing.T) {
 	for _, r := range []*pb.RangeRequest{
 		{Key: []byte("a"), Revision: cur + 1},
 	} {
-		if _, _, err := ts.RangeEncoded(r); err != ErrFutureRev {
+		if _, _, err := ts.RangeEncoded(r, alloc); err != ErrFutureRev {
 			t.Fatalf("RangeEncoded(%v) = %v, want ErrFutureRev", r, err)
 		}
 	}

@@ -13,14 +13,15 @@ import (
 // then has no Kvs, and kvs, written between its header and its more and
 // count fields, completes it. For other requests kvs is nil and the
 // response is Range's. Consistency, errors and the header are Range's.
-func (s *Server) RangeEncoded(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, *mvcc.EncodedKVs, error) {
+// alloc gives the chunks, as for mvcc.Store.RangeEncoded.
+func (s *Server) RangeEncoded(ctx context.Context, r *pb.RangeRequest, alloc func(n int) []byte) (*pb.RangeResponse, *mvcc.EncodedKVs, error) {
 	if err := s.life.enter(); err != nil {
 		return nil, nil, err
 	}
 	defer s.life.leave()
 	var kvs *mvcc.EncodedKVs
 	resp, err := readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) {
-		resp, encoded, err := s.kv.RangeEncoded(r)
+		resp, encoded, err := s.kv.RangeEncoded(r, alloc)
 		kvs = encoded
 		return resp, err
 	})
