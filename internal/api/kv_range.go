@@ -25,12 +25,6 @@ import (
 // The gRPC gateway and RangeStream still call kvService.Range and get a
 // *pb.RangeResponse.
 
-// encodedRanger is the part of a Backend that can answer ranges encoded;
-// *server.Server is one. A Backend without it is served by Range.
-type encodedRanger interface {
-	RangeEncoded(ctx context.Context, r *pb.RangeRequest, alloc func(n int) []byte) (*pb.RangeResponse, *mvcc.EncodedKVs, error)
-}
-
 // The chunks come from gRPC's buffer pool and go back to it once gRPC has
 // written them (it frees what the codec returns after the write): a range
 // after another reuses the first one's memory instead of waiting for the
@@ -85,16 +79,12 @@ func (c preEncodedCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.CodecV2.Marshal(v)
 }
 
-// rangeEncoded is kvService.Range answering encoded when the backend can.
+// rangeEncoded is kvService.Range answering encoded when the backend does.
 func (s *kvService) rangeEncoded(ctx context.Context, r *pb.RangeRequest) (any, error) {
-	er, ok := s.b.(encodedRanger)
-	if !ok {
-		return s.Range(ctx, r)
-	}
 	if err := checkRange(r); err != nil {
 		return nil, err
 	}
-	resp, kvs, err := er.RangeEncoded(ctx, r, allocChunk)
+	resp, kvs, err := s.b.RangeEncoded(ctx, r, allocChunk)
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
