@@ -150,7 +150,7 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 	}
 	gs := grpc.NewServer(opts...)
 
-	pb.RegisterKVServer(gs, &kvService{b: b, maxTxnOps: int(o.MaxTxnOps), streamChunkBytes: int(o.MaxRequestBytes)})
+	registerKV(gs, &kvService{b: b, maxTxnOps: int(o.MaxTxnOps), streamChunkBytes: int(o.MaxRequestBytes)})
 	pb.RegisterMaintenanceServer(gs, &maintenanceService{b: b, log: o.Logger})
 	pb.RegisterAuthServer(gs, &authService{})
 	hs := health.NewServer()

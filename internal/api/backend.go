@@ -6,6 +6,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/watch"
 )
@@ -27,6 +28,12 @@ type Backend interface {
 	// (RangeStream): it reads only up to r.Limit keys, so the response's
 	// Count is not the range's total.
 	RangePage(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error)
+	// RangeEncoded is Range for the KV service's unary Range: when it
+	// returns kvs (not nil), the response has no Kvs and kvs holds them
+	// already encoded, chunks taken from alloc (see
+	// mvcc.Store.RangeEncoded). A backend may always answer kvs nil and
+	// Range's response.
+	RangeEncoded(ctx context.Context, r *pb.RangeRequest, alloc func(n int) []byte) (*pb.RangeResponse, *mvcc.EncodedKVs, error)
 	// Put, DeleteRange, Txn and Compact go through consensus.
 	Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error)
 	DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error)

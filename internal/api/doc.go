@@ -25,7 +25,9 @@
 // leader while there is none, and count requests in etcd's grpc_server_*
 // metrics (the handling-time histogram with Options.ExtensiveMetrics; the
 // member's own self-client, SelfUserAgent, left out); a codec counts the
-// bytes of client messages. Given Options.Stopping, streams end with "server stopped" when
+// bytes of client messages. A unary Range in key order is sent from
+// KeyValues the backend encoded while reading (Backend.RangeEncoded,
+// kv_range.go), so a large response is never held twice. Given Options.Stopping, streams end with "server stopped" when
 // the member begins to stop, and (with Options.ElectionTimeout) those that
 // require a leader end with "no leader" once it has been lost for three
 // election timeouts.

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/watch"
 )
@@ -116,6 +117,13 @@ func (f *fakeBackend) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeR
 	}
 	f.maxKvs = max(f.maxKvs, len(resp.Kvs))
 	return resp, nil
+}
+
+// RangeEncoded is Range: the fake never encodes (the contract allows it);
+// the encoding is tested in mvcc and, end to end, in tests/conformance.
+func (f *fakeBackend) RangeEncoded(ctx context.Context, r *pb.RangeRequest, _ func(int) []byte) (*pb.RangeResponse, *mvcc.EncodedKVs, error) {
+	resp, err := f.Range(ctx, r)
+	return resp, nil, err
 }
 
 // RangePage is Range: the fake counts every page in full, which RangeStream

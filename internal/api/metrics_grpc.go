@@ -67,7 +67,8 @@ func newByteCounters() byteCounters {
 	}
 }
 
-// countingCodec is gRPC's proto codec counting the bytes it encodes and
+// countingCodec is gRPC's proto codec (passing pre-encoded ranges through,
+// see preEncodedCodec) counting the bytes it encodes and
 // decodes, as etcd's codec does: one addition per message, nothing copied.
 type countingCodec struct {
 	encoding.CodecV2
@@ -75,7 +76,7 @@ type countingCodec struct {
 }
 
 func newCountingCodec(bc byteCounters) *countingCodec {
-	return &countingCodec{CodecV2: encoding.GetCodecV2("proto"), bytes: bc}
+	return &countingCodec{CodecV2: preEncodedCodec{encoding.GetCodecV2("proto")}, bytes: bc}
 }
 
 // Marshal implements encoding.CodecV2.

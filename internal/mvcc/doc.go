@@ -65,7 +65,8 @@
 //
 // # Reads
 //
-// Range serves a RangeRequest, ReadTxn a txn of ranges only (etcd serves
+// Range serves a RangeRequest (RangeEncoded the same, its KeyValues
+// written in wire form as they are read), ReadTxn a txn of ranges only (etcd serves
 // those without going through raft), HashKV a checksum of the history for
 // comparing members, and Events the event log from a revision on, for watch
 // catch-up. All read the published state, on any goroutine.

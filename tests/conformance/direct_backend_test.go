@@ -9,6 +9,7 @@ import (
 
 	"github.com/cairn-db/cairn/internal/api"
 	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/watch"
 )
@@ -22,6 +23,10 @@ var _ api.Backend = (*directBackend)(nil)
 
 func errDirectUnsupported(what string) error {
 	return status.Errorf(codes.Unimplemented, "direct subject: %s is not supported", what)
+}
+
+func (d *directBackend) RangeEncoded(_ context.Context, r *pb.RangeRequest, alloc func(int) []byte) (*pb.RangeResponse, *mvcc.EncodedKVs, error) {
+	return d.st.RangeEncoded(r, alloc)
 }
 
 func (d *directBackend) RangePage(_ context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
