@@ -109,6 +109,11 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.BoolVar(&c.UnsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
 	fs.BoolVar(&c.EnableGRPCGateway, "enable-grpc-gateway", c.EnableGRPCGateway, "Enable GRPC gateway.")
 
+	// Auth.
+	fs.StringVar(&c.AuthToken, "auth-token", "simple", "Specify auth token specific options.")
+	fs.UintVar(&c.BcryptCost, "bcrypt-cost", 10, "Specify bcrypt algorithm cost factor for auth password hashing.")
+	fs.UintVar(&c.AuthTokenTTL, "auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
+
 	fs.StringVar(&f.configFile, "config-file", "", "Path to the server configuration file (etcd's YAML format). Note that if a configuration file is provided, other command line flags and environment variables will be ignored.")
 	fs.BoolVar(&f.printVersion, "version", false, "Print the version and exit.")
 
@@ -178,9 +183,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("distributed-tracing-service-name", "etcd")
 	str("distributed-tracing-instance-id", "")
 	intF("distributed-tracing-sampling-rate", 0)
-	str("auth-token", "simple")
-	uintF("bcrypt-cost", 10)
-	uintF("auth-token-ttl", 300)
 	dur("corrupt-check-time", 0)
 	dur("compact-hash-check-time", time.Minute)
 	intF("compaction-batch-limit", 1000)

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
 
+	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/clock"
 	"github.com/cairn-db/cairn/internal/transport"
 )
@@ -129,6 +131,19 @@ type Config struct {
 	// negative turns it off).
 	LeaseCheckpointInterval time.Duration
 
+	// AuthToken is etcd's --auth-token: "simple" (the default when empty)
+	// or "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=..." (see
+	// auth.NewTokenProvider). AuthTokenTTL is --auth-token-ttl, the life
+	// of a simple token since its last use (default 300 s). BcryptCost is
+	// --bcrypt-cost (default 10), the cost of hashing new passwords.
+	AuthToken    string
+	AuthTokenTTL time.Duration
+	BcryptCost   int
+	// ClientCertAuth is --client-cert-auth: a request without a token runs
+	// as the CN of its verified client certificate, which the api passes
+	// in with WithCredentials.
+	ClientCertAuth bool
+
 	// Logger receives the member's log; nil discards it.
 	Logger *slog.Logger
 	// Metrics, if set, gets the member's Prometheus collectors (etcd's
@@ -211,6 +226,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if _, err := parseRetention(c.AutoCompactionMode, c.AutoCompactionRetention); err != nil {
 		return c, err
+	}
+	if c.AuthToken == "" {
+		c.AuthToken = "simple"
+	}
+	if c.BcryptCost == 0 {
+		c.BcryptCost = auth.DefaultBcryptCost
+	}
+	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
+		return c, fmt.Errorf("server: invalid --bcrypt-cost %d: want %d..%d", c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
