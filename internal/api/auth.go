@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 
@@ -48,6 +49,23 @@ type AuthBackend interface {
 	// RequireUser refuses a request that names no user while auth is
 	// enabled.
 	RequireUser(ctx context.Context) error
+	// WatchPermitted refuses a watch of [key, rangeEnd) its caller may not
+	// read.
+	WatchPermitted(ctx context.Context, key, rangeEnd []byte) error
+}
+
+// watchCancelReason is etcd's cancel reason for a watch create refused by
+// auth.
+func watchCancelReason(err error) string {
+	switch {
+	case errors.Is(err, auth.ErrInvalidAuthToken):
+		return rpctypes.ErrGRPCInvalidAuthToken.Error()
+	case errors.Is(err, auth.ErrAuthOldRevision):
+		return rpctypes.ErrGRPCAuthOldRevision.Error()
+	case errors.Is(err, auth.ErrUserEmpty):
+		return rpctypes.ErrGRPCUserEmpty.Error()
+	}
+	return rpctypes.ErrGRPCPermissionDenied.Error()
 }
 
 // authService is etcd's Auth service: every call goes to the backend,

@@ -14,3 +14,5 @@ type fakeAuth struct {
 
 func (fakeAuth) IsAdmin(context.Context) error     { return nil }
 func (fakeAuth) RequireUser(context.Context) error { return nil }
+
+func (fakeAuth) WatchPermitted(context.Context, []byte, []byte) error { return nil }

@@ -151,6 +151,8 @@ func rawResp(resp any, err error) (any, error) {
 		return (*pb.DeleteRangeResponse)(r), nil
 	case *clientv3.TxnResponse:
 		return (*pb.TxnResponse)(r), nil
+	case *clientv3.CompactResponse:
+		return (*pb.CompactionResponse)(r), nil
 	case *clientv3.AuthenticateResponse:
 		return (*pb.AuthenticateResponse)(r), nil
 	case *clientv3.AuthStatusResponse:

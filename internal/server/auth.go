@@ -269,6 +269,18 @@ func (s *Server) RequireUser(ctx context.Context) error { return s.auth.requireU
 // AuthEnabled reports whether auth is enabled on this member now.
 func (s *Server) AuthEnabled() bool { return s.auth.st().IsEnabled() }
 
+// WatchPermitted reports whether the caller may watch [key, rangeEnd):
+// nil, or the reason not (auth.ErrUserEmpty, auth.ErrPermissionDenied,
+// auth.ErrInvalidAuthToken, ...), as etcd checks a watch at create. Safe
+// for concurrent use.
+func (s *Server) WatchPermitted(ctx context.Context, key, rangeEnd []byte) error {
+	ai, err := s.auth.infoOrEmpty(ctx)
+	if err != nil {
+		return err
+	}
+	return s.auth.st().IsRangePermitted(ai, key, rangeEnd)
+}
+
 // Authenticate checks a user's password and issues a token through raft,
 // as etcd does: the password is checked here (bcrypt, in one of GOMAXPROCS
 // slots) after a read-index round, the proposal carries no password, and
