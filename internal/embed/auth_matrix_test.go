@@ -255,7 +255,9 @@ func TestAuthPermissionMatrixAgainstEtcd(t *testing.T) {
 
 	both("add root", func(ctx context.Context, c *clientv3.Client) (any, error) { return c.UserAdd(ctx, "root", "rootpw") })
 	both("add role root", func(ctx context.Context, c *clientv3.Client) (any, error) { return c.RoleAdd(ctx, "root") })
-	both("grant root", func(ctx context.Context, c *clientv3.Client) (any, error) { return c.UserGrantRole(ctx, "root", "root") })
+	both("grant root", func(ctx context.Context, c *clientv3.Client) (any, error) {
+		return c.UserGrantRole(ctx, "root", "root")
+	})
 	for i := range 4 {
 		m.roles = append(m.roles, fmt.Sprintf("r%d", i))
 		m.users = append(m.users, fmt.Sprintf("u%d", i))
