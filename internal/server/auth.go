@@ -78,10 +78,13 @@ func newAuthority(s *Server) (*authority, error) {
 		bcrypt:         make(chan struct{}, runtime.GOMAXPROCS(0)),
 		clientCertAuth: cfg.ClientCertAuth,
 	}
-	clk := s.clock
+	now := s.clock.Now
+	if s.knobs.authNow != nil {
+		now = s.knobs.authNow
+	}
 	tokens, err := auth.NewTokenProvider(cfg.AuthToken, auth.TokenConfig{
 		TTL: cfg.AuthTokenTTL,
-		Now: clk.Now,
+		Now: now,
 		WaitApplied: func(ctx context.Context, index uint64) bool {
 			return s.waitApplied(ctx, index)
 		},
@@ -204,10 +207,15 @@ func (a *authority) checkedRead(ctx context.Context, chk func(st *auth.Store, ai
 	return nil
 }
 
-// waitApplied blocks until index is applied here or ctx ends; a simple
-// token names the entry that issued it, which a follower may not have
-// applied yet when the client presents the token.
+// waitApplied blocks until index is applied here, or ctx ends or the
+// request timeout passes (false); a simple token names the entry that
+// issued it, which a follower may not have applied yet when the client
+// presents the token.
 func (s *Server) waitApplied(ctx context.Context, index uint64) bool {
+	if s.applied.Load() >= index {
+		return true
+	}
+	timeout := s.clock.After(s.cfg.RequestTimeout)
 	for {
 		ch := s.applied.next()
 		if s.applied.Load() >= index {
@@ -216,6 +224,8 @@ func (s *Server) waitApplied(ctx context.Context, index uint64) bool {
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			return false
+		case <-timeout:
 			return false
 		case <-s.life.stopc:
 			return false

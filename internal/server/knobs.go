@@ -1,5 +1,7 @@
 package server
 
+import "time"
+
 // testingKnobs let this package's tests reach states that are otherwise
 // only reachable by killing the process or stalling a goroutine. Only
 // newServer sets them; New, which every other caller uses, leaves them
@@ -17,4 +19,6 @@ type testingKnobs struct {
 	catchUpEntries uint64
 	// beforeApply runs before each apply group.
 	beforeApply func()
+	// authNow, if set, is the clock of the auth tokens (their TTLs) alone.
+	authNow func() time.Time
 }
