@@ -31,7 +31,10 @@ func setupAuth(t *testing.T, s *Server) {
 	t.Helper()
 	ctx := context.Background()
 	steps := []func() error{
-		func() error { _, err := s.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "root", Password: "rootpw"}); return err },
+		func() error {
+			_, err := s.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "root", Password: "rootpw"})
+			return err
+		},
 		func() error { _, err := s.RoleAdd(ctx, &pb.AuthRoleAddRequest{Name: "root"}); return err },
 		func() error {
 			_, err := s.UserGrantRole(ctx, &pb.AuthUserGrantRoleRequest{User: "root", Role: "root"})
@@ -43,7 +46,10 @@ func setupAuth(t *testing.T, s *Server) {
 				Perm: &authpb.Permission{PermType: authpb.READWRITE, Key: []byte("k"), RangeEnd: []byte("l")}})
 			return err
 		},
-		func() error { _, err := s.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "alice", Password: "pw"}); return err },
+		func() error {
+			_, err := s.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "alice", Password: "pw"})
+			return err
+		},
 		func() error {
 			_, err := s.UserGrantRole(ctx, &pb.AuthUserGrantRoleRequest{User: "alice", Role: "rw"})
 			return err
