@@ -234,7 +234,9 @@ func TestAuthRevisionChangesRetriedByClient(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := 0; ; i++ {
+		// A bounded number of changes: a flood of them would keep the
+		// client retrying (against etcd as well).
+		for i := range 100 {
 			select {
 			case <-stop:
 				return
