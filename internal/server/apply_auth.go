@@ -28,10 +28,10 @@ func entryUser(r *pb.InternalRaftRequest) auth.AuthInfo {
 // checkEntry makes the checks etcd's apply makes before it applies r: nil,
 // or the error to answer r with.
 func (s *Server) checkEntry(r *pb.InternalRaftRequest) error {
-	st := s.auth.st()
-	if !st.IsEnabled() {
+	if !s.auth.enabled() {
 		return nil
 	}
+	st := s.auth.st()
 	ai := entryUser(r)
 	if auth.NeedsAdmin(r) {
 		return st.IsAdminPermitted(ai)
@@ -148,8 +148,10 @@ func (s *Server) applyAuth(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaftRe
 		resp, aerr = st.Authenticate(r.Authenticate, index)
 	case r.AuthEnable != nil:
 		resp, aerr = st.AuthEnable(bw, r.AuthEnable)
+		s.auth.on.Store(st.IsEnabled())
 	case r.AuthDisable != nil:
 		resp, aerr = st.AuthDisable(bw, r.AuthDisable)
+		s.auth.on.Store(st.IsEnabled())
 	case r.AuthStatus != nil:
 		resp, aerr = st.AuthStatus(r.AuthStatus)
 	case r.AuthUserAdd != nil:

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,4 +352,44 @@ func TestAuthReloadsAfterSnapshot(t *testing.T) {
 		t.Fatal("auth is not enabled on the member that caught up")
 	}
 	checkEnforced(t, lagging.s)
+}
+
+// TestBcryptWorkIsBounded: password hashing and checking run in at most
+// GOMAXPROCS goroutines at once, so an Authenticate flood queues instead
+// of taking every core; a caller whose context ends while it queues gives
+// up with ErrCanceled.
+func TestBcryptWorkIsBounded(t *testing.T) {
+	a := &authority{bcrypt: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	var inFlight, most atomic.Int32
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 * cap(a.bcrypt) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.withBcrypt(context.Background(), func() error {
+				n := inFlight.Add(1)
+				for {
+					m := most.Load()
+					if n <= m || most.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				<-release
+				inFlight.Add(-1)
+				return nil
+			})
+		}()
+	}
+	waitUntil(t, "every slot to be taken", func() bool { return int(inFlight.Load()) == cap(a.bcrypt) })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := a.withBcrypt(ctx, func() error { return nil }); !errors.Is(err, ErrCanceled) {
+		t.Fatalf("a canceled caller waiting for a slot: %v, want %v", err, ErrCanceled)
+	}
+	close(release)
+	wg.Wait()
+	if got := int(most.Load()); got != cap(a.bcrypt) {
+		t.Fatalf("at most %d bcrypt computations at once, want %d (GOMAXPROCS)", got, cap(a.bcrypt))
+	}
 }

@@ -454,7 +454,7 @@ func (s *Server) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 	if err != nil {
 		return nil, err
 	}
-	if s.auth.st().IsEnabled() && rev != s.auth.st().Revision() {
+	if s.auth.enabled() && rev != s.auth.st().Revision() {
 		return nil, auth.ErrAuthOldRevision
 	}
 	return resp, nil
@@ -469,7 +469,7 @@ func (s *Server) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb
 	}
 	defer s.life.leave()
 	leases := s.leases.list()
-	if s.auth.st().IsEnabled() {
+	if s.auth.enabled() {
 		for _, l := range leases {
 			if err := s.checkLeaseAccess(ctx, l.ID, false); err != nil {
 				return nil, err
