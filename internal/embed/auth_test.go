@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/metadata"
 )
 
 // enableAuth sets up, through c (no credentials, auth still disabled),
@@ -265,5 +266,43 @@ func TestAuthRevisionChangesRetriedByClient(t *testing.T) {
 	t.Logf("%d role changes during the requests", changes)
 	if changes == 0 {
 		t.Fatal("no role changed during the requests")
+	}
+}
+
+// TestAuthClientReauthenticates: when its token stops being valid (here
+// every token is forgotten by turning auth off and on), clientv3 gets
+// "invalid auth token", logs in again by itself and retries, as against
+// etcd.
+func TestAuthClientReauthenticates(t *testing.T) {
+	m := start(t, authConfig(t))
+	enableAuth(t, client(t, m))
+	alice := clientAs(t, m, "alice", "pw")
+	root := clientAs(t, m, "root", "rootpw")
+	ctx := ctxT(t)
+	if _, err := alice.Put(ctx, "k1", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := alice.Authenticate(ctx, "alice", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.AuthDisable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// root's token went too: log in again to turn auth back on.
+	if _, err := client(t, m).AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	raw := client(t, m)
+	_, err = raw.Get(metadata.AppendToOutgoingContext(ctx, rpctypes.TokenFieldNameGRPC, old.Token), "k1")
+	if !errors.Is(err, rpctypes.ErrInvalidAuthToken) {
+		t.Fatalf("a forgotten token: %v, want %v", err, rpctypes.ErrInvalidAuthToken)
+	}
+	r, err := alice.Get(ctx, "k1")
+	if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "v1" {
+		t.Fatalf("alice's client after its token was forgotten: %v %v", r, err)
+	}
+	if _, err := root.Put(ctx, "z", "v"); err != nil {
+		t.Fatalf("root's client after its token was forgotten: %v", err)
 	}
 }
