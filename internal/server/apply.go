@@ -250,7 +250,7 @@ func (s *Server) appliedTo(index uint64) {
 // ErrNoSpace, ErrUnsupportedRequest) go into the result; only failures
 // that leave the batch unusable are returned.
 func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaftRequest, index uint64) (result, error) {
-	if err := s.checkEntry(r); err != nil {
+	if err := s.checkEntry(b, r); err != nil {
 		return result{err: err}, nil
 	}
 	if res, ok, err := s.applyAuth(w, b, r, index); ok {

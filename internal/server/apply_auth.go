@@ -27,7 +27,7 @@ func entryUser(r *pb.InternalRaftRequest) auth.AuthInfo {
 
 // checkEntry makes the checks etcd's apply makes before it applies r: nil,
 // or the error to answer r with.
-func (s *Server) checkEntry(r *pb.InternalRaftRequest) error {
+func (s *Server) checkEntry(b *storage.Batch, r *pb.InternalRaftRequest) error {
 	if !s.auth.enabled() {
 		return nil
 	}
@@ -38,13 +38,13 @@ func (s *Server) checkEntry(r *pb.InternalRaftRequest) error {
 	}
 	switch {
 	case r.Put != nil:
-		return s.checkPut(st, ai, r.Put)
+		return s.checkPut(b, st, ai, r.Put)
 	case r.DeleteRange != nil:
 		return checkDelete(st, ai, r.DeleteRange)
 	case r.Txn != nil:
-		return s.checkTxn(st, ai, r.Txn)
+		return s.checkTxn(b, st, ai, r.Txn)
 	case r.LeaseRevoke != nil:
-		return s.checkLeaseKeys(st, ai, r.LeaseRevoke.ID)
+		return s.checkLeaseKeys(b, st, ai, r.LeaseRevoke.ID)
 	case r.AuthUserGet != nil:
 		return st.CanGetUser(ai, r.AuthUserGet.Name)
 	case r.AuthRoleGet != nil:
@@ -56,11 +56,11 @@ func (s *Server) checkEntry(r *pb.InternalRaftRequest) error {
 // checkPut is etcd's check of a put: write permission on the key, on every
 // key attached to the lease it names (a user may not attach to a lease
 // keys it could not revoke), and read permission for prev_kv.
-func (s *Server) checkPut(st *auth.Store, ai auth.AuthInfo, r *pb.PutRequest) error {
+func (s *Server) checkPut(b *storage.Batch, st *auth.Store, ai auth.AuthInfo, r *pb.PutRequest) error {
 	if err := st.IsPutPermitted(ai, r.Key); err != nil {
 		return err
 	}
-	if err := s.checkLeaseKeys(st, ai, r.Lease); err != nil {
+	if err := s.checkLeaseKeys(b, st, ai, r.Lease); err != nil {
 		return err
 	}
 	if r.PrevKv {
@@ -80,8 +80,9 @@ func checkDelete(st *auth.Store, ai auth.AuthInfo, r *pb.DeleteRangeRequest) err
 }
 
 // checkTxn checks every key a txn touches: its compares, both branches and
-// nested txns, whichever branch would run.
-func (s *Server) checkTxn(st *auth.Store, ai auth.AuthInfo, r *pb.TxnRequest) error {
+// nested txns, whichever branch would run. b is the apply batch (nil on
+// the read path).
+func (s *Server) checkTxn(b *storage.Batch, st *auth.Store, ai auth.AuthInfo, r *pb.TxnRequest) error {
 	for _, c := range r.Compare {
 		if err := st.IsRangePermitted(ai, c.Key, c.RangeEnd); err != nil {
 			return err
@@ -95,7 +96,7 @@ func (s *Server) checkTxn(st *auth.Store, ai auth.AuthInfo, r *pb.TxnRequest) er
 				rr := op.GetRequestRange()
 				err = st.IsRangePermitted(ai, rr.Key, rr.RangeEnd)
 			case op.GetRequestPut() != nil:
-				err = s.checkPut(st, ai, op.GetRequestPut())
+				err = s.checkPut(b, st, ai, op.GetRequestPut())
 			case op.GetRequestDeleteRange() != nil:
 				dr := op.GetRequestDeleteRange()
 				if dr.PrevKv {
@@ -105,7 +106,7 @@ func (s *Server) checkTxn(st *auth.Store, ai auth.AuthInfo, r *pb.TxnRequest) er
 					err = st.IsDeleteRangePermitted(ai, dr.Key, dr.RangeEnd)
 				}
 			case op.GetRequestTxn() != nil:
-				err = s.checkTxn(st, ai, op.GetRequestTxn())
+				err = s.checkTxn(b, st, ai, op.GetRequestTxn())
 			}
 			if err != nil {
 				return err
@@ -116,15 +117,22 @@ func (s *Server) checkTxn(st *auth.Store, ai auth.AuthInfo, r *pb.TxnRequest) er
 }
 
 // checkLeaseKeys requires write permission on every key attached to lease
-// id (none needed for root, or for no lease).
-func (s *Server) checkLeaseKeys(st *auth.Store, ai auth.AuthInfo, id int64) error {
+// id (none needed for root, or for no lease), as the apply batch b sees
+// them: a key attached by an earlier entry of the same batch counts.
+func (s *Server) checkLeaseKeys(b *storage.Batch, st *auth.Store, ai auth.AuthInfo, id int64) error {
 	if id == 0 || st.IsAdminPermitted(ai) == nil {
 		return nil
 	}
 	if _, ok := s.leases.lessor.Lookup(id); !ok {
 		return nil
 	}
-	keys, err := s.leases.lessor.Keys(id)
+	var keys [][]byte
+	var err error
+	if b != nil {
+		keys, err = s.leases.lessor.KeysIn(b, id)
+	} else {
+		keys, err = s.leases.lessor.Keys(id)
+	}
 	if err != nil {
 		return err
 	}

@@ -393,3 +393,58 @@ func TestBcryptWorkIsBounded(t *testing.T) {
 		t.Fatalf("at most %d bcrypt computations at once, want %d (GOMAXPROCS)", got, cap(a.bcrypt))
 	}
 }
+
+// TestLeaseRevokeSeesKeysAttachedInTheSameBatch: a revoke checked at apply
+// sees the keys attached to the lease by earlier entries of the same apply
+// batch, so a user cannot revoke a lease (and delete its keys) that root
+// has just attached a key of theirs to.
+func TestLeaseRevokeSeesKeysAttachedInTheSameBatch(t *testing.T) {
+	var hold atomic.Bool
+	gate := make(chan struct{})
+	s := startServerWith(t, t.TempDir(), testingKnobs{beforeApply: func() {
+		if hold.Load() {
+			<-gate
+		}
+	}}, func(c *Config) { c.BcryptCost = 4 })
+	setupAuth(t, s)
+	alice := as(t, s, "alice", "pw")
+	root := as(t, s, "root", "rootpw")
+	l, err := s.LeaseGrant(alice, &pb.LeaseGrantRequest{TTL: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The apply loop holds a first entry while the two that matter are
+	// committed behind it; it then takes both into one group.
+	hold.Store(true)
+	firstErr := make(chan error, 1)
+	go func() { firstErr <- putAs(root, s, "first") }()
+	waitUntil(t, "the first put to be committed", func() bool { return s.node.CommitIndex() >= s.applied.Load()+1 })
+	putErr := make(chan error, 1)
+	go func() {
+		_, err := s.Put(root, &pb.PutRequest{Key: []byte("secret"), Value: []byte("v"), Lease: l.ID})
+		putErr <- err
+	}()
+	waitUntil(t, "root's put to be committed", func() bool { return s.node.CommitIndex() >= s.applied.Load()+2 })
+	revokeErr := make(chan error, 1)
+	go func() {
+		_, err := s.LeaseRevoke(alice, &pb.LeaseRevokeRequest{ID: l.ID})
+		revokeErr <- err
+	}()
+	waitUntil(t, "all three to be committed", func() bool { return s.node.CommitIndex() >= s.applied.Load()+3 })
+	hold.Store(false)
+	close(gate)
+	if err := <-firstErr; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-putErr; err != nil {
+		t.Fatalf("root's put: %v", err)
+	}
+	if err := <-revokeErr; !errors.Is(err, auth.ErrPermissionDenied) {
+		t.Fatalf("alice revoking a lease with root's key on it: %v, want %v", err, auth.ErrPermissionDenied)
+	}
+	r, err := s.Range(root, &pb.RangeRequest{Key: []byte("secret")})
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("root's key after alice's refused revoke: %v %v", r, err)
+	}
+}

@@ -69,7 +69,7 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 	if mvcc.TxnReadOnly(r) {
 		var resp *pb.TxnResponse
 		err := s.auth.checkedRead(ctx, func(st *auth.Store, ai auth.AuthInfo) error {
-			return s.checkTxn(st, ai, r)
+			return s.checkTxn(nil, st, ai, r)
 		}, func() (err error) {
 			resp, err = readStore(s, ctx, txnSerializable(r), func() (*pb.TxnResponse, error) { return s.kv.ReadTxn(r) })
 			return err
