@@ -115,9 +115,11 @@ func (o Options) withDefaults() Options {
 }
 
 // NewGRPCServer returns a gRPC server with cairn's services registered on b:
-// etcd's KV and Maintenance services, etcd's Auth service (which answers
-// codes.Unimplemented, see authService) and the standard grpc.health.v1
-// service (reporting SERVING). Watch, Lease and Cluster have Register
+// etcd's KV, Maintenance and Auth services and the standard grpc.health.v1
+// service (reporting SERVING). Every request's credentials (token, client
+// certificate) reach the backend in its context, and the methods etcd
+// reserves for root (or for a user at all) are checked first (authUnary,
+// authStream). Watch, Lease and Cluster have Register
 // functions of their own (RegisterWatch, RegisterLease, RegisterCluster),
 // so that a test can serve a part; a service not registered answers
 // codes.Unimplemented. The caller serves the server and stops it.
@@ -126,8 +128,8 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 	metrics := serverMetrics(o.Registerer, o.Logger, o.ExtensiveMetrics)
 
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.unaryInterceptor(), learnerUnary(b), requireLeaderUnary(b)),
-		grpc.ChainStreamInterceptor(metrics.streamInterceptor(), learnerStream(b), newLeaderLoss(b, o.ElectionTimeout).interceptor(o.Stopping), stoppingStream(o.Stopping)),
+		grpc.ChainUnaryInterceptor(metrics.unaryInterceptor(), learnerUnary(b), requireLeaderUnary(b), authUnary(b)),
+		grpc.ChainStreamInterceptor(metrics.streamInterceptor(), learnerStream(b), authStream(b), newLeaderLoss(b, o.ElectionTimeout).interceptor(o.Stopping), stoppingStream(o.Stopping)),
 		metrics.codecOption(),
 		grpc.MaxRecvMsgSize(int(o.MaxRequestBytes) + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
@@ -152,7 +154,7 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 
 	registerKV(gs, &kvService{b: b, maxTxnOps: int(o.MaxTxnOps), streamChunkBytes: int(o.MaxRequestBytes)})
 	pb.RegisterMaintenanceServer(gs, &maintenanceService{b: b, log: o.Logger})
-	pb.RegisterAuthServer(gs, &authService{})
+	pb.RegisterAuthServer(gs, &authService{b: b})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)

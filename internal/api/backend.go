@@ -135,6 +135,12 @@ type Backend interface {
 	// IsLearner reports whether this member is a learner now: a member
 	// that receives the log but does not vote.
 	IsLearner() bool
+
+	// AuthBackend is etcd's Auth service and the access checks (auth.go).
+	// Every method above that takes a context also takes the caller's
+	// credentials from it and applies etcd's permission checks, answering
+	// internal/auth's errors.
+	AuthBackend
 }
 
 // A member is the Backend.

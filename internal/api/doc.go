@@ -14,13 +14,19 @@
 // NewGRPCServer serves KV (Range, RangeStream, Put, DeleteRange, Txn,
 // Compact), Maintenance (Status, Alarm, Defragment, Hash, HashKV, Snapshot,
 // MoveLeader; Downgrade answers codes.Unimplemented), the gRPC health
-// service, and etcd's Auth service, every call of which answers
-// codes.Unimplemented because cairn has no auth yet (auth.go).
+// service, and etcd's Auth service (auth.go).
 // RegisterWatch, RegisterLease and RegisterCluster add those services; a
 // member (internal/embed) registers them all, and etcd's Lock and Election
 // services come from internal/lockelect.
 //
-// Interceptors on every server refuse what a learner must not serve
+// Interceptors on every server put each request's credentials (its
+// "token" or "authorization" metadata, and the CN of a verified client
+// certificate) into its context for the backend, and refuse, as etcd's API
+// layer does, the methods reserved for role root (cluster changes,
+// Compact, Defragment, Hash, HashKV, Snapshot, MoveLeader, Downgrade, alarm
+// changes) or for a named user (Status, MemberList, alarm listing) while
+// auth is enabled; the gateway makes the same checks (gatewayAuth), its
+// Authorization header being the token. They also refuse what a learner must not serve
 // (etcd's "rpc not supported for learner"), refuse requests that require a
 // leader while there is none, and count requests in etcd's grpc_server_*
 // metrics (the handling-time histogram with Options.ExtensiveMetrics; the

@@ -91,6 +91,11 @@ func toGRPCError(err error) error {
 			return e.grpc
 		}
 	}
+	for _, e := range authGRPCErrors {
+		if errors.Is(err, e.err) {
+			return e.grpc
+		}
+	}
 	if _, ok := status.FromError(err); ok {
 		return err
 	}

@@ -39,6 +39,8 @@ import (
 // fakeLeases). WatchHub is the hub a test gives the fake (serveWatch does);
 // RegisterWatch refuses a fake without one.
 type fakeBackend struct {
+	// fakeAuth: auth disabled, the Auth service unimplemented.
+	fakeAuth
 	mu     sync.Mutex
 	kvs    map[string]*mvccpb.KeyValue
 	rev    int64

@@ -75,7 +75,7 @@ func NewHTTPHandler(b Backend, o Options, ho HTTPOptions) http.Handler {
 
 	if ho.EnableGateway {
 		kv := &kvService{b: b, maxTxnOps: int(o.MaxTxnOps), streamChunkBytes: int(o.MaxRequestBytes)}
-		gwmux, err := newGateway(kv, &maintenanceService{b: b, log: o.Logger})
+		gwmux, err := newGateway(b, kv, &maintenanceService{b: b, log: o.Logger})
 		if err != nil {
 			// Registration only fails on a programming error in the
 			// generated code's patterns.

@@ -169,6 +169,11 @@ func (ws *watchService) create(ctx context.Context, s *watch.Stream, cr *pb.Watc
 		// The empty key is the smallest one, \x00.
 		r.Key = []byte{0}
 	}
+	// As etcd does, a watch is checked once, at create, for its whole
+	// range; a refusal is answered on the stream.
+	if err := ws.b.WatchPermitted(ctx, r.Key, cr.RangeEnd); err != nil {
+		return s.Reject(ctx, watchCancelReason(err))
+	}
 	switch {
 	case len(cr.RangeEnd) == 1 && cr.RangeEnd[0] == 0:
 		r.FromKey = true

@@ -155,6 +155,16 @@ type Config struct {
 	// (--watch-progress-notify-interval, default 10 minutes).
 	WatchProgressNotifyInterval time.Duration
 
+	// AuthToken is --auth-token: "simple" (empty means simple) or
+	// "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...".
+	// AuthTokenTTL is --auth-token-ttl in seconds (0: 300), the life of a
+	// simple token after its last use. BcryptCost is --bcrypt-cost (0:
+	// 10). With ClientTLS.ClientCertAuth, a request without a token runs as
+	// its verified client certificate's CN.
+	AuthToken    string
+	AuthTokenTTL uint
+	BcryptCost   uint
+
 	// GRPC tunes the client-facing gRPC server.
 	GRPC GRPCOptions
 	// EnablePprof serves Go's profiler at /debug/pprof/ on the client URLs.
@@ -394,6 +404,10 @@ func (c *Config) serverConfig(lg *slog.Logger, reg prometheus.Registerer) server
 		AutoCompactionMode:          c.AutoCompactionMode,
 		AutoCompactionRetention:     c.AutoCompactionRetention,
 		WatchProgressNotifyInterval: c.WatchProgressNotifyInterval,
+		AuthToken:                   c.AuthToken,
+		AuthTokenTTL:                time.Duration(c.AuthTokenTTL) * time.Second,
+		BcryptCost:                  int(c.BcryptCost),
+		ClientCertAuth:              c.ClientTLS.ClientCertAuth,
 		Logger:                      lg,
 		Metrics:                     reg,
 	}

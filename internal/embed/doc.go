@@ -52,8 +52,9 @@
 // "existing" and the current members in InitialCluster. NewConfig leaves
 // ListenPeerURLs empty, so members embedded in tests take no fixed port;
 // without a peer listener a member can only be a cluster of one. Each
-// client listener serves KV, Maintenance, Watch, Lease and Cluster; Auth
-// answers codes.Unimplemented, as cairn has no auth yet.
+// client listener serves KV, Maintenance, Watch, Lease, Cluster and Auth
+// (AuthToken, AuthTokenTTL and BcryptCost are etcd's --auth-token,
+// --auth-token-ttl and --bcrypt-cost).
 //
 // Every client listener also serves etcd's Lock and Election services
 // (internal/lockelect), and with EnableGRPCGateway their JSON paths

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairn-db/cairn/internal/storage"
 )
 
 // This file holds the reads. They may run on any goroutine; they see the
@@ -69,6 +71,17 @@ func (l *Lessor) TimeToLive(r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveRe
 // last committed batch.
 func (l *Lessor) Keys(id int64) ([][]byte, error) {
 	keys, err := attachedKeys(l.eng.DB(), id)
+	if err != nil {
+		return nil, fmt.Errorf("lease: keys of %x: %w", id, err)
+	}
+	return keys, nil
+}
+
+// KeysIn returns the keys attached to lease id as b (an apply batch not
+// yet committed) sees them, in byte order: what Keys will return once b
+// is committed. Only the apply loop, which owns b, may call it.
+func (l *Lessor) KeysIn(b *storage.Batch, id int64) ([][]byte, error) {
+	keys, err := attachedKeys(b, id)
 	if err != nil {
 		return nil, fmt.Errorf("lease: keys of %x: %w", id, err)
 	}

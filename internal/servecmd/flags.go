@@ -137,6 +137,11 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.BoolVar(&c.EnableGRPCGateway, "enable-grpc-gateway", c.EnableGRPCGateway, "Enable GRPC gateway.")
 	fs.StringVar(&f.metrics, "metrics", "basic", "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.")
 
+	// Auth.
+	fs.StringVar(&c.AuthToken, "auth-token", "simple", "Specify auth token specific options.")
+	fs.UintVar(&c.BcryptCost, "bcrypt-cost", 10, "Specify bcrypt algorithm cost factor for auth password hashing.")
+	fs.UintVar(&c.AuthTokenTTL, "auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
+
 	fs.StringVar(&f.configFile, "config-file", "", "Path to the server configuration file (etcd's YAML format). Note that if a configuration file is provided, other command line flags and environment variables will be ignored.")
 	fs.BoolVar(&f.printVersion, "version", false, "Print the version and exit.")
 
@@ -194,9 +199,8 @@ func (f *serveFlags) addNotImplemented() {
 	str("distributed-tracing-service-name", "etcd")
 	str("distributed-tracing-instance-id", "")
 	intF("distributed-tracing-sampling-rate", 0)
-	str("auth-token", "simple")
-	uintF("bcrypt-cost", 10)
-	uintF("auth-token-ttl", 300)
+	dur("corrupt-check-time", 0)
+	dur("compact-hash-check-time", time.Minute)
 	intF("compaction-batch-limit", 1000)
 	dur("compaction-sleep-interval", 10*time.Millisecond)
 	dur("downgrade-check-time", 5*time.Second)

@@ -83,6 +83,7 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		"--enable-grpc-gateway=false",
 		"--watch-progress-notify-interval", "90s",
 		"--pre-vote=false",
+		"--auth-token", "simple", "--bcrypt-cost", "4", "--auth-token-ttl", "60",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +126,9 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		AutoCompactionMode:          "revision",
 		AutoCompactionRetention:     "1000",
 		WatchProgressNotifyInterval: 90 * time.Second,
+		AuthToken:                   "simple",
+		AuthTokenTTL:                60,
+		BcryptCost:                  4,
 		GRPC:                        embed.GRPCOptions{MaxConcurrentStreams: 100, KeepAliveMinTime: time.Second, KeepAliveInterval: time.Minute, KeepAliveTimeout: 3 * time.Second},
 		EnablePprof:                 true,
 		LogLevel:                    "debug",

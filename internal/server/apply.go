@@ -177,7 +177,7 @@ func (s *Server) applyEntry(w *mvcc.Write, b *storage.Batch, e *raftpb.Entry) (u
 		}
 		seen := len(w.Events())
 		start := time.Now()
-		res, err := s.applyRequest(w, b, req)
+		res, err := s.applyRequest(w, b, req, e.GetIndex())
 		s.metrics.observeApply(req, res, start)
 		if err == nil {
 			// Puts attach keys to leases, re-puts and deletes
@@ -254,12 +254,20 @@ func (s *Server) appliedTo(index uint64) {
 	s.reads.appliedAdvanced()
 }
 
-// applyRequest applies one request. Request errors (mvcc's, the lessor's,
+// applyRequest applies one request, the entry at index. The auth checks
+// come first (checkEntry, apply_auth.go), then the auth requests
+// (applyAuth), then the flat switch. Request errors (mvcc's, the lessor's,
 // ErrNoSpace, ErrUnsupportedRequest) go into the result; only failures
 // that leave the batch unusable are returned.
-func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaftRequest) (result, error) {
+func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaftRequest, index uint64) (result, error) {
 	if refusedWhenCorrupt(r) && s.alarms.corrupt() {
 		return result{err: ErrCorrupt}, nil
+	}
+	if err := s.checkEntry(b, r); err != nil {
+		return result{err: err}, nil
+	}
+	if res, ok, err := s.applyAuth(w, b, r, index); ok {
+		return res, err
 	}
 	switch {
 	case r.Put != nil:
@@ -313,10 +321,6 @@ func (s *Server) applyRequest(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaf
 		return s.leases.applyRevoke(w, b, r.LeaseRevoke)
 	case r.LeaseCheckpoint != nil:
 		return s.leases.applyCheckpoint(w, b, r.LeaseCheckpoint)
-	// Auth requests (AuthEnable, UserAdd, RoleGrantPermission, …) get
-	// their cases here once internal/auth exists, each handed to the auth
-	// component as the lease requests are to leaseKeeper. Until then they
-	// are unknown to this member.
 	default:
 		return result{err: ErrUnsupportedRequest}, nil
 	}

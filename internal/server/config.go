@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
 
+	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/clock"
 	"github.com/cairn-db/cairn/internal/transport"
 )
@@ -154,6 +156,18 @@ type Config struct {
 	// its peers' before it serves, and refuse to start on a mismatch
 	// (etcd's feature gate InitialCorruptCheck).
 	InitialCorruptCheck bool
+	// AuthToken is etcd's --auth-token: "simple" (the default when empty)
+	// or "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=..." (see
+	// auth.NewTokenProvider). AuthTokenTTL is --auth-token-ttl, the life
+	// of a simple token since its last use (default 300 s). BcryptCost is
+	// --bcrypt-cost (default 10), the cost of hashing new passwords.
+	AuthToken    string
+	AuthTokenTTL time.Duration
+	BcryptCost   int
+	// ClientCertAuth is --client-cert-auth: a request without a token runs
+	// as the CN of its verified client certificate, which the api passes
+	// in with WithCredentials.
+	ClientCertAuth bool
 
 	// Logger receives the member's log; nil discards it.
 	Logger *slog.Logger
@@ -242,6 +256,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if _, err := parseRetention(c.AutoCompactionMode, c.AutoCompactionRetention); err != nil {
 		return c, err
+	}
+	if c.AuthToken == "" {
+		c.AuthToken = "simple"
+	}
+	if c.BcryptCost == 0 {
+		c.BcryptCost = auth.DefaultBcryptCost
+	}
+	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
+		return c, fmt.Errorf("server: invalid --bcrypt-cost %d: want %d..%d", c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -52,9 +52,8 @@
 //   - metrics (metrics.go, metrics_etcd.go): etcd's member metrics, the
 //     late-heartbeat watch around the transport and the live-key count;
 //     and the watch hub (watch.go, internal/watch).
-//
-// Auth (internal/auth) will be one more: a component beside leaseKeeper,
-// with its cases in applyRequest (see Auth below).
+//   - authority (auth.go, apply_auth.go): the auth store of internal/auth,
+//     the token provider and the bcrypt slots; see Auth below.
 //
 // # Writes
 //
@@ -235,12 +234,41 @@
 //
 // # Auth
 //
-// Not implemented yet: no auth state is kept or applied, so the api does
-// not serve the Auth service, and a committed auth request would fail with
-// ErrUnsupportedRequest. It is to come as a component like leaseKeeper
-// (the auth store of internal/auth, opened on the engine, reloaded after a
-// snapshot), with its requests applied from applyRequest and checked
-// again there against the auth revision.
+// Auth is etcd's, in the same places. The api puts each request's
+// credentials (token, client certificate CN) into its context
+// (WithCredentials); the server resolves them only when the request needs
+// a user (authority.info): a simple token waits until this member has
+// applied the entry that issued it, a JWT is verified, and with
+// ClientCertAuth a request without a token runs as its certificate's CN.
+//
+//   - Reads (Range, a read-only Txn, LeaseTimeToLive with keys,
+//     LeaseLeases) are checked before they read and refused with
+//     auth.ErrAuthOldRevision if the auth revision moved while they ran.
+//   - Writes carry the user and the auth revision in their request header
+//     (propose stamps them); the apply loop checks them again against the
+//     store as it is when the entry applies (checkEntry): role root for
+//     the auth changes, UserList and RoleList; CanGetUser and CanGetRole;
+//     key permissions for Put (and the keys of its lease, and prev_kv),
+//     DeleteRange and every compare and op of a Txn, nested ones included;
+//     write permission on a revoked lease's keys. A revision older than
+//     the store's is auth.ErrAuthOldRevision, which clientv3 retries.
+//   - The auth requests themselves go through raft and apply in the
+//     entry's batch (the 'a' keyspace, see internal/auth), so the state
+//     and the applied index land together; AuthStatus, UserGet and the
+//     lists go through raft too, as in etcd, for a linearizable answer.
+//   - Passwords are hashed (UserAdd, UserChangePassword) and checked
+//     (Authenticate) on the request path, never in apply, in at most
+//     GOMAXPROCS goroutines at once, so an Authenticate flood queues
+//     there and leaves the other requests their cores. Authenticate
+//     proposes only the user and the token's random prefix; apply issues
+//     the token, the same on every member.
+//   - The leader revokes expired leases as root (asRoot), as etcd does.
+//   - The store is reloaded from the engine after a snapshot install: the
+//     checkpoint carries the 'a' keyspace.
+//
+// The api makes etcd's API-layer checks (role root for membership
+// changes and most maintenance, a user for Status and MemberList) with
+// IsAdmin and RequireUser.
 //
 // # Watch
 //

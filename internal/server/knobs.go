@@ -1,6 +1,10 @@
 package server
 
-import "github.com/cockroachdb/pebble/v2/vfs"
+import (
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
 
 // testingKnobs let this package's tests reach states that are otherwise
 // only reachable by killing the process or stalling a goroutine. Only
@@ -22,4 +26,6 @@ type testingKnobs struct {
 	// fs is the file system the engine keeps its files in (an in-memory
 	// or error-injecting one); nil is the operating system's.
 	fs vfs.FS
+	// authNow, if set, is the clock of the auth tokens (their TTLs) alone.
+	authNow func() time.Time
 }

@@ -5,6 +5,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/mvcc"
 )
 
@@ -30,11 +31,18 @@ func (s *Server) rangeWith(ctx context.Context, r *pb.RangeRequest, read func(*p
 		return nil, err
 	}
 	defer s.life.leave()
-	resp, err := readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) { return read(r) })
-	if err == nil {
-		s.metrics.rangeTotal.Inc()
+	var resp *pb.RangeResponse
+	err := s.auth.checkedRead(ctx, func(st *auth.Store, ai auth.AuthInfo) error {
+		return st.IsRangePermitted(ai, r.Key, r.RangeEnd)
+	}, func() (err error) {
+		resp, err = readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) { return read(r) })
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	return resp, err
+	s.metrics.rangeTotal.Inc()
+	return resp, nil
 }
 
 // Put writes a key through raft. Errors: ErrNoSpace, mvcc.ErrLeaseNotFound,
@@ -60,11 +68,18 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 	}
 	defer s.life.leave()
 	if mvcc.TxnReadOnly(r) {
-		resp, err := readStore(s, ctx, txnSerializable(r), func() (*pb.TxnResponse, error) { return s.kv.ReadTxn(r) })
-		if err == nil {
-			s.metrics.countReadTxn(r, resp)
+		var resp *pb.TxnResponse
+		err := s.auth.checkedRead(ctx, func(st *auth.Store, ai auth.AuthInfo) error {
+			return s.checkTxn(nil, st, ai, r)
+		}, func() (err error) {
+			resp, err = readStore(s, ctx, txnSerializable(r), func() (*pb.TxnResponse, error) { return s.kv.ReadTxn(r) })
+			return err
+		})
+		if err != nil {
+			return nil, err
 		}
-		return resp, err
+		s.metrics.countReadTxn(r, resp)
+		return resp, nil
 	}
 	return proposed[*pb.TxnResponse](s, ctx, &pb.InternalRaftRequest{Txn: r}, txnCost(r), nil)
 }

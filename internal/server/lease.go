@@ -11,6 +11,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/raft/v3"
 
+	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/lease"
 )
 
@@ -158,7 +159,7 @@ func (lk *leaseKeeper) revokeExpired(ids []int64) {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			_, err := lk.revoke(context.Background(), id)
+			_, err := lk.revoke(asRoot(context.Background()), id)
 			if err == nil {
 				s.metrics.leaseExpired.Inc()
 			}
@@ -395,6 +396,9 @@ func (s *Server) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.L
 		return nil, err
 	}
 	defer s.life.leave()
+	if err := s.auth.requireUser(ctx); err != nil {
+		return nil, err
+	}
 	return s.leases.grant(ctx, r)
 }
 
@@ -406,6 +410,9 @@ func (s *Server) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb
 		return nil, err
 	}
 	defer s.life.leave()
+	if err := s.auth.requireUser(ctx); err != nil {
+		return nil, err
+	}
 	return s.leases.revoke(ctx, r.ID)
 }
 
@@ -420,6 +427,9 @@ func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 		return -1, err
 	}
 	defer s.life.leave()
+	if err := s.checkLeaseAccess(ctx, id, true); err != nil {
+		return -1, err
+	}
 	return s.leases.renew(ctx, id)
 }
 
@@ -434,7 +444,24 @@ func (s *Server) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 		return nil, err
 	}
 	defer s.life.leave()
-	return s.leases.timeToLive(ctx, r)
+	if err := s.auth.requireUser(ctx); err != nil {
+		return nil, err
+	}
+	if !r.Keys {
+		return s.leases.timeToLive(ctx, r)
+	}
+	rev := s.auth.st().Revision()
+	if err := s.checkLeaseAccess(ctx, r.ID, false); err != nil {
+		return nil, err
+	}
+	resp, err := s.leases.timeToLive(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if s.auth.enabled() && rev != s.auth.st().Revision() {
+		return nil, auth.ErrAuthOldRevision
+	}
+	return resp, nil
 }
 
 // LeaseLeases lists every lease this member has applied, as etcd does
@@ -445,5 +472,13 @@ func (s *Server) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb
 		return nil, err
 	}
 	defer s.life.leave()
-	return &pb.LeaseLeasesResponse{Header: s.ResponseHeader(), Leases: s.leases.list()}, nil
+	leases := s.leases.list()
+	if s.auth.enabled() {
+		for _, l := range leases {
+			if err := s.checkLeaseAccess(ctx, l.ID, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return &pb.LeaseLeasesResponse{Header: s.ResponseHeader(), Leases: leases}, nil
 }

@@ -99,7 +99,9 @@ func (s *Server) fillHeader(h *pb.ResponseHeader) *pb.ResponseHeader {
 	return h
 }
 
-// propose sends r through raft and waits for its result. Errors:
+// propose sends r through raft, stamped with the user and auth revision
+// of ctx's credentials, and waits for its result. Errors: the credentials'
+// (auth.ErrInvalidAuthToken),
 // ErrTooManyRequests (apply is far behind commit), ErrRequestTooLarge, a
 // timeout (no result within the request timeout; the request may still be
 // applied: ErrTimeout or one of its variants, see timeoutError),
@@ -115,6 +117,16 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result
 	}
 	id := s.ids.next()
 	r.Header = &pb.RequestHeader{ID: id}
+	if r.Authenticate == nil {
+		// Who the request runs as, for apply to check again.
+		ai, err := s.auth.info(ctx)
+		if err != nil {
+			return result{}, err
+		}
+		if ai != nil {
+			r.Header.Username, r.Header.AuthRevision = ai.Username, ai.Revision
+		}
+	}
 	data, err := proto.Marshal(r)
 	if err != nil {
 		return result{}, err

@@ -37,8 +37,8 @@ type Server struct {
 	node   *raftnode.Node
 	// leases is the lessor, its role and the forwarding to the leader.
 	leases *leaseKeeper
-	// The auth store (internal/auth) joins here as one more component,
-	// opened beside leases (see the package doc's Auth).
+	// auth is the auth store, its tokens and the bcrypt slots.
+	auth *authority
 
 	// hub fans applied events out to watchers; the apply loop notifies it.
 	hub *watch.Hub
@@ -186,6 +186,9 @@ func (s *Server) open() error {
 	// A put naming a lease that does not exist fails, as in etcd.
 	s.kv, err = mvcc.Open(s.eng, mvcc.Options{Logger: s.lg, LeaseExists: s.leases.lessor.Exists})
 	if err != nil {
+		return err
+	}
+	if s.auth, err = newAuthority(s); err != nil {
 		return err
 	}
 	applied, err := s.eng.AppliedIndex()

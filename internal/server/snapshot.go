@@ -10,7 +10,7 @@ import (
 // installSnapshot replaces this member's state with the snapshot raft
 // received from the leader (raftnode.InstallSnapshot describes the files
 // and the atomic ingest). Readers of the store wait meanwhile; the mvcc
-// store, the member list, the removed IDs, the alarms and the leases are
+// store, the member list, the removed IDs, the alarms, the leases and the auth store are
 // reloaded from the new state, and the peers follow the new member list.
 // Only the apply loop calls it, with every earlier entry applied.
 func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
@@ -24,6 +24,10 @@ func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	}
 	if err == nil {
 		err = s.leases.lessor.Reload()
+	}
+	if err == nil {
+		// The 'a' keyspace came with the checkpoint.
+		err = s.auth.reload(s.eng)
 	}
 	s.restoring.Unlock()
 	if err != nil {

@@ -56,6 +56,7 @@ func startDirect(t testing.TB, dir string) (string, func()) {
 
 // directBackend is api.Backend over a bare mvcc store.
 type directBackend struct {
+	directAuth
 	mu  sync.Mutex // one Write at a time, as the apply loop would
 	eng *storage.Engine
 	st  *mvcc.Store
