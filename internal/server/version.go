@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-semver/semver"
@@ -55,6 +56,11 @@ type versionKeeper struct {
 	s *Server
 	// kick wakes the monitor early (a new term's first entry applied).
 	kick chan struct{}
+	// busy is set while a round's work (asking the members, proposing)
+	// runs. It runs beside the monitor's loop, so the loop always takes
+	// its ticks: a proposal waiting on a stopped raft node must not hold
+	// up the clock that would time it out.
+	busy atomic.Bool
 
 	mu struct {
 		sync.Mutex
@@ -196,15 +202,22 @@ func (v *versionKeeper) run() {
 		case <-s.life.stopc:
 			return
 		}
-		if !s.node.IsLeader() {
+		if !s.node.IsLeader() || !v.busy.CompareAndSwap(false, true) {
 			continue
 		}
-		if decide {
-			v.maybeUpdateCluster()
-		}
-		if s.cfg.AutoPromoteLearners {
-			s.reconfig.autoPromote(v.autoPromoted)
-		}
+		// run is one of the member's goroutines, so the group cannot
+		// have reached zero yet.
+		s.life.wg.Add(1)
+		go func() {
+			defer s.life.wg.Done()
+			defer v.busy.Store(false)
+			if decide {
+				v.maybeUpdateCluster()
+			}
+			if s.cfg.AutoPromoteLearners {
+				s.reconfig.autoPromote(v.autoPromoted)
+			}
+		}()
 	}
 }
 
