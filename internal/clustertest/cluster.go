@@ -235,6 +235,14 @@ func (m *Member) Start() error {
 	return nil
 }
 
+// Configure changes the configuration the member's next Start uses (a
+// crash test moves a member onto the file system a crash left behind).
+func (m *Member) Configure(f func(*server.Config)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(&m.cfg)
+}
+
 // Stop stops the member's server, if it runs.
 func (m *Member) Stop() {
 	m.mu.Lock()

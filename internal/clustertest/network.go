@@ -450,3 +450,21 @@ func (ep *endpoint) Stop() {
 	n.mu.Unlock()
 	ep.active.Wait()
 }
+
+// Kill takes member id's running endpoint off the network at once, the way
+// a crashed process falls silent: nothing it sends from now on is
+// delivered, nothing is delivered to it, and its snapshot transfers in
+// flight fail. Unlike the endpoint's Stop it waits for nothing, so a crash
+// test may call it from inside the member's own file system operation; the
+// member's server is stopped afterwards as usual.
+func (n *Network) Kill(id uint64) {
+	n.mu.Lock()
+	ep := n.eps[id]
+	delete(n.eps, id)
+	n.mu.Unlock()
+	if ep != nil {
+		ep.mu.Lock()
+		ep.stopped = true
+		ep.mu.Unlock()
+	}
+}

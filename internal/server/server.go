@@ -87,7 +87,7 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := storage.Open(cfg.DataDir, storage.Options{NoSync: cfg.UnsafeNoFsync})
+	eng, err := storage.Open(cfg.DataDir, storage.Options{NoSync: cfg.UnsafeNoFsync, FS: cfg.FS})
 	if err != nil {
 		return nil, err
 	}
