@@ -20,10 +20,10 @@ import (
 // Raft log compaction every 20 applied entries, keeping 5 for followers:
 // a member that misses a few dozen writes catches up by a snapshot.
 const (
-	snapshotCount   = 20
-	catchUpEntries  = 5
-	keyPrefix       = "k/"
-	writeTimeout    = 5 * time.Second
+	snapshotCount  = 20
+	catchUpEntries = 5
+	keyPrefix      = "k/"
+	writeTimeout   = 5 * time.Second
 )
 
 // envInt reads a positive integer from the environment, def if unset.
