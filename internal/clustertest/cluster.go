@@ -433,6 +433,16 @@ func (c *Cluster) AddMember(learner bool) (*Member, error) {
 	}
 	m.cfg.InitialCluster = strings.Join(append(initial, m.Name+"="+m.PeerURL), ",")
 	m.cfg.InitialClusterState = server.ClusterStateExisting
+	// The new member asks a peer for the member list: give the followers
+	// a moment to apply the addition the leader has, or the one asked may
+	// not know the member yet (a member cut off never will: the start
+	// then asks the others).
+	for range 50 {
+		if c.allKnow(added.ID) {
+			break
+		}
+		c.Elapse(10 * Tick)
+	}
 	if err := m.Start(); err != nil {
 		return nil, err
 	}
@@ -443,6 +453,16 @@ func (c *Cluster) AddMember(learner bool) (*Member, error) {
 	c.members = append(c.members, m)
 	c.mu.Unlock()
 	return m, nil
+}
+
+// allKnow reports whether every running member has applied member id.
+func (c *Cluster) allKnow(id uint64) bool {
+	for _, o := range c.Running() {
+		if !slices.ContainsFunc(o.Members(), func(mm membership.Member) bool { return mm.ID == id }) {
+			return false
+		}
+	}
+	return true
 }
 
 // MemberByID returns the member with id, nil if none.

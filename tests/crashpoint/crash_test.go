@@ -114,7 +114,9 @@ func (r *rig) crashRound(rng *rand.Rand, victim *clustertest.Member, mode int, r
 	}
 	close(stop)
 	<-done
-	d.disarm()
+	if late, ok := d.disarm(); ok {
+		cr, hit = late, true
+	}
 	if !hit {
 		t.Logf("round %d: %s ran out of operations before its crash point", round, victim.Name)
 		r.restart(victim)
@@ -137,7 +139,9 @@ func (r *rig) crashRound(rng *rand.Rand, victim *clustertest.Member, mode int, r
 			}
 			return r.quiet()
 		})
-		d.disarm()
+		if late, ok := d.disarm(); ok {
+			second, hitAgain = late, true
+		}
 		if hitAgain {
 			t.Logf("round %d: %s crashed again in its restart at %s", round, victim.Name, second.op)
 			victim.Stop()

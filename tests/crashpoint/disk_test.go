@@ -89,11 +89,18 @@ func (d *disk) arm(n int, rng *rand.Rand, kill func()) <-chan crash {
 	return d.crashed
 }
 
-// disarm cancels a crash point that has not fallen yet.
-func (d *disk) disarm() {
+// disarm cancels the crash point; it returns the crash if the point fell
+// after all, since the caller last looked.
+func (d *disk) disarm() (crash, bool) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.countdown = 0
-	d.mu.Unlock()
+	select {
+	case cr := <-d.crashed:
+		return cr, true
+	default:
+		return crash{}, false
+	}
 }
 
 // setFault makes f decide every later operation's error (nil: none).
