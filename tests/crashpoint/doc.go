@@ -24,7 +24,8 @@
 //     and holds the same key history (HashKV), so the restarted member's
 //     state equals the others', which apply the same committed log;
 //   - every write a member acknowledged is present, with its value, on
-//     every member;
+//     the crashed member (and on every member every 25 rounds and at the
+//     end; converged members hold the same history anyway);
 //   - no member stopped by itself (a raft panic fails the test binary).
 //
 // The disk fault test wraps one member's disk with errors (ENOSPC and EIO
