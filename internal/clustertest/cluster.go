@@ -235,6 +235,14 @@ func (m *Member) Start() error {
 	return nil
 }
 
+// Configure changes the configuration the member's next Start uses (a
+// crash test moves a member onto the file system a crash left behind).
+func (m *Member) Configure(f func(*server.Config)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(&m.cfg)
+}
+
 // Stop stops the member's server, if it runs.
 func (m *Member) Stop() {
 	m.mu.Lock()
@@ -425,6 +433,16 @@ func (c *Cluster) AddMember(learner bool) (*Member, error) {
 	}
 	m.cfg.InitialCluster = strings.Join(append(initial, m.Name+"="+m.PeerURL), ",")
 	m.cfg.InitialClusterState = server.ClusterStateExisting
+	// The new member asks a peer for the member list: give the followers
+	// a moment to apply the addition the leader has, or the one asked may
+	// not know the member yet (a member cut off never will: the start
+	// then asks the others).
+	for range 50 {
+		if c.allKnow(added.ID) {
+			break
+		}
+		c.Elapse(10 * Tick)
+	}
 	if err := m.Start(); err != nil {
 		return nil, err
 	}
@@ -435,6 +453,16 @@ func (c *Cluster) AddMember(learner bool) (*Member, error) {
 	c.members = append(c.members, m)
 	c.mu.Unlock()
 	return m, nil
+}
+
+// allKnow reports whether every running member has applied member id.
+func (c *Cluster) allKnow(id uint64) bool {
+	for _, o := range c.Running() {
+		if !slices.ContainsFunc(o.Members(), func(mm membership.Member) bool { return mm.ID == id }) {
+			return false
+		}
+	}
+	return true
 }
 
 // MemberByID returns the member with id, nil if none.

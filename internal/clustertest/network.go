@@ -50,6 +50,8 @@ type Network struct {
 	queue msgQueue
 	seq   uint64
 
+	// dead holds the members killed and not revived (Kill).
+	dead map[uint64]bool
 	// snapshots counts the snapshot transfers completed, per receiver.
 	snapshots map[uint64]int
 	wg        sync.WaitGroup
@@ -63,6 +65,7 @@ func newNetwork(clock *clocktest.Fake, seed uint64) *Network {
 		cut:       map[uint64]map[uint64]bool{},
 		since:     map[[2]uint64]time.Time{},
 		snapshots: map[uint64]int{},
+		dead:      map[uint64]bool{},
 	}
 }
 
@@ -260,7 +263,11 @@ func (n *Network) newEndpoint(cfg transport.Config) server.PeerTransport {
 		removed: make(chan struct{}),
 	}
 	n.mu.Lock()
-	n.eps[cfg.LocalID] = ep
+	if n.dead[cfg.LocalID] {
+		ep.stopped = true
+	} else {
+		n.eps[cfg.LocalID] = ep
+	}
 	n.mu.Unlock()
 	return ep
 }
@@ -449,4 +456,32 @@ func (ep *endpoint) Stop() {
 	}
 	n.mu.Unlock()
 	ep.active.Wait()
+}
+
+// Kill takes member id off the network at once, the way a crashed process
+// falls silent: nothing it sends from now on is delivered, nothing is
+// delivered to it, its snapshot transfers in flight fail, and so does every
+// endpoint it opens until Revive (a crash may fall inside a restart, before
+// the server has its endpoint). Unlike the endpoint's Stop it waits for
+// nothing, so a crash test may call it from inside the member's own file
+// system operation; the member's server is stopped afterwards as usual.
+func (n *Network) Kill(id uint64) {
+	n.mu.Lock()
+	n.dead[id] = true
+	ep := n.eps[id]
+	delete(n.eps, id)
+	n.mu.Unlock()
+	if ep != nil {
+		ep.mu.Lock()
+		ep.stopped = true
+		ep.mu.Unlock()
+	}
+}
+
+// Revive lets member id, killed before, on the network again from its next
+// start.
+func (n *Network) Revive(id uint64) {
+	n.mu.Lock()
+	delete(n.dead, id)
+	n.mu.Unlock()
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
@@ -99,6 +100,10 @@ type Config struct {
 	QuotaBackendBytes int64
 	// UnsafeNoFsync skips fsync: a crash may lose acknowledged writes.
 	UnsafeNoFsync bool
+	// FS is the file system DataDir is on (storage.Options.FS); nil means
+	// the operating system's. Crash and fault tests run members on Pebble's
+	// crashable in-memory file system or on errorfs.
+	FS vfs.FS
 	// SnapshotCount is how many applied entries trigger a raft log
 	// compaction (default 10,000).
 	SnapshotCount uint64

@@ -1,10 +1,6 @@
 package server
 
-import (
-	"time"
-
-	"github.com/cockroachdb/pebble/v2/vfs"
-)
+import "time"
 
 // testingKnobs let this package's tests reach states that are otherwise
 // only reachable by killing the process or stalling a goroutine. Only
@@ -23,9 +19,6 @@ type testingKnobs struct {
 	catchUpEntries uint64
 	// beforeApply runs before each apply group.
 	beforeApply func()
-	// fs is the file system the engine keeps its files in (an in-memory
-	// or error-injecting one); nil is the operating system's.
-	fs vfs.FS
 	// authNow, if set, is the clock of the auth tokens (their TTLs) alone.
 	authNow func() time.Time
 }

@@ -99,7 +99,7 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 	eng, err := storage.Open(cfg.DataDir, storage.Options{
 		NoSync:            cfg.UnsafeNoFsync,
 		QuotaBytes:        cfg.QuotaBackendBytes,
-		FS:                knobs.fs,
+		FS:                cfg.FS,
 		Logger:            cfg.Logger.With("component", "storage"),
 		OnBackgroundError: q.onBackgroundError,
 	})
@@ -113,7 +113,7 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 	if cfg.WalDir != "" {
 		logEng, err = storage.Open(cfg.WalDir, storage.Options{
 			NoSync:            cfg.UnsafeNoFsync,
-			FS:                knobs.fs,
+			FS:                cfg.FS,
 			Logger:            cfg.Logger.With("component", "raft-log-storage"),
 			OnBackgroundError: q.onBackgroundError,
 		})

@@ -105,7 +105,8 @@ func (f *sstWritesFail) MaybeError(op errorfs.Op) error {
 func TestFullDeviceRaisesAlarmAndClears(t *testing.T) {
 	inj := &sstWritesFail{}
 	reg := prometheus.NewRegistry()
-	s := startServerWith(t, "data", testingKnobs{fs: errorfs.Wrap(vfs.NewMem(), inj)}, func(c *Config) {
+	s := startServerWith(t, "data", testingKnobs{}, func(c *Config) {
+		c.FS = errorfs.Wrap(vfs.NewMem(), inj)
 		c.Metrics = reg
 	})
 	putN(t, s, "k", 10)
