@@ -3,7 +3,6 @@ package embed
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"testing"
 	"time"
 
@@ -15,7 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
 // authSide is one server of an auth comparison: its client endpoints, and
@@ -30,30 +29,8 @@ type authSide struct {
 // simple tokens and cheap bcrypt, and returns its client endpoints.
 func startEtcdForAuth(t *testing.T) []string {
 	t.Helper()
-	cfg := etcdembed.NewConfig()
-	cfg.Name = "oracle"
-	cfg.Dir = t.TempDir()
-	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true
-	cfg.BcryptCost = 4
-	client, _ := url.Parse("http://127.0.0.1:0")
-	peer, _ := url.Parse("http://" + freeport.Addr(t))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := etcdembed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("embedded etcd failed: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("embedded etcd not ready after 60s")
-	}
-	return []string{"http://" + e.Clients[0].Addr().String()}
+	e := oracle.Start(t, func(cfg *etcdembed.Config) { cfg.BcryptCost = 4 })
+	return []string{"http://" + e.Addr}
 }
 
 // startAuthPair starts etcd and a cairn member, both with auth disabled.

@@ -5,16 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	etcdembed "go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
-	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
 // versionSide is one server of the downgrade comparison: a client and the
@@ -27,29 +25,8 @@ type versionSide struct {
 
 func startEtcdOracle(t *testing.T) versionSide {
 	t.Helper()
-	cfg := etcdembed.NewConfig()
-	cfg.Name = "oracle"
-	cfg.Dir = t.TempDir()
-	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true
-	client, _ := url.Parse("http://" + freeport.Addr(t))
-	peer, _ := url.Parse("http://" + freeport.Addr(t))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := etcdembed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("embedded etcd failed: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("embedded etcd not ready after 60s")
-	}
-	return versionSide{name: "etcd", c: quietClient(t, client.String()), http: client.String()}
+	e := oracle.Start(t)
+	return versionSide{name: "etcd", c: quietClient(t, "http://"+e.Addr), http: "http://" + e.Addr}
 }
 
 // quietClient is a client that does not log the refusals the test asks for.

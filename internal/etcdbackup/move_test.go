@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/cairn-db/cairn/internal/raftnode"
 	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/storage"
+	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -51,36 +51,20 @@ func newClient(t *testing.T, endpoint string) *clientv3.Client {
 // startEtcd starts a single-member embedded etcd in dir (a new one, or
 // one etcdutl restored for name, peer and the token "restored") and
 // returns it. stop (also run at the end of the test) stops it.
-func startEtcd(t *testing.T, dir, name, peer string, restored bool) (e *etcdembed.Etcd, stop func()) {
+func startEtcd(t *testing.T, dir, name, peer string, restored bool) (e *oracle.Etcd, stop func()) {
 	t.Helper()
-	cfg := etcdembed.NewConfig()
-	cfg.Name = name
-	cfg.Dir = dir
-	cfg.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true
-	client, _ := url.Parse("http://127.0.0.1:0")
-	peerURL, _ := url.Parse(peer)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
-	cfg.InitialCluster = name + "=" + peer
-	if restored {
-		cfg.InitialClusterToken = "restored"
-	}
-	e, err := etcdembed.StartEtcd(cfg)
+	peerURL, err := url.Parse(peer)
 	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
+		t.Fatal(err)
 	}
-	var once sync.Once
-	stop = func() { once.Do(e.Close) }
-	t.Cleanup(stop)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("embedded etcd failed while starting: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("embedded etcd not ready after a minute")
-	}
-	return e, stop
+	e = oracle.Start(t, oracle.Dir(dir), func(cfg *etcdembed.Config) {
+		cfg.Name = name
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
+		if restored {
+			cfg.InitialClusterToken = "restored"
+		}
+	})
+	return e, e.Stop
 }
 
 // startCairn starts a cairn member on dir (a new one, or one restored for
@@ -321,9 +305,9 @@ func restoreCairn(t *testing.T, path, name, peer string) string {
 
 func testFromEtcd(t *testing.T, k8s bool) {
 	src, _ := startEtcd(t, t.TempDir(), "etcd", "http://"+freeport.Addr(t), false)
-	sc := newClient(t, src.Clients[0].Addr().String())
+	sc := newClient(t, src.Addr)
 	compact := workload(t, sc, k8s)
-	path := saveSnapshot(t, src.Clients[0].Addr().String())
+	path := saveSnapshot(t, src.Addr)
 
 	want, err := etcdutl.NewV3(zap.NewNop()).Status(path)
 	if err != nil {
@@ -374,7 +358,7 @@ func testToEtcd(t *testing.T, k8s bool) {
 		t.Fatalf("etcdutl snapshot restore: %v", err)
 	}
 	e, _ := startEtcd(t, dir, "e1", epeer, true)
-	compareStores(t, sc, newClient(t, e.Clients[0].Addr().String()), compact)
+	compareStores(t, sc, newClient(t, e.Addr), compact)
 }
 
 func TestSnapshotFromEtcd(t *testing.T) { testFromEtcd(t, false) }
@@ -401,9 +385,9 @@ func TestSnapshotKubernetesToEtcd(t *testing.T) {
 func TestSnapshotDamagedRefused(t *testing.T) {
 	dir := t.TempDir()
 	src, stop := startEtcd(t, filepath.Join(dir, "src"), "etcd", "http://"+freeport.Addr(t), false)
-	sc := newClient(t, src.Clients[0].Addr().String())
+	sc := newClient(t, src.Addr)
 	compact := workload(t, sc, false)
-	path := saveSnapshot(t, src.Clients[0].Addr().String())
+	path := saveSnapshot(t, src.Addr)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -486,8 +470,8 @@ func TestSnapshotDamagedRefused(t *testing.T) {
 // revision and compaction.
 func TestSnapshotFromEtcdBumped(t *testing.T) {
 	src, _ := startEtcd(t, t.TempDir(), "etcd", "http://"+freeport.Addr(t), false)
-	workload(t, newClient(t, src.Clients[0].Addr().String()), false)
-	path := saveSnapshot(t, src.Clients[0].Addr().String())
+	workload(t, newClient(t, src.Addr), false)
+	path := saveSnapshot(t, src.Addr)
 
 	dir := filepath.Join(t.TempDir(), "e1.etcd")
 	epeer := "http://" + freeport.Addr(t)
@@ -500,13 +484,13 @@ func TestSnapshotFromEtcdBumped(t *testing.T) {
 		t.Fatalf("etcdutl snapshot restore: %v", err)
 	}
 	bumped, _ := startEtcd(t, dir, "e1", epeer, true)
-	bc := newClient(t, bumped.Clients[0].Addr().String())
+	bc := newClient(t, bumped.Addr)
 	resp, err := bc.Get(ctxT(t), "a")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rev := resp.Header.Revision
-	path = saveSnapshot(t, bumped.Clients[0].Addr().String())
+	path = saveSnapshot(t, bumped.Addr)
 	info, err := server.SnapshotStatus(path)
 	if err != nil || info.Revision != rev {
 		t.Fatalf("status %+v, %v; want revision %d", info, err, rev)
@@ -591,7 +575,7 @@ func TestSnapshotRestoresCairnFormat(t *testing.T) {
 // since cairn cannot carry its users and roles over yet.
 func TestSnapshotFromEtcdWithAuth(t *testing.T) {
 	src, _ := startEtcd(t, t.TempDir(), "etcd", "http://"+freeport.Addr(t), false)
-	addr := src.Clients[0].Addr().String()
+	addr := src.Addr
 	c := newClient(t, addr)
 	ctx := ctxT(t)
 	if _, err := c.Put(ctx, "k", "v"); err != nil {
