@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-db/cairn/internal/storage"
+	"github.com/cairn-db/cairn/internal/transport"
 )
 
 // A received snapshot is kept, as the stream came, in
@@ -161,7 +161,7 @@ func readSnapshot(r io.Reader, index, term uint64, spans []span, put func(k, v [
 		if kl > 1<<30 {
 			return fmt.Errorf("%w: key of %d bytes", errSnapshotStream, kl)
 		}
-		if key, err = readField(br, key, int(kl)); err != nil {
+		if key, err = transport.ReadSized(br, key, int(kl)); err != nil {
 			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		vl, err := binary.ReadUvarint(br)
@@ -171,7 +171,7 @@ func readSnapshot(r io.Reader, index, term uint64, spans []span, put func(k, v [
 		if vl > 1<<31 {
 			return fmt.Errorf("%w: value of %d bytes", errSnapshotStream, vl)
 		}
-		if value, err = readField(br, value, int(vl)); err != nil {
+		if value, err = transport.ReadSized(br, value, int(vl)); err != nil {
 			return fmt.Errorf("raftnode: read snapshot: %w", eofIsUnexpected(err))
 		}
 		if prev != nil && bytes.Compare(key, prev) <= 0 {
@@ -215,34 +215,6 @@ func eofIsUnexpected(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-// fieldStep is how much of a key or value longer than the buffer at hand
-// is allocated before its bytes arrive.
-const fieldStep = 64 << 10
-
-// readField reads an n-byte key or value into buf if it fits, or else into
-// a buffer that grows with the bytes received (doubling, from fieldStep):
-// the length comes from the sender, and a length alone must not make the
-// member allocate up to the 1 or 2 GiB a record may declare.
-func readField(r io.Reader, buf []byte, n int) ([]byte, error) {
-	if n <= cap(buf) {
-		p := buf[:n]
-		_, err := io.ReadFull(r, p)
-		return p, err
-	}
-	p := make([]byte, 0, min(n, fieldStep))
-	for len(p) < n {
-		if len(p) == cap(p) {
-			p = slices.Grow(p, min(n, 2*cap(p))-len(p))
-		}
-		m, err := io.ReadFull(r, p[len(p):min(n, cap(p))])
-		p = p[:len(p)+m]
-		if err != nil {
-			return p, err
-		}
-	}
-	return p, nil
 }
 
 func inSpans(spans []span, key []byte) bool {

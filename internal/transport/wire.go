@@ -168,7 +168,7 @@ func (fr *frameReader) next(limit func(typ byte) int) (byte, []byte, error) {
 		}
 		return 0, nil, fmt.Errorf("%w: %d-byte frame of type %d exceeds %d bytes", errProtocol, n, typ, max)
 	}
-	p, err := readPayload(fr.r, fr.buf, int(n))
+	p, err := ReadSized(fr.r, fr.buf, int(n))
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
@@ -189,12 +189,14 @@ func (fr *frameReader) next(limit func(typ byte) int) (byte, []byte, error) {
 // allocated before its bytes arrive.
 const payloadStep = 64 << 10
 
-// readPayload reads an n-byte payload into buf if it fits, or else into
-// a buffer that grows with the bytes received (doubling, from payloadStep):
-// the length comes from the peer, and a header alone must not make the
-// member allocate up to the frame limit. The bytes allocated stay within
-// a small multiple of those read.
-func readPayload(r io.Reader, buf []byte, n int) ([]byte, error) {
+// ReadSized reads an n-byte payload whose length n came from a peer: into
+// buf if it fits, or else into a buffer that grows with the bytes received
+// (doubling, from 64 KiB), so that a declared length alone never makes the
+// member allocate up to the limit a frame or record may declare. The bytes
+// allocated stay within a small multiple of those read. It returns what it
+// read and io.ReadFull's error. The peer wire and the snapshot stream
+// (raftnode) both read with it.
+func ReadSized(r io.Reader, buf []byte, n int) ([]byte, error) {
 	if n <= cap(buf) {
 		p := buf[:n]
 		_, err := io.ReadFull(r, p)
