@@ -13,8 +13,8 @@
 //
 // NewGRPCServer serves KV (Range, RangeStream, Put, DeleteRange, Txn,
 // Compact), Maintenance (Status, Alarm, Defragment, Hash, HashKV, Snapshot,
-// MoveLeader; Downgrade answers codes.Unimplemented), the gRPC health
-// service, and etcd's Auth service (auth.go).
+// MoveLeader, Downgrade), the gRPC health service, and etcd's Auth service
+// (auth.go).
 // RegisterWatch, RegisterLease and RegisterCluster add those services; a
 // member (internal/embed) registers them all, and etcd's Lock and Election
 // services come from internal/lockelect.
@@ -26,14 +26,16 @@
 // Compact, Defragment, Hash, HashKV, Snapshot, MoveLeader, Downgrade, alarm
 // changes) or for a named user (Status, MemberList, alarm listing) while
 // auth is enabled; the gateway makes the same checks (gatewayAuth), its
-// Authorization header being the token. They also refuse what a learner must not serve
+// Authorization header being the token. They also refuse what a learner
+// must not serve
 // (etcd's "rpc not supported for learner"), refuse requests that require a
 // leader while there is none, and count requests in etcd's grpc_server_*
 // metrics (the handling-time histogram with Options.ExtensiveMetrics; the
 // member's own self-client, SelfUserAgent, left out); a codec counts the
 // bytes of client messages. A unary Range in key order is sent from
 // KeyValues the backend encoded while reading (Backend.RangeEncoded,
-// kv_range.go), so a large response is never held twice. Given Options.Stopping, streams end with "server stopped" when
+// kv_range.go), so a large response is never held twice. Given
+// Options.Stopping, streams end with "server stopped" when
 // the member begins to stop, and (with Options.ElectionTimeout) those that
 // require a leader end with "no leader" once it has been lost for three
 // election timeouts.
