@@ -199,8 +199,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("distributed-tracing-service-name", "etcd")
 	str("distributed-tracing-instance-id", "")
 	intF("distributed-tracing-sampling-rate", 0)
-	dur("corrupt-check-time", 0)
-	dur("compact-hash-check-time", time.Minute)
 	intF("compaction-batch-limit", 1000)
 	dur("compaction-sleep-interval", 10*time.Millisecond)
 	dur("downgrade-check-time", 5*time.Second)
