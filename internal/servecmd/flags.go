@@ -143,7 +143,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.UintVar(&c.BcryptCost, "bcrypt-cost", 10, "Specify bcrypt algorithm cost factor for auth password hashing.")
 	fs.UintVar(&c.AuthTokenTTL, "auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
 	fs.StringVar(&c.AuditLog, "audit-log", "", "Write auth changes and requests refused for auth reasons to this file, as JSON lines (cairn's; off by default).")
-	fs.Int64Var(&c.AuditLogMaxBytes, "audit-log-max-bytes", 100<<20, "Rotate the audit log when a line would take it past this many bytes.")
+	fs.Int64Var(&c.AuditLogMaxBytes, "audit-log-max-bytes", 0, "Rotate the audit log when a line would take it past this many bytes (0: 100 MiB).")
 	fs.Func("audit-log-max-files", "Rotated audit log files kept, FILE.1 the newest (0: none). (default 5)", func(v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -213,8 +213,6 @@ func (f *serveFlags) addNotImplemented() {
 	str("distributed-tracing-service-name", "etcd")
 	str("distributed-tracing-instance-id", "")
 	intF("distributed-tracing-sampling-rate", 0)
-	dur("corrupt-check-time", 0)
-	dur("compact-hash-check-time", time.Minute)
 	intF("compaction-batch-limit", 1000)
 	dur("compaction-sleep-interval", 10*time.Millisecond)
 	dur("downgrade-check-time", 5*time.Second)
