@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,6 +34,12 @@ type auditLine struct {
 
 func readAudit(t *testing.T, path string) []auditLine {
 	t.Helper()
+	return readAuditAs(t, path, "m1")
+}
+
+// readAuditAs reads the log of member.
+func readAuditAs(t *testing.T, path, member string) []auditLine {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +52,8 @@ func readAudit(t *testing.T, path string) []auditLine {
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("audit line %q: %v", sc.Text(), err)
 		}
-		if l.Time == "" || l.Member != "m1" {
-			t.Fatalf("audit line %q: no time or not member m1", sc.Text())
+		if l.Time == "" || l.Member != member {
+			t.Fatalf("audit line %q: no time or not member %s", sc.Text(), member)
 		}
 		out = append(out, l)
 	}
@@ -193,5 +200,83 @@ func TestAuditLogOff(t *testing.T) {
 	ents, err := os.ReadDir(dir)
 	if err != nil || len(ents) != 1 {
 		t.Fatalf("%v (%v): want only the data directory", ents, err)
+	}
+}
+
+// TestAuditLogEveryMember: in a cluster of three, every member's log holds
+// every auth change, with the same indexes and auth revisions, and a
+// refusal is in the log of the member that answered it only.
+func TestAuditLogEveryMember(t *testing.T) {
+	ms := []*peerMember{listenPeer(t, "a"), listenPeer(t, "b"), listenPeer(t, "c")}
+	var parts []string
+	for _, m := range ms {
+		parts = append(parts, m.name+"="+m.url)
+	}
+	logs := map[string]string{}
+	for _, m := range ms {
+		m.cfg = peerConfig(t, m, strings.Join(parts, ","))
+		m.cfg.BcryptCost = 4
+		logs[m.name] = filepath.Join(t.TempDir(), "audit.log")
+		m.cfg.AuditLog = logs[m.name]
+		m.start(t)
+	}
+	waitUntil(t, "a leader", func() bool {
+		for _, m := range ms {
+			if m.s.Leader() == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	setupAuth(t, ms[0].s)
+	b := ms[1].s
+	// b's token: b must have applied the entry that issued it.
+	alice := as(t, b, "alice", "pw")
+	if err := putAs(alice, b, "z"); err != auth.ErrPermissionDenied {
+		t.Fatalf("alice puts z on b: %v", err)
+	}
+	// Every member applies the last change before it stops.
+	want := ms[0].s.auth.st().Revision()
+	waitUntil(t, "every member at the last auth revision", func() bool {
+		for _, m := range ms {
+			if m.s.auth.st().Revision() != want || !m.s.AuthEnabled() {
+				return false
+			}
+		}
+		return true
+	})
+	for _, m := range ms {
+		m.stop()
+	}
+	type change struct {
+		method, name string
+		index, rev   uint64
+	}
+	var first []change
+	for _, m := range ms {
+		var changes []change
+		refusals := 0
+		for _, l := range readAuditAs(t, logs[m.name], m.name) {
+			switch l.Kind {
+			case "auth_change":
+				changes = append(changes, change{l.Method, l.Name, l.Index, l.AuthRevision})
+			case "refused":
+				refusals++
+				if l.Method != "Put" || l.User != "alice" || l.Key != "z" {
+					t.Fatalf("%s: refusal %+v", m.name, l)
+				}
+			}
+		}
+		if len(changes) != 8 {
+			t.Fatalf("%s: %d changes, want setupAuth's 8: %v", m.name, len(changes), changes)
+		}
+		if first == nil {
+			first = changes
+		} else if !slices.Equal(changes, first) {
+			t.Fatalf("%s's changes %v, a's %v", m.name, changes, first)
+		}
+		if wantRefusals := map[bool]int{true: 1, false: 0}[m.name == "b"]; refusals != wantRefusals {
+			t.Fatalf("%s: %d refusals, want %d", m.name, refusals, wantRefusals)
+		}
 	}
 }
