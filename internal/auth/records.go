@@ -75,9 +75,6 @@ func (st State) Put(w Writer) error {
 	return nil
 }
 
-// IsKey reports whether k is a key of the auth keyspace.
-func IsKey(k []byte) bool { return bytes.HasPrefix(k, prefixAll) }
-
 // KeyRange is the range [lo, hi) of the storage keys the auth state
 // occupies.
 func KeyRange() (lo, hi []byte) { return bytes.Clone(prefixAll), []byte{KeyPrefix, '/' + 1} }
