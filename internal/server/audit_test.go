@@ -94,6 +94,9 @@ func TestAuditLog(t *testing.T) {
 	if err := s.IsAdmin(alice); err != auth.ErrPermissionDenied {
 		t.Fatalf("alice as admin: %v", err)
 	}
+	if _, err := s.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 60}); err != auth.ErrUserEmpty {
+		t.Fatalf("nobody grants a lease: %v", err)
+	}
 	if err := putAs(WithCredentials(ctx, "forged.1", ""), s, "k1"); err != auth.ErrInvalidAuthToken {
 		t.Fatalf("forged token: %v", err)
 	}
@@ -161,6 +164,7 @@ func TestAuditLog(t *testing.T) {
 		{Kind: "refused", Method: "UserAdd", User: "alice", Name: "bob", Reason: denied},
 		{Kind: "refused", Method: "Watch", User: "alice", Key: "x", Reason: denied},
 		{Kind: "refused", Method: "admin", User: "alice", Reason: denied},
+		{Kind: "refused", Method: "LeaseGrant", Reason: auth.ErrUserEmpty.Error()},
 		{Kind: "refused", Method: "Put", Key: "k1", Reason: auth.ErrInvalidAuthToken.Error()},
 	}
 	if !equalLines(changes, wantChanges) {
