@@ -62,8 +62,9 @@ The member list is new too: the cluster and member IDs are derived from
 --initial-cluster, --initial-cluster-token and the peer URLs exactly as for
 a new cluster, so the restored cluster is not the old one and its members
 cannot talk to the old members. The backup's own member list and alarms are
-dropped. cairn has no auth yet: an etcd backup with auth enabled is
-refused, and users and roles of one with auth disabled are dropped.
+dropped. Auth comes across as it was: users (their bcrypt password hashes
+as they are, so passwords keep working), roles with their permissions, the
+auth revision and whether auth is enabled.
 
 For a cluster of several members, restore the same file once per member, each
 with its own --name (and --initial-advertise-peer-urls) and the same

@@ -73,7 +73,9 @@
 // A missing a/enabled or a/revision means disabled and revision 1. Each
 // apply writes only the keys it changes (a role deletion rewrites the users
 // that held it); Save writes all of them and Load reads them back into the
-// same state.
+// same state. ReadState and State.Put do the same with the state as plain
+// values (KeyRange bounds the keys), which is how backups (package
+// etcdbackup) carry users and roles to etcd's format and back.
 //
 // # Errors
 //

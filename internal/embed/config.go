@@ -164,6 +164,14 @@ type Config struct {
 	AuthToken    string
 	AuthTokenTTL uint
 	BcryptCost   uint
+	// AuditLog is --audit-log, the file of the member's audit log of auth
+	// changes and auth refusals ("": off; see package audit).
+	// AuditLogMaxBytes (--audit-log-max-bytes, 0: 100 MiB) is the size it
+	// rotates at, AuditLogMaxFiles the rotated files kept (0: 5, below 0:
+	// none; the flag's 0 means none).
+	AuditLog         string
+	AuditLogMaxBytes int64
+	AuditLogMaxFiles int
 
 	// GRPC tunes the client-facing gRPC server.
 	GRPC GRPCOptions
@@ -408,6 +416,9 @@ func (c *Config) serverConfig(lg *slog.Logger, reg prometheus.Registerer) server
 		AuthTokenTTL:                time.Duration(c.AuthTokenTTL) * time.Second,
 		BcryptCost:                  int(c.BcryptCost),
 		ClientCertAuth:              c.ClientTLS.ClientCertAuth,
+		AuditLog:                    c.AuditLog,
+		AuditLogMaxBytes:            c.AuditLogMaxBytes,
+		AuditLogMaxFiles:            c.AuditLogMaxFiles,
 		Logger:                      lg,
 		Metrics:                     reg,
 	}

@@ -54,7 +54,8 @@
 // without a peer listener a member can only be a cluster of one. Each
 // client listener serves KV, Maintenance, Watch, Lease, Cluster and Auth
 // (AuthToken, AuthTokenTTL and BcryptCost are etcd's --auth-token,
-// --auth-token-ttl and --bcrypt-cost).
+// --auth-token-ttl and --bcrypt-cost; AuditLog, cairn's own, is the audit
+// log of auth changes and refusals, see package audit).
 //
 // Every client listener also serves etcd's Lock and Election services
 // (internal/lockelect), and with EnableGRPCGateway their JSON paths

@@ -28,8 +28,9 @@
 //	members_removed,                                       cluster (etcdutl does the same)
 //	cluster
 //	alarm             raised alarms                        dropped (they describe the old disks)
-//	auth, authUsers,  auth state                           written empty, auth disabled;
-//	authRoles                                              read: refused if enabled, else dropped
+//	auth              authEnabled (1 byte), authRevision   auth enabled flag, auth revision
+//	authUsers         name → authpb.User                   users (bcrypt hash as it is)
+//	authRoles         name → authpb.Role                   roles and their permissions
 //
 // In the key bucket, the 17-byte key is the version's revision (8-byte
 // big-endian main revision, '_', 8-byte big-endian sub revision) with a
@@ -45,11 +46,12 @@
 // away). Keys are attached to the lease their newest version names, when
 // that lease exists, as etcd reattaches them on start.
 //
-// Users and roles: cairn has no auth yet. A file cairn writes has auth
-// disabled and no users or roles; a file with auth enabled is refused
-// (ErrAuthEnabled), because a restore without its users would open the
-// data to everyone, and users and roles of a file with auth disabled are
-// dropped (Info counts them).
+// Users and roles move as they are, both ways: cairn's auth keyspace
+// (package auth) holds the same authpb messages etcd's buckets do, so a
+// user's bcrypt hash, options and roles and a role's permissions are
+// copied, and a password authenticates on either side. A file whose auth
+// revision is 0 or missing restores at 1, where cairn's revisions start.
+// A file with auth enabled restores with auth enabled.
 //
 // # Writing
 //

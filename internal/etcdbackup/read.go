@@ -12,18 +12,15 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/api/v3/authpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/server/v3/lease/leasepb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/lease"
 	"github.com/cairn-db/cairn/internal/mvcc"
 )
-
-// ErrAuthEnabled is returned by Read for a backup of a cluster with auth
-// enabled: cairn does not carry users and roles over yet, and a restore
-// that dropped them would open the data to every client.
-var ErrAuthEnabled = errors.New("etcdbackup: the snapshot has auth enabled; cairn cannot restore its users and roles yet (disable auth in etcd, take a new snapshot)")
 
 // lockTimeout bounds the wait for the file's lock: an etcd member holds
 // its member/snap/db locked while it runs.
@@ -55,12 +52,13 @@ type Info struct {
 	// StorageVersion is the schema version the file records ("" before
 	// etcd 3.6).
 	StorageVersion string
-	// AuthEnabled tells whether the cluster had auth enabled; Read
-	// refuses to hand out the records of such a file.
-	AuthEnabled bool
-	// DroppedUsers and DroppedRoles count the auth users and roles a
-	// restore leaves out.
-	DroppedUsers, DroppedRoles int64
+	// AuthEnabled tells whether the cluster had auth enabled, and
+	// AuthRevision is its auth revision (0: etcd's auth never changed).
+	AuthEnabled  bool
+	AuthRevision uint64
+	// Users and Roles count the auth users and roles, which a restore
+	// carries over.
+	Users, Roles int64
 }
 
 // Status checks the etcd backup at path (see Read) and describes it.
@@ -71,14 +69,14 @@ func Status(path string) (Info, error) { return Read(path, nil) }
 // version of every key with its revisions, version and lease, the event
 // log from the compaction revision on, the revision and compaction
 // revision, the leases with their TTLs and the attachments of keys to
-// leases. Records come in no particular order; put must not keep k or v.
+// leases, and the auth state (enabled flag, auth revision, users with
+// their password hashes, roles with their permissions). Records come in
+// no particular order; put must not keep k or v.
 //
 // The checks come first, before put is called: the file's sha256 digest
 // (when it ends with one), then bbolt's own consistency check of every
 // page. A file that fails them, or whose content does not decode, gives
-// an error wrapping ErrCorrupt. A cluster with auth enabled gives
-// ErrAuthEnabled when put is not nil (Info.AuthEnabled says so to a mere
-// check). An error from put is returned as is.
+// an error wrapping ErrCorrupt. An error from put is returned as is.
 func Read(path string, put func(k, v []byte) error) (info Info, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -251,22 +249,79 @@ func (r *reader) readMeta() error {
 	return nil
 }
 
+// readAuth reads the auth buckets and hands their state out as cairn's
+// auth records: the enabled flag, the revision, and every user (with its
+// bcrypt hash as it is) and role.
 func (r *reader) readAuth() error {
+	var st auth.State
 	if a := r.tx.Bucket(bucketAuth); a != nil {
-		if v := a.Get(authEnabled); len(v) == 1 && v[0] == 1 {
-			r.info.AuthEnabled = true
-			if r.put != nil {
-				return ErrAuthEnabled
+		if v := a.Get(authEnabled); v != nil {
+			if len(v) != 1 || v[0] > 1 {
+				return fmt.Errorf("%w: auth %s is %x", ErrCorrupt, authEnabled, v)
 			}
+			st.Enabled = v[0] == 1
+		}
+		if v := a.Get(authRevision); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("%w: auth %s is %d bytes", ErrCorrupt, authRevision, len(v))
+			}
+			st.Revision = binary.BigEndian.Uint64(v)
 		}
 	}
 	if b := r.tx.Bucket(bucketAuthUsers); b != nil {
-		r.info.DroppedUsers = int64(b.Stats().KeyN)
+		err := b.ForEach(func(k, v []byte) error {
+			u := &authpb.User{}
+			if err := proto.Unmarshal(v, u); err != nil {
+				return fmt.Errorf("%w: user %q: %w", ErrCorrupt, k, err)
+			}
+			if !bytes.Equal(k, u.Name) {
+				return fmt.Errorf("%w: user key %q holds user %q", ErrCorrupt, k, u.Name)
+			}
+			st.Users = append(st.Users, u)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	if b := r.tx.Bucket(bucketAuthRoles); b != nil {
-		r.info.DroppedRoles = int64(b.Stats().KeyN)
+		err := b.ForEach(func(k, v []byte) error {
+			ro := &authpb.Role{}
+			if err := proto.Unmarshal(v, ro); err != nil {
+				return fmt.Errorf("%w: role %q: %w", ErrCorrupt, k, err)
+			}
+			if !bytes.Equal(k, ro.Name) {
+				return fmt.Errorf("%w: role key %q holds role %q", ErrCorrupt, k, ro.Name)
+			}
+			st.Roles = append(st.Roles, ro)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	r.info.AuthEnabled = st.Enabled
+	r.info.AuthRevision = st.Revision
+	r.info.Users, r.info.Roles = int64(len(st.Users)), int64(len(st.Roles))
+	if r.put == nil {
+		return nil
+	}
+	if err := st.Put(authWriter{r}); err != nil {
+		if pe := (putError{}); errors.As(err, &pe) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return nil
+}
+
+// authWriter hands auth.State's records to the reader's put.
+type authWriter struct{ r *reader }
+
+func (w authWriter) Put(k, v []byte) error { return w.r.emit(k, v) }
+
+func (w authWriter) Delete([]byte) error {
+	return errors.New("etcdbackup: a restore deletes nothing")
 }
 
 func (r *reader) readLeases() error {

@@ -13,6 +13,9 @@ import (
 	"sort"
 	"testing"
 
+	"go.etcd.io/etcd/api/v3/authpb"
+
+	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/lease"
 	"github.com/cairn-db/cairn/internal/mvcc"
 	"github.com/cairn-db/cairn/internal/storage"
@@ -119,8 +122,48 @@ func randomState(t testing.TB, rng *rand.Rand, writes int) (map[string][]byte, i
 	if err := mvcc.MetaRecords(mvcc.Meta{Rev: rev, CompactScheduled: compact, CompactFinished: compact}, put); err != nil {
 		t.Fatal(err)
 	}
+	if err := randomAuth(rng).Put(putWriter(put)); err != nil {
+		t.Fatal(err)
+	}
 	return recs, len(live)
 }
+
+// randomAuth is an auth state with a few users (bcrypt-like hashes, some
+// without password) and roles with permissions of every form.
+func randomAuth(rng *rand.Rand) auth.State {
+	st := auth.State{Enabled: rng.IntN(2) == 0, Revision: 1 + rng.Uint64N(100)}
+	perms := []*authpb.Permission{
+		{PermType: authpb.READ, Key: []byte("k")},
+		{PermType: authpb.WRITE, Key: []byte("a"), RangeEnd: []byte("b")},
+		{PermType: authpb.READWRITE, Key: []byte("p/"), RangeEnd: []byte("p0")},
+		{PermType: authpb.READ, Key: []byte("z"), RangeEnd: []byte{0}},
+	}
+	for i := range 1 + rng.IntN(4) {
+		r := &authpb.Role{Name: []byte(fmt.Sprintf("role%d", i))}
+		for _, p := range perms {
+			if rng.IntN(2) == 0 {
+				r.KeyPermission = append(r.KeyPermission, p)
+			}
+		}
+		st.Roles = append(st.Roles, r)
+	}
+	for i := range 1 + rng.IntN(4) {
+		u := &authpb.User{Name: []byte(fmt.Sprintf("user%d", i)), Roles: []string{"role0"}}
+		if rng.IntN(3) == 0 {
+			u.Options = &authpb.UserAddOptions{NoPassword: true}
+		} else {
+			u.Password = []byte(fmt.Sprintf("$2a$10$%053d", rng.IntN(1000)))
+		}
+		st.Users = append(st.Users, u)
+	}
+	return st
+}
+
+// putWriter is an auth.Writer over a put function.
+type putWriter func(k, v []byte) error
+
+func (w putWriter) Put(k, v []byte) error { return w(k, v) }
+func (w putWriter) Delete([]byte) error   { return errors.New("delete") }
 
 // writeBackup creates the backup of st and saves it to a file.
 func writeBackup(t testing.TB, st State) string {

@@ -18,6 +18,7 @@ import (
 	"go.etcd.io/etcd/server/v3/lease/leasepb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/lease"
 	"github.com/cairn-db/cairn/internal/mvcc"
 )
@@ -30,6 +31,22 @@ type State interface {
 	Scan(lo, hi []byte, fn func(k, v []byte) error) error
 	// Get returns the value of one record, or storage.ErrNotFound.
 	Get(key []byte) ([]byte, error)
+}
+
+// authReader reads the auth keyspace of a State for auth.ReadState.
+type authReader struct{ st State }
+
+func (r authReader) Scan(prefix []byte, fn func(k, v []byte) error) error {
+	lo, hi := auth.KeyRange()
+	if !bytes.HasPrefix(prefix, lo) {
+		return fmt.Errorf("etcdbackup: auth scan of %q outside its keyspace", prefix)
+	}
+	return r.st.Scan(prefix, hi, func(k, v []byte) error {
+		if !bytes.HasPrefix(k, prefix) {
+			return nil
+		}
+		return fn(k, v)
+	})
 }
 
 // tempPattern names the directories Create builds in.
@@ -202,6 +219,14 @@ func (w *writer) write(st State, index, term uint64) error {
 	if err != nil {
 		return err
 	}
+	as, err := auth.ReadState(authReader{st})
+	if err != nil {
+		return fmt.Errorf("etcdbackup: read auth state: %w", err)
+	}
+	enabled := []byte{0}
+	if as.Enabled {
+		enabled = []byte{1}
+	}
 	err = w.db.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -217,9 +242,28 @@ func (w *writer) write(st State, index, term uint64) error {
 			{m, metaConsistentIndex, u64(index)},
 			{m, metaTerm, u64(term)},
 			{m, metaStorageVersion, []byte(storageVersion)},
-			// No auth yet: disabled, at revision 0, with no users or roles.
-			{tx.Bucket(bucketAuth), authEnabled, []byte{0}},
-			{tx.Bucket(bucketAuth), authRevision, u64(0)},
+			{tx.Bucket(bucketAuth), authEnabled, enabled},
+			{tx.Bucket(bucketAuth), authRevision, u64(as.Revision)},
+		}
+		for _, u := range as.Users {
+			v, err := proto.MarshalOptions{Deterministic: true}.Marshal(u)
+			if err != nil {
+				return fmt.Errorf("encode user %q: %w", u.Name, err)
+			}
+			puts = append(puts, struct {
+				b    *bolt.Bucket
+				k, v []byte
+			}{tx.Bucket(bucketAuthUsers), u.Name, v})
+		}
+		for _, r := range as.Roles {
+			v, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+			if err != nil {
+				return fmt.Errorf("encode role %q: %w", r.Name, err)
+			}
+			puts = append(puts, struct {
+				b    *bolt.Bucket
+				k, v []byte
+			}{tx.Bucket(bucketAuthRoles), r.Name, v})
 		}
 		if meta.CompactScheduled > 0 {
 			puts = append(puts, struct {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -141,6 +142,19 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.StringVar(&c.AuthToken, "auth-token", "simple", "Specify auth token specific options.")
 	fs.UintVar(&c.BcryptCost, "bcrypt-cost", 10, "Specify bcrypt algorithm cost factor for auth password hashing.")
 	fs.UintVar(&c.AuthTokenTTL, "auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
+	fs.StringVar(&c.AuditLog, "audit-log", "", "Write auth changes and requests refused for auth reasons to this file, as JSON lines (cairn's; off by default).")
+	fs.Int64Var(&c.AuditLogMaxBytes, "audit-log-max-bytes", 0, "Rotate the audit log when a line would take it past this many bytes (0: 100 MiB).")
+	fs.Func("audit-log-max-files", "Rotated audit log files kept, FILE.1 the newest (0: none). (default 5)", func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a number of files, 0 or more")
+		}
+		if n == 0 {
+			n = -1 // embed.Config's "none"
+		}
+		c.AuditLogMaxFiles = n
+		return nil
+	})
 
 	fs.StringVar(&f.configFile, "config-file", "", "Path to the server configuration file (etcd's YAML format). Note that if a configuration file is provided, other command line flags and environment variables will be ignored.")
 	fs.BoolVar(&f.printVersion, "version", false, "Print the version and exit.")

@@ -84,6 +84,7 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		"--watch-progress-notify-interval", "90s",
 		"--pre-vote=false",
 		"--auth-token", "simple", "--bcrypt-cost", "4", "--auth-token-ttl", "60",
+		"--audit-log", "/var/log/audit.log", "--audit-log-max-bytes", "2048", "--audit-log-max-files", "0",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +130,9 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 		AuthToken:                   "simple",
 		AuthTokenTTL:                60,
 		BcryptCost:                  4,
+		AuditLog:                    "/var/log/audit.log",
+		AuditLogMaxBytes:            2048,
+		AuditLogMaxFiles:            -1,
 		GRPC:                        embed.GRPCOptions{MaxConcurrentStreams: 100, KeepAliveMinTime: time.Second, KeepAliveInterval: time.Minute, KeepAliveTimeout: 3 * time.Second},
 		EnablePprof:                 true,
 		LogLevel:                    "debug",

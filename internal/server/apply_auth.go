@@ -197,6 +197,7 @@ func (s *Server) applyAuth(w *mvcc.Write, b *storage.Batch, r *pb.InternalRaftRe
 		}
 		return result{}, true, aerr
 	}
+	s.auditChange(r, index)
 	h := resp.GetHeader()
 	if h == nil {
 		h = &pb.ResponseHeader{}

@@ -11,6 +11,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairn-db/cairn/internal/audit"
 	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/storage"
 )
@@ -39,6 +40,10 @@ type authority struct {
 	// clientCertAuth: a verified client certificate's CN names the user of
 	// a request that carries no token.
 	clientCertAuth bool
+	// audit is the audit log (nil: off), and member the name its lines
+	// carry.
+	audit  *audit.Log
+	member string
 }
 
 // authCredentials is what a request brought to prove who it is: a token
@@ -99,6 +104,16 @@ func newAuthority(s *Server) (*authority, error) {
 	a.tokens = tokens
 	if err := a.reload(s.eng); err != nil {
 		return nil, err
+	}
+	if cfg.AuditLog != "" {
+		a.member = cfg.Name
+		a.audit, err = audit.Open(audit.Options{
+			Path: cfg.AuditLog, MaxBytes: cfg.AuditLogMaxBytes, MaxFiles: cfg.AuditLogMaxFiles,
+			Registerer: cfg.Metrics, Now: s.clock.Now,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: --audit-log: %w", err)
+		}
 	}
 	return a, nil
 }
@@ -195,18 +210,20 @@ func (a *authority) withBcrypt(ctx context.Context, fn func() error) error {
 }
 
 // checkedRead is etcd's doSerialize: chk runs against the caller's user
-// before read, and the read is refused with ErrAuthOldRevision if the
+// before read (a refusal goes to the audit log as ev), and the read is refused with ErrAuthOldRevision if the
 // auth revision moved while it ran.
-func (a *authority) checkedRead(ctx context.Context, chk func(st *auth.Store, ai auth.AuthInfo) error, read func() error) error {
+func (a *authority) checkedRead(ctx context.Context, ev audit.Event, chk func(st *auth.Store, ai auth.AuthInfo) error, read func() error) error {
 	if !a.enabled() {
 		return read()
 	}
 	ai, err := a.infoOrEmpty(ctx)
 	if err != nil {
+		a.refused(ev, "", err, false)
 		return err
 	}
 	st := a.st()
 	if err := chk(st, ai); err != nil {
+		a.refused(ev, ai.Username, err, false)
 		return err
 	}
 	if err := read(); err != nil {
@@ -279,13 +296,29 @@ func (w batchWriter) Delete(key []byte) error     { return w.b.Delete(key, nil) 
 // auth.ErrInvalidAuthToken). The api calls it before member changes,
 // alarm changes, defragmentation, hashes, snapshots and leader moves, as
 // etcd's API layer does. Safe for concurrent use.
-func (s *Server) IsAdmin(ctx context.Context) error { return s.auth.admin(ctx) }
+func (s *Server) IsAdmin(ctx context.Context) error {
+	err := s.auth.admin(ctx)
+	if err != nil && s.auth.audit != nil {
+		s.auth.refused(audit.Event{Method: methodOf(ctx, "admin")}, s.auth.userOf(ctx), err, true)
+	}
+	return err
+}
 
 // RequireUser refuses a request that names no user while auth is enabled
 // (auth.ErrUserEmpty, or auth.ErrInvalidAuthToken for a bad token), as
 // etcd's requireAuthInfo does (Status, alarm listing). Safe for concurrent
 // use.
-func (s *Server) RequireUser(ctx context.Context) error { return s.auth.requireUser(ctx) }
+func (s *Server) RequireUser(ctx context.Context) error { return s.requireUserFor(ctx, "") }
+
+// requireUserFor is RequireUser for a request of method (its name in the
+// audit log when ctx names no gRPC method).
+func (s *Server) requireUserFor(ctx context.Context, method string) error {
+	err := s.auth.requireUser(ctx)
+	if err != nil && s.auth.audit != nil {
+		s.auth.refused(audit.Event{Method: methodOf(ctx, method)}, "", err, false)
+	}
+	return err
+}
 
 // AuthEnabled reports whether auth is enabled on this member now.
 func (s *Server) AuthEnabled() bool { return s.auth.enabled() }
@@ -296,10 +329,13 @@ func (s *Server) AuthEnabled() bool { return s.auth.enabled() }
 // for concurrent use.
 func (s *Server) WatchPermitted(ctx context.Context, key, rangeEnd []byte) error {
 	ai, err := s.auth.infoOrEmpty(ctx)
-	if err != nil {
-		return err
+	if err == nil {
+		err = s.auth.st().IsRangePermitted(ai, key, rangeEnd)
 	}
-	return s.auth.st().IsRangePermitted(ai, key, rangeEnd)
+	if err != nil {
+		s.auth.refused(audit.Event{Method: "Watch", Key: key, RangeEnd: rangeEnd}, ai.Username, err, false)
+	}
+	return err
 }
 
 // Authenticate checks a user's password and issues a token through raft,
@@ -325,6 +361,7 @@ func (s *Server) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*
 		if err != nil {
 			if !errors.Is(err, auth.ErrAuthNotEnabled) {
 				s.lg.Warn("invalid authentication was requested", "user", r.Name, "err", err)
+				s.auth.refused(audit.Event{Method: "Authenticate"}, r.Name, err, false)
 			}
 			return nil, err
 		}

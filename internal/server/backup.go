@@ -38,8 +38,9 @@ type SnapshotStream struct {
 // Snapshot starts a backup of this member's replicated state as it is
 // now, in etcd's file format, so that etcdutl reads it: the mvcc keyspace
 // (every revision since the last compaction), the revision and
-// compaction revision, and the leases; auth is written disabled, with no
-// users or roles, and the member list and alarms are left out, as
+// compaction revision, the leases, and the auth state (enabled flag,
+// revision, users with their password hashes, roles); the member list
+// and alarms are left out, as
 // etcdutl's restore replaces them. Writes that continue while the stream
 // is read are not in it. Errors: ErrStopped; once the member starts
 // stopping, Read fails with ErrStopped.

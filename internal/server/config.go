@@ -173,6 +173,13 @@ type Config struct {
 	// as the CN of its verified client certificate, which the api passes
 	// in with WithCredentials.
 	ClientCertAuth bool
+	// AuditLog is --audit-log: the file the member writes its audit log
+	// to ("" for none; see package audit). AuditLogMaxBytes and
+	// AuditLogMaxFiles are its rotation (0: audit's defaults, 100 MiB and
+	// 5 files; MaxFiles below 0 keeps no old file).
+	AuditLog         string
+	AuditLogMaxBytes int64
+	AuditLogMaxFiles int
 
 	// Logger receives the member's log; nil discards it.
 	Logger *slog.Logger

@@ -265,6 +265,13 @@
 //   - The leader revokes expired leases as root (asRoot), as etcd does.
 //   - The store is reloaded from the engine after a snapshot install: the
 //     checkpoint carries the 'a' keyspace.
+//   - The audit log (Config.AuditLog, package audit; audit.go): every
+//     member records each auth change it applies (applyAuth), so every
+//     member's log holds them all; the member that answers a request
+//     refused for an auth reason records the refusal (checkedRead,
+//     IsAdmin, RequireUser, WatchPermitted, Authenticate's password
+//     check, and proposals refused by their credentials or at apply).
+//     Recording never waits for the disk.
 //
 // The api makes etcd's API-layer checks (role root for membership
 // changes and most maintenance, a user for Status and MemberList) with

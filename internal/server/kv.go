@@ -5,6 +5,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/cairn-db/cairn/internal/audit"
 	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/mvcc"
 )
@@ -32,7 +33,7 @@ func (s *Server) rangeWith(ctx context.Context, r *pb.RangeRequest, read func(*p
 	}
 	defer s.life.leave()
 	var resp *pb.RangeResponse
-	err := s.auth.checkedRead(ctx, func(st *auth.Store, ai auth.AuthInfo) error {
+	err := s.auth.checkedRead(ctx, audit.Event{Method: "Range", Key: r.Key, RangeEnd: r.RangeEnd}, func(st *auth.Store, ai auth.AuthInfo) error {
 		return st.IsRangePermitted(ai, r.Key, r.RangeEnd)
 	}, func() (err error) {
 		resp, err = readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) { return read(r) })
@@ -69,7 +70,7 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 	defer s.life.leave()
 	if mvcc.TxnReadOnly(r) {
 		var resp *pb.TxnResponse
-		err := s.auth.checkedRead(ctx, func(st *auth.Store, ai auth.AuthInfo) error {
+		err := s.auth.checkedRead(ctx, audit.Event{Method: "Txn"}, func(st *auth.Store, ai auth.AuthInfo) error {
 			return s.checkTxn(nil, st, ai, r)
 		}, func() (err error) {
 			resp, err = readStore(s, ctx, txnSerializable(r), func() (*pb.TxnResponse, error) { return s.kv.ReadTxn(r) })

@@ -5,6 +5,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/cairn-db/cairn/internal/audit"
 	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/mvcc"
 )
@@ -25,7 +26,7 @@ func (s *Server) RangeEncoded(ctx context.Context, r *pb.RangeRequest, alloc fun
 		resp *pb.RangeResponse
 		kvs  *mvcc.EncodedKVs
 	)
-	err := s.auth.checkedRead(ctx, func(st *auth.Store, ai auth.AuthInfo) error {
+	err := s.auth.checkedRead(ctx, audit.Event{Method: "Range", Key: r.Key, RangeEnd: r.RangeEnd}, func(st *auth.Store, ai auth.AuthInfo) error {
 		return st.IsRangePermitted(ai, r.Key, r.RangeEnd)
 	}, func() (err error) {
 		resp, err = readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) {

@@ -68,6 +68,7 @@ func proposed[T response](s *Server, ctx context.Context, r *pb.InternalRaftRequ
 	res, err := s.propose(ctx, r)
 	done()
 	if err != nil {
+		s.auditProposal(r, err)
 		return zero, err
 	}
 	if wait != nil {
@@ -76,6 +77,7 @@ func proposed[T response](s *Server, ctx context.Context, r *pb.InternalRaftRequ
 		}
 	}
 	if res.err != nil {
+		s.auditProposal(r, res.err)
 		return zero, res.err
 	}
 	resp := res.resp.(T)

@@ -163,11 +163,8 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 		return res, err
 	}
 	if etcd {
-		var info etcdbackup.Info
-		info, err = etcdbackup.Read(cfg.SnapshotPath, nil)
-		if err = etcdCorrupt(err); err == nil && info.AuthEnabled {
-			err = etcdbackup.ErrAuthEnabled
-		}
+		_, err = etcdbackup.Read(cfg.SnapshotPath, nil)
+		err = etcdCorrupt(err)
 	} else {
 		_, err = raftnode.ReadBackup(cfg.SnapshotPath, membership.LocalKeys(), nil)
 	}

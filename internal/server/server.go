@@ -150,6 +150,9 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 		if s.kv != nil {
 			s.kv.Close()
 		}
+		if s.auth != nil {
+			s.auth.audit.Close()
+		}
 		closeEngines()
 		return nil, err
 	}
@@ -338,6 +341,10 @@ func (s *Server) shutdown() {
 	s.waits.failAll(ErrStopped)
 	s.metrics.unregister()
 	s.versions.unregister()
+	// After the apply loop and every request: nothing records any more.
+	if err := s.auth.audit.Close(); err != nil {
+		s.lg.Error("closing the audit log", "err", err)
+	}
 	if err := s.kv.Close(); err != nil {
 		s.lg.Error("closing the store", "err", err)
 	}

@@ -38,6 +38,20 @@
 // snapshot save from cairn and etcdutl snapshot restore, and checks an etcd
 // process on the result the same way.
 //
+// TestAuthRunbook (issue 12) runs README's Auth section with etcdctl
+// against a cairn member (with --audit-log) and an etcd member: users and
+// roles, grant-permission in its --prefix and range forms, auth enable,
+// `etcdctl --user` puts and gets allowed and refused, a wrong password,
+// revoke-permission, auth status and disable. Every step's output must be
+// etcd's; cairn's audit log must hold the refused put and the changes.
+//
+// TestDowngradeRunbook (issue 13) runs etcdctl downgrade validate, enable
+// and cancel against a cairn member and an etcd member, refusals
+// included, and compares etcdctl's output and the version fields: GET
+// /version (etcdserver, etcdcluster, storage) and etcdctl endpoint status
+// -w json's storageVersion, before, during (the cluster and storage
+// versions go down to the target) and after the cancel.
+//
 // Running it:
 //
 //	go test ./tests/runbook/            # every test at full size (~1-2 min once the tools are built)
