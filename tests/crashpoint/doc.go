@@ -37,7 +37,7 @@
 //
 // CAIRN_CRASHPOINT_RUNS sets the number of rounds (a few by default; 700
 // in .ci/run, about 8 minutes on two shared cores, where about three
-// rounds in four hit their crash point); CAIRN_CRASHPOINT_SEED (default 1) fixes the
-// schedule (victims, crash points, the share of unsynced data kept), not
-// the Go scheduler's interleavings, and is printed for replay.
+// rounds in four hit their crash point); CAIRN_CRASHPOINT_SEED (default
+// 1) fixes the schedule (victims, crash points, the share of unsynced data
+// kept), not the Go scheduler's interleavings, and is printed for replay.
 package crashpoint
