@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -129,6 +130,9 @@ type quota struct {
 	diskFullGen atomic.Uint64
 	// raise is set when a refusal wants the alarm raised.
 	raise atomic.Bool
+	// ioFailed is the first failed flush for another cause than a full
+	// device; the keeper stops the member with it.
+	ioFailed atomic.Pointer[error]
 	// kickc wakes the keeper; never blocks its senders.
 	kickc chan struct{}
 }
@@ -280,8 +284,21 @@ func (q *quota) kick() {
 // onBackgroundError is the engine's OnBackgroundError: it runs on a Pebble
 // goroutine, possibly before the server is set up, so it only flips
 // atomics and wakes the keeper. The engine has logged and counted err.
+//
+// A full device raises the NOSPACE alarm (below). A flush that fails for
+// another cause (EIO: a table that could not be written or synced) stops
+// the member with the error, as etcd stops on a failed backend write:
+// Pebble would retry the flush forever while the memtables fill, and the
+// member would acknowledge writes until it stalled, with nothing said.
+// Once the device is repaired, the member restarts from its write-ahead
+// log. Other background errors (a failed compaction, whose key span
+// Pebble sets aside; table statistics) are logged and counted by the
+// engine, and a read that fails in a request stops the member itself.
 func (q *quota) onBackgroundError(err error) {
 	if !storage.IsNoSpace(err) {
+		if errors.Is(err, storage.ErrFlush) && q.ioFailed.CompareAndSwap(nil, &err) {
+			q.kick()
+		}
 		return
 	}
 	var gen uint64
@@ -294,7 +311,8 @@ func (q *quota) onBackgroundError(err error) {
 }
 
 // run is the keeper: it raises and clears this member's NOSPACE alarm
-// through raft (see quota). It runs until the member stops.
+// through raft (see quota), and stops the member on a failed
+// flush (onBackgroundError). It runs until the member stops.
 func (q *quota) run() {
 	s := q.s
 	defer s.life.wg.Done()
@@ -307,6 +325,10 @@ func (q *quota) run() {
 		case <-s.life.stopc:
 			return
 		case <-q.kickc:
+			if errp := q.ioFailed.Load(); errp != nil {
+				s.fail(fmt.Errorf("server: the storage engine failed in the background: %w", *errp))
+				return
+			}
 		case <-t.C:
 			if !q.raise.Load() && !q.diskFull.Load() && !s.alarms.has(q.alarm()) {
 				continue

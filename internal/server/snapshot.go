@@ -8,11 +8,14 @@ import (
 )
 
 // installSnapshot replaces this member's state with the snapshot raft
-// received from the leader (raftnode.InstallSnapshot describes the files
-// and the atomic ingest). Readers of the store wait meanwhile; the mvcc
-// store, the member list, the removed IDs, the alarms, the leases and the auth store are
-// reloaded from the new state, and the peers follow the new member list.
-// Only the apply loop calls it, with every earlier entry applied.
+// received from the leader (raftnode.InstallSnapshot describes the file
+// and the crash-safe install, synced before it returns, so the Ready
+// loop's acknowledgement of the snapshot, sent once appliedTo reports its
+// index, never promises more than the disk holds). Readers of the store
+// wait meanwhile; the mvcc store, the member list, the removed IDs, the
+// alarms, the leases and the auth store are reloaded from the new state,
+// and the peers follow the new member list. Only the apply loop calls it,
+// with every earlier entry applied.
 func (s *Server) installSnapshot(snap *raftpb.Snapshot) error {
 	index := snap.GetMetadata().GetIndex()
 	start := time.Now()

@@ -74,7 +74,8 @@
 // engine logs each (the first of a run and at most one a second after
 // that, with the cause and whether the device is full), counts it
 // (BackgroundErrors), hands it to Options.OnBackgroundError (the owner
-// raises its NOSPACE alarm on IsNoSpace) and backs a failing flush's
+// raises its NOSPACE alarm on IsNoSpace; a failed flush's error comes
+// wrapped in ErrFlush) and backs a failing flush's
 // retries off, from 10 ms up to 0.5 s, until a flush succeeds again (Pebble
 // itself keeps a failed compaction's key span aside for a while). A failed
 // write-ahead log write or sync leaves Pebble's commit pipeline unusable:

@@ -24,6 +24,14 @@ var ErrNoSpace = errors.New("storage: no space left on the device")
 // other than a full device.
 var ErrBackground = errors.New("storage: background write failed")
 
+// ErrFlush wraps the error a failed flush hands to
+// Options.OnBackgroundError (with its cause, which IsNoSpace and errors.Is
+// still see): Pebble retries a failed flush until one succeeds, and while
+// none does the memtables fill until writes stall, so the owner may want
+// to stop on it rather than wait. A failed compaction (Pebble sets its key
+// span aside for a while) and other background errors come unwrapped.
+var ErrFlush = errors.New("storage: flush failed")
+
 // IsNoSpace reports whether err, from Open or passed to
 // Options.OnBackgroundError, comes from a full device (ENOSPC or EDQUOT).
 func IsNoSpace(err error) bool {
@@ -155,7 +163,11 @@ func (ev *events) backgroundError(err error) {
 			"dir", ev.dir, "flush", flush, "err", err, "no-space", IsNoSpace(err), "consecutive", c, "total", n)
 	}
 	if ev.onError != nil {
-		ev.onError(err)
+		if flush {
+			ev.onError(fmt.Errorf("%w: %w", ErrFlush, err))
+		} else {
+			ev.onError(err)
+		}
 	}
 	// A failed flush is retried as soon as this returns: delay it. Other
 	// reporters (a compaction, whose key span Pebble then avoids for a

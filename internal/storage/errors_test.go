@@ -101,8 +101,8 @@ func TestFlushErrorIsLoggedCountedAndReported(t *testing.T) {
 	}
 	select {
 	case err := <-reported:
-		if !IsNoSpace(err) || !errors.Is(err, syscall.ENOSPC) {
-			t.Fatalf("OnBackgroundError got %v, want an ENOSPC error", err)
+		if !IsNoSpace(err) || !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, ErrFlush) {
+			t.Fatalf("OnBackgroundError got %v, want a flush's ENOSPC error", err)
 		}
 	case <-time.After(testDeadline):
 		t.Fatalf("no background error reported %v after a flush failed; log:\n%s", testDeadline, logs.String())

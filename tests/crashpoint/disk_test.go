@@ -27,7 +27,8 @@ type disk struct {
 	kill func()
 	// cfg is the clone's share of unsynced data.
 	cfg vfs.CrashCloneCfg
-	// crashed receives the clone taken at the crash point.
+	// crashed receives the clone taken at the crash point (a new channel
+	// for each arm).
 	crashed chan crash
 	// fault, if set, decides an operation's injected error.
 	fault func(errorfs.Op) error
@@ -81,6 +82,9 @@ func (d *disk) arm(n int, rng *rand.Rand, kill func()) <-chan crash {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.countdown, d.kill = n, kill
+	// A channel of its own: one crash point, one clone, never another
+	// arm's.
+	d.crashed = make(chan crash, 1)
 	d.cfg = vfs.CrashCloneCfg{}
 	if rng.IntN(2) == 0 {
 		d.cfg.UnsyncedDataPercent = 100
@@ -90,7 +94,8 @@ func (d *disk) arm(n int, rng *rand.Rand, kill func()) <-chan crash {
 }
 
 // disarm cancels the crash point; it returns the crash if the point fell
-// after all, since the caller last looked.
+// after all, since the caller last looked. A crash under way when disarm
+// is called is finished first and returned.
 func (d *disk) disarm() (crash, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -145,13 +150,23 @@ func (d *disk) inject(op errorfs.Op) error {
 		d.mu.Unlock()
 		return nil
 	}
-	kill, cfg, mem, ch := d.kill, d.cfg, d.mem, d.crashed
-	d.mu.Unlock()
+	// The whole crash happens under d.mu, so disarm (and a later arm)
+	// either finds it finished or runs before it started. Released
+	// between the countdown and the clone, a disarm could see neither
+	// countdown nor clone, and the round give up on its crash point, while
+	// the member was killed anyway and its clone waited in the channel:
+	// the next round took that stale clone for its own and put the member
+	// back on a disk older than what it had acknowledged since (raft's
+	// "tocommit(X) is out of range [lastIndex(Y)]" after the restart).
+	// Kill and CrashClone do no operation on this disk, and nothing
+	// holds the network's locks while it operates on one.
+	//
 	// Silence first, clone second: whatever the member sends after the
 	// kill is lost, and everything it sent before rests on data synced
 	// before the clone.
-	kill()
-	ch <- crash{fs: mem.CrashClone(cfg), op: fmt.Sprintf("%s %s, %d%% of unsynced data kept", opName(op.Kind), op.Path, cfg.UnsyncedDataPercent)}
+	defer d.mu.Unlock()
+	d.kill()
+	d.crashed <- crash{fs: d.mem.CrashClone(d.cfg), op: fmt.Sprintf("%s %s, %d%% of unsynced data kept", opName(op.Kind), op.Path, d.cfg.UnsyncedDataPercent)}
 	return nil
 }
 

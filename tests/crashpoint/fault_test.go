@@ -17,13 +17,6 @@ import (
 	"github.com/cairn-db/cairn/internal/clustertest"
 )
 
-// flushSilent is the defect the table-write cases find: the server opens
-// its engine without storage.Options.OnBackgroundError, so a flush that
-// fails (Pebble retries it) neither stops the member nor raises an alarm;
-// the member goes on acknowledging writes into its write-ahead log and
-// memtable until the memtables fill and it stalls.
-const flushSilent = "a failed flush is neither fatal nor alarmed (server does not set storage.Options.OnBackgroundError)"
-
 // TestDiskFaults injects a disk error into one member's tables (flushes,
 // compactions, reads) while the cluster takes writes: the member must stop with an error or raise an alarm, and
 // once the fault is gone and the member restarts on what its disk holds,
@@ -36,19 +29,15 @@ func TestDiskFaults(t *testing.T) {
 		name  string
 		kinds []errorfs.OpKind
 		errno syscall.Errno
-		// known names an open defect that fails the case; it is skipped
-		// unless CAIRN_DISKFAULT_KNOWN is set.
-		known string
 	}{
-		{"ENOSPC writing tables", writes, syscall.ENOSPC, flushSilent},
-		{"EIO writing tables", writes, syscall.EIO, flushSilent},
-		{"EIO syncing tables", syncs, syscall.EIO, flushSilent},
-		{"EIO reading tables", reads, syscall.EIO, ""},
+		// A full device raises the NOSPACE alarm; a flush that fails
+		// otherwise, and a read that fails, stop the member.
+		{"ENOSPC writing tables", writes, syscall.ENOSPC},
+		{"EIO writing tables", writes, syscall.EIO},
+		{"EIO syncing tables", syncs, syscall.EIO},
+		{"EIO reading tables", reads, syscall.EIO},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.known != "" && os.Getenv("CAIRN_DISKFAULT_KNOWN") == "" {
-				t.Skipf("open defect: %s (CAIRN_DISKFAULT_KNOWN=1 runs it)", tc.known)
-			}
 			seed := envInt(t, "CAIRN_CRASHPOINT_SEED", 1)
 			rng := rand.New(rand.NewPCG(seed, 0x6661756c74))
 			r := newRig(t, 3, seed)
