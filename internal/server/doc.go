@@ -78,8 +78,9 @@
 // The engine is opened with the quota (which sizes its memtables and
 // logs), the member's logger and quota.onBackgroundError: a flush or
 // compaction that fails for a full device puts the member in read-only
-// mode locally and raises its NOSPACE alarm; a flush that fails for
-// another cause (EIO) stops the member with the error (storage.ErrFlush).
+// mode locally and raises its NOSPACE alarm; a background job (flush,
+// compaction) that fails for another cause (EIO) stops the member with the
+// error.
 // Defragment
 // (Maintenance.Defragment) compacts the whole engine online and measures
 // it afresh, so the alarm can clear itself right after. A full device at

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -130,8 +129,8 @@ type quota struct {
 	diskFullGen atomic.Uint64
 	// raise is set when a refusal wants the alarm raised.
 	raise atomic.Bool
-	// ioFailed is the first failed flush for another cause than a full
-	// device; the keeper stops the member with it.
+	// ioFailed is the first background error of another cause than a
+	// full device; the keeper stops the member with it.
 	ioFailed atomic.Pointer[error]
 	// kickc wakes the keeper; never blocks its senders.
 	kickc chan struct{}
@@ -285,18 +284,18 @@ func (q *quota) kick() {
 // goroutine, possibly before the server is set up, so it only flips
 // atomics and wakes the keeper. The engine has logged and counted err.
 //
-// A full device raises the NOSPACE alarm (below). A flush that fails for
-// another cause (EIO: a table that could not be written or synced) stops
-// the member with the error, as etcd stops on a failed backend write:
-// Pebble would retry the flush forever while the memtables fill, and the
-// member would acknowledge writes until it stalled, with nothing said.
-// Once the device is repaired, the member restarts from its write-ahead
-// log. Other background errors (a failed compaction, whose key span
-// Pebble sets aside; table statistics) are logged and counted by the
-// engine, and a read that fails in a request stops the member itself.
+// A full device raises the NOSPACE alarm (below). A background job that
+// fails for another cause (EIO: a table that could not be written, synced
+// or read back by a flush, a compaction or the table statistics) stops the
+// member with the error, as etcd stops on an I/O error of its backend: a
+// failed flush would be retried forever while the memtables fill, the
+// member acknowledging writes until it stalled, and a table a compaction
+// cannot read is one a request will not read either. Once the device is
+// repaired, the member restarts from its write-ahead log, or is replaced;
+// its peers hold everything it had.
 func (q *quota) onBackgroundError(err error) {
 	if !storage.IsNoSpace(err) {
-		if errors.Is(err, storage.ErrFlush) && q.ioFailed.CompareAndSwap(nil, &err) {
+		if q.ioFailed.CompareAndSwap(nil, &err) {
 			q.kick()
 		}
 		return
@@ -311,8 +310,8 @@ func (q *quota) onBackgroundError(err error) {
 }
 
 // run is the keeper: it raises and clears this member's NOSPACE alarm
-// through raft (see quota), and stops the member on a failed
-// flush (onBackgroundError). It runs until the member stops.
+// through raft (see quota), and stops the member on a storage error
+// other than a full device (onBackgroundError). It runs until the member stops.
 func (q *quota) run() {
 	s := q.s
 	defer s.life.wg.Done()
@@ -325,7 +324,7 @@ func (q *quota) run() {
 		case <-s.life.stopc:
 			return
 		case <-q.kickc:
-			if errp := q.ioFailed.Load(); errp != nil {
+			if errp := q.ioFailed.Load(); errp != nil && !s.life.stopping() {
 				s.fail(fmt.Errorf("server: the storage engine failed in the background: %w", *errp))
 				return
 			}

@@ -181,11 +181,14 @@ func TestFullDeviceReadOnlyWithoutRaft(t *testing.T) {
 	if n := len(s.Alarms()); n != 0 {
 		t.Fatalf("alarms = %v with no proposal committing", s.Alarms())
 	}
-	// Another background error is logged and counted, not a reason to
-	// refuse writes.
+	// Another background error (EIO in a compaction) is no full device:
+	// the member stops with it instead of serving from a failing disk.
 	s2 := startServer(t, t.TempDir(), nil)
 	s2.quota.onBackgroundError(fmt.Errorf("compaction: %w", syscall.EIO))
-	put(t, s2, "k", "v")
+	<-s2.Done()
+	if err := s2.Err(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("member after a compaction's EIO: %v, want it stopped with the EIO", err)
+	}
 }
 
 // TestDefragmentReclaims follows etcd's NOSPACE runbook on a member whose
