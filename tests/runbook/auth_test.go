@@ -249,8 +249,11 @@ func TestDowngradeRunbook(t *testing.T) {
 		}
 		return v
 	}
-	wantDuring = waitStorage(e, wantDuring.Storage)
-	gotDuring = waitStorage(c, wantDuring.Storage)
+	// etcd's storage version follows the cluster version a moment later:
+	// wait for the target, not for what it was when the cluster version
+	// changed.
+	wantDuring = waitStorage(e, target+".0")
+	gotDuring = waitStorage(c, target+".0")
 	if gotDuring.Cluster != wantDuring.Cluster || gotDuring.StatusStorage != wantDuring.StatusStorage {
 		t.Errorf("versions during the downgrade: cairn %+v, etcd %+v", gotDuring, wantDuring)
 	}
