@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -304,27 +302,5 @@ func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint, committed []le
 }
 
 func TestCrashPointsReadyLoop(t *testing.T) {
-	runs, steps := 3, 40
-	if testing.Short() {
-		runs = 1
-	}
-	if v, err := strconv.Atoi(os.Getenv("CAIRN_CRASH_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
-	seeds := make([]uint64, runs)
-	base := uint64(time.Now().UnixNano())
-	for i := range seeds {
-		seeds[i] = base + uint64(i)
-	}
-	if v, err := strconv.ParseUint(os.Getenv("CAIRN_CRASH_SEED"), 10, 64); err == nil {
-		seeds = []uint64{v}
-	}
-	for _, separate := range []bool{false, true} {
-		t.Run(map[bool]string{false: "shared", true: "separate"}[separate], func(t *testing.T) {
-			for _, seed := range seeds {
-				t.Logf("seed %d (replay with CAIRN_CRASH_SEED=%d)", seed, seed)
-				crashNodeRun(t, seed, steps, separate)
-			}
-		})
-	}
+	forCrashSeeds(t, 3, func(t *testing.T, seed uint64, separate bool) { crashNodeRun(t, seed, 40, separate) })
 }

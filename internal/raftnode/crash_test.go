@@ -552,7 +552,14 @@ func readCrashState(eng, logEng *storage.Engine) (*crashState, error) {
 }
 
 func TestCrashPoints(t *testing.T) {
-	runs, ops := 4, 100
+	forCrashSeeds(t, 4, func(t *testing.T, seed uint64, separate bool) { crashRun(t, seed, 100, separate) })
+}
+
+// forCrashSeeds runs run once per seed (runs of them, one with -short;
+// CAIRN_CRASH_RUNS sets how many, CAIRN_CRASH_SEED replays one) for each
+// log layout: the log in the state's engine ("shared") and in an engine of
+// its own ("separate"). Each seed is logged for replay.
+func forCrashSeeds(t *testing.T, runs int, run func(t *testing.T, seed uint64, separate bool)) {
 	if testing.Short() {
 		runs = 1
 	}
@@ -571,7 +578,7 @@ func TestCrashPoints(t *testing.T) {
 		t.Run(map[bool]string{false: "shared", true: "separate"}[separate], func(t *testing.T) {
 			for _, seed := range seeds {
 				t.Logf("seed %d (replay with CAIRN_CRASH_SEED=%d)", seed, seed)
-				crashRun(t, seed, ops, separate)
+				run(t, seed, separate)
 			}
 		})
 	}
