@@ -29,11 +29,13 @@ func (s *electionServer) Campaign(ctx context.Context, req *v3electionpb.Campaig
 	prefix := string(req.Name) + "/"
 	key := ownKey(prefix, lease)
 
-	resp, err := s.c.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(req.Value), clientv3.WithLease(clientv3.LeaseID(lease)))).
-		Else(clientv3.OpGet(key)).
-		Commit()
+	resp, err := enqueue(ctx, s.c, key, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return s.c.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, string(req.Value), clientv3.WithLease(clientv3.LeaseID(lease)))).
+			Else(clientv3.OpGet(key)).
+			Commit()
+	})
 	if err != nil {
 		return nil, err
 	}

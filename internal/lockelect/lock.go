@@ -30,11 +30,13 @@ func (s *lockServer) Lock(ctx context.Context, req *v3lockpb.LockRequest) (*v3lo
 	// with the same lease) and reads the head of the queue, so an
 	// uncontended lock costs one round.
 	head := clientv3.OpGet(prefix, clientv3.WithFirstCreate()...)
-	resp, err := s.c.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, "", clientv3.WithLease(clientv3.LeaseID(lease))), head).
-		Else(clientv3.OpGet(key), head).
-		Commit()
+	resp, err := enqueue(ctx, s.c, key, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return s.c.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, "", clientv3.WithLease(clientv3.LeaseID(lease))), head).
+			Else(clientv3.OpGet(key), head).
+			Commit()
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,10 @@ package lockelect
 
 import (
 	"context"
+	"errors"
 	"testing"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 )
 
@@ -111,4 +113,34 @@ func TestLockMatchesEtcd(t *testing.T) {
 		r.lockResult("lock G after E's lease revoked", resp, err)
 		r.keys(t, "n/")
 	})
+}
+
+// TestCancelDuringEnqueueLeavesQueue cancels a Lock's context while the
+// write that queues its key is in flight (after the write is applied,
+// before its answer arrives): the key must leave the queue, or it would
+// block every later Lock until its lease ends. This was a flake of
+// TestLockMatchesEtcd under -race before enqueue.
+func TestCancelDuringEnqueueLeavesQueue(t *testing.T) {
+	f := newFixture(t)
+	lease := f.grant(t, 60)
+	key := ownKey("cancelled/", lease)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	_, err := enqueue(ctx, f.kv, key, func(tctx context.Context) (*clientv3.TxnResponse, error) {
+		resp, err := f.kv.Txn(tctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, "", clientv3.WithLease(clientv3.LeaseID(lease)))).
+			Commit()
+		cancel() // the caller gives up while the answer is on its way
+		return resp, err
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("enqueue after cancel: got %v, want %v", err, context.Canceled)
+	}
+	got, err := f.kv.Get(testCtx(t), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Kvs) != 0 {
+		t.Fatalf("the cancelled caller's key %q stayed in the queue", key)
+	}
 }

@@ -124,3 +124,32 @@ func deleteIfOwned(ctx context.Context, c *clientv3.Client, key string, rev int6
 		Then(clientv3.OpDelete(key)).
 		Commit()
 }
+
+// enqueue runs txn, the transaction that puts the caller's key in a queue,
+// without letting the caller cut it short: a cancellation that arrives while
+// the write is in flight would otherwise leave a key in the queue that
+// nobody waits for, blocking everyone behind it for as long as its lease
+// lives. Once the outcome is known, a caller that gave up in the meantime
+// leaves the queue again (only if this call put the key there) and gets its
+// context's error.
+func enqueue(ctx context.Context, c *clientv3.Client, key string, txn func(context.Context) (*clientv3.TxnResponse, error)) (*clientv3.TxnResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	resp, err := txn(tctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		if resp.Succeeded {
+			deleteIfOwned(ctx, c, key, resp.Header.Revision)
+		}
+		return nil, ctx.Err()
+	}
+	return resp, nil
+}
