@@ -104,7 +104,9 @@ func TestAuthRunbook(t *testing.T) {
 	dir := t.TempDir()
 	auditLog := filepath.Join(dir, "audit.log")
 	c := startServer(t, proc.Cairn, "c1", filepath.Join(dir, "c1.cairn"), "", "", "--bcrypt-cost", "4", "--audit-log", auditLog)
-	e := startServer(t, proc.Etcd, "e1", filepath.Join(dir, "e1.etcd"), "", "")
+	// Both at the lowest bcrypt cost: at etcd's default, one password
+	// check in a race-built member can outlast etcdctl's dial timeout.
+	e := startServer(t, proc.Etcd, "e1", filepath.Join(dir, "e1.etcd"), "", "", "--bcrypt-cost", "4")
 	c.waitServing(t)
 	e.waitServing(t)
 
@@ -206,7 +208,9 @@ func waitCluster(t *testing.T, s *server, want string) versions {
 func TestDowngradeRunbook(t *testing.T) {
 	dir := t.TempDir()
 	c := startServer(t, proc.Cairn, "c1", filepath.Join(dir, "c1.cairn"), "", "")
-	e := startServer(t, proc.Etcd, "e1", filepath.Join(dir, "e1.etcd"), "", "")
+	// Both at the lowest bcrypt cost: at etcd's default, one password
+	// check in a race-built member can outlast etcdctl's dial timeout.
+	e := startServer(t, proc.Etcd, "e1", filepath.Join(dir, "e1.etcd"), "", "", "--bcrypt-cost", "4")
 	c.waitServing(t)
 	e.waitServing(t)
 	cctl, ectl := newEtcdctl(t, c.clientURL), newEtcdctl(t, e.clientURL)

@@ -93,7 +93,7 @@ func newEtcdctl(t testing.TB, endpoints ...string) etcdctl {
 // run runs etcdctl with args and returns its combined output and error.
 func (c etcdctl) run(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	full := append([]string{"--endpoints", strings.Join(c.endpoints, ","), "--command-timeout", "60s"}, args...)
+	full := append([]string{"--endpoints", strings.Join(c.endpoints, ","), "--command-timeout", "60s", "--dial-timeout", "30s"}, args...)
 	return run(t, c.bin, full...)
 }
 

@@ -45,7 +45,7 @@ const (
 	Cairn Server = "cairn"
 	// Etcd is an embedded etcd member taking the few flags a single member
 	// needs (--name, --data-dir, --listen-client-urls,
-	// --advertise-client-urls; --listen-peer-urls is accepted and ignored,
+	// --advertise-client-urls, --bcrypt-cost; --listen-peer-urls is accepted and ignored,
 	// the peer URL is a free port). etcd keeps every write it
 	// acknowledged, so a test that fails against it has a bug of its own.
 	Etcd Server = "etcd"
@@ -80,6 +80,7 @@ func serveEtcd(args []string) error {
 	listen := fs.String("listen-client-urls", "", "client URL to listen on")
 	advertise := fs.String("advertise-client-urls", "", "client URL to advertise")
 	fs.String("listen-peer-urls", "", "ignored: the peer URL is a free port")
+	bcryptCost := fs.Uint("bcrypt-cost", 0, "bcrypt cost of passwords (0: etcd's default)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,6 +94,9 @@ func serveEtcd(args []string) error {
 	}
 	cfg, err := oracle.Config(oracle.Dir(*dir), func(cfg *embed.Config) {
 		cfg.Name = *name
+		if *bcryptCost != 0 {
+			cfg.BcryptCost = *bcryptCost
+		}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lc}, []url.URL{*ac}
 		// Errors go to the process's output, which a failing test prints.
 		cfg.ZapLoggerBuilder, cfg.LogLevel = nil, "error"
