@@ -353,7 +353,42 @@ func restartPhase(o *options, res *results, col int, name, serverBin, benchBin, 
 		res.set("disk: data dir allocated (du) holding "+size, "MiB", col, float64(alloc)/mib)
 	}
 	logf("%s: restarting the member holding %s", name, size)
-	return timeRestart(res, col, m, "restart holding "+size+": until first read", "memory: RSS right after the restart holding "+size)
+	if err := timeRestart(res, col, m, "restart holding "+size+": until first read", "memory: RSS right after the restart holding "+size); err != nil {
+		return err
+	}
+	return scaleFigures(o, res, col, name, m, bc, size, n)
+}
+
+// scaleFigures measures, on a member holding size of data in n keys, put
+// throughput over the whole key space and linearizable range throughput,
+// and the member's memory after them: run at 1 GiB and at 10 GiB, they
+// show how writes, reads and memory hold up as the data grows (issue
+// 14's scale targets).
+func scaleFigures(o *options, res *results, col int, name string, m *member, bc *benchClient, size, n string) error {
+	if err := putKey(m.clientURL, rangeKey, 256); err != nil {
+		return fmt.Errorf("put %s: %w", rangeKey, err)
+	}
+	limit := []string{"--duration", o.maxTime.String(), "--request-timeout", "30s"}
+	for _, f := range []figureSet{
+		{label: "holding " + size + ": put over all its keys, 100 clients", throughput: true, p99: true,
+			args: append([]string{"put", "--total", itoa(o.requests), "--clients", "100", "--conns", "10",
+				"--val-size", "1024", "--key-space-size", n}, limit...)},
+		{label: "holding " + size + ": range linearizable, 100 clients", throughput: true, p99: true,
+			args: append([]string{"range", rangeKey, "--consistency", "l", "--total", itoa(o.requests * 2),
+				"--clients", "100", "--conns", "10"}, limit...)},
+	} {
+		before, cerr := m.cpuTime()
+		r, clientCPU, err := bc.runCPU(f.args...)
+		res.record(col, name, f, r, err)
+		after, cerr2 := m.cpuTime()
+		if err == nil && cerr == nil && cerr2 == nil && r.Requests > 0 {
+			res.recordCPU(col, f, after-before, clientCPU, r.Requests)
+		}
+	}
+	if v, err := m.rss(); err == nil {
+		res.set("memory: RSS after those, holding "+size, "MiB", col, float64(v)/mib)
+	}
+	return nil
 }
 
 // clusterPhase measures writes and linearizable reads on three members on
