@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ import (
 // options are the command line.
 type options struct {
 	servers     []string // two of "etcd", "cairn": the columns, in order
+	only        string   // if set, the one server measured
 	repo        string
 	workDir     string
 	keep        bool
@@ -91,6 +93,7 @@ func parseFlags() (*options, error) {
 	flag.StringVar(&watchers, "watchers", "", "comma-separated watcher counts, one watch figure each (default 1,1000,10000; --full adds 100000)")
 	flag.Int64Var(&o.leases, "expire-leases", 0, "leases, each with one key, in the lease-expiry figure (default 10000, --full 100000)")
 	flag.DurationVar(&o.leaseTTL, "expire-ttl", 0, "TTL of those leases, whole seconds (default: 10s, or 0.6ms per lease if more, so that granting them all ends before the first deadline)")
+	flag.StringVar(&o.only, "only", "", "measure only this server's column (the other shows n/a), for figures too slow to take twice, such as --restart-mib 10240")
 	flag.BoolVar(&o.cluster, "cluster", false, "also measure 3 members on 127.0.0.1 (adds the cluster phase)")
 	phases := flag.String("phases", "kv,data", "phases to run: kv (latency, throughput), data (load, memory, disk, restart), cluster, restart (a member holding --restart-mib of data; --full adds it)")
 	flag.Int64Var(&o.restartMiB, "restart-mib", 1024, "MiB of 1 KiB values the restart phase loads before restarting the member")
@@ -111,6 +114,9 @@ func parseFlags() (*options, error) {
 		if s != "etcd" && s != "cairn" {
 			return nil, fmt.Errorf("--servers: unknown server %q (etcd or cairn)", s)
 		}
+	}
+	if o.only != "" && !slices.Contains(o.servers, o.only) {
+		return nil, fmt.Errorf("--only %q is not one of --servers %q", o.only, servers)
 	}
 	o.serverFlags = strings.Fields(serverFlags)
 	o.phases = map[string]bool{"cluster": o.cluster, "restart": o.full}
@@ -248,6 +254,9 @@ func run() error {
 		}
 		for _, col := range order {
 			name := o.servers[col]
+			if o.only != "" && name != o.only {
+				continue
+			}
 			dir := filepath.Join(work, fmt.Sprintf("r%d-%d-%s", round, col, name))
 			if err := measureServer(o, res, col, name, bins[name], bins["bench"], dir); err != nil {
 				// Keep the figures gathered so far, and the other column.
