@@ -3,7 +3,10 @@ package embed
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -288,5 +291,201 @@ func TestClientCertCNLockElectionMatchesEtcd(t *testing.T) {
 		if !strings.Contains(strings.Join(want, "\n"), line) {
 			t.Errorf("etcd did not answer %s", line)
 		}
+	}
+}
+
+// gatewayIdentCase is one JSON gateway request of the comparison.
+type gatewayIdentCase struct {
+	client string // "alice" (a certificate with a CN) or "nocn"
+	header string // "" (none), "accept", "token" (root's), "forged"
+	path   string
+	body   string
+}
+
+// gatewayIdentCases are the requests: every path under both certificates
+// and every kind of header. Lock names carry the case's index, so no
+// request waits for a lock an earlier one holds.
+func gatewayIdentCases() []gatewayIdentCase {
+	var cases []gatewayIdentCase
+	for _, client := range []string{"alice", "nocn"} {
+		for _, header := range []string{"", "accept", "token", "forged"} {
+			for _, p := range []struct{ path, body string }{
+				{"/v3/kv/range", `{"key":"` + b64("k1") + `"}`},
+				{"/v3/kv/range", `{"key":"` + b64("g1") + `"}`},
+				{"/v3/kv/range", `{"key":"` + b64("z1") + `"}`},
+				{"/v3/lock/lock", `{"name":"` + b64("k-gw-%d") + `"}`},
+				{"/v3/lock/lock", `{"name":"` + b64("g-gw-%d") + `"}`},
+				{"/v3/election/leader", `{"name":"` + b64("g-el") + `"}`},
+				{"/v3/maintenance/status", `{}`},
+				{"/version", ``},
+			} {
+				cases = append(cases, gatewayIdentCase{client: client, header: header, path: p.path, body: p.body})
+			}
+		}
+	}
+	return cases
+}
+
+func (c gatewayIdentCase) String() string {
+	return fmt.Sprintf("%s, header %q, %s %s", c.client, c.header, c.path, c.body)
+}
+
+// runIdentGateway sends the cases to one side's JSON gateway over HTTPS
+// and returns their outcomes: the status and the error's code and message
+// (or the text of a plain-text answer), "ok" for a success.
+func runIdentGateway(t *testing.T, s identSide, cases []gatewayIdentCase) []string {
+	t.Helper()
+	token := s.rootToken(t)
+	clients := map[string]*http.Client{}
+	for name, who := range map[string]issued{"alice": s.certs.alice, "nocn": s.certs.nocn} {
+		tr := &http.Transport{TLSClientConfig: s.tlsConfig(who)}
+		t.Cleanup(tr.CloseIdleConnections)
+		clients[name] = &http.Client{Transport: tr}
+	}
+	var out []string
+	for i, c := range cases {
+		body := c.body
+		if strings.Contains(c.path, "lock") {
+			body = fmt.Sprintf(`{"name":"%s"}`, b64(fmt.Sprintf(string(mustUnb64(t, c.body)), i)))
+		}
+		method := http.MethodPost
+		if body == "" {
+			method = http.MethodGet
+		}
+		req, err := http.NewRequestWithContext(ctxT(t), method, "https://"+s.addr+c.path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch c.header {
+		case "accept":
+			req.Header.Set("Accept", "application/json")
+		case "token":
+			req.Header.Set("Authorization", token)
+		case "forged":
+			req.Header.Set("Accept", "application/json")
+			req.Header.Set("Grpc-Metadata-"+lockelect.CallerCNKey, "root")
+		}
+		resp, err := clients[c.client].Do(req)
+		if err != nil {
+			t.Fatalf("%s: %s: %v", s.name, c, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var jsonErr struct {
+			Code    *int   `json:"code"`
+			Message string `json:"message"`
+		}
+		switch {
+		case resp.StatusCode == http.StatusOK:
+			out = append(out, "200 ok")
+		case json.Unmarshal(b, &jsonErr) == nil && jsonErr.Code != nil:
+			out = append(out, fmt.Sprintf("%d code %d %q", resp.StatusCode, *jsonErr.Code, jsonErr.Message))
+		default:
+			out = append(out, fmt.Sprintf("%d %q", resp.StatusCode, strings.TrimSpace(string(b))))
+		}
+	}
+	return out
+}
+
+// mustUnb64 reverses b64 on the quoted JSON string inside a lock body.
+func mustUnb64(t *testing.T, body string) []byte {
+	t.Helper()
+	var v struct {
+		Name []byte `json:"name"`
+	}
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Name
+}
+
+// TestClientCertGatewayMatchesEtcd: with --client-cert-auth and auth
+// enabled, the JSON gateway answers as etcd's does: a request whose
+// certificate has a CN is refused with etcd's 400, whatever its token; a
+// certificate without a CN runs as the token's user, or as nobody. The one
+// difference is etcd's hole: a request without a token and without an
+// Accept header runs in etcd as the CN of --client-cert-file ("gwuser",
+// who may use [g, h)), in cairn as nobody.
+func TestClientCertGatewayMatchesEtcd(t *testing.T) {
+	etcd, cairn := startIdentPair(t)
+	cases := gatewayIdentCases()
+	want, got := runIdentGateway(t, etcd, cases), runIdentGateway(t, cairn, cases)
+	const (
+		refused   = `400 "` + gatewayCNRefused + `"`
+		userEmpty = `400 code 3 "etcdserver: user name is empty"`
+		denied    = `403 code 7 "etcdserver: permission denied"`
+	)
+	// Where etcd lends its gateway's certificate (CN gwuser) to the
+	// request, cairn answers as etcd does with an Accept header.
+	differs := map[string]struct{ etcd, cairn string }{
+		`nocn, header "", /v3/kv/range {"key":"` + b64("k1") + `"}`:           {denied, userEmpty},
+		`nocn, header "", /v3/kv/range {"key":"` + b64("g1") + `"}`:           {"200 ok", userEmpty},
+		`nocn, header "", /v3/kv/range {"key":"` + b64("z1") + `"}`:           {denied, userEmpty},
+		`nocn, header "", /v3/lock/lock {"name":"` + b64("k-gw-%d") + `"}`:    {`500 code 2 "etcdserver: permission denied"`, `500 code 2 "etcdserver: user name is empty"`},
+		`nocn, header "", /v3/lock/lock {"name":"` + b64("g-gw-%d") + `"}`:    {"200 ok", `500 code 2 "etcdserver: user name is empty"`},
+		`nocn, header "", /v3/election/leader {"name":"` + b64("g-el") + `"}`: {`500 code 2 "election: no leader"`, `500 code 2 "etcdserver: user name is empty"`},
+		`nocn, header "", /v3/maintenance/status {}`:                          {"200 ok", userEmpty},
+	}
+	for i, c := range cases {
+		d, known := differs[c.String()]
+		switch {
+		case known && (want[i] != d.etcd || got[i] != d.cairn):
+			t.Errorf("%s:\netcd:  %s (expected %s)\ncairn: %s (expected %s)", c, want[i], d.etcd, got[i], d.cairn)
+		case !known && want[i] != got[i]:
+			t.Errorf("%s:\netcd:  %s\ncairn: %s", c, want[i], got[i])
+		case !known && c.client == "alice" && c.path != "/version" && want[i] != refused:
+			t.Errorf("%s: etcd answered %s, want its refusal of a CN", c, want[i])
+		default:
+			t.Logf("%s: etcd %s, cairn %s", c, want[i], got[i])
+		}
+	}
+}
+
+// TestGatewayNeedsNoClientCertFile: with --client-cert-auth and a
+// --cert-file valid for servers only, etcd's JSON gateway cannot reach its
+// own member (it presents --cert-file, which the member refuses as a
+// client certificate) unless --client-cert-file gives it one; cairn's
+// gateway reaches the member over its private socket, so it serves the
+// same request without one. This is why cairn never presents
+// --client-cert-file.
+func TestGatewayNeedsNoClientCertFile(t *testing.T) {
+	pki := newTestPKI(t) // server.pem: ServerAuth only; client.pem: ClientAuth only
+	rangeOn := func(addr string) string {
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}}}}
+		req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, "https://"+addr+"/v3/kv/range", strings.NewReader(`{"key":"`+b64("k")+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		hc.CloseIdleConnections()
+		return resp.Status
+	}
+	startEtcd := func(clientCertFile, clientKeyFile string) string {
+		e := oracle.Start(t, func(cfg *etcdembed.Config) {
+			for i := range cfg.ListenClientUrls {
+				cfg.ListenClientUrls[i].Scheme = "https"
+				cfg.AdvertiseClientUrls[i].Scheme = "https"
+			}
+			cfg.ClientTLSInfo = transport.TLSInfo{CertFile: pki.certFile, KeyFile: pki.keyFile, TrustedCAFile: pki.caFile,
+				ClientCertAuth: true, ClientCertFile: clientCertFile, ClientKeyFile: clientKeyFile}
+		})
+		return e.Addr
+	}
+	if got := rangeOn(startEtcd("", "")); got != "503 Service Unavailable" {
+		t.Errorf("etcd without --client-cert-file: %s, want its gateway unable to connect (503)", got)
+	}
+	if got := rangeOn(startEtcd(pki.clientCertFile, pki.clientKeyFile)); got != "200 OK" {
+		t.Errorf("etcd with --client-cert-file: %s, want 200", got)
+	}
+	cfg := testConfig(t, t.TempDir())
+	cfg.ListenClientURLs = []string{"https://127.0.0.1:0"}
+	cfg.ClientTLS = TLSInfo{CertFile: pki.certFile, KeyFile: pki.keyFile, TrustedCAFile: pki.caFile, ClientCertAuth: true}
+	m := start(t, cfg)
+	if got := rangeOn(hostPort(t, m.ClientURLs()[0])); got != "200 OK" {
+		t.Errorf("cairn without --client-cert-file: %s, want 200", got)
 	}
 }
