@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	gw "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/cairn-db/cairn/internal/auth"
+	"github.com/cairn-db/cairn/internal/lockelect"
 	"github.com/cairn-db/cairn/internal/server"
 )
 
@@ -153,32 +155,82 @@ func (a *authService) RoleRevokePermission(ctx context.Context, r *pb.AuthRoleRe
 	return authCall(ctx, r, a.b.RoleRevokePermission)
 }
 
-// withCredentials returns ctx carrying the request's credentials for the
-// backend: the token of its "token" metadata (clientv3's) or
-// "authorization" (the gateway's), and the CN of its verified client
-// certificate. As etcd does, the CN of a request that came through a
-// gRPC gateway (grpcgateway-accept metadata) is ignored: that certificate
-// is the gateway's, not the user's.
-func withCredentials(ctx context.Context) context.Context {
+// withCredentials returns ctx carrying the credentials of a call to method:
+// the token of its "token" metadata (clientv3's) or "authorization" (the
+// gateway's), and the CN of its verified client certificate. As etcd does,
+// the CN of a request that came through a gRPC gateway
+// (grpcgateway-accept metadata) is ignored: that certificate is the
+// gateway's, not the user's.
+//
+// The Lock and Election services make their calls through the member's
+// own client, over a socket without TLS, where etcd calls in process with
+// the caller's context. So that those calls run as the caller, the CN of
+// a Lock or Election call is put in its metadata under
+// lockelect.CallerCNKey, which the services pass on, replacing whatever a
+// client sent there; that key is read only on calls from the member's own
+// client (fromSelf), never from the network.
+func withCredentials(ctx context.Context, method string) context.Context {
 	token := firstValue(ctx, rpctypes.TokenFieldNameGRPC)
 	if token == "" {
 		token = firstValue(ctx, rpctypes.TokenFieldNameSwagger)
 	}
-	cn := ""
-	if p, ok := peer.FromContext(ctx); ok && p.AuthInfo != nil {
-		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
-			for _, chain := range ti.State.VerifiedChains {
-				if len(chain) > 0 {
-					cn = chain[0].Subject.CommonName
-					break
-				}
-			}
+	var cn string
+	var cert bool
+	if fromSelf(ctx) {
+		if v := metadata.ValueFromIncomingContext(ctx, lockelect.CallerCNKey); len(v) > 0 {
+			cn, cert = v[0], true
 		}
-		if cn != "" && firstValue(ctx, "grpcgateway-accept") != "" {
-			cn = ""
+	} else {
+		cn, cert = verifiedCN(ctx)
+		if cert && firstValue(ctx, "grpcgateway-accept") != "" {
+			cn, cert = "", false
+		}
+		if strings.HasPrefix(method, "/v3lockpb.Lock/") || strings.HasPrefix(method, "/v3electionpb.Election/") {
+			ctx = withCallerCN(ctx, cn, cert)
 		}
 	}
-	return server.WithCredentials(ctx, token, cn)
+	if cert {
+		return server.WithCertCredentials(ctx, token, cn)
+	}
+	return server.WithCredentials(ctx, token, "")
+}
+
+// verifiedCN returns the common name of the call's verified client
+// certificate, and whether there is one (the name may be empty).
+func verifiedCN(ctx context.Context) (cn string, ok bool) {
+	p, found := peer.FromContext(ctx)
+	if !found || p.AuthInfo == nil {
+		return "", false
+	}
+	ti, isTLS := p.AuthInfo.(credentials.TLSInfo)
+	if !isTLS {
+		return "", false
+	}
+	for _, chain := range ti.State.VerifiedChains {
+		if len(chain) > 0 {
+			return chain[0].Subject.CommonName, true
+		}
+	}
+	return "", false
+}
+
+// withCallerCN sets lockelect.CallerCNKey in ctx's incoming metadata to
+// cn when the call has a verified certificate, and removes it otherwise.
+// The metadata is copied only when it changes.
+func withCallerCN(ctx context.Context, cn string, cert bool) context.Context {
+	if !cert && len(metadata.ValueFromIncomingContext(ctx, lockelect.CallerCNKey)) == 0 {
+		return ctx
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if md == nil {
+		md = metadata.MD{}
+	}
+	if cert {
+		md.Set(lockelect.CallerCNKey, cn)
+	} else {
+		md.Delete(lockelect.CallerCNKey)
+	}
+	return metadata.NewIncomingContext(ctx, md)
 }
 
 func firstValue(ctx context.Context, key string) string {
@@ -217,7 +269,7 @@ func accessCheck(ctx context.Context, b Backend, method string, req any) error {
 // status.
 func authUnary(b Backend) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx = withCredentials(ctx)
+		ctx = withCredentials(ctx, info.FullMethod)
 		if err := accessCheck(ctx, b, info.FullMethod, req); err != nil {
 			return nil, toGRPCError(err)
 		}
@@ -227,7 +279,7 @@ func authUnary(b Backend) grpc.UnaryServerInterceptor {
 
 func authStream(b Backend) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx := withCredentials(ss.Context())
+		ctx := withCredentials(ss.Context(), info.FullMethod)
 		if err := accessCheck(ctx, b, info.FullMethod, nil); err != nil {
 			return toGRPCError(err)
 		}

@@ -117,6 +117,9 @@ func Start(cfg *Config) (*Member, error) {
 		m.closeListeners()
 		return nil, err
 	}
+	if cfg.ClientTLS.ClientCertAuth && cfg.EnableGRPCGateway {
+		handler = refuseGatewayCN(handler, srv.AuthEnabled)
+	}
 	grpcOnly := len(cfg.ListenClientHTTPURLs) > 0
 	m.servePeers(srv.PeerHandler(), peerTLS)
 	for _, cl := range m.listeners {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	gw "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	etcdgw "go.etcd.io/etcd/api/v3/etcdserverpb/gw"
@@ -151,7 +152,7 @@ func (m *Member) startSelf(handler http.Handler) (http.Handler, error) {
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
 		},
-	}))
+	}), gw.WithIncomingHeaderMatcher(gatewayHeader))
 	ctx := context.Background()
 	for _, register := range []func(context.Context, *gw.ServeMux, *grpc.ClientConn) error{
 		lockelect.RegisterGateway,
@@ -173,6 +174,20 @@ func (m *Member) startSelf(handler http.Handler) (http.Handler, error) {
 	}
 	mux.Handle("/", handler)
 	return mux, nil
+}
+
+// gatewayHeader is gRPC-gateway's default choice of the HTTP headers
+// passed on as metadata (permanent headers as grpcgateway-*, and
+// Grpc-Metadata-* ones), except the caller CN key (lockelect.CallerCNKey):
+// a name an HTTP client puts there must never reach the socket on which
+// that key is trusted. The API layer ignores it on the gateway's calls
+// anyway; this keeps it from travelling at all.
+func gatewayHeader(key string) (string, bool) {
+	md, ok := gw.DefaultHeaderMatcher(key)
+	if ok && strings.EqualFold(md, lockelect.CallerCNKey) {
+		return "", false
+	}
+	return md, ok
 }
 
 // registerSelf serves the Lock and Election services on gs, backed by the

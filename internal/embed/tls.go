@@ -44,9 +44,14 @@ type TLSInfo struct {
 	// --peer-client-cert-file, --peer-client-key-file) that is when it
 	// dials other members; empty means CertFile and KeyFile. For clients
 	// (--client-cert-file, --client-key-file) they are checked at start as
-	// etcd checks them, but a member never presents them: its own calls
-	// to itself (the Lock and Election services, the JSON gateway) go over
-	// a private unix socket without TLS, where etcd dials its client URL.
+	// etcd checks them, but a member never presents them. etcd presents
+	// them when its JSON gateway dials its own client URL, which is all
+	// they are for there: they let the gateway connect when CertFile is not
+	// valid for client authentication, and, as a side effect, a gateway
+	// request without a token or an Accept header runs as their CN. Here
+	// the gateway and the Lock and Election services reach the member over
+	// a private unix socket without TLS, so they need no certificate, and
+	// no request runs as the member's (see refuseGatewayCN).
 	ClientCertFile string
 	ClientKeyFile  string
 	// CRLFile is a certificate revocation list (PEM or DER): a connection

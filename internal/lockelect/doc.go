@@ -78,7 +78,8 @@
 // (etcd ends the stream with no error), and it recovers from a compaction
 // under its watch by reading the leader again.
 //
-// The caller's auth token and require-leader metadata are passed on to the
-// calls underneath, so they run with the caller's permissions, as etcd's
-// in-process client does.
+// The caller's auth token, the CN of its verified client certificate
+// (CallerCNKey, set by the member's API layer) and require-leader metadata
+// are passed on to the calls underneath, so they run with the caller's
+// permissions, as etcd's in-process client does.
 package lockelect

@@ -65,13 +65,25 @@ func NewElectionServer(c *clientv3.Client) v3electionpb.ElectionServer {
 	return &electionServer{c: c}
 }
 
+// CallerCNKey is the metadata key that carries the common name of the
+// caller's verified client certificate to the calls underneath, so that
+// with client-certificate auth they run as the caller, as etcd's
+// in-process client does. The services only pass it on: the member's API
+// layer sets it on their incoming calls from the certificate it verified
+// (removing any value a client sent), and trusts it only on calls from the
+// member's own client (internal/embed's private socket), never from the
+// network.
+const CallerCNKey = "cairn-caller-cn"
+
 // forwardedMD lists the incoming metadata that the calls underneath carry
 // on: the auth token (as gRPC clients send it, and as etcd's HTTP gateway
-// passes it on), so they run with the caller's permissions, and the
-// require-leader flag, so a caller that asked to fail without a leader does.
+// passes it on) and the caller's verified CN (CallerCNKey), so they run
+// with the caller's permissions, and the require-leader flag, so a caller
+// that asked to fail without a leader does.
 var forwardedMD = []string{
 	rpctypes.TokenFieldNameGRPC,
 	rpctypes.TokenFieldNameSwagger,
+	CallerCNKey,
 	rpctypes.MetadataRequireLeaderKey,
 }
 

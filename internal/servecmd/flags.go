@@ -104,7 +104,7 @@ func newServeFlags(fs *pflag.FlagSet) *serveFlags {
 	fs.StringSliceVar(&c.ClientTLS.CipherSuites, "cipher-suites", nil, "Comma-separated list of supported TLS cipher suites between client/server (empty will be auto-populated by Go).")
 	fs.StringVar(&c.ClientTLS.MinVersion, "tls-min-version", "TLS1.2", "Minimum TLS version supported. Possible values: TLS1.2, TLS1.3.")
 	fs.StringVar(&c.ClientTLS.MaxVersion, "tls-max-version", "", "Maximum TLS version supported. Possible values: TLS1.2, TLS1.3 (empty defers to Go).")
-	fs.StringVar(&c.ClientTLS.ClientCertFile, "client-cert-file", "", "Path to an explicit client TLS cert file; checked as etcd checks it, never presented (cairn reaches itself over a private unix socket).")
+	fs.StringVar(&c.ClientTLS.ClientCertFile, "client-cert-file", "", "Path to an explicit client TLS cert file; checked as etcd checks it but never presented: etcd's JSON gateway dials the member with it, cairn's reaches the member over a private unix socket, so no gateway request runs as its CN.")
 	fs.StringVar(&c.ClientTLS.ClientKeyFile, "client-key-file", "", "Path to an explicit client TLS key file; see --client-cert-file.")
 	fs.StringVar(&c.ClientTLS.CRLFile, "client-crl-file", "", "Path to the client certificate revocation list file.")
 	fs.StringSliceVar(&c.ClientTLS.AllowedHostnames, "client-cert-allowed-hostname", nil, "Comma-separated list of allowed SAN hostnames for client cert authentication.")

@@ -51,7 +51,10 @@ type authority struct {
 // verified certificate.
 type authCredentials struct {
 	token string
-	cn    string
+	// cert reports a verified client certificate, and cn is its common
+	// name, which may be empty.
+	cert bool
+	cn   string
 	// root marks the member's own requests that run as root whatever the
 	// permissions (the leader revoking expired leases, as etcd does).
 	root bool
@@ -75,7 +78,17 @@ func WithCredentials(ctx context.Context, token, commonName string) context.Cont
 	if token == "" && commonName == "" {
 		return ctx
 	}
-	return context.WithValue(ctx, credentialsKey{}, authCredentials{token: token, cn: commonName})
+	return context.WithValue(ctx, credentialsKey{}, authCredentials{token: token, cert: commonName != "", cn: commonName})
+}
+
+// WithCertCredentials is WithCredentials for a request that presented a
+// verified client certificate, whose common name may be empty. As in
+// etcd, with client-certificate auth and no token such a request runs as
+// the user of that name even when it is empty: a name no user has, so its
+// key operations are refused with permission denied, where a request with
+// no certificate at all gets "user name is empty".
+func WithCertCredentials(ctx context.Context, token, commonName string) context.Context {
+	return context.WithValue(ctx, credentialsKey{}, authCredentials{token: token, cert: true, cn: commonName})
 }
 
 // newAuthority builds the token provider the config names and loads the
@@ -141,8 +154,8 @@ func (a *authority) enabled() bool { return a.on.Load() }
 // info resolves the credentials ctx carries: nil while auth is disabled or
 // when the request brought none; ErrInvalidAuthToken (auth's) for a token
 // that is unknown, expired or forged. A request without a token but with a
-// verified certificate runs as the certificate's CN, at the current
-// revision, when client-certificate auth is on.
+// verified certificate runs as the certificate's CN (empty or not, as in
+// etcd), at the current revision, when client-certificate auth is on.
 func (a *authority) info(ctx context.Context) (*auth.AuthInfo, error) {
 	if !a.enabled() {
 		return nil, nil
@@ -155,7 +168,7 @@ func (a *authority) info(ctx context.Context) (*auth.AuthInfo, error) {
 	if c.token != "" {
 		return st.TokenInfo(ctx, c.token)
 	}
-	if a.clientCertAuth && c.cn != "" {
+	if a.clientCertAuth && c.cert {
 		return &auth.AuthInfo{Username: c.cn, Revision: st.Revision()}, nil
 	}
 	return nil, nil

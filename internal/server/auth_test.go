@@ -270,8 +270,8 @@ func TestJWTTokens(t *testing.T) {
 }
 
 // TestClientCertCNIsTheUser: with ClientCertAuth, a request without a
-// token runs as its certificate's CN; a token wins over the CN; without
-// ClientCertAuth the CN is ignored.
+// token runs as its certificate's CN, even an empty one; a token wins over
+// the CN; without ClientCertAuth the CN is ignored.
 func TestClientCertCNIsTheUser(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		s := startServer(t, t.TempDir(), func(c *Config) { c.BcryptCost = 4; c.ClientCertAuth = on })
@@ -289,6 +289,19 @@ func TestClientCertCNIsTheUser(t *testing.T) {
 		}
 		if err := putAs(WithCredentials(context.Background(), "", "alice"), s, "z"); !errors.Is(err, auth.ErrPermissionDenied) && on {
 			t.Fatalf("put z as CN alice: %v, want %v", err, auth.ErrPermissionDenied)
+		}
+		// A verified certificate without a CN is the user "", whom nobody
+		// granted anything (etcd's permission denied), unlike no
+		// certificate at all.
+		want := auth.ErrUserEmpty
+		if on {
+			want = auth.ErrPermissionDenied
+		}
+		if err := putAs(WithCertCredentials(context.Background(), "", ""), s, "k1"); !errors.Is(err, want) {
+			t.Fatalf("put k1 with a certificate without a CN: %v, want %v", err, want)
+		}
+		if err := putAs(WithCertCredentials(context.Background(), "alicetoken-forged.1", "root"), s, "k1"); !errors.Is(err, auth.ErrInvalidAuthToken) {
+			t.Fatalf("put k1 with CN root and a bad token: %v, want %v (the token takes precedence)", err, auth.ErrInvalidAuthToken)
 		}
 		s.Stop()
 	}

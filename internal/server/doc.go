@@ -242,7 +242,8 @@
 // (WithCredentials); the server resolves them only when the request needs
 // a user (authority.info): a simple token waits until this member has
 // applied the entry that issued it, a JWT is verified, and with
-// ClientCertAuth a request without a token runs as its certificate's CN.
+// ClientCertAuth a request without a token runs as its certificate's CN
+// (WithCertCredentials; an empty CN is a user nobody has, as in etcd).
 //
 //   - Reads (Range, a read-only Txn, LeaseTimeToLive with keys,
 //     LeaseLeases) are checked before they read and refused with
