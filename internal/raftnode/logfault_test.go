@@ -3,6 +3,7 @@ package raftnode
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
@@ -229,5 +230,112 @@ func waitDone(n *Node) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// TestLogReadFailureStopsNode restarts a single voter whose committed
+// entries are not applied yet, on a disk where reading those entries
+// fails (EIO on the first half of the log's table, where the oldest
+// entries are; the hard state and the last entry, which Start reads, are
+// in the second half). Raft panics on any read error of its storage: the
+// Ready loop must stop with an ErrLogStorage error that names the
+// directory and the cause instead, and the process go on.
+func TestLogReadFailureStopsNode(t *testing.T) {
+	for _, separate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("separate=%v", separate), func(t *testing.T) {
+			d := &faultDisk{mem: vfs.NewMem()}
+			eng, logEng, err := crashEngines(d.fs(), separate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if separate {
+				if err := BindLog(eng, logEng); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// 200 committed entries of 4 KiB each (incompressible, a
+			// block each), none applied, and a single voter.
+			ls, err := OpenSeparateLogStore(eng, logEng)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 200
+			rng := rand.New(rand.NewPCG(1, 2))
+			var es []*raftpb.Entry
+			for i := uint64(1); i <= n; i++ {
+				data := make([]byte, 4<<10)
+				for j := range data {
+					data[j] = byte(rng.Uint32())
+				}
+				es = append(es, &raftpb.Entry{Index: new(i), Term: new(uint64(1)), Data: data})
+			}
+			if err := ls.Save(hardState(1, 1, n), es, true); err != nil {
+				t.Fatal(err)
+			}
+			if err := logEng.DB().Flush(); err != nil {
+				t.Fatal(err)
+			}
+			// After the flush: in the table of its own that the next open
+			// writes, not among the entries.
+			b := eng.NewBatch()
+			if err := StageConfState(b, &raftpb.ConfState{Voters: []uint64{1}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Commit(true); err != nil {
+				t.Fatal(err)
+			}
+			logDir := logEng.Dir()
+			if err := closeCrashEngines(eng, logEng); err != nil {
+				t.Fatal(err)
+			}
+
+			eng, logEng, err = crashEngines(d.fs(), separate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeCrashEngines(eng, logEng)
+			var table string
+			var size int64
+			names, err := d.mem.List(logDir + "/db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range names {
+				if strings.HasSuffix(name, ".sst") {
+					fi, err := d.mem.Stat(logDir + "/db/" + name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if fi.Size() > size {
+						table, size = logDir+"/db/"+name, fi.Size()
+					}
+				}
+			}
+			if size < n<<12 {
+				t.Fatalf("the log's largest table %q is %d bytes, want the entries' %d", table, size, n<<12)
+			}
+			d.set(func(op errorfs.Op) error {
+				if op.Path == table && (op.Kind == errorfs.OpFileReadAt || op.Kind == errorfs.OpFileRead) && op.Offset < size/2 {
+					return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
+				}
+				return nil
+			})
+			node, err := Start(Config{ID: 1, Engine: eng, LogEngine: logEng, Applied: 0,
+				NewTicker: clocktest.NewFake().NewTicker})
+			if err != nil {
+				t.Fatalf("Start, which reads only the end of the log: %v", err)
+			}
+			// Nobody applies: the loop stops on its first Ready, whose
+			// committed entries it cannot read.
+			<-node.Done()
+			err = node.Err()
+			if !errors.Is(err, ErrLogStorage) || !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), logDir) {
+				t.Fatalf("the loop stopped with %v, want ErrLogStorage naming %s caused by EIO", err, logDir)
+			}
+			if d.hits.Load() == 0 {
+				t.Fatal("no read failed")
+			}
+			t.Logf("stopped with: %v", err)
+		})
 	}
 }
