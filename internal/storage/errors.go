@@ -231,10 +231,11 @@ func (l pebbleLogger) Fatalf(format string, args ...interface{}) {
 	msg := fmt.Sprintf(format, args...)
 	l.ev.errors.Add(1)
 	l.ev.lg.Error("storage: fatal engine error, stopping", "dir", l.ev.dir, "err", msg)
+	f := &fatalError{dir: l.ev.dir, msg: msg, cause: causeOf(args)}
 	if l.ev.onError != nil {
-		l.ev.onError(fmt.Errorf("%w: %s", ErrBackground, msg))
+		l.ev.onError(fmt.Errorf("%w: %w", ErrBackground, f))
 	}
-	panic(&fatalError{dir: l.ev.dir, msg: msg, cause: causeOf(args)})
+	panic(f)
 }
 
 // fatalError is the value pebbleLogger.Fatalf panics with.
