@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -214,7 +215,10 @@ func (ev *events) openError(cause error) error {
 // hook, and then panics, as Pebble expects Fatalf not to return. The panic
 // carries a *fatalError: Batch.Commit and Engine.Sync, on whose goroutine
 // Pebble reports a failed commit, turn it back into an ErrWAL error, so
-// the owner stops with a message instead of a Go panic.
+// the owner stops with a message instead of a Go panic. A fatal error on
+// one of Pebble's own goroutines (a manifest write that fails at the end
+// of a flush or a compaction) cannot be unwound so: that panic still ends
+// the process, after the logged message.
 type pebbleLogger struct{ ev *events }
 
 func (l pebbleLogger) Infof(format string, args ...interface{}) {
@@ -247,9 +251,15 @@ type fatalError struct {
 }
 
 func (f *fatalError) Error() string {
+	what := ErrWAL.Error()
+	if !strings.HasPrefix(f.msg, "pebble: fatal commit error") {
+		// Another of Pebble's fatal errors: a manifest write of a flush or
+		// compaction, or a broken invariant.
+		what = "storage: fatal engine error"
+	}
 	return fmt.Sprintf("%s: %s: %s; the member cannot make its writes durable and stops: "+
 		"check the device holding %s (free space if it is full; the kernel log names I/O errors) and restart the member",
-		ErrWAL, f.dir, f.msg, f.dir)
+		what, f.dir, f.msg, f.dir)
 }
 
 func (f *fatalError) Unwrap() []error {
