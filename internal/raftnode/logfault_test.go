@@ -49,8 +49,10 @@ func (d *faultDisk) set(f func(errorfs.Op) error) {
 	d.fault.Store(&f)
 }
 
-// logFaultApplier applies normal entries by recording them in the state
-// engine; it stops at the first error, as the server's apply loop does.
+// logFaultApplier applies committed entries as the server does, as far as
+// the log is concerned: conf changes, and the applied index in the state
+// engine's batch; it stops at the first error, as the server's apply loop
+// does.
 type logFaultApplier struct {
 	n    *Node
 	eng  *storage.Engine
