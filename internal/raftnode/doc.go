@@ -73,6 +73,18 @@
 // Compact folds the log up to an applied index into a truncation point with
 // an unsynced batch: if a crash loses it, the log is merely longer.
 //
+// A failed write, sync or read of the log (EIO, ENOSPC) stops the Ready
+// loop with ErrLogStorage, naming the directory, the cause and the remedy
+// (Err), before anything that depended on it: a Save that fails returns
+// before the follower's acknowledgements are sent, before the leader
+// counts its own vote (Advance) and before its entries are handed to the
+// apply side. The storage engine turns Pebble's fatal commit error into an
+// error (storage.ErrWAL) instead of a panic, and every later commit of that
+// engine fails at once. A failed read reaches raft as a storage error,
+// which it panics on; LogStore records the failure first, and the loop
+// recovers the panic into that error (recoverLogFailure). Any other panic
+// is a broken invariant and is not recovered.
+//
 // # Two engines
 //
 // With --wal-dir the log (entries, hard state, truncation point) is kept

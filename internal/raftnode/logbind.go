@@ -100,7 +100,8 @@ func getOptional(eng *storage.Engine, key []byte) ([]byte, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("raftnode: read %q in %s: %w", key, eng.Dir(), err)
+		return nil, fmt.Errorf("raftnode: read %q in %s: %w; check the device holding %s (the kernel log names I/O errors) and restart the member",
+			key, eng.Dir(), err, eng.Dir())
 	}
 	return v, nil
 }

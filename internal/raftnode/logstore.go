@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -95,6 +96,9 @@ type LogStore struct {
 	// out holds the snapshots offered to followers.
 	out outSnapshots
 
+	// failed is the first I/O failure of the log's engine (see fail).
+	failed atomic.Pointer[error]
+
 	// fs holds the received snapshot files (in <data dir>/snap):
 	// the engine's (storage.Engine.FS), or one a test controls.
 	fs vfs.FS
@@ -135,7 +139,7 @@ func openLogStore(eng, log *storage.Engine) (*LogStore, error) {
 		}
 		s.mu.hardState = hs
 	} else if !errors.Is(err, storage.ErrNotFound) {
-		return nil, fmt.Errorf("raftnode: read hard state: %w", err)
+		return nil, s.fail("reading the hard state from", err)
 	}
 	cs := &raftpb.ConfState{}
 	if v, err := eng.Get(keyConfState); err == nil {
@@ -143,7 +147,7 @@ func openLogStore(eng, log *storage.Engine) (*LogStore, error) {
 			return nil, fmt.Errorf("raftnode: decode conf state: %w", err)
 		}
 	} else if !errors.Is(err, storage.ErrNotFound) {
-		return nil, fmt.Errorf("raftnode: read conf state: %w", err)
+		return nil, fmt.Errorf("raftnode: read conf state from %s: %w", eng.Dir(), err)
 	}
 	s.mu.confState = cs
 	if v, err := log.Get(keyTruncated); err == nil {
@@ -153,7 +157,7 @@ func openLogStore(eng, log *storage.Engine) (*LogStore, error) {
 		s.mu.truncIndex = binary.BigEndian.Uint64(v)
 		s.mu.truncTerm = binary.BigEndian.Uint64(v[8:])
 	} else if !errors.Is(err, storage.ErrNotFound) {
-		return nil, fmt.Errorf("raftnode: read truncated state: %w", err)
+		return nil, s.fail("reading the truncation point from", err)
 	}
 	last, err := s.scanLastIndex()
 	if err != nil {
@@ -174,11 +178,14 @@ func (s *LogStore) scanLastIndex() (uint64, error) {
 	entryKey(hi[:], ^uint64(0))
 	it, err := s.log.DB().NewIter(&pebble.IterOptions{LowerBound: lo[:], UpperBound: hi[:]})
 	if err != nil {
-		return 0, fmt.Errorf("raftnode: scan log: %w", err)
+		return 0, s.fail("scanning", err)
 	}
 	defer it.Close()
 	if !it.Last() {
-		return 0, it.Error()
+		if err := it.Error(); err != nil {
+			return 0, s.fail("scanning", err)
+		}
+		return 0, nil
 	}
 	return binary.BigEndian.Uint64(it.Key()[2:]), nil
 }
@@ -236,8 +243,17 @@ func (s *LogStore) Term(i uint64) (uint64, error) {
 	}
 	// A compaction may have deleted the entry since the bounds check: the
 	// read decides from Pebble alone, in one consistent view.
-	return storedTerm(s.log.DB(), i)
+	t, err := storedTerm(s.log.DB(), i)
+	if errors.Is(err, errReadFailed) {
+		return 0, s.fail("reading", err)
+	}
+	return t, err
 }
+
+// errReadFailed marks an error of Pebble's (an I/O error) in a read of the
+// log, as opposed to an answer about the log (raft.ErrCompacted, a missing
+// entry).
+var errReadFailed = errors.New("read failed")
 
 // storedTerm returns the term of entry i as r holds it, from one
 // consistent view (an iterator's, or a snapshot's) of the entry and the
@@ -251,7 +267,7 @@ func storedTerm(r pebble.Reader, i uint64) (uint64, error) {
 		UpperBound: []byte{storage.PrefixRaft, subTruncated + 1},
 	})
 	if err != nil {
-		return 0, fmt.Errorf("raftnode: read entry %d: %w", i, err)
+		return 0, fmt.Errorf("%w: entry %d: %w", errReadFailed, i, err)
 	}
 	defer it.Close()
 	if it.First() && bytes.Equal(it.Key(), lo[:]) {
@@ -274,7 +290,7 @@ func storedTerm(r pebble.Reader, i uint64) (uint64, error) {
 		}
 	}
 	if err := it.Error(); err != nil {
-		return 0, fmt.Errorf("raftnode: read entry %d: %w", i, err)
+		return 0, fmt.Errorf("%w: entry %d: %w", errReadFailed, i, err)
 	}
 	// Within the bounds and neither stored nor compacted: the log is
 	// broken, which raft must not take for a recoverable condition.
@@ -313,7 +329,7 @@ func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) 
 	var lk, hk [entryKeyLen]byte
 	it, err := s.log.DB().NewIter(&pebble.IterOptions{LowerBound: entryKey(lk[:], lo), UpperBound: entryKey(hk[:], hi)})
 	if err != nil {
-		return nil, fmt.Errorf("raftnode: read log: %w", err)
+		return nil, s.fail(fmt.Sprintf("reading entries [%d, %d) from", lo, hi), err)
 	}
 	defer it.Close()
 	var (
@@ -345,7 +361,7 @@ func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) 
 		next++
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("raftnode: read log: %w", err)
+		return nil, s.fail(fmt.Sprintf("reading entries [%d, %d) from", lo, hi), err)
 	}
 	if len(ents) == 0 {
 		// The range was compacted between the bounds check and the read.
@@ -421,7 +437,11 @@ func (s *LogStore) Save(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) e
 		}
 	}
 	if err := b.Commit(sync); err != nil {
-		return fmt.Errorf("raftnode: persist log: %w", err)
+		op := "writing entries and the hard state to"
+		if sync {
+			op = "writing and syncing entries and the hard state to"
+		}
+		return s.fail(op, err)
 	}
 
 	s.mu.Lock()
@@ -498,6 +518,9 @@ func (s *LogStore) Compact(index uint64) error {
 		// committed before this call, so the sync may run before writeMu
 		// is taken, and Save does not wait for it.
 		if err := s.eng.Sync(); err != nil {
+			if errors.Is(err, storage.ErrWAL) {
+				return err
+			}
 			return fmt.Errorf("raftnode: make applied state durable before compaction: %w", err)
 		}
 		if s.testHookCompact != nil {
@@ -533,7 +556,7 @@ func (s *LogStore) Compact(index uint64) error {
 		return fmt.Errorf("raftnode: stage compaction: %w", err)
 	}
 	if err := b.Commit(false); err != nil {
-		return fmt.Errorf("raftnode: compact log: %w", err)
+		return s.fail("compacting", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -550,6 +573,35 @@ func (s *LogStore) Compact(index uint64) error {
 			s.mu.cache = s.mu.cache[n:]
 			s.mu.cacheFirst = index + 1
 		}
+	}
+	return nil
+}
+
+// fail records err, an I/O error of the log's engine while op (a phrase
+// such as "reading" that takes the directory as its object), as the log's
+// failure, and returns it wrapped in ErrLogStorage with the directory and
+// the remedy. The first failure is kept (Failed): a read error reaches
+// raft, which panics on it, and the Ready loop then stops with this error
+// instead (see run).
+func (s *LogStore) fail(op string, err error) error {
+	dir := s.log.Dir()
+	if errors.Is(err, storage.ErrWAL) {
+		// The engine's own message names the directory and the remedy.
+		err = fmt.Errorf("%w: %s %s: %w", ErrLogStorage, op, dir, err)
+	} else {
+		err = fmt.Errorf("%w: %s %s: %w; the member stops rather than acknowledge what it cannot make durable or read back: "+
+			"check the device holding %s (free space if it is full; the kernel log names I/O errors) and restart the member",
+			ErrLogStorage, op, dir, err, dir)
+	}
+	s.failed.CompareAndSwap(nil, &err)
+	return err
+}
+
+// Failed returns the first I/O failure of the log's engine (wrapping
+// ErrLogStorage), nil if there was none.
+func (s *LogStore) Failed() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ var errStopping = errors.New("raftnode: stopping")
 // run is the Ready loop: the only goroutine that touches n.rn.
 func (n *Node) run() {
 	defer close(n.done)
+	defer n.recoverLogFailure()
 	// Streams still open keep their snapshot until they close; the owner
 	// stops the transport before closing the engine.
 	defer n.log.out.close()
@@ -58,6 +59,23 @@ func (n *Node) run() {
 			return
 		}
 	}
+}
+
+// recoverLogFailure, deferred by the Ready loop, turns raft's panic on a
+// failed read of the log (raft panics on any storage error it does not
+// expect) into the loop's error: the read recorded the failure first
+// (LogStore.fail). Any other panic is a broken invariant and goes on.
+func (n *Node) recoverLogFailure() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	err := n.log.Failed()
+	if err == nil {
+		panic(r)
+	}
+	n.err = err
+	n.logger.Error("the raft log's storage failed; the member stops", "err", err, "raft", fmt.Sprint(r))
 }
 
 // drainInbox hands the queued proposals, read requests, peer messages and

@@ -19,6 +19,14 @@ import (
 // stopped.
 var ErrStopped = errors.New("raftnode: stopped")
 
+// ErrLogStorage wraps every error of the raft log's storage: a write or a
+// sync of its engine that failed (the member cannot make what it would
+// acknowledge durable), or a read that failed (raft cannot go on without
+// the entry). The Ready loop stops on it, with the directory, the cause and
+// the remedy in the error (Err), instead of panicking; a member restarted
+// on a repaired device has lost nothing it acknowledged.
+var ErrLogStorage = errors.New("raftnode: the raft log's storage failed")
+
 // ErrConfChangeInProgress is what the Dropped callback receives for a conf
 // change the leader refused because another one is not applied yet (raft
 // turns such a proposal into an empty entry instead of failing it). Only a

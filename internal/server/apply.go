@@ -354,6 +354,13 @@ func (s *Server) maybeCompactLog() {
 		return
 	}
 	if err := s.node.Compact(ap.applied - keep); err != nil {
+		if errors.Is(err, raftnode.ErrLogStorage) || errors.Is(err, storage.ErrWAL) {
+			// The log's (or the state's) engine takes no more writes:
+			// an idle member would otherwise learn it only at its next
+			// write.
+			s.fail(err)
+			return
+		}
 		// Not fatal: the log is only longer than it needs to be.
 		s.lg.Warn("raft log compaction failed", "index", ap.applied-keep, "err", err)
 	}

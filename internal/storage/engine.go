@@ -77,6 +77,8 @@ type Engine struct {
 	noSync bool
 	lock   io.Closer
 	ev     *events
+	// failed is set by the first write-ahead log failure (see ErrWAL).
+	failed atomic.Pointer[fatalError]
 
 	// gen counts the flushes and compactions that finished; see Generation.
 	gen     atomic.Uint64
@@ -289,13 +291,22 @@ func (e *Engine) AppliedIndex() (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// Sync makes every write committed so far durable.
-func (e *Engine) Sync() error {
+// Sync makes every write committed so far durable. It fails with ErrWAL
+// (wrapped) once the write-ahead log has failed.
+func (e *Engine) Sync() (err error) {
+	if err := e.failure(); err != nil {
+		return err
+	}
 	if e.noSync {
 		return nil
 	}
+	defer e.recoverFatal(&err)
 	return e.db.LogData(nil, pebble.Sync)
 }
+
+// Failed returns the write-ahead log failure (wrapping ErrWAL) that
+// stopped the engine from taking writes, nil while it takes them.
+func (e *Engine) Failed() error { return e.failure() }
 
 // Close closes the database and releases the directory lock.
 func (e *Engine) Close() error {
@@ -369,8 +380,15 @@ func (b *Batch) SetAppliedIndex(index uint64) {
 }
 
 // Commit applies the batch, syncing the write-ahead log first when sync is
-// set (and the engine was not opened with NoSync), and releases it.
-func (b *Batch) Commit(sync bool) error {
+// set (and the engine was not opened with NoSync), and releases it. A
+// failed write or sync of the write-ahead log, this commit's or an earlier
+// one's, fails it with ErrWAL (wrapped): see ErrWAL.
+func (b *Batch) Commit(sync bool) (err error) {
+	if err := b.e.failure(); err != nil {
+		b.Discard()
+		return err
+	}
+	defer b.e.recoverFatal(&err)
 	for _, fn := range b.beforeCommit {
 		fn()
 	}
@@ -383,7 +401,7 @@ func (b *Batch) Commit(sync bool) error {
 	if sync && !b.e.noSync {
 		wo = pebble.Sync
 	}
-	err := b.Batch.Commit(wo)
+	err = b.Batch.Commit(wo)
 	if cerr := b.Batch.Close(); err == nil {
 		err = cerr
 	}

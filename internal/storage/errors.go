@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -31,6 +32,16 @@ var ErrBackground = errors.New("storage: background write failed")
 // to stop on it rather than wait. A failed compaction (Pebble sets its key
 // span aside for a while) and other background errors come unwrapped.
 var ErrFlush = errors.New("storage: flush failed")
+
+// ErrWAL is returned (wrapped, with the directory, Pebble's message and
+// the remedy) by Batch.Commit and Engine.Sync once a write or a sync of
+// the engine's write-ahead log has failed. Pebble cannot take another
+// write after that (its commit pipeline is left broken), so every later
+// commit fails with the same error at once, without reaching Pebble: the
+// owner must stop, and the member restart once the device is repaired.
+// Whatever the failed commit held may or may not be durable; nothing
+// committed (synced) before it is affected.
+var ErrWAL = errors.New("storage: writing the write-ahead log failed")
 
 // IsNoSpace reports whether err, from Open or passed to
 // Options.OnBackgroundError, comes from a full device (ENOSPC or EDQUOT).
@@ -201,7 +212,13 @@ func (ev *events) openError(cause error) error {
 // pebbleLogger is Pebble's logger: its informational messages go to debug,
 // its errors to error, and a fatal error (a failed WAL write or sync, which
 // leaves the commit pipeline unusable) is logged, reported to the owner's
-// hook, and then panics, as Pebble expects Fatalf not to return.
+// hook, and then panics, as Pebble expects Fatalf not to return. The panic
+// carries a *fatalError: Batch.Commit and Engine.Sync, on whose goroutine
+// Pebble reports a failed commit, turn it back into an ErrWAL error, so
+// the owner stops with a message instead of a Go panic. A fatal error on
+// one of Pebble's own goroutines (a manifest write that fails at the end
+// of a flush or a compaction) cannot be unwound so: that panic still ends
+// the process, after the logged message.
 type pebbleLogger struct{ ev *events }
 
 func (l pebbleLogger) Infof(format string, args ...interface{}) {
@@ -218,8 +235,70 @@ func (l pebbleLogger) Fatalf(format string, args ...interface{}) {
 	msg := fmt.Sprintf(format, args...)
 	l.ev.errors.Add(1)
 	l.ev.lg.Error("storage: fatal engine error, stopping", "dir", l.ev.dir, "err", msg)
+	f := &fatalError{dir: l.ev.dir, msg: msg, cause: causeOf(args)}
 	if l.ev.onError != nil {
-		l.ev.onError(fmt.Errorf("%w: %s", ErrBackground, msg))
+		l.ev.onError(fmt.Errorf("%w: %w", ErrBackground, f))
 	}
-	panic(fmt.Sprintf("storage: %s: %s", l.ev.dir, msg))
+	panic(f)
+}
+
+// fatalError is the value pebbleLogger.Fatalf panics with.
+type fatalError struct {
+	dir, msg string
+	// cause is the error among Fatalf's arguments (the failed write's),
+	// kept so that errors.Is still finds its errno; nil if none.
+	cause error
+}
+
+func (f *fatalError) Error() string {
+	what := ErrWAL.Error()
+	if !strings.HasPrefix(f.msg, "pebble: fatal commit error") {
+		// Another of Pebble's fatal errors: a manifest write of a flush or
+		// compaction, or a broken invariant.
+		what = "storage: fatal engine error"
+	}
+	return fmt.Sprintf("%s: %s: %s; the member cannot make its writes durable and stops: "+
+		"check the device holding %s (free space if it is full; the kernel log names I/O errors) and restart the member",
+		what, f.dir, f.msg, f.dir)
+}
+
+func (f *fatalError) Unwrap() []error {
+	if f.cause == nil {
+		return []error{ErrWAL}
+	}
+	return []error{ErrWAL, f.cause}
+}
+
+func causeOf(args []interface{}) error {
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			return err
+		}
+	}
+	return nil
+}
+
+// recoverFatal, deferred by a call that commits to Pebble, turns a
+// pebbleLogger.Fatalf panic on this goroutine into *errp and marks the
+// engine failed; any other panic goes on.
+func (e *Engine) recoverFatal(errp *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	f, ok := r.(*fatalError)
+	if !ok {
+		panic(r)
+	}
+	e.failed.CompareAndSwap(nil, f)
+	*errp = f
+}
+
+// failure returns the error of the write-ahead log failure that broke the
+// engine, nil while it is sound.
+func (e *Engine) failure() error {
+	if f := e.failed.Load(); f != nil {
+		return f
+	}
+	return nil
 }

@@ -198,9 +198,10 @@ func (f *logSyncFails) MaybeError(op errorfs.Op) error {
 }
 
 // TestLogSyncErrorStopsWithACause: a failed write-ahead log sync leaves
-// Pebble's commit pipeline unusable; the commit that met it panics with a
-// message naming the directory and the cause, after the error is logged
-// and reported.
+// Pebble's commit pipeline unusable; the commit that met it fails with
+// ErrWAL, naming the directory and the cause, after the error is logged
+// and reported, and every later commit or sync fails so at once, without
+// reaching Pebble (which would hang or panic).
 func TestLogSyncErrorStopsWithACause(t *testing.T) {
 	inj := &logSyncFails{}
 	var logs syncBuffer
@@ -221,16 +222,22 @@ func TestLogSyncErrorStopsWithACause(t *testing.T) {
 	// No Close: the engine is unusable after the failure.
 	writeKeys(t, e, 10, true)
 	inj.set(true)
-	var recovered any
-	func() {
-		defer func() { recovered = recover() }()
-		b := e.NewWriteBatch()
-		b.Set([]byte("k/x"), []byte("v"), nil)
-		b.Commit(true)
-	}()
-	msg := fmt.Sprint(recovered)
-	if recovered == nil || !strings.Contains(msg, "data") || !strings.Contains(msg, "input/output error") {
-		t.Fatalf("a synced commit whose log sync failed: panic %q, want one naming the directory and EIO", msg)
+	b := e.NewWriteBatch()
+	b.Set([]byte("k/x"), []byte("v"), nil)
+	err = b.Commit(true)
+	if !errors.Is(err, ErrWAL) || !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "data") || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("a synced commit whose log sync failed: %v, want ErrWAL naming the directory, EIO and the remedy", err)
+	}
+	if e.Failed() == nil {
+		t.Fatal("Failed() = nil after a failed log sync")
+	}
+	b = e.NewWriteBatch()
+	b.Set([]byte("k/y"), []byte("v"), nil)
+	if err := b.Commit(false); !errors.Is(err, ErrWAL) {
+		t.Fatalf("a commit after the failure: %v, want ErrWAL", err)
+	}
+	if err := e.Sync(); !errors.Is(err, ErrWAL) {
+		t.Fatalf("a sync after the failure: %v, want ErrWAL", err)
 	}
 	mu.Lock()
 	defer mu.Unlock()

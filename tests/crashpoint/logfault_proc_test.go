@@ -1,0 +1,136 @@
+package crashpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/cairn-db/cairn/internal/freeport"
+	"github.com/cairn-db/cairn/tests/kit"
+	"github.com/cairn-db/cairn/tests/kit/proc"
+)
+
+// TestRaftLogFullDeviceProcess runs a real cairn process whose raft log
+// (--wal-dir) is on an 8 MiB tmpfs, its data directory elsewhere, and
+// writes 256 KiB values until the log's device fills. The write-ahead log
+// write that meets ENOSPC must stop the process with status 1 and a log
+// line naming the directory, the cause and the remedy (no Go panic, which
+// exits with status 2); once the tmpfs is grown, the member restarts and
+// holds every write it acknowledged. Mounting needs root: the test is
+// skipped without (and fails with CI=true).
+func TestRaftLogFullDeviceProcess(t *testing.T) {
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cannot mount a tmpfs (needs root, which CI has): %v %s", err, out)
+		}
+		t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	walDir := filepath.Join(mnt, "wal")
+	dataDir := filepath.Join(t.TempDir(), "data")
+	clientURL, peerURL := "http://"+freeport.Addr(t), "http://"+freeport.Addr(t)
+	start := func(name string) *proc.Process {
+		return proc.Start(t, proc.Cairn, filepath.Join(t.TempDir(), name+".log"),
+			"--name", "m1", "--data-dir", dataDir, "--wal-dir", walDir,
+			"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+			"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+			"--initial-cluster", "m1="+peerURL, "--log-level", "info")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, Logger: zap.NewNop(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	serving := func(p *proc.Process) {
+		t.Helper()
+		err := kit.Poll(kit.WaitTimeout, func() error {
+			select {
+			case <-p.Exited():
+				t.Fatalf("the member exited before serving (%v):\n%s", p.Err(), p.Output(8<<10))
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := cli.Get(ctx, "health")
+			return err
+		})
+		if err != nil {
+			t.Fatalf("the member does not serve: %v\n%s", err, p.Output(8<<10))
+		}
+	}
+
+	p := start("full")
+	serving(p)
+	// One writer, so that every acknowledged write came before the
+	// failure. 128 writes of 256 KiB are four times the device.
+	rng := rand.New(rand.NewPCG(1, 2))
+	raw := make([]byte, 256<<10)
+	acked := map[string]string{}
+	var failure error
+	for i := 0; i < 128 && failure == nil; i++ {
+		for j := range raw {
+			raw[j] = 'a' + byte(rng.IntN(26))
+		}
+		k, v := fmt.Sprintf("/wal/%04d", i), string(raw)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, failure = cli.Put(ctx, k, v)
+		cancel()
+		if failure == nil {
+			acked[k] = v
+		}
+	}
+	if failure == nil {
+		t.Fatalf("128 writes of 256 KiB acknowledged with the raft log on an 8 MiB device")
+	}
+	t.Logf("%d writes acknowledged, then: %v", len(acked), failure)
+	exited, err := p.WaitExit(kit.WaitTimeout)
+	if !exited {
+		t.Fatalf("the member still runs with its raft log's device full:\n%s", p.Output(8<<10))
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("the member exited with %v, want status 1:\n%s", err, p.Output(8<<10))
+	}
+	out := p.Output(64 << 10)
+	for _, want := range []string{"member failed; shutting down", walDir, "no space left on device", "restart the member"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the member's output does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "goroutine ") {
+		t.Errorf("the member's output holds a Go stack:\n%s", out)
+	}
+
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("grow the tmpfs: %v %s", err, out)
+	}
+	p = start("grown")
+	serving(p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "/wal/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range resp.Kvs {
+		got[string(kv.Key)] = string(kv.Value)
+	}
+	for k, v := range acked {
+		if got[k] != v {
+			t.Fatalf("the acknowledged write %s is lost after the restart (%d of %d present)", k, len(got), len(acked))
+		}
+	}
+	t.Logf("all %d acknowledged writes present after growing the device and restarting", len(acked))
+}
