@@ -427,7 +427,7 @@ func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 		return -1, err
 	}
 	defer s.life.leave()
-	if err := s.checkLeaseAccess(ctx, id, true); err != nil {
+	if err := s.checkLeaseAccess(ctx, id, true, "LeaseKeepAlive"); err != nil {
 		return -1, err
 	}
 	return s.leases.renew(ctx, id)
@@ -451,7 +451,7 @@ func (s *Server) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 		return s.leases.timeToLive(ctx, r)
 	}
 	rev := s.auth.st().Revision()
-	if err := s.checkLeaseAccess(ctx, r.ID, false); err != nil {
+	if err := s.checkLeaseAccess(ctx, r.ID, false, "LeaseTimeToLive"); err != nil {
 		return nil, err
 	}
 	resp, err := s.leases.timeToLive(ctx, r)
@@ -475,7 +475,7 @@ func (s *Server) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb
 	leases := s.leases.list()
 	if s.auth.enabled() {
 		for _, l := range leases {
-			if err := s.checkLeaseAccess(ctx, l.ID, false); err != nil {
+			if err := s.checkLeaseAccess(ctx, l.ID, false, "LeaseLeases"); err != nil {
 				return nil, err
 			}
 		}
