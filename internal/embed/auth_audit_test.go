@@ -14,6 +14,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 )
 
 // TestAuditLogLeaseRefusalsOverTheWire: the lease calls and txns clientv3
@@ -52,6 +53,17 @@ func TestAuditLogLeaseRefusalsOverTheWire(t *testing.T) {
 			return err
 		}},
 	}
+	al, err := alice.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls = append(calls, struct {
+		name string
+		do   func() error
+	}{"Lock", func() error {
+		_, err := v3lockpb.NewLockClient(alice.ActiveConnection()).Lock(ctx, &v3lockpb.LockRequest{Name: []byte("z-lock"), Lease: int64(al.ID)})
+		return rpctypes.Error(err)
+	}})
 	for _, c := range calls {
 		if err := c.do(); !errors.Is(err, rpctypes.ErrPermissionDenied) {
 			t.Fatalf("%s as alice: %v, want %v", c.name, err, rpctypes.ErrPermissionDenied)
@@ -68,6 +80,8 @@ func TestAuditLogLeaseRefusalsOverTheWire(t *testing.T) {
 	m.Close() // flushes the log
 
 	hexID := strconv.FormatInt(int64(l.ID), 16)
+	// The Lock service makes a txn that puts the lock's key, through the
+	// member's own client with alice's token: it is that txn refused.
 	want := []string{
 		"LeaseRevoke alice z  " + hexID,
 		"LeaseTimeToLive alice z  " + hexID,
@@ -75,6 +89,7 @@ func TestAuditLogLeaseRefusalsOverTheWire(t *testing.T) {
 		"LeaseLeases alice z  " + hexID,
 		"Put alice z  " + hexID,
 		"Txn alice a c ",
+		"Txn alice z-lock/" + strconv.FormatInt(int64(al.ID), 16) + "  ",
 		"LeaseRevoke alice z  " + hexID,
 	}
 	f, err := os.Open(path)
