@@ -282,6 +282,11 @@ func TestAuditLogLeaseAndTxnRefusals(t *testing.T) {
 		t.Fatalf("Compact with a forged token: %v", err)
 	}
 	want = append(want, auditLine{Kind: "refused", Method: "Compact", Reason: auth.ErrInvalidAuthToken.Error()})
+	// Without a user, a lease call names its lease.
+	if _, err := s.LeaseRevoke(context.Background(), &pb.LeaseRevokeRequest{ID: lz.ID}); !errors.Is(err, auth.ErrUserEmpty) {
+		t.Fatalf("LeaseRevoke without a user: %v", err)
+	}
+	want = append(want, auditLine{Kind: "refused", Method: "LeaseRevoke", Lease: hexID, Reason: auth.ErrUserEmpty.Error()})
 	s.Stop()
 	var got []auditLine
 	for _, l := range readAudit(t, path) {

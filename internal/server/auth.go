@@ -309,14 +309,14 @@ func (s *Server) IsAdmin(ctx context.Context) error {
 // (auth.ErrUserEmpty, or auth.ErrInvalidAuthToken for a bad token), as
 // etcd's requireAuthInfo does (Status, alarm listing). Safe for concurrent
 // use.
-func (s *Server) RequireUser(ctx context.Context) error { return s.requireUserFor(ctx, "") }
+func (s *Server) RequireUser(ctx context.Context) error { return s.requireUserFor(ctx, "", 0) }
 
 // requireUserFor is RequireUser for a request of method (its name in the
-// audit log when ctx names no gRPC method).
-func (s *Server) requireUserFor(ctx context.Context, method string) error {
+// audit log when ctx names no gRPC method) about lease (0: none).
+func (s *Server) requireUserFor(ctx context.Context, method string, lease int64) error {
 	err := s.auth.requireUser(ctx)
 	if err != nil && s.auth.audit != nil {
-		s.auth.refused(audit.Event{Method: methodOf(ctx, method)}, "", err, false)
+		s.auth.refused(audit.Event{Method: methodOf(ctx, method), Lease: lease}, "", err, false)
 	}
 	return err
 }

@@ -396,7 +396,7 @@ func (s *Server) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.L
 		return nil, err
 	}
 	defer s.life.leave()
-	if err := s.requireUserFor(ctx, "LeaseGrant"); err != nil {
+	if err := s.requireUserFor(ctx, "LeaseGrant", r.ID); err != nil {
 		return nil, err
 	}
 	return s.leases.grant(ctx, r)
@@ -410,7 +410,7 @@ func (s *Server) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb
 		return nil, err
 	}
 	defer s.life.leave()
-	if err := s.requireUserFor(ctx, "LeaseRevoke"); err != nil {
+	if err := s.requireUserFor(ctx, "LeaseRevoke", r.ID); err != nil {
 		return nil, err
 	}
 	return s.leases.revoke(ctx, r.ID)
@@ -444,7 +444,7 @@ func (s *Server) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 		return nil, err
 	}
 	defer s.life.leave()
-	if err := s.requireUserFor(ctx, "LeaseTimeToLive"); err != nil {
+	if err := s.requireUserFor(ctx, "LeaseTimeToLive", r.ID); err != nil {
 		return nil, err
 	}
 	if !r.Keys {
