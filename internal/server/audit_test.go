@@ -282,6 +282,12 @@ func TestAuditLogLeaseAndTxnRefusals(t *testing.T) {
 		t.Fatalf("Compact with a forged token: %v", err)
 	}
 	want = append(want, auditLine{Kind: "refused", Method: "Compact", Reason: auth.ErrInvalidAuthToken.Error()})
+	// A read-only txn with a bad token names its first key range.
+	readTxn := &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte("k1"), RangeEnd: []byte("k9")}}}}}
+	if _, err := s.Txn(WithCredentials(context.Background(), "forged.1", ""), readTxn); !errors.Is(err, auth.ErrInvalidAuthToken) {
+		t.Fatalf("a read-only txn with a forged token: %v", err)
+	}
+	want = append(want, auditLine{Kind: "refused", Method: "Txn", Key: "k1", RangeEnd: "k9", Reason: auth.ErrInvalidAuthToken.Error()})
 	// Without a user, a lease call names its lease.
 	if _, err := s.LeaseRevoke(context.Background(), &pb.LeaseRevokeRequest{ID: lz.ID}); !errors.Is(err, auth.ErrUserEmpty) {
 		t.Fatalf("LeaseRevoke without a user: %v", err)

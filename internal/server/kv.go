@@ -71,6 +71,9 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 	if mvcc.TxnReadOnly(r) {
 		var resp *pb.TxnResponse
 		ev := audit.Event{Method: "Txn"}
+		if s.auth.audit != nil {
+			ev.Key, ev.RangeEnd = firstTxnRange(r)
+		}
 		err := s.auth.checkedRead(ctx, &ev, func(st *auth.Store, ai auth.AuthInfo) error {
 			err := s.checkTxn(nil, st, ai, r)
 			if err != nil && s.auth.audit != nil {
