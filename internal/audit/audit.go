@@ -49,8 +49,12 @@ type Event struct {
 	Role string
 	// Perm is a permission's type: READ, WRITE or READWRITE.
 	Perm string
-	// Key and RangeEnd are the key range of the request or permission.
+	// Key and RangeEnd are the key range of the request or permission;
+	// for a refusal, the range that lacked a permission.
 	Key, RangeEnd []byte
+	// Lease is the lease a request named (0: none): the one revoked,
+	// kept alive or asked about, or the one a put attaches its key to.
+	Lease int64
 	// Reason is why a request was refused: etcd's error text.
 	Reason string
 	// Index is the raft index of the entry of an auth change, and
@@ -72,6 +76,7 @@ type line struct {
 	KeyBase64      string `json:"key_base64,omitempty"`
 	RangeEnd       string `json:"range_end,omitempty"`
 	RangeEndBase64 string `json:"range_end_base64,omitempty"`
+	Lease          string `json:"lease,omitempty"`
 	Reason         string `json:"reason,omitempty"`
 	Index          uint64 `json:"index,omitempty"`
 	AuthRevision   uint64 `json:"auth_revision,omitempty"`
@@ -93,6 +98,10 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	}
 	l.Key, l.KeyBase64 = bytesField(e.Key)
 	l.RangeEnd, l.RangeEndBase64 = bytesField(e.RangeEnd)
+	if e.Lease != 0 {
+		// Hexadecimal, as etcdctl prints lease IDs.
+		l.Lease = strconv.FormatInt(e.Lease, 16)
+	}
 	return json.Marshal(l)
 }
 

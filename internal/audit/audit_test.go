@@ -47,6 +47,8 @@ func TestFields(t *testing.T) {
 	l.Record(Event{Member: "m1", Kind: KindAuthChange, Method: "RoleGrantPermission", User: "root", Name: "app",
 		Perm: "READ", Key: []byte("/app/"), RangeEnd: []byte("/app0"), Index: 42, AuthRevision: 7})
 	l.Record(Event{Kind: KindRefused, Method: "Put", User: "alice", Key: []byte("\xff\x00"), Reason: "etcdserver: permission denied"})
+	l.Record(Event{Kind: KindRefused, Method: "LeaseRevoke", User: "alice", Key: []byte("/x"), Lease: 0x694d7a2a1d1a4c04,
+		Reason: "etcdserver: permission denied"})
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +58,8 @@ func TestFields(t *testing.T) {
 			"user": "root", "name": "app", "perm": "READ", "key": "/app/", "range_end": "/app0", "index": 42.0, "auth_revision": 7.0},
 		{"time": "2026-12-07T02:30:00.000000123Z", "kind": "refused", "method": "Put", "user": "alice",
 			"key_base64": "/wA=", "reason": "etcdserver: permission denied"},
+		{"time": "2026-12-07T02:30:00.000000123Z", "kind": "refused", "method": "LeaseRevoke", "user": "alice",
+			"key": "/x", "lease": "694d7a2a1d1a4c04", "reason": "etcdserver: permission denied"},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("lines\n%v\nwant\n%v", got, want)

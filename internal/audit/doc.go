@@ -26,7 +26,8 @@
 //
 // Event's fields, in JSON: time (RFC 3339, UTC, nanoseconds), member,
 // kind ("auth_change" or "refused"), method, user, then whichever of name,
-// role, perm, key, range_end, reason, index and auth_revision are set. Keys
-// that are not valid UTF-8 are written as key_base64 and range_end_base64.
+// role, perm, key, range_end, lease, reason, index and auth_revision are
+// set. Keys that are not valid UTF-8 are written as key_base64 and
+// range_end_base64; a lease ID is in hexadecimal, as etcdctl prints it.
 // A nil *Log records nothing, which is the log switched off.
 package audit

@@ -57,7 +57,8 @@ var (
 
 	// ErrInvalidAuthOpts refuses a malformed --auth-token option string.
 	ErrInvalidAuthOpts = errors.New("auth: invalid auth options")
-	// ErrInvalidAuthMethod refuses an unknown JWT sign-method.
+	// ErrInvalidAuthMethod refuses a JWT sign-method the JWT library knows
+	// but etcd does not accept ("none"); an unknown one is ErrInvalidAuthOpts.
 	ErrInvalidAuthMethod = errors.New("auth: invalid auth signature method")
 	// ErrMissingKey refuses a JWT option string that names no usable key.
 	ErrMissingKey = errors.New("auth: missing key data")

@@ -19,6 +19,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	etcdauth "go.etcd.io/etcd/server/v3/auth"
+	"go.uber.org/zap"
 )
 
 // fakeClock is a settable clock for token TTLs.
@@ -174,7 +176,7 @@ func TestStoreDrivesTokens(t *testing.T) {
 
 func TestTokenOptions(t *testing.T) {
 	for _, opts := range []string{"bogus", "simple,x", "jwt,a=1,a=2", "jwt,sign-method=XX256,priv-key=/nonexistent",
-		"jwt,sign-method=HS256,ttl=soon", "jwt,sign-method=none", "jwt,sign-method=RS256,priv-key=/nonexistent"} {
+		"jwt,sign-method=HS256,ttl=soon", "jwt,sign-method=RS256,priv-key=/nonexistent"} {
 		if _, err := NewTokenProvider(opts, TokenConfig{}); !errors.Is(err, ErrInvalidAuthOpts) {
 			t.Errorf("%q: %v, want ErrInvalidAuthOpts", opts, err)
 		}
@@ -184,6 +186,9 @@ func TestTokenOptions(t *testing.T) {
 	}
 	if _, err := NewTokenProvider("jwt,sign-method=HS256", TokenConfig{}); !errors.Is(err, ErrMissingKey) {
 		t.Errorf("HMAC without a secret: %v, want ErrMissingKey", err)
+	}
+	if _, err := NewTokenProvider("jwt,sign-method=none", TokenConfig{}); !errors.Is(err, ErrInvalidAuthMethod) {
+		t.Errorf("jwt with method none: %v, want ErrInvalidAuthMethod", err)
 	}
 }
 
@@ -313,4 +318,84 @@ func TestJWTTokens(t *testing.T) {
 	if _, err := NewTokenProvider("jwt,sign-method=ES256,priv-key="+ecPriv+",pub-key="+otherPub, TokenConfig{}); !errors.Is(err, ErrKeyMismatch) {
 		t.Fatalf("mismatched keys: %v, want ErrKeyMismatch", err)
 	}
+}
+
+// TestTokenOptionsAgainstEtcd: every --auth-token string, good or bad, is
+// accepted or refused as etcd's NewTokenProvider accepts or refuses it,
+// with etcd's error where the error is one of etcd's own.
+func TestTokenOptionsAgainstEtcd(t *testing.T) {
+	dir := t.TempDir()
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherEC, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPriv, rsaPub := keyFiles(t, dir, "rsa", rsaKey, &rsaKey.PublicKey)
+	ecPriv, ecPub := keyFiles(t, dir, "ec", ecKey, &ecKey.PublicKey)
+	_, otherPub := keyFiles(t, dir, "ec2", otherEC, &otherEC.PublicKey)
+	edPrivF, edPubF := keyFiles(t, dir, "ed", edPriv, edPub)
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("a shared secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	garbage := filepath.Join(dir, "garbage")
+	if err := os.WriteFile(garbage, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []string{
+		"", "simple", "simple,ttl=5m", "bogus", "JWT", "simple,x", "jwt", "jwt,a=1,a=2", "jwt,a=b=c",
+		"jwt,sign-method=es256,priv-key=" + ecPriv, "jwt,sign-method=XX256,priv-key=" + ecPriv,
+		"jwt,sign-method=none",
+		"jwt,sign-method=ES256", "jwt,sign-method=ES256,priv-key=", "jwt,sign-method=ES256,priv-key=/nonexistent",
+		"jwt,sign-method=ES256,priv-key=" + ecPriv, "jwt,sign-method=ES256,pub-key=" + ecPub,
+		"jwt,sign-method=ES256,priv-key=" + ecPriv + ",pub-key=" + ecPub,
+		"jwt,sign-method=ES256,priv-key=" + ecPriv + ",pub-key=" + otherPub,
+		"jwt,sign-method=ES384,priv-key=" + ecPriv,
+		"jwt,sign-method=ES256,priv-key=" + rsaPriv, "jwt,sign-method=RS256,pub-key=" + ecPub,
+		"jwt,sign-method=ES256,priv-key=" + garbage, "jwt,sign-method=RS256,priv-key=" + garbage,
+		"jwt,sign-method=RS256,priv-key=" + rsaPriv + ",pub-key=" + rsaPub, "jwt,sign-method=PS512,pub-key=" + rsaPub,
+		"jwt,sign-method=EdDSA,priv-key=" + edPrivF, "jwt,sign-method=EdDSA,pub-key=" + edPubF,
+		"jwt,sign-method=EdDSA,priv-key=" + ecPriv,
+		"jwt,sign-method=HS256,priv-key=" + secret, "jwt,sign-method=HS512,pub-key=" + secret,
+		"jwt,sign-method=HS256,priv-key=" + secret + ",ttl=soon", "jwt,sign-method=HS256,priv-key=" + secret + ",ttl=0s",
+		"jwt,sign-method=HS256,priv-key=" + secret + ",ttl=-1m", "jwt,sign-method=HS256,priv-key=" + secret + ",ttl=",
+		"jwt,sign-method=HS256,priv-key=" + secret + ",colour=blue",
+	}
+	for _, opts := range cases {
+		_, etcdErr := etcdauth.NewTokenProvider(zap.NewNop(), opts, nil, time.Minute)
+		_, err := NewTokenProvider(opts, TokenConfig{})
+		if (err == nil) != (etcdErr == nil) {
+			t.Errorf("%q: cairn %v, etcd %v", opts, err, etcdErr)
+			continue
+		}
+		for _, sentinel := range []error{ErrInvalidAuthOpts, ErrMissingKey, ErrKeyMismatch} {
+			if errors.Is(etcdErr, etcdErrorFor(sentinel)) != errors.Is(err, sentinel) {
+				t.Errorf("%q: cairn %v, etcd %v", opts, err, etcdErr)
+			}
+		}
+	}
+}
+
+// etcdErrorFor returns etcd's error of the same meaning as ours.
+func etcdErrorFor(err error) error {
+	switch err {
+	case ErrInvalidAuthOpts:
+		return etcdauth.ErrInvalidAuthOpts
+	case ErrMissingKey:
+		return etcdauth.ErrMissingKey
+	case ErrKeyMismatch:
+		return etcdauth.ErrKeyMismatch
+	}
+	return err
 }

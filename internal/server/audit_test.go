@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -27,6 +29,7 @@ type auditLine struct {
 	Perm         string `json:"perm"`
 	Key          string `json:"key"`
 	RangeEnd     string `json:"range_end"`
+	Lease        string `json:"lease"`
 	Reason       string `json:"reason"`
 	Index        uint64 `json:"index"`
 	AuthRevision uint64 `json:"auth_revision"`
@@ -185,6 +188,122 @@ func equalLines(a, b []auditLine) bool {
 		}
 	}
 	return true
+}
+
+// TestAuditLogLeaseAndTxnRefusals: the refusals of the lease access checks
+// (LeaseRevoke, keep-alive, LeaseTimeToLive with keys, LeaseLeases, a put
+// onto a lease holding keys the caller may not write) and of txns (read
+// only or not, nested) are logged with the user, the method, the key
+// range that lacked the permission and the lease.
+func TestAuditLogLeaseAndTxnRefusals(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	s := startServer(t, t.TempDir(), func(c *Config) {
+		c.Name, c.BcryptCost, c.UnsafeNoFsync, c.AuditLog = "m1", 4, true, path
+	})
+	setupAuth(t, s)
+	alice := as(t, s, "alice", "pw")
+	root := as(t, s, "root", "rootpw")
+
+	// Lease lz holds z, which alice may not write.
+	lz, err := s.LeaseGrant(root, &pb.LeaseGrantRequest{TTL: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(root, &pb.PutRequest{Key: []byte("z"), Value: []byte("v"), Lease: lz.ID}); err != nil {
+		t.Fatal(err)
+	}
+	hexID := strconv.FormatInt(lz.ID, 16)
+	denied := auth.ErrPermissionDenied.Error()
+	put := func(k string) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(k), Value: []byte("v")}}}
+	}
+	steps := []struct {
+		name string
+		do   func() error
+		want auditLine
+	}{
+		{"LeaseRevoke", func() error {
+			_, err := s.LeaseRevoke(alice, &pb.LeaseRevokeRequest{ID: lz.ID})
+			return err
+		}, auditLine{Method: "LeaseRevoke", Key: "z", Lease: hexID}},
+		{"LeaseTimeToLive with keys", func() error {
+			_, err := s.LeaseTimeToLive(alice, &pb.LeaseTimeToLiveRequest{ID: lz.ID, Keys: true})
+			return err
+		}, auditLine{Method: "LeaseTimeToLive", Key: "z", Lease: hexID}},
+		{"keep-alive", func() error {
+			_, err := s.LeaseRenew(alice, lz.ID)
+			return err
+		}, auditLine{Method: "LeaseKeepAlive", Key: "z", Lease: hexID}},
+		{"LeaseLeases", func() error {
+			_, err := s.LeaseLeases(alice, &pb.LeaseLeasesRequest{})
+			return err
+		}, auditLine{Method: "LeaseLeases", Key: "z", Lease: hexID}},
+		{"a put onto the lease", func() error {
+			_, err := s.Put(alice, &pb.PutRequest{Key: []byte("k2"), Value: []byte("v"), Lease: lz.ID})
+			return err
+		}, auditLine{Method: "Put", Key: "z", Lease: hexID}},
+		{"a write txn", func() error {
+			_, err := s.Txn(alice, &pb.TxnRequest{
+				Compare: []*pb.Compare{{Key: []byte("k1"), Target: pb.Compare_VERSION}},
+				Success: []*pb.RequestOp{put("k1")}, Failure: []*pb.RequestOp{put("y")}})
+			return err
+		}, auditLine{Method: "Txn", Key: "y"}},
+		{"a read-only txn", func() error {
+			_, err := s.Txn(alice, &pb.TxnRequest{Success: []*pb.RequestOp{
+				{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte("k1")}}},
+				{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte("a"), RangeEnd: []byte("c")}}},
+			}})
+			return err
+		}, auditLine{Method: "Txn", Key: "a", RangeEnd: "c"}},
+		{"a nested txn", func() error {
+			_, err := s.Txn(alice, &pb.TxnRequest{Success: []*pb.RequestOp{put("k3"), {Request: &pb.RequestOp_RequestTxn{
+				RequestTxn: &pb.TxnRequest{Failure: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{
+					RequestDeleteRange: &pb.DeleteRangeRequest{Key: []byte("k"), RangeEnd: []byte("m")}}}}}}}}})
+			return err
+		}, auditLine{Method: "Txn", Key: "k", RangeEnd: "m"}},
+		{"a compare", func() error {
+			_, err := s.Txn(alice, &pb.TxnRequest{
+				Compare: []*pb.Compare{{Key: []byte("x"), RangeEnd: []byte("\x00"), Target: pb.Compare_VERSION}},
+				Success: []*pb.RequestOp{put("k1")}})
+			return err
+		}, auditLine{Method: "Txn", Key: "x", RangeEnd: "\x00"}},
+	}
+	var want []auditLine
+	for _, st := range steps {
+		if err := st.do(); !errors.Is(err, auth.ErrPermissionDenied) {
+			t.Fatalf("%s as alice: %v, want %v", st.name, err, auth.ErrPermissionDenied)
+		}
+		st.want.Kind, st.want.User, st.want.Reason = "refused", "alice", denied
+		want = append(want, st.want)
+	}
+	// Any user may compact, as in etcd; a bad token is refused, under the
+	// RPC's name.
+	if _, err := s.Compact(WithCredentials(context.Background(), "forged.1", ""), &pb.CompactionRequest{Revision: 1}); !errors.Is(err, auth.ErrInvalidAuthToken) {
+		t.Fatalf("Compact with a forged token: %v", err)
+	}
+	want = append(want, auditLine{Kind: "refused", Method: "Compact", Reason: auth.ErrInvalidAuthToken.Error()})
+	// A read-only txn with a bad token names its first key range.
+	readTxn := &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte("k1"), RangeEnd: []byte("k9")}}}}}
+	if _, err := s.Txn(WithCredentials(context.Background(), "forged.1", ""), readTxn); !errors.Is(err, auth.ErrInvalidAuthToken) {
+		t.Fatalf("a read-only txn with a forged token: %v", err)
+	}
+	want = append(want, auditLine{Kind: "refused", Method: "Txn", Key: "k1", RangeEnd: "k9", Reason: auth.ErrInvalidAuthToken.Error()})
+	// Without a user, a lease call names its lease.
+	if _, err := s.LeaseRevoke(context.Background(), &pb.LeaseRevokeRequest{ID: lz.ID}); !errors.Is(err, auth.ErrUserEmpty) {
+		t.Fatalf("LeaseRevoke without a user: %v", err)
+	}
+	want = append(want, auditLine{Kind: "refused", Method: "LeaseRevoke", Lease: hexID, Reason: auth.ErrUserEmpty.Error()})
+	s.Stop()
+	var got []auditLine
+	for _, l := range readAudit(t, path) {
+		if l.Kind == "refused" {
+			l.Time, l.Member = "", ""
+			got = append(got, l)
+		}
+	}
+	if !equalLines(got, want) {
+		t.Fatalf("refusals\n%+v\nwant\n%+v", got, want)
+	}
 }
 
 // TestAuditLogOff: without --audit-log nothing is recorded and no file

@@ -223,20 +223,21 @@ func (a *authority) withBcrypt(ctx context.Context, fn func() error) error {
 }
 
 // checkedRead is etcd's doSerialize: chk runs against the caller's user
-// before read (a refusal goes to the audit log as ev), and the read is refused with ErrAuthOldRevision if the
-// auth revision moved while it ran.
-func (a *authority) checkedRead(ctx context.Context, ev audit.Event, chk func(st *auth.Store, ai auth.AuthInfo) error, read func() error) error {
+// before read (a refusal goes to the audit log as *ev, which chk may
+// complete with the key range it refused), and the read is refused with
+// ErrAuthOldRevision if the auth revision moved while it ran.
+func (a *authority) checkedRead(ctx context.Context, ev *audit.Event, chk func(st *auth.Store, ai auth.AuthInfo) error, read func() error) error {
 	if !a.enabled() {
 		return read()
 	}
 	ai, err := a.infoOrEmpty(ctx)
 	if err != nil {
-		a.refused(ev, "", err, false)
+		a.refused(*ev, "", err, false)
 		return err
 	}
 	st := a.st()
 	if err := chk(st, ai); err != nil {
-		a.refused(ev, ai.Username, err, false)
+		a.refused(*ev, ai.Username, err, false)
 		return err
 	}
 	if err := read(); err != nil {
@@ -321,14 +322,14 @@ func (s *Server) IsAdmin(ctx context.Context) error {
 // (auth.ErrUserEmpty, or auth.ErrInvalidAuthToken for a bad token), as
 // etcd's requireAuthInfo does (Status, alarm listing). Safe for concurrent
 // use.
-func (s *Server) RequireUser(ctx context.Context) error { return s.requireUserFor(ctx, "") }
+func (s *Server) RequireUser(ctx context.Context) error { return s.requireUserFor(ctx, "", 0) }
 
 // requireUserFor is RequireUser for a request of method (its name in the
-// audit log when ctx names no gRPC method).
-func (s *Server) requireUserFor(ctx context.Context, method string) error {
+// audit log when ctx names no gRPC method) about lease (0: none).
+func (s *Server) requireUserFor(ctx context.Context, method string, lease int64) error {
 	err := s.auth.requireUser(ctx)
 	if err != nil && s.auth.audit != nil {
-		s.auth.refused(audit.Event{Method: methodOf(ctx, method)}, "", err, false)
+		s.auth.refused(audit.Event{Method: methodOf(ctx, method), Lease: lease}, "", err, false)
 	}
 	return err
 }
@@ -503,8 +504,18 @@ func cloneMsg[T proto.Message](m T) T { return proto.Clone(m).(T) }
 // TimeToLive with keys and LeaseLeases (read): with auth enabled the
 // caller must name a user who is root or may write (read) every key
 // attached to lease id; a keep-alive is refused with ErrAuthOldRevision if
-// the permissions changed during the check.
-func (s *Server) checkLeaseAccess(ctx context.Context, id int64, write bool) error {
+// the permissions changed during the check. A refusal goes to the audit
+// log under method (when ctx names no gRPC method).
+func (s *Server) checkLeaseAccess(ctx context.Context, id int64, write bool, method string) error {
+	err := s.leaseAccess(ctx, id, write)
+	if err != nil && s.auth.audit != nil {
+		s.auditLeaseRefusal(ctx, method, id, write, err)
+	}
+	return err
+}
+
+// leaseAccess is checkLeaseAccess without the audit log.
+func (s *Server) leaseAccess(ctx context.Context, id int64, write bool) error {
 	if !s.auth.enabled() {
 		return nil
 	}

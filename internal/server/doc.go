@@ -274,7 +274,8 @@
 //     member's log holds them all; the member that answers a request
 //     refused for an auth reason records the refusal (checkedRead,
 //     IsAdmin, RequireUser, WatchPermitted, Authenticate's password
-//     check, and proposals refused by their credentials or at apply).
+//     check, checkLeaseAccess, and proposals refused by their
+//     credentials or at apply).
 //     Recording never waits for the disk.
 //
 // The api makes etcd's API-layer checks (role root for membership

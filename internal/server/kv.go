@@ -33,7 +33,7 @@ func (s *Server) rangeWith(ctx context.Context, r *pb.RangeRequest, read func(*p
 	}
 	defer s.life.leave()
 	var resp *pb.RangeResponse
-	err := s.auth.checkedRead(ctx, audit.Event{Method: "Range", Key: r.Key, RangeEnd: r.RangeEnd}, func(st *auth.Store, ai auth.AuthInfo) error {
+	err := s.auth.checkedRead(ctx, &audit.Event{Method: "Range", Key: r.Key, RangeEnd: r.RangeEnd}, func(st *auth.Store, ai auth.AuthInfo) error {
 		return st.IsRangePermitted(ai, r.Key, r.RangeEnd)
 	}, func() (err error) {
 		resp, err = readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) { return read(r) })
@@ -70,8 +70,16 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 	defer s.life.leave()
 	if mvcc.TxnReadOnly(r) {
 		var resp *pb.TxnResponse
-		err := s.auth.checkedRead(ctx, audit.Event{Method: "Txn"}, func(st *auth.Store, ai auth.AuthInfo) error {
-			return s.checkTxn(nil, st, ai, r)
+		ev := audit.Event{Method: "Txn"}
+		if s.auth.audit != nil {
+			ev.Key, ev.RangeEnd = firstTxnRange(r)
+		}
+		err := s.auth.checkedRead(ctx, &ev, func(st *auth.Store, ai auth.AuthInfo) error {
+			err := s.checkTxn(nil, st, ai, r)
+			if err != nil && s.auth.audit != nil {
+				s.locateTxnDenial(&ev, st, ai, r)
+			}
+			return err
 		}, func() (err error) {
 			resp, err = readStore(s, ctx, txnSerializable(r), func() (*pb.TxnResponse, error) { return s.kv.ReadTxn(r) })
 			return err

@@ -26,7 +26,7 @@ func (s *Server) RangeEncoded(ctx context.Context, r *pb.RangeRequest, alloc fun
 		resp *pb.RangeResponse
 		kvs  *mvcc.EncodedKVs
 	)
-	err := s.auth.checkedRead(ctx, audit.Event{Method: "Range", Key: r.Key, RangeEnd: r.RangeEnd}, func(st *auth.Store, ai auth.AuthInfo) error {
+	err := s.auth.checkedRead(ctx, &audit.Event{Method: "Range", Key: r.Key, RangeEnd: r.RangeEnd}, func(st *auth.Store, ai auth.AuthInfo) error {
 		return st.IsRangePermitted(ai, r.Key, r.RangeEnd)
 	}, func() (err error) {
 		resp, err = readStore(s, ctx, r.Serializable, func() (*pb.RangeResponse, error) {

@@ -396,7 +396,7 @@ func (s *Server) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.L
 		return nil, err
 	}
 	defer s.life.leave()
-	if err := s.requireUserFor(ctx, "LeaseGrant"); err != nil {
+	if err := s.requireUserFor(ctx, "LeaseGrant", r.ID); err != nil {
 		return nil, err
 	}
 	return s.leases.grant(ctx, r)
@@ -410,7 +410,7 @@ func (s *Server) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb
 		return nil, err
 	}
 	defer s.life.leave()
-	if err := s.requireUserFor(ctx, "LeaseRevoke"); err != nil {
+	if err := s.requireUserFor(ctx, "LeaseRevoke", r.ID); err != nil {
 		return nil, err
 	}
 	return s.leases.revoke(ctx, r.ID)
@@ -427,7 +427,7 @@ func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 		return -1, err
 	}
 	defer s.life.leave()
-	if err := s.checkLeaseAccess(ctx, id, true); err != nil {
+	if err := s.checkLeaseAccess(ctx, id, true, "LeaseKeepAlive"); err != nil {
 		return -1, err
 	}
 	return s.leases.renew(ctx, id)
@@ -444,14 +444,14 @@ func (s *Server) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 		return nil, err
 	}
 	defer s.life.leave()
-	if err := s.requireUserFor(ctx, "LeaseTimeToLive"); err != nil {
+	if err := s.requireUserFor(ctx, "LeaseTimeToLive", r.ID); err != nil {
 		return nil, err
 	}
 	if !r.Keys {
 		return s.leases.timeToLive(ctx, r)
 	}
 	rev := s.auth.st().Revision()
-	if err := s.checkLeaseAccess(ctx, r.ID, false); err != nil {
+	if err := s.checkLeaseAccess(ctx, r.ID, false, "LeaseTimeToLive"); err != nil {
 		return nil, err
 	}
 	resp, err := s.leases.timeToLive(ctx, r)
@@ -475,7 +475,7 @@ func (s *Server) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb
 	leases := s.leases.list()
 	if s.auth.enabled() {
 		for _, l := range leases {
-			if err := s.checkLeaseAccess(ctx, l.ID, false); err != nil {
+			if err := s.checkLeaseAccess(ctx, l.ID, false, "LeaseLeases"); err != nil {
 				return nil, err
 			}
 		}
