@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -312,5 +313,69 @@ func TestJWTTokens(t *testing.T) {
 	_, otherPub := keyFiles(t, dir, "ec2", otherEC, &otherEC.PublicKey)
 	if _, err := NewTokenProvider("jwt,sign-method=ES256,priv-key="+ecPriv+",pub-key="+otherPub, TokenConfig{}); !errors.Is(err, ErrKeyMismatch) {
 		t.Fatalf("mismatched keys: %v, want ErrKeyMismatch", err)
+	}
+}
+
+// TestSimpleTokenInfoAllocatesNothing: resolving a simple token runs for
+// every request of a logged-in client, so it must not allocate.
+func TestSimpleTokenInfoAllocatesNothing(t *testing.T) {
+	tp, err := NewTokenProvider("simple", TokenConfig{TTL: time.Minute, Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Enable()
+	tok, _ := tp.Assign("alice", 1, "abcdefghijklmnop", 42)
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() {
+		if _, ok := tp.Info(ctx, tok, 1); !ok {
+			t.Fatal("token not found")
+		}
+	}); n != 0 {
+		t.Fatalf("Info allocates %v times per call, want 0", n)
+	}
+}
+
+// TestSimpleTokenConcurrentRenewal: many requests presenting one token at
+// once (each renewing it) while the clock moves keep it alive, and its
+// deadline ends up a TTL after the latest use (run it with -race).
+func TestSimpleTokenConcurrentRenewal(t *testing.T) {
+	clk := newClock()
+	tp, err := NewTokenProvider("simple", TokenConfig{TTL: 10 * time.Second, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Enable()
+	tok, _ := tp.Assign("alice", 1, "abcdefghijklmnop", 1)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 200 {
+				if _, ok := tp.Info(ctx, tok, 1); !ok {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	for range 50 {
+		clk.Advance(time.Second) // always less than the TTL since the last use
+		if _, ok := tp.Info(ctx, tok, 1); !ok {
+			failed.Add(1)
+		}
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("a token in constant use was refused %d times", n)
+	}
+	clk.Advance(10 * time.Second)
+	if _, ok := tp.Info(ctx, tok, 1); !ok {
+		t.Fatal("token expired a TTL after its last use, want still valid at the deadline")
+	}
+	clk.Advance(10*time.Second + time.Nanosecond)
+	if _, ok := tp.Info(ctx, tok, 1); ok {
+		t.Fatal("token outlived its TTL")
 	}
 }
