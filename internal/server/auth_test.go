@@ -28,7 +28,7 @@ import (
 // setupAuth creates root (password "rootpw", role root), role "rw" with
 // READWRITE on [k, l), user alice (password "pw", role rw), and enables
 // auth.
-func setupAuth(t *testing.T, s *Server) {
+func setupAuth(t testing.TB, s *Server) {
 	t.Helper()
 	ctx := context.Background()
 	steps := []func() error{
