@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,38 +23,63 @@ const (
 )
 
 // authPhase measures what enabling auth costs a server: put and
-// linearizable range with 100 clients, first on a fresh member with auth
-// off, then on another fresh member with auth on and every connection
-// logged in as a non-root user, the order swapped on odd rounds. Its rows
-// are both runs and, per server, the auth-on/auth-off ratio of each
-// throughput and of the server's CPU per request (issue 12's target: a
-// throughput ratio of at least 0.9).
+// linearizable range with 100 clients on two fresh members started side
+// by side, one with auth off and one with auth on and every connection
+// logged in as a non-root user. Each workload runs on one member right
+// after the other (off first on even rounds, on first on odd ones), so
+// that the load other processes put on the machine drifts as little as
+// possible between the two runs of a pair. Its rows are both runs and, per
+// server, the auth-on/auth-off ratio of each throughput and of the
+// server's CPU per request (issue 12's target: a throughput ratio of at
+// least 0.9).
 func authPhase(o *options, res *results, col, round int, name, serverBin, benchBin, dir string) error {
+	logf("%s: starting two fresh members, auth off and auth on", name)
+	// Each connection logs in before its run (bcrypt at the server's
+	// cost, ten connections); at cost 4 that is well under a
+	// millisecond, not the 0.5 s of CPU that ten logins take at cost 10,
+	// which the server CPU figure would otherwise count.
+	flags := append([]string{"--bcrypt-cost", "4"}, o.serverFlags...)
+	members := map[bool]*member{}
+	for _, on := range []bool{false, true} {
+		ms, err := startCluster(serverBin, filepath.Join(dir, strings.ReplaceAll(authMode(on), " ", "-")), 1, flags)
+		if err != nil {
+			return err
+		}
+		defer stopMembers(ms)
+		m := ms[0]
+		if err := putKey(m.clientURL, rangeKey, 256); err != nil {
+			return fmt.Errorf("put %s: %w", rangeKey, err)
+		}
+		if on {
+			if err := enableAuth(m.clientURL); err != nil {
+				return fmt.Errorf("enable auth: %w", err)
+			}
+		}
+		members[on] = m
+	}
 	modes := []bool{false, true}
 	if round%2 == 1 {
 		modes = []bool{true, false}
 	}
-	got := map[bool]map[string]float64{}
-	for _, on := range modes {
-		label := "auth off"
-		if on {
-			label = "auth on"
-		}
-		logf("%s: starting a fresh member, %s", name, label)
-		figs, err := authRun(o, res, col, name, serverBin, benchBin, filepath.Join(dir, strings.ReplaceAll(label, " ", "-")), on)
-		if err != nil {
-			return err
-		}
-		got[on] = figs
-	}
 	for _, f := range authWorkloads(o) {
-		for _, fig := range []string{f.label + ": throughput", f.label + ": server CPU per request"} {
+		got := map[bool]map[string]float64{}
+		for _, on := range modes {
+			got[on] = authRun(o, res, col, name, benchBin, members[on], on, f)
+		}
+		for _, fig := range []string{"throughput", "server CPU per request"} {
 			if off, on := got[false][fig], got[true][fig]; off > 0 && on > 0 {
-				res.set("auth on/off: "+fig, "x", col, on/off)
+				res.set("auth on/off: "+f.label+": "+fig, "x", col, on/off)
 			}
 		}
 	}
 	return nil
+}
+
+func authMode(on bool) string {
+	if on {
+		return "auth on"
+	}
+	return "auth off"
 }
 
 // authWorkloads are the auth phase's figures: name and `cairn bench`
@@ -69,52 +95,30 @@ func authWorkloads(o *options) []figureSet {
 	}
 }
 
-// authRun runs the auth workloads on a fresh member, with auth enabled
-// (and the bench logged in) when on, and returns each workload's
-// throughput and server CPU per request, keyed by figure.
-func authRun(o *options, res *results, col int, name, serverBin, benchBin, dir string, on bool) (map[string]float64, error) {
-	// Each connection logs in before its run (bcrypt at the server's
-	// cost, ten connections); at cost 4 that is well under a
-	// millisecond, not the 0.5 s of CPU that cost 10 takes ten logins to,
-	// which the server CPU figure would otherwise count.
-	flags := append([]string{"--bcrypt-cost", "4"}, o.serverFlags...)
-	ms, err := startCluster(serverBin, dir, 1, flags)
-	if err != nil {
-		return nil, err
-	}
-	defer stopMembers(ms)
-	m := ms[0]
-	if err := putKey(m.clientURL, rangeKey, 256); err != nil {
-		return nil, fmt.Errorf("put %s: %w", rangeKey, err)
-	}
-	mode := "auth off"
-	var user []string
+// authRun runs workload f on m, logged in as the phase's user when on, and
+// returns its throughput and the server's CPU seconds per request (keys
+// "throughput", "server CPU per request"; missing if the run failed).
+func authRun(o *options, res *results, col int, name, benchBin string, m *member, on bool, f figureSet) map[string]float64 {
+	args := f.args
 	if on {
-		mode = "auth on"
-		if err := enableAuth(m.clientURL); err != nil {
-			return nil, fmt.Errorf("enable auth: %w", err)
-		}
-		user = []string{"--user", authUser + ":" + authPassword}
+		args = append(slices.Clip(args), "--user", authUser+":"+authPassword)
 	}
+	f.label = authMode(on) + ": " + f.label
 	bc := &benchClient{bin: benchBin, endpoints: []string{m.clientURL}, verbose: o.verbose}
+	before, cerr := m.cpuTime()
+	r, clientCPU, err := bc.runCPU(args...)
+	res.record(col, name, f, r, err)
+	after, cerr2 := m.cpuTime()
 	figs := map[string]float64{}
-	for _, f := range authWorkloads(o) {
-		f.label = mode + ": " + f.label
-		base := f.label[len(mode)+2:]
-		before, cerr := m.cpuTime()
-		r, clientCPU, err := bc.runCPU(append(f.args, user...)...)
-		res.record(col, name, f, r, err)
-		after, cerr2 := m.cpuTime()
-		if err != nil || r.Requests == 0 {
-			continue
-		}
-		figs[base+": throughput"] = r.RequestsPerSecond
-		if cerr == nil && cerr2 == nil {
-			res.recordCPU(col, f, after-before, clientCPU, r.Requests)
-			figs[base+": server CPU per request"] = (after - before).Seconds() / float64(r.Requests)
-		}
+	if err != nil || r.Requests == 0 {
+		return figs
 	}
-	return figs, nil
+	figs["throughput"] = r.RequestsPerSecond
+	if cerr == nil && cerr2 == nil {
+		res.recordCPU(col, f, after-before, clientCPU, r.Requests)
+		figs["server CPU per request"] = (after - before).Seconds() / float64(r.Requests)
+	}
+	return figs
 }
 
 // enableAuth sets up what the auth phase runs as, the etcdctl sequence of
