@@ -3,6 +3,7 @@
 // both with the ratio cairn/etcd: put latency and throughput, linearizable
 // and serializable reads, transactions, watch fan-out with 1 to 100,000
 // watchers, lease keepalives and lease expiry, memory and disk after loading values, memory during a full-range read,
+// what enabling auth costs (--phases auth),
 // and restart time. It also measures the disk's own write+fsync time, the
 // floor for a durable write.
 //
