@@ -218,3 +218,30 @@ func TestExpireFigureRows(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthWorkloadsStayInThePrefix: the auth phase's user may read and
+// write only authPrefix, so every key its workloads touch must be there,
+// or the auth-on runs would measure refusals.
+func TestAuthWorkloadsStayInThePrefix(t *testing.T) {
+	if !strings.HasPrefix(rangeKey, authPrefix) {
+		t.Fatalf("range key %q is outside %q", rangeKey, authPrefix)
+	}
+	for _, f := range authWorkloads(&options{requests: 10, maxTime: time.Second}) {
+		switch f.args[0] {
+		case "put":
+			i := slices.Index(f.args, "--key-prefix")
+			if i < 0 || f.args[i+1] != authPrefix {
+				t.Errorf("%s: puts keys outside %q: %v", f.label, authPrefix, f.args)
+			}
+		case "range":
+			if f.args[1] != rangeKey {
+				t.Errorf("%s: reads %q, want %q", f.label, f.args[1], rangeKey)
+			}
+		default:
+			t.Errorf("%s: unexpected workload %q", f.label, f.args[0])
+		}
+		if !slices.Contains(f.args, "100") {
+			t.Errorf("%s: not 100 clients: %v", f.label, f.args)
+		}
+	}
+}

@@ -3,6 +3,7 @@
 // both with the ratio cairn/etcd: put latency and throughput, linearizable
 // and serializable reads, transactions, watch fan-out with 1 to 100,000
 // watchers, lease keepalives and lease expiry, memory and disk after loading values, memory during a full-range read,
+// what enabling auth costs (--phases auth),
 // and restart time. It also measures the disk's own write+fsync time, the
 // floor for a durable write.
 //
@@ -95,7 +96,7 @@ func parseFlags() (*options, error) {
 	flag.DurationVar(&o.leaseTTL, "expire-ttl", 0, "TTL of those leases, whole seconds (default: 10s, or 0.6ms per lease if more, so that granting them all ends before the first deadline)")
 	flag.StringVar(&o.only, "only", "", "measure only this server's column (the other shows n/a), for figures too slow to take twice, such as --restart-mib 10240")
 	flag.BoolVar(&o.cluster, "cluster", false, "also measure 3 members on 127.0.0.1 (adds the cluster phase)")
-	phases := flag.String("phases", "kv,data", "phases to run: kv (latency, throughput), data (load, memory, disk, restart), cluster, restart (a member holding --restart-mib of data; --full adds it)")
+	phases := flag.String("phases", "kv,data", "phases to run: kv (latency, throughput), data (load, memory, disk, restart), cluster, restart (a member holding --restart-mib of data; --full adds it), auth (put and linearizable range with auth off and on)")
 	flag.Int64Var(&o.restartMiB, "restart-mib", 1024, "MiB of 1 KiB values the restart phase loads before restarting the member")
 	flag.IntVar(&o.fsyncCount, "fsync-count", 1000, "write+fsync repetitions for the disk figure")
 	flag.IntVar(&o.rounds, "rounds", 1, "measure each server this many times, alternating which goes first, and report medians")
@@ -121,8 +122,8 @@ func parseFlags() (*options, error) {
 	o.serverFlags = strings.Fields(serverFlags)
 	o.phases = map[string]bool{"cluster": o.cluster, "restart": o.full}
 	for _, p := range strings.Split(*phases, ",") {
-		if p != "kv" && p != "data" && p != "cluster" && p != "restart" {
-			return nil, fmt.Errorf("--phases: unknown phase %q (kv, data, cluster or restart)", p)
+		if p != "kv" && p != "data" && p != "cluster" && p != "restart" && p != "auth" {
+			return nil, fmt.Errorf("--phases: unknown phase %q (kv, data, cluster, restart or auth)", p)
 		}
 		o.phases[p] = true
 	}
@@ -258,7 +259,7 @@ func run() error {
 				continue
 			}
 			dir := filepath.Join(work, fmt.Sprintf("r%d-%d-%s", round, col, name))
-			if err := measureServer(o, res, col, name, bins[name], bins["bench"], dir); err != nil {
+			if err := measureServer(o, res, col, round, name, bins[name], bins["bench"], dir); err != nil {
 				// Keep the figures gathered so far, and the other column.
 				res.notef("%s: stopped: %v", name, err)
 				logf("%s: stopped: %v", name, err)

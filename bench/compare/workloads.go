@@ -26,7 +26,7 @@ const rangeKey = "compare/range"
 // on fresh members under dir. A workload that fails is noted and skipped,
 // so that a server missing one feature still gets the other figures; a
 // server that does not start ends its column.
-func measureServer(o *options, res *results, col int, name, serverBin, benchBin, dir string) error {
+func measureServer(o *options, res *results, col, round int, name, serverBin, benchBin, dir string) error {
 	if o.phases["kv"] {
 		if err := throughputPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "kv")); err != nil {
 			return err
@@ -39,6 +39,11 @@ func measureServer(o *options, res *results, col int, name, serverBin, benchBin,
 	}
 	if o.phases["restart"] {
 		if err := restartPhase(o, res, col, name, serverBin, benchBin, filepath.Join(dir, "restart")); err != nil {
+			return err
+		}
+	}
+	if o.phases["auth"] {
+		if err := authPhase(o, res, col, round, name, serverBin, benchBin, filepath.Join(dir, "auth")); err != nil {
 			return err
 		}
 	}

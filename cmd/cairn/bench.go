@@ -39,7 +39,8 @@ lease-expire (how fast the server expires leases and deletes their keys).
 Each workload runs --clients concurrent clients over --conns connections, each
 client issuing one request at a time, until --total requests were issued or
 --duration passed, whichever comes first; --duration without --total runs for
-that long. It then prints requests/sec, the slowest, fastest and average
+that long. With --user, every connection logs in first (one Authenticate
+each, before the run) and its requests carry the token, as etcdctl's. It then prints requests/sec, the slowest, fastest and average
 latency, the standard deviation, a latency histogram and percentiles; with
 --output json it prints the same figures as JSON, in seconds. Ctrl-C stops a
 run early and still prints the report of what was done.`,
@@ -47,7 +48,8 @@ run early and still prints the report of what was done.`,
   cairn bench range foo --consistency s --clients 50 --duration 30s
   cairn bench watch-latency --streams 100 --watchers-per-stream 100 --put-rate 50
   cairn bench lease-expire --total 10000 --clients 100 --conns 10 --lease-ttl 10
-  cairn bench put --endpoints 127.0.0.1:2379 --output json`,
+  cairn bench put --endpoints 127.0.0.1:2379 --output json
+  cairn bench put --user bench:secret --key-prefix bench/ --clients 100 --conns 10`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(
@@ -75,6 +77,9 @@ func addBenchFlags(cmd *cobra.Command, f *benchFlags, requests string, withClien
 	fs.DurationVar(&f.cfg.Duration, "duration", 0, "stop after this long even if --total is not reached (0: no limit)")
 	fs.DurationVar(&f.cfg.RequestTimeout, "request-timeout", f.cfg.RequestTimeout, "time limit of each request; slower ones count as errors")
 	fs.DurationVar(&f.cfg.DialTimeout, "dial-timeout", f.cfg.DialTimeout, "time limit for connecting")
+	fs.StringVar(&f.cfg.User, "user", "", "log in as this user: name:password, or name with --password (as etcdctl)")
+	fs.StringVar(&f.cfg.Password, "password", "", "the password of --user, when --user holds only the name")
+	fs.StringVar(&f.cfg.KeyPrefix, "key-prefix", "", "prefix of every key written, before the --key-size digits")
 	fs.IntVar(&f.cfg.KeySize, "key-size", f.cfg.KeySize, "key size in bytes (keys are zero-padded decimal numbers)")
 	fs.IntVar(&f.cfg.ValSize, "val-size", f.cfg.ValSize, "value size in bytes (random bytes, new for each request)")
 	fs.Int64Var(&f.cfg.KeySpaceSize, "key-space-size", f.cfg.KeySpaceSize, "number of distinct keys")
@@ -323,7 +328,7 @@ revoked.`,
 	total.DefValue, total.Usage = "1000", "number of leases, each with one key attached"
 	f.cfg.Total = 1000
 	// The keys are the run's own, one per lease.
-	for _, name := range []string{"key-size", "key-space-size", "sequential-keys"} {
+	for _, name := range []string{"key-prefix", "key-size", "key-space-size", "sequential-keys"} {
 		fs.MarkHidden(name)
 	}
 	f.cfg.Duration = 5 * time.Minute

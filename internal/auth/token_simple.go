@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,17 +30,22 @@ type simpleTokens struct {
 	now  func() time.Time
 	wait func(ctx context.Context, index uint64) bool
 
+	// mu guards the map; each request's Info only reads it (RLock) and
+	// renews the token's deadline atomically, so that many clients
+	// presenting tokens at once do not queue on one exclusive lock.
 	mu struct {
-		sync.Mutex
+		sync.RWMutex
 		enabled   bool
-		tokens    map[string]simpleToken
+		tokens    map[string]*simpleToken
 		lastSweep time.Time
 	}
 }
 
 type simpleToken struct {
-	user     string
-	deadline time.Time // valid while now is not after it
+	user string
+	// deadline is the UnixNano time until which the token is valid (not
+	// after it); Info moves it forward under mu's read lock.
+	deadline atomic.Int64
 }
 
 func newSimpleTokens(cfg TokenConfig) *simpleTokens {
@@ -47,7 +53,7 @@ func newSimpleTokens(cfg TokenConfig) *simpleTokens {
 	if t.ttl <= 0 {
 		t.ttl = DefaultTokenTTL
 	}
-	t.mu.tokens = map[string]simpleToken{}
+	t.mu.tokens = map[string]*simpleToken{}
 	return t
 }
 
@@ -76,43 +82,63 @@ func (t *simpleTokens) Assign(user string, _ uint64, prefix string, index uint64
 	}
 	if now.Sub(t.mu.lastSweep) >= simpleSweepEvery {
 		for tok, st := range t.mu.tokens {
-			if now.After(st.deadline) {
+			if now.UnixNano() > st.deadline.Load() {
 				delete(t.mu.tokens, tok)
 			}
 		}
 		t.mu.lastSweep = now
 	}
-	t.mu.tokens[token] = simpleToken{user: user, deadline: now.Add(t.ttl)}
+	st := &simpleToken{user: user}
+	st.deadline.Store(now.Add(t.ttl).UnixNano())
+	t.mu.tokens[token] = st
 	return token, nil
 }
 
-// Info resolves a live token and renews it for another TTL.
+// Info resolves a live token and renews it for another TTL. It allocates
+// nothing and takes the map's lock only for reading, except to forget a
+// token it finds expired: it runs for every request of a logged-in client.
 func (t *simpleTokens) Info(ctx context.Context, token string, rev uint64) (AuthInfo, bool) {
-	parts := strings.Split(token, ".")
-	if len(parts) != 2 {
+	dot := strings.IndexByte(token, '.')
+	if dot < 0 || strings.IndexByte(token[dot+1:], '.') >= 0 {
 		return AuthInfo{}, false
 	}
-	index, err := strconv.ParseUint(parts[1], 10, 64)
+	index, err := strconv.ParseUint(token[dot+1:], 10, 64)
 	if err != nil {
 		return AuthInfo{}, false
 	}
 	if t.wait != nil && !t.wait(ctx, index) {
 		return AuthInfo{}, false
 	}
-	now := t.now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	now := t.now().UnixNano()
+	t.mu.RLock()
 	st, ok := t.mu.tokens[token]
+	t.mu.RUnlock()
 	if !ok {
 		return AuthInfo{}, false
 	}
-	if now.After(st.deadline) {
-		delete(t.mu.tokens, token)
-		return AuthInfo{}, false
+	for {
+		d := st.deadline.Load()
+		if now > d {
+			t.forgetExpired(token, st)
+			return AuthInfo{}, false
+		}
+		// A concurrent Info may have renewed it from a later now: keep
+		// the later deadline.
+		if next := now + int64(t.ttl); next <= d || st.deadline.CompareAndSwap(d, next) {
+			break
+		}
 	}
-	st.deadline = now.Add(t.ttl)
-	t.mu.tokens[token] = st
 	return AuthInfo{Username: st.user, Revision: rev}, true
+}
+
+// forgetExpired removes token if it still maps to st, the expired entry
+// Info found (a new Assign may have replaced it meanwhile).
+func (t *simpleTokens) forgetExpired(token string, st *simpleToken) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mu.tokens[token] == st {
+		delete(t.mu.tokens, token)
+	}
 }
 
 // Enable starts accepting tokens.
@@ -126,7 +152,7 @@ func (t *simpleTokens) Enable() {
 func (t *simpleTokens) Disable() {
 	t.mu.Lock()
 	t.mu.enabled = false
-	t.mu.tokens = map[string]simpleToken{}
+	t.mu.tokens = map[string]*simpleToken{}
 	t.mu.Unlock()
 }
 

@@ -10,10 +10,12 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -398,4 +400,161 @@ func etcdErrorFor(err error) error {
 		return etcdauth.ErrKeyMismatch
 	}
 	return err
+}
+
+// TestSimpleTokenInfoAllocatesNothing: resolving a simple token runs for
+// every request of a logged-in client, so it must not allocate.
+func TestSimpleTokenInfoAllocatesNothing(t *testing.T) {
+	tp, err := NewTokenProvider("simple", TokenConfig{TTL: time.Minute, Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Enable()
+	tok, _ := tp.Assign("alice", 1, "abcdefghijklmnop", 42)
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() {
+		if _, ok := tp.Info(ctx, tok, 1); !ok {
+			t.Fatal("token not found")
+		}
+	}); n != 0 {
+		t.Fatalf("Info allocates %v times per call, want 0", n)
+	}
+}
+
+// TestSimpleTokenConcurrentRenewal: many requests presenting one token at
+// once (each renewing it) while the clock moves keep it alive, and its
+// deadline ends up a TTL after the latest use (run it with -race).
+func TestSimpleTokenConcurrentRenewal(t *testing.T) {
+	clk := newClock()
+	tp, err := NewTokenProvider("simple", TokenConfig{TTL: 10 * time.Second, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Enable()
+	tok, _ := tp.Assign("alice", 1, "abcdefghijklmnop", 1)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 200 {
+				if _, ok := tp.Info(ctx, tok, 1); !ok {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	for range 50 {
+		clk.Advance(time.Second) // always less than the TTL since the last use
+		if _, ok := tp.Info(ctx, tok, 1); !ok {
+			failed.Add(1)
+		}
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("a token in constant use was refused %d times", n)
+	}
+	clk.Advance(10 * time.Second)
+	if _, ok := tp.Info(ctx, tok, 1); !ok {
+		t.Fatal("token expired a TTL after its last use, want still valid at the deadline")
+	}
+	clk.Advance(10*time.Second + time.Nanosecond)
+	if _, ok := tp.Info(ctx, tok, 1); ok {
+		t.Fatal("token outlived its TTL")
+	}
+}
+
+// TestJWTVerifiedOnce: a JWT's signature is verified on its first use
+// only; later uses of the same token cost a lookup (no allocation), still
+// refuse it once expired, and the cache of verified tokens stays bounded.
+func TestJWTVerifiedOnce(t *testing.T) {
+	dir := t.TempDir()
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecPriv, _ := keyFiles(t, dir, "ec", ecKey, &ecKey.PublicKey)
+	clk := newClock()
+	tp, err := NewTokenProvider("jwt,sign-method=ES256,priv-key="+ecPriv+",ttl=1m", TokenConfig{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tp.Assign("alice", 7, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if ai, ok := tp.Info(ctx, tok, 0); !ok || ai != (AuthInfo{"alice", 7}) {
+		t.Fatalf("first Info = %+v, %v", ai, ok)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if ai, ok := tp.Info(ctx, tok, 0); !ok || ai != (AuthInfo{"alice", 7}) {
+			t.Fatalf("cached Info = %+v, %v", ai, ok)
+		}
+	}); n != 0 {
+		t.Fatalf("Info of a verified token allocates %v times, want 0 (verified again?)", n)
+	}
+	clk.Advance(time.Minute) // exp is exactly now: expired, as jwt judges it
+	if _, ok := tp.Info(ctx, tok, 0); ok {
+		t.Fatal("a cached token was accepted at its expiry")
+	}
+
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("a shared secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := NewTokenProvider("jwt,sign-method=HS256,priv-key="+secret+",ttl=1h", TokenConfig{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxVerifiedJWTs + 10 {
+		tok, _ := hs.Assign(fmt.Sprintf("u%d", i), 1, "", 0)
+		if _, ok := hs.Info(ctx, tok, 0); !ok {
+			t.Fatalf("token %d refused", i)
+		}
+	}
+	j := hs.(*jwtTokens)
+	j.verified.RLock()
+	n := len(j.verified.m)
+	j.verified.RUnlock()
+	if n > maxVerifiedJWTs {
+		t.Fatalf("%d verified tokens cached, want at most %d", n, maxVerifiedJWTs)
+	}
+}
+
+// BenchmarkJWTInfo measures resolving an ES256 token: verifying its
+// signature (first use) and a later use of the same token.
+func BenchmarkJWTInfo(b *testing.B) {
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	privDER, _ := x509.MarshalPKCS8PrivateKey(ecKey)
+	p := filepath.Join(b.TempDir(), "ec.key")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	tp, err := NewTokenProvider("jwt,sign-method=ES256,priv-key="+p, TokenConfig{Now: time.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, _ := tp.Assign("alice", 1, "", 0)
+	ctx := context.Background()
+	b.Run("verify", func(b *testing.B) {
+		j := tp.(*jwtTokens)
+		for b.Loop() {
+			if _, _, ok := j.verify(tok); !ok {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		for b.Loop() {
+			if _, ok := tp.Info(ctx, tok, 0); !ok {
+				b.Fatal("refused")
+			}
+		}
+	})
 }

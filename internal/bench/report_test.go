@@ -145,9 +145,15 @@ func TestConfigValidateAndKeys(t *testing.T) {
 	if got := cfg.key(1234); got != "00000234" {
 		t.Errorf("key 1234 in a space of 1000 = %q, want 00000234", got)
 	}
+	cfg.KeyPrefix = "bench/"
+	if got := cfg.key(7); got != "bench/00000007" {
+		t.Errorf("key 7 with prefix bench/ = %q, want bench/00000007", got)
+	}
+	cfg.KeyPrefix = ""
 	bad := map[string]func(*Config){
 		"no bound":          func(c *Config) { c.Total, c.Duration = 0, 0 },
 		"no clients":        func(c *Config) { c.Clients = 0 },
+		"no user name":      func(c *Config) { c.User = ":pw" },
 		"no conns":          func(c *Config) { c.Conns = 0 },
 		"keys too short":    func(c *Config) { c.KeySize, c.KeySpaceSize = 3, 10000 },
 		"no endpoints":      func(c *Config) { c.Endpoints = nil },

@@ -33,7 +33,7 @@ type authority struct {
 	on     atomic.Bool
 	tokens auth.TokenProvider
 	cost   int
-	// bcrypt bounds the concurrent bcrypt work (GOMAXPROCS slots), so an
+	// bcrypt bounds the concurrent bcrypt work (bcryptSlots), so an
 	// Authenticate flood queues here instead of taking every core from
 	// the other requests.
 	bcrypt chan struct{}
@@ -97,7 +97,7 @@ func newAuthority(s *Server) (*authority, error) {
 	cfg := s.cfg
 	a := &authority{
 		cost:           cfg.BcryptCost,
-		bcrypt:         make(chan struct{}, runtime.GOMAXPROCS(0)),
+		bcrypt:         make(chan struct{}, bcryptSlots(runtime.GOMAXPROCS(0))),
 		clientCertAuth: cfg.ClientCertAuth,
 	}
 	now := s.clock.Now
@@ -209,6 +209,16 @@ func (a *authority) admin(ctx context.Context) error {
 	}
 	return a.st().IsAdminPermitted(ai)
 }
+
+// bcryptSlots is how many password hashes or checks may run at once on
+// procs cores: one core fewer than there are, so that a flood of
+// Authenticate calls (each a bcrypt comparison of tens of milliseconds at
+// the default cost) always leaves a core to the other requests; one on a
+// single core. etcd runs them unbounded, so its other requests then share
+// every core with the flood; callers past the bound queue, as long as
+// their context allows (etcd's clients see the same: slow logins, never a
+// refusal for load).
+func bcryptSlots(procs int) int { return max(1, procs-1) }
 
 // withBcrypt runs fn holding one of the bcrypt slots, or fails with the
 // server's ErrCanceled/ErrTimeout if ctx ends while it waits.
@@ -353,8 +363,8 @@ func (s *Server) WatchPermitted(ctx context.Context, key, rangeEnd []byte) error
 }
 
 // Authenticate checks a user's password and issues a token through raft,
-// as etcd does: the password is checked here (bcrypt, in one of GOMAXPROCS
-// slots) after a read-index round, the proposal carries no password, and
+// as etcd does: the password is checked here (bcrypt, in one of
+// bcryptSlots slots) after a read-index round, the proposal carries no password, and
 // apply issues the token. If the user changed between the check and the
 // apply the check is repeated. Errors: auth.ErrAuthNotEnabled,
 // auth.ErrAuthFailed, auth.ErrNoPasswordUser and the server's.

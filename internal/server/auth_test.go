@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,7 +29,7 @@ import (
 // setupAuth creates root (password "rootpw", role root), role "rw" with
 // READWRITE on [k, l), user alice (password "pw", role rw), and enables
 // auth.
-func setupAuth(t *testing.T, s *Server) {
+func setupAuth(t testing.TB, s *Server) {
 	t.Helper()
 	ctx := context.Background()
 	steps := []func() error{
@@ -368,11 +369,16 @@ func TestAuthReloadsAfterSnapshot(t *testing.T) {
 }
 
 // TestBcryptWorkIsBounded: password hashing and checking run in at most
-// GOMAXPROCS goroutines at once, so an Authenticate flood queues instead
-// of taking every core; a caller whose context ends while it queues gives
-// up with ErrCanceled.
+// bcryptSlots goroutines at once (a core fewer than GOMAXPROCS), so an
+// Authenticate flood queues instead of taking every core; a caller whose
+// context ends while it queues gives up with ErrCanceled.
 func TestBcryptWorkIsBounded(t *testing.T) {
-	a := &authority{bcrypt: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	for procs, want := range map[int]int{1: 1, 2: 1, 4: 3, 16: 15} {
+		if got := bcryptSlots(procs); got != want {
+			t.Errorf("bcryptSlots(%d) = %d, want %d", procs, got, want)
+		}
+	}
+	a := &authority{bcrypt: make(chan struct{}, bcryptSlots(runtime.GOMAXPROCS(0)))}
 	var inFlight, most atomic.Int32
 	release := make(chan struct{})
 	var wg sync.WaitGroup
@@ -403,7 +409,7 @@ func TestBcryptWorkIsBounded(t *testing.T) {
 	close(release)
 	wg.Wait()
 	if got := int(most.Load()); got != cap(a.bcrypt) {
-		t.Fatalf("at most %d bcrypt computations at once, want %d (GOMAXPROCS)", got, cap(a.bcrypt))
+		t.Fatalf("at most %d bcrypt computations at once, want %d (bcryptSlots)", got, cap(a.bcrypt))
 	}
 }
 
@@ -460,4 +466,93 @@ func TestLeaseRevokeSeesKeysAttachedInTheSameBatch(t *testing.T) {
 	if err != nil || len(r.Kvs) != 1 {
 		t.Fatalf("root's key after alice's refused revoke: %v %v", r, err)
 	}
+}
+
+// TestAuthenticateFloodLeavesOthersServed: while many clients log in at
+// once with bcrypt at its default cost (10), keeping every bcrypt slot busy
+// and more callers queued for one, other logged-in clients' puts and
+// linearizable reads keep being served, and the flood's logins all succeed
+// (queued, not refused, as etcd's are). It asserts progress, not times:
+// the other clients finish all their work while the flood is still going.
+func TestAuthenticateFloodLeavesOthersServed(t *testing.T) {
+	s := startServer(t, t.TempDir(), func(c *Config) { c.BcryptCost = auth.DefaultBcryptCost; c.UnsafeNoFsync = true })
+	setupAuth(t, s)
+	alice := as(t, s, "alice", "pw")
+
+	floodCtx, stopFlood := context.WithCancel(context.Background())
+	defer stopFlood()
+	var (
+		flood      sync.WaitGroup
+		logins     atomic.Int64
+		floodErr   atomic.Value
+		floodCount = 16
+	)
+	for range floodCount {
+		flood.Add(1)
+		go func() {
+			defer flood.Done()
+			for floodCtx.Err() == nil {
+				_, err := s.Authenticate(floodCtx, &pb.AuthenticateRequest{Name: "alice", Password: "pw"})
+				switch {
+				case err == nil:
+					logins.Add(1)
+				case floodCtx.Err() == nil:
+					floodErr.Store(err)
+				}
+			}
+		}()
+	}
+	// The flood is on once every slot is busy and callers queue for one.
+	waitUntil(t, "the flood to fill every bcrypt slot", func() bool { return len(s.auth.bcrypt) == cap(s.auth.bcrypt) })
+
+	const workers, ops = 4, 25
+	var (
+		others     sync.WaitGroup
+		served     atomic.Int64
+		duringBusy atomic.Int64 // ops answered while every bcrypt slot was taken
+		otherErr   atomic.Value
+	)
+	for w := range workers {
+		others.Add(1)
+		go func() {
+			defer others.Done()
+			for i := range ops {
+				key := fmt.Sprintf("k%d-%d", w, i)
+				if err := putAs(alice, s, key); err != nil {
+					otherErr.Store(fmt.Errorf("put %s: %w", key, err))
+					return
+				}
+				if err := getAs(alice, s, key); err != nil {
+					otherErr.Store(fmt.Errorf("get %s: %w", key, err))
+					return
+				}
+				served.Add(2)
+				if len(s.auth.bcrypt) == cap(s.auth.bcrypt) {
+					duringBusy.Add(1)
+				}
+			}
+		}()
+	}
+	others.Wait()
+	loginsDuring := logins.Load()
+	// The flood's own logins get through too.
+	waitUntil(t, "a login of the flood to succeed", func() bool { return logins.Load() > 0 || floodErr.Load() != nil })
+	stopFlood()
+	flood.Wait()
+
+	if err, _ := otherErr.Load().(error); err != nil {
+		t.Fatalf("a request during the flood failed: %v", err)
+	}
+	if err, _ := floodErr.Load().(error); err != nil {
+		t.Fatalf("a login of the flood failed: %v (want every caller queued and served)", err)
+	}
+	if got := served.Load(); got != 2*workers*ops {
+		t.Fatalf("%d requests served during the flood, want %d", got, 2*workers*ops)
+	}
+	// The others were served while the slots were busy, not only in gaps
+	// of the flood.
+	if busy := duringBusy.Load(); busy < workers*ops/2 {
+		t.Fatalf("only %d of %d put+get pairs finished while every bcrypt slot was taken", busy, workers*ops)
+	}
+	t.Logf("%d requests served while %d clients logging in at once completed %d logins", served.Load(), floodCount, loginsDuring)
 }

@@ -262,8 +262,8 @@
 //     lists go through raft too, as in etcd, for a linearizable answer.
 //   - Passwords are hashed (UserAdd, UserChangePassword) and checked
 //     (Authenticate) on the request path, never in apply, in at most
-//     GOMAXPROCS goroutines at once, so an Authenticate flood queues
-//     there and leaves the other requests their cores. Authenticate
+//     GOMAXPROCS-1 goroutines at once (bcryptSlots), so an Authenticate
+//     flood queues there and leaves the other requests a core. Authenticate
 //     proposes only the user and the token's random prefix; apply issues
 //     the token, the same on every member.
 //   - The leader revokes expired leases as root (asRoot), as etcd does.
