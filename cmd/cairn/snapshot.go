@@ -75,6 +75,13 @@ once a data directory exists.
 The directory must not exist (or be empty). It is built beside it and renamed
 into place once complete.
 
+--wal-dir puts the raft log in a directory of its own, for a member that
+runs with the same --wal-dir (see cairn --help). That directory must not
+exist (or be empty), must not be the data directory and must not hold it;
+it may be inside it (--wal-dir infra1.cairn/wal). A member started on the
+data directory without that --wal-dir, or with another, refuses to start,
+and so does one given a --wal-dir for a directory restored without.
+
 Example, three members:
 
   cairn snapshot restore backup.db --name infra1 --data-dir infra1.cairn \
@@ -103,6 +110,7 @@ Example, three members:
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "", "Path to the data directory to create (default \"<name>.cairn\")")
+	f.StringVar(&cfg.WalDir, "wal-dir", "", "Path to a dedicated directory to create for the raft log (default: inside the data directory)")
 	f.StringVar(&cfg.Name, "name", "default", "Human-readable name for this member")
 	f.StringVar(&cfg.InitialCluster, "initial-cluster", "default=http://localhost:2380",
 		"Initial cluster configuration for the restored cluster (name=peer-url,...)")

@@ -386,3 +386,32 @@ func StageRestoredLog(b *storage.Batch, index, term uint64, cs *raftpb.ConfState
 		b.Set(keyHardState, hs[:], nil),
 	)
 }
+
+// StageRestoredSeparateLog is StageRestoredLog for a member whose raft log
+// has an engine of its own (--wal-dir, the package doc's Two engines): the
+// truncation point and hard state go to log, the configuration to state,
+// and both name the log by a new identity, as BindLog pairs a new log with
+// a new state. The caller commits log (synced) before state, as BindLog
+// writes them.
+func StageRestoredSeparateLog(state, log *storage.Batch, index, term uint64, cs *raftpb.ConfState) error {
+	csv, err := proto.Marshal(cs)
+	if err != nil {
+		return fmt.Errorf("raftnode: encode conf state: %w", err)
+	}
+	var trunc [16]byte
+	binary.BigEndian.PutUint64(trunc[:], index)
+	binary.BigEndian.PutUint64(trunc[8:], term)
+	var hs [24]byte
+	encodeHardState(hs[:], &raftpb.HardState{Term: new(term), Commit: new(index)})
+	id := newLogID()
+	raftSpan := [2][]byte{{storage.PrefixRaft}, {storage.PrefixRaft + 1}}
+	return errors.Join(
+		state.DeleteRange(raftSpan[0], raftSpan[1], nil),
+		state.Set(keyConfState, csv, nil),
+		state.Set(keyLogID, id, nil),
+		log.DeleteRange(raftSpan[0], raftSpan[1], nil),
+		log.Set(keyTruncated, trunc[:], nil),
+		log.Set(keyHardState, hs[:], nil),
+		log.Set(keyLogID, id, nil),
+	)
+}

@@ -76,8 +76,7 @@ func BindLog(state, log *storage.Engine) error {
 		return fmt.Errorf("%w: %s holds raft state that names no data directory", ErrLogMismatch, log.Dir())
 	}
 	if logID == nil {
-		logID = make([]byte, logIDLen)
-		rand.Read(logID)
+		logID = newLogID()
 		b := log.NewWriteBatch()
 		if err := errors.Join(b.Set(keyLogID, logID, nil), b.Commit(true)); err != nil {
 			return fmt.Errorf("raftnode: name the raft log in %s: %w", log.Dir(), err)
@@ -92,6 +91,13 @@ func BindLog(state, log *storage.Engine) error {
 		return fmt.Errorf("raftnode: record the raft log in %s: %w", state.Dir(), err)
 	}
 	return nil
+}
+
+// newLogID returns a new random identity for a separate raft log.
+func newLogID() []byte {
+	id := make([]byte, logIDLen)
+	rand.Read(id)
+	return id
 }
 
 func getOptional(eng *storage.Engine, key []byte) ([]byte, error) {

@@ -27,6 +27,11 @@ type RestoreConfig struct {
 	// DataDir is the data directory to create; it must not exist, or be
 	// empty.
 	DataDir string
+	// WalDir, if set, is the directory to create for the raft log, which
+	// then has an engine of its own there (the server's --wal-dir, which a
+	// member started on DataDir must be given); it must not exist, or be
+	// empty, and must not be DataDir. Empty keeps the log in DataDir.
+	WalDir string
 	// Name is this member's name in InitialCluster.
 	Name string
 	// InitialCluster names every member of the new cluster
@@ -76,8 +81,12 @@ type SnapshotInfo struct {
 	Version string
 }
 
-// errDataDirExists is etcdutl's refusal of a data directory in use.
-var errDataDirExists = errors.New("data-dir not empty or could not be read")
+// errDataDirExists is etcdutl's refusal of a data directory in use;
+// errWalDirExists the same for --wal-dir.
+var (
+	errDataDirExists = errors.New("data-dir not empty or could not be read")
+	errWalDirExists  = errors.New("wal-dir not empty or could not be read")
+)
 
 // restoreBatchBytes bounds one batch of a restore.
 const restoreBatchBytes = 4 << 20
@@ -138,14 +147,23 @@ func snapshotInfo(info raftnode.BackupInfo, st mvcc.StateStats) SnapshotInfo {
 // The file's digest is checked before anything is written; an error
 // wraps raftnode.ErrBackupCorrupt for a truncated or altered file. The
 // directory is built beside cfg.DataDir and renamed into place only once
-// complete, so a failed restore leaves nothing behind.
+// complete, so a failed restore leaves nothing behind. With cfg.WalDir the
+// raft log goes to an engine of its own there, built and renamed into
+// place the same way (before DataDir), and the two name each other as a
+// member started with --wal-dir pairs them; a member started on DataDir
+// without that --wal-dir refuses to start, as does one given a --wal-dir
+// for a restore made without.
 func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	var res RestoreResult
 	if cfg.DataDir == "" {
 		return res, errors.New("server: restore: no data directory given")
 	}
-	if ents, err := os.ReadDir(cfg.DataDir); err == nil && len(ents) > 0 || err != nil && !errors.Is(err, os.ErrNotExist) {
+	if !emptyOrMissing(cfg.DataDir) {
 		return res, fmt.Errorf("%w: %q", errDataDirExists, cfg.DataDir)
+	}
+	walInside, err := checkRestoreWalDir(cfg)
+	if err != nil {
+		return res, err
 	}
 	members, self, err := restoredMembers(cfg)
 	if err != nil {
@@ -171,28 +189,107 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	if err != nil {
 		return res, err
 	}
-	parent := filepath.Dir(filepath.Clean(cfg.DataDir))
-	if err := storage.MkdirAllSynced(vfs.Default, parent, 0o700); err != nil {
-		return res, fmt.Errorf("server: restore: %w", err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(cfg.DataDir)+".restore-*")
+	tmp, err := tempBeside(cfg.DataDir)
 	if err != nil {
-		return res, fmt.Errorf("server: restore: %w", err)
+		return res, err
 	}
-	info, err := restoreInto(tmp, cfg, res, etcd)
-	if err != nil {
+	// The log's directory is built beside its place too, or inside the
+	// data directory's temporary one when it goes inside the data
+	// directory (--wal-dir data/wal), and moves with it.
+	var walTmp string
+	switch {
+	case cfg.WalDir == "":
+	case walInside != "":
+		walTmp = filepath.Join(tmp, walInside)
+	default:
+		if walTmp, err = tempBeside(cfg.WalDir); err != nil {
+			os.RemoveAll(tmp)
+			return res, err
+		}
+	}
+	cleanUp := func() {
 		os.RemoveAll(tmp)
+		if walTmp != "" && walInside == "" {
+			os.RemoveAll(walTmp)
+		}
+	}
+	info, err := restoreInto(tmp, walTmp, cfg, res, etcd)
+	if err != nil {
+		cleanUp()
 		return res, err
 	}
 	res.Snapshot = info
+	// The log first: a crash between the two renames leaves a log that no
+	// data directory names, which a member started there refuses (and a
+	// second restore refuses the used --wal-dir), never a data directory
+	// that starts without its log.
+	if walTmp != "" && walInside == "" {
+		os.Remove(cfg.WalDir) // an empty directory, if any
+		if err := storage.RenameSynced(vfs.Default, walTmp, cfg.WalDir); err != nil {
+			cleanUp()
+			return res, fmt.Errorf("server: restore: %w", err)
+		}
+		walTmp = cfg.WalDir // ours now: removed if the data directory fails
+	}
 	os.Remove(cfg.DataDir) // an empty directory, if any
 	// Synced: a restored member that starts must find its directory after
 	// a power loss, not an empty place where a new member would bootstrap.
 	if err := storage.RenameSynced(vfs.Default, tmp, cfg.DataDir); err != nil {
-		os.RemoveAll(tmp)
+		cleanUp()
 		return res, fmt.Errorf("server: restore: %w", err)
 	}
 	return res, nil
+}
+
+// emptyOrMissing reports whether dir does not exist or is empty.
+func emptyOrMissing(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	return err == nil && len(ents) == 0 || errors.Is(err, os.ErrNotExist)
+}
+
+// checkRestoreWalDir refuses a --wal-dir a restore cannot build: in use,
+// the data directory itself, or a directory the data directory would be
+// inside. It returns the log's path relative to the data directory when
+// it goes inside it ("" otherwise).
+func checkRestoreWalDir(cfg RestoreConfig) (string, error) {
+	if cfg.WalDir == "" {
+		return "", nil
+	}
+	data, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return "", fmt.Errorf("server: restore: %w", err)
+	}
+	wal, err := filepath.Abs(cfg.WalDir)
+	if err != nil {
+		return "", fmt.Errorf("server: restore: %w", err)
+	}
+	if wal == data {
+		return "", fmt.Errorf("server: restore: --wal-dir %q is the data directory: give another directory, or none to keep the raft log in the data directory", cfg.WalDir)
+	}
+	if rel, err := filepath.Rel(wal, data); err == nil && filepath.IsLocal(rel) {
+		return "", fmt.Errorf("server: restore: the data directory %q is inside --wal-dir %q: give directories side by side, or the log's inside the data directory's", cfg.DataDir, cfg.WalDir)
+	}
+	if !emptyOrMissing(cfg.WalDir) {
+		return "", fmt.Errorf("%w: %q", errWalDirExists, cfg.WalDir)
+	}
+	if rel, err := filepath.Rel(data, wal); err == nil && filepath.IsLocal(rel) {
+		return rel, nil
+	}
+	return "", nil
+}
+
+// tempBeside creates an empty directory beside dir (its parent created,
+// synced, if missing), where a restore builds what it renames to dir.
+func tempBeside(dir string) (string, error) {
+	parent := filepath.Dir(filepath.Clean(dir))
+	if err := storage.MkdirAllSynced(vfs.Default, parent, 0o700); err != nil {
+		return "", fmt.Errorf("server: restore: %w", err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".restore-*")
+	if err != nil {
+		return "", fmt.Errorf("server: restore: %w", err)
+	}
+	return tmp, nil
 }
 
 // restoredMembers derives the new cluster's members, and finds this one.
@@ -225,12 +322,21 @@ func restoredMembers(cfg RestoreConfig) ([]membership.Member, membership.Member,
 // membership keyspace, which the restore writes anew.
 func oldClusterKey(k []byte) bool { return len(k) > 0 && k[0] == storage.PrefixMembership }
 
-func restoreInto(dir string, cfg RestoreConfig, res RestoreResult, etcd bool) (SnapshotInfo, error) {
+// restoreInto writes the restored member into dir, and its raft log into
+// walDir when it is set (the --wal-dir layout).
+func restoreInto(dir, walDir string, cfg RestoreConfig, res RestoreResult, etcd bool) (SnapshotInfo, error) {
 	eng, err := storage.Open(dir, storage.Options{})
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
 	defer eng.Close()
+	var logEng *storage.Engine
+	if walDir != "" {
+		if logEng, err = storage.Open(walDir, storage.Options{}); err != nil {
+			return SnapshotInfo{}, err
+		}
+		defer logEng.Close()
+	}
 	var st mvcc.StateStats
 	b := eng.NewWriteBatch()
 	put := func(k, v []byte) error {
@@ -279,14 +385,30 @@ func restoreInto(dir string, cfg RestoreConfig, res RestoreResult, etcd bool) (S
 		membership.StageClusterID(b, res.ClusterID),
 		membership.StageLocalID(b, res.MemberID),
 		membership.StageSeed(b, membership.Seed{Members: res.Members}),
-		raftnode.StageRestoredLog(b, info.Index, restoredTerm, cs),
+	}
+	var lb *storage.Batch
+	if logEng != nil {
+		lb = logEng.NewWriteBatch()
+		errs = append(errs, raftnode.StageRestoredSeparateLog(b, lb, info.Index, restoredTerm, cs))
+	} else {
+		errs = append(errs, raftnode.StageRestoredLog(b, info.Index, restoredTerm, cs))
 	}
 	for _, m := range res.Members {
 		errs = append(errs, membership.StageMember(b, m))
 	}
 	if err := errors.Join(errs...); err != nil {
 		b.Discard()
+		if lb != nil {
+			lb.Discard()
+		}
 		return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)
+	}
+	// The log before the state that names it, as BindLog writes them.
+	if lb != nil {
+		if err := errors.Join(lb.Commit(true), logEng.Sync()); err != nil {
+			b.Discard()
+			return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)
+		}
 	}
 	if err := b.Commit(true); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)

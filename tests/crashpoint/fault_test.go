@@ -40,7 +40,7 @@ func TestDiskFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			seed := envInt(t, "CAIRN_CRASHPOINT_SEED", 1)
 			rng := rand.New(rand.NewPCG(seed, 0x6661756c74))
-			r := newRig(t, 3, seed)
+			r := newRig(t, 3, seed, 0)
 			r.writeUntil(rng, nil, nil, 50)
 			r.check("before the fault")
 			victim := r.c.Members()[rng.IntN(3)]

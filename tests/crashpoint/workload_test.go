@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,11 +19,13 @@ import (
 )
 
 // Raft log compaction every 20 applied entries, keeping 5 for followers:
-// a member that misses a few dozen writes catches up by a snapshot.
+// a member that misses a few dozen writes catches up by a snapshot. The
+// workload writes keySpace keys under keyPrefix, over and over.
 const (
 	snapshotCount  = 20
 	catchUpEntries = 5
 	keyPrefix      = "k/"
+	keySpace       = 1000
 	writeTimeout   = 5 * time.Second
 )
 
@@ -48,7 +51,10 @@ type rig struct {
 	acked *book
 }
 
-func newRig(t testing.TB, n int, seed uint64) *rig {
+// newRig starts n members on disks of their own. quota, if not 0, is each
+// member's QuotaBackendBytes, which also sizes its memtables (1/64 of it)
+// and so its write-ahead logs.
+func newRig(t testing.TB, n int, seed uint64, quota int64) *rig {
 	r := &rig{t: t, disks: map[string]*disk{}, acked: newBook()}
 	r.c = clustertest.New(t, n, clustertest.Options{
 		Seed:                   seed,
@@ -59,6 +65,16 @@ func newRig(t testing.TB, n int, seed uint64) *rig {
 			// A crash must find what the member synced: fsync is what
 			// this test is about.
 			cfg.UnsafeNoFsync = false
+			if quota != 0 {
+				cfg.QuotaBackendBytes = quota
+			}
+			// etcd's strict reconfiguration check refuses a membership
+			// change until every peer connection has lasted 5 s, and a
+			// round always restarts a member: each change waited that long
+			// (half a second of real time, most of a round). The test is
+			// about crashes; the check has tests of its own (internal/api,
+			// internal/embed, tests/process).
+			cfg.DisableStrictReconfigCheck = true
 		},
 	})
 	return r
@@ -88,48 +104,129 @@ func (r *rig) restart(m *clustertest.Member) {
 	}
 }
 
-// book holds every acknowledged write: a unique key and its value.
+// book holds, for every key of the workload, the acknowledged write with
+// the highest revision. The workload writes a bounded key space (keySpace
+// keys) over and over, so a check reads O(keys), not O(history): a
+// member's copy of a key is right if it is that write (same revision, same
+// value) or a later one of the same key, acknowledged or not (a write that
+// timed out may still land, after any acknowledged one). A member that
+// lost an acknowledged write holds the key at a lower revision, or not at
+// all; every later write's revision would shift too, since revisions count
+// the applied writes.
 type book struct {
-	mu   sync.Mutex
-	kvs  map[string]string
+	mu     sync.Mutex
+	latest map[string]ackedWrite
+	acked  int
+	// next numbers the writes: write n puts value "v<n>" under keyName(n).
 	next atomic.Int64
 }
 
-func newBook() *book { return &book{kvs: map[string]string{}} }
-
-func (b *book) add(k, v string) {
-	b.mu.Lock()
-	b.kvs[k] = v
-	b.mu.Unlock()
+// ackedWrite is an acknowledged put: its value and the revision it made
+// (the response header's, which is the key's mod revision).
+type ackedWrite struct {
+	val string
+	rev int64
 }
 
-func (b *book) snapshot() map[string]string {
+func newBook() *book { return &book{latest: map[string]ackedWrite{}} }
+
+// keyName returns the key write n puts: one of keySpace keys.
+func keyName(n int64) string { return fmt.Sprintf("%s%06d", keyPrefix, n%keySpace) }
+
+func (b *book) add(k, v string, rev int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make(map[string]string, len(b.kvs))
-	for k, v := range b.kvs {
-		out[k] = v
+	b.acked++
+	if w, ok := b.latest[k]; !ok || rev > w.rev {
+		b.latest[k] = ackedWrite{val: v, rev: rev}
 	}
-	return out
 }
 
-// put writes one new key through s and records it if acknowledged.
-func (r *rig) put(s *server.Server) error {
+// count returns how many writes were acknowledged.
+func (b *book) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.acked
+}
+
+// written reports whether v is a value the workload tried to put under k.
+func (b *book) written(k, v string) bool {
+	digits, ok := strings.CutPrefix(v, "v")
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if !ok || err != nil || "v"+strconv.FormatInt(n, 10) != v {
+		return false
+	}
+	return n >= 1 && n <= b.next.Load() && keyName(n) == k
+}
+
+// stored is a key as a member holds it.
+type stored struct {
+	val string
+	rev int64
+}
+
+// verify returns what is wrong with a member's keys (the workload's key
+// space, read at one revision), "" if nothing: every acknowledged write
+// must be there or overwritten by a later write of the same key, and every
+// value must be one the workload wrote.
+func (b *book) verify(got map[string]stored) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	present := 0
+	for k, w := range b.latest {
+		g, ok := got[k]
+		switch {
+		case !ok:
+			return fmt.Sprintf("lost the acknowledged write %s=%s at revision %d (the key is missing; %d of %d acknowledged keys checked)", k, w.val, w.rev, present, len(b.latest))
+		case g.rev < w.rev:
+			return fmt.Sprintf("lost the acknowledged write %s=%s at revision %d (holds %s from revision %d)", k, w.val, w.rev, g.val, g.rev)
+		case g.rev == w.rev && g.val != w.val:
+			return fmt.Sprintf("holds %s=%s at revision %d, where %s was acknowledged", k, g.val, g.rev, w.val)
+		}
+		present++
+	}
+	for k, g := range got {
+		if !b.written(k, g.val) {
+			return fmt.Sprintf("holds %s=%s at revision %d, a value never written to it", k, g.val, g.rev)
+		}
+	}
+	return ""
+}
+
+// put writes the next value of the workload through s and records it if
+// acknowledged.
+func (r *rig) put(ctx context.Context, s *server.Server) error {
 	n := r.acked.next.Add(1)
-	k, v := fmt.Sprintf("%s%08d", keyPrefix, n), fmt.Sprintf("v%d", n)
-	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	k, v := keyName(n), fmt.Sprintf("v%d", n)
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
-	if _, err := s.Put(ctx, &pb.PutRequest{Key: []byte(k), Value: []byte(v)}); err != nil {
+	resp, err := s.Put(ctx, &pb.PutRequest{Key: []byte(k), Value: []byte(v)})
+	if err != nil {
 		return err
 	}
-	r.acked.add(k, v)
+	r.acked.add(k, v, resp.GetHeader().GetRevision())
 	return nil
 }
 
 // writeUntil runs writers through random members other than avoid until
 // stop is closed or max writes were attempted; it returns the number of
-// writes acknowledged.
+// writes acknowledged. Closing stop also abandons the writes in flight: a
+// write forwarded to a leader that just crashed would otherwise wait out
+// the request timeout (3 s of simulated time), most of a round. An
+// abandoned write is not acknowledged, and may still land (book.verify
+// allows for it).
 func (r *rig) writeUntil(rng *rand.Rand, avoid *clustertest.Member, stop <-chan struct{}, max int) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if stop != nil {
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	var (
 		mu        sync.Mutex
 		attempted int
@@ -167,7 +264,7 @@ func (r *rig) writeUntil(rng *rand.Rand, avoid *clustertest.Member, stop <-chan 
 				if len(targets) == 0 {
 					return
 				}
-				if r.put(targets[wr.IntN(len(targets))]) == nil {
+				if r.put(ctx, targets[wr.IntN(len(targets))]) == nil {
 					acked.Add(1)
 				}
 			}
@@ -177,24 +274,19 @@ func (r *rig) writeUntil(rng *rand.Rand, avoid *clustertest.Member, stop <-chan 
 	return int(acked.Load())
 }
 
-// check waits until the running members converge and verifies that none
-// stopped by itself and that the members in only (every running one if
-// none is named) hold every acknowledged write. Converged members hold the
-// same key history (HashKV), so checking the member a crash hit suffices.
-func (r *rig) check(what string, only ...*clustertest.Member) {
+// check waits until the running members converge (the same applied index
+// and key history, HashKV), and verifies that none stopped by itself and
+// that every running member holds every acknowledged write: one range read
+// of the workload's key space per member.
+func (r *rig) check(what string) {
 	r.t.Helper()
 	for _, m := range r.c.Members() {
 		if err := m.Err(); err != nil {
 			r.t.Fatalf("%s: %s stopped by itself: %v", what, m, err)
 		}
 	}
-	r.c.WaitConverged()
-	want := r.acked.snapshot()
-	targets := only
-	if len(targets) == 0 {
-		targets = r.c.Running()
-	}
-	for _, m := range targets {
+	r.waitConverged()
+	for _, m := range r.c.Running() {
 		s := m.Server()
 		if s == nil {
 			r.t.Fatalf("%s: %s stopped: %v", what, m, m.Err())
@@ -205,25 +297,85 @@ func (r *rig) check(what string, only ...*clustertest.Member) {
 		if err != nil {
 			r.t.Fatalf("%s: reading %s: %v", what, m, err)
 		}
-		got := make(map[string]string, len(resp.GetKvs()))
+		got := make(map[string]stored, len(resp.GetKvs()))
 		for _, kv := range resp.GetKvs() {
-			got[string(kv.GetKey())] = string(kv.GetValue())
+			got[string(kv.GetKey())] = stored{val: string(kv.GetValue()), rev: kv.GetModRevision()}
 		}
-		for k, v := range want {
-			if got[k] != v {
-				r.t.Fatalf("%s: %s lost the acknowledged write %s=%s (holds %q; %d of %d acknowledged keys present)",
-					what, m, k, v, got[k], countPresent(got, want), len(want))
-			}
+		if bad := r.acked.verify(got); bad != "" {
+			r.t.Fatalf("%s: %s %s", what, m, bad)
+		}
+		// An alarm (NOSPACE under the small quota) would refuse the
+		// writes the crash points are about.
+		if a := s.Alarms(); len(a) > 0 {
+			r.t.Fatalf("%s: %s has alarms raised: %v", what, m, a)
 		}
 	}
 }
 
-func countPresent(got, want map[string]string) int {
-	n := 0
-	for k, v := range want {
-		if got[k] == v {
-			n++
+// waitConverged waits until every running member has applied the same
+// index, all it knows committed, and hashes the same key history
+// (HashKV). It reads the cheap Status until the indexes agree and only
+// then the hashes, which read every revision since the last compaction:
+// polled every millisecond while a restarted member catches up, hashing
+// first cost more than the catching up.
+func (r *rig) waitConverged() {
+	r.t.Helper()
+	r.c.WaitFor("the members to converge", func() bool {
+		running := r.c.Running()
+		var applied uint64
+		for i, m := range running {
+			s := m.Server()
+			if s == nil {
+				return false
+			}
+			st := s.Status()
+			if st.AppliedIndex != st.RaftIndex || i > 0 && st.AppliedIndex != applied {
+				return false
+			}
+			applied = st.AppliedIndex
 		}
+		var hash uint32
+		for i, m := range running {
+			s := m.Server()
+			if s == nil {
+				return false
+			}
+			h, err := s.HashKV(context.Background(), 0)
+			if err != nil || i > 0 && h.GetHash() != hash {
+				return false
+			}
+			hash = h.GetHash()
+			// The hash is of what the member applied when it answered:
+			// it must still be the index the others are compared at.
+			if s.Status().AppliedIndex != applied {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// compact compacts the key history at the current revision through the
+// leader, so that the history a hash or a snapshot holds stays bounded by
+// the key space and the writes since.
+// A leader that changes meanwhile fails the request: it is retried a few
+// times.
+func (r *rig) compact(what string) {
+	r.t.Helper()
+	var err error
+	for range 5 {
+		lead := r.c.WaitLeader().Server()
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		var resp *pb.RangeResponse
+		resp, err = lead.Range(ctx, &pb.RangeRequest{Key: []byte(keyPrefix), RangeEnd: []byte("k0"), CountOnly: true})
+		if err == nil {
+			_, err = lead.Compact(ctx, &pb.CompactionRequest{Revision: resp.GetHeader().GetRevision()})
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+		r.c.Elapse(clustertest.ElectionTicks * clustertest.Tick)
 	}
-	return n
+	r.t.Fatalf("%s: compacting: %v", what, err)
 }
