@@ -144,12 +144,12 @@ func TestRaftLogFaults(t *testing.T) {
 				if lead := r.c.WaitLeader(); lead == victim {
 					t.Fatalf("%s is still the leader after it stopped", victim)
 				}
-				before := len(r.acked.snapshot())
+				before := r.acked.count()
 				if n := r.writeUntil(rng, victim, nil, 30); n == 0 {
 					t.Fatalf("no write through the two other members was acknowledged")
 				}
 				t.Logf("%d writes acknowledged before the fault and while %s was down, %d of them after it stopped",
-					len(r.acked.snapshot()), victim.Name, len(r.acked.snapshot())-before)
+					r.acked.count(), victim.Name, r.acked.count()-before)
 
 				// The device is repaired; the member restarts on what a
 				// power cut leaves: the synced data alone.
