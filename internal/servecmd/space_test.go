@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/cairn-db/cairn/internal/embed"
 	"github.com/cairn-db/cairn/internal/storage"
+	"github.com/cairn-db/cairn/tests/kit"
 )
 
 func TestStartErrorMessages(t *testing.T) {
@@ -47,16 +47,7 @@ func TestStartErrorMessages(t *testing.T) {
 // hang. Mounting needs root: the test is skipped where it cannot mount,
 // except on CI (CI=true), where it fails.
 func TestFullDiskAtStart(t *testing.T) {
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cannot mount a tmpfs (needs root, which CI has): %v %s", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
-	}
-	// The abandoned recovery keeps files open until the process exits: a
-	// lazy unmount detaches the file system all the same.
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	mnt := kit.Tmpfs(t, "4m")
 	dir := filepath.Join(mnt, "data")
 
 	cfg := embed.NewConfig()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -29,14 +28,7 @@ import (
 // holds every write it acknowledged. Mounting needs root: the test is
 // skipped without (and fails with CI=true).
 func TestRaftLogFullDeviceProcess(t *testing.T) {
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cannot mount a tmpfs (needs root, which CI has): %v %s", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	mnt := kit.Tmpfs(t, "8m")
 	walDir := filepath.Join(mnt, "wal")
 	dataDir := filepath.Join(t.TempDir(), "data")
 	clientURL, peerURL := "http://"+freeport.Addr(t), "http://"+freeport.Addr(t)
@@ -112,9 +104,7 @@ func TestRaftLogFullDeviceProcess(t *testing.T) {
 		t.Errorf("the member's output holds a Go stack:\n%s", out)
 	}
 
-	if out, err := exec.Command("mount", "-o", "remount,size=64m", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("grow the tmpfs: %v %s", err, out)
-	}
+	kit.ResizeTmpfs(t, mnt, "64m")
 	p = start("grown")
 	serving(p)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -39,15 +38,7 @@ const fullDiskExitTimeout = 2 * time.Minute
 // Mounting needs root. Where it cannot mount the test is skipped, except
 // on CI (CI=true), where that fails it.
 func TestFullDisk(t *testing.T) {
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cannot mount a tmpfs (needs root, which CI has): %v %s", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
-	}
-	// A lazy unmount detaches the file system even if a file is still open.
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	mnt := kit.Tmpfs(t, "64m")
 	dataDir := filepath.Join(mnt, "data")
 	flags := []string{"--quota-backend-bytes", fmt.Sprint(256 << 20)}
 
@@ -86,9 +77,7 @@ func TestFullDisk(t *testing.T) {
 		full.p.Kill()
 	}
 
-	if out, err := exec.Command("mount", "-o", "remount,size=256m", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("grow the tmpfs: %v %s", err, out)
-	}
+	kit.ResizeTmpfs(t, mnt, "256m")
 	grown := startServer(t, proc.Cairn, "disk-grown", dataDir, s.clientURL, s.peerURL, flags...)
 	grown.waitServing(t)
 	checkAcked(t, grown, acked)
