@@ -364,26 +364,46 @@ func ReadBackup(path string, localKeys [][]byte, put func(k, v []byte) error) (B
 	return info, nil
 }
 
+// restoredLog is the raft state every member of a cluster restored from
+// a backup starts with, encoded: cs, an empty log truncated at index and
+// term, and a hard state at term with commit index index and no vote.
+type restoredLog struct {
+	confState []byte
+	truncated [16]byte
+	hardState [24]byte
+}
+
+func newRestoredLog(index, term uint64, cs *raftpb.ConfState) (restoredLog, error) {
+	var r restoredLog
+	csv, err := proto.Marshal(cs)
+	if err != nil {
+		return r, fmt.Errorf("raftnode: encode conf state: %w", err)
+	}
+	r.confState = csv
+	binary.BigEndian.PutUint64(r.truncated[:], index)
+	binary.BigEndian.PutUint64(r.truncated[8:], term)
+	encodeHardState(r.hardState[:], &raftpb.HardState{Term: new(term), Commit: new(index)})
+	return r, nil
+}
+
+// raftSpan is the key range of the raft state in an engine.
+var raftSpan = [2][]byte{{storage.PrefixRaft}, {storage.PrefixRaft + 1}}
+
 // StageRestoredLog writes to b the raft state of a member restored from a
 // backup: an empty log whose truncation point is index and term, cs as the
 // configuration, and a hard state at term with commit index index and no
 // vote. Every member of the restored cluster stages the same, so their
 // logs agree up to index and the first leader's entries follow on.
 func StageRestoredLog(b *storage.Batch, index, term uint64, cs *raftpb.ConfState) error {
-	csv, err := proto.Marshal(cs)
+	r, err := newRestoredLog(index, term, cs)
 	if err != nil {
-		return fmt.Errorf("raftnode: encode conf state: %w", err)
+		return err
 	}
-	var trunc [16]byte
-	binary.BigEndian.PutUint64(trunc[:], index)
-	binary.BigEndian.PutUint64(trunc[8:], term)
-	var hs [24]byte
-	encodeHardState(hs[:], &raftpb.HardState{Term: new(term), Commit: new(index)})
 	return errors.Join(
-		b.DeleteRange([]byte{storage.PrefixRaft}, []byte{storage.PrefixRaft + 1}, nil),
-		b.Set(keyConfState, csv, nil),
-		b.Set(keyTruncated, trunc[:], nil),
-		b.Set(keyHardState, hs[:], nil),
+		b.DeleteRange(raftSpan[0], raftSpan[1], nil),
+		b.Set(keyConfState, r.confState, nil),
+		b.Set(keyTruncated, r.truncated[:], nil),
+		b.Set(keyHardState, r.hardState[:], nil),
 	)
 }
 
@@ -394,24 +414,18 @@ func StageRestoredLog(b *storage.Batch, index, term uint64, cs *raftpb.ConfState
 // a new state. The caller commits log (synced) before state, as BindLog
 // writes them.
 func StageRestoredSeparateLog(state, log *storage.Batch, index, term uint64, cs *raftpb.ConfState) error {
-	csv, err := proto.Marshal(cs)
+	r, err := newRestoredLog(index, term, cs)
 	if err != nil {
-		return fmt.Errorf("raftnode: encode conf state: %w", err)
+		return err
 	}
-	var trunc [16]byte
-	binary.BigEndian.PutUint64(trunc[:], index)
-	binary.BigEndian.PutUint64(trunc[8:], term)
-	var hs [24]byte
-	encodeHardState(hs[:], &raftpb.HardState{Term: new(term), Commit: new(index)})
 	id := newLogID()
-	raftSpan := [2][]byte{{storage.PrefixRaft}, {storage.PrefixRaft + 1}}
 	return errors.Join(
 		state.DeleteRange(raftSpan[0], raftSpan[1], nil),
-		state.Set(keyConfState, csv, nil),
+		state.Set(keyConfState, r.confState, nil),
 		state.Set(keyLogID, id, nil),
 		log.DeleteRange(raftSpan[0], raftSpan[1], nil),
-		log.Set(keyTruncated, trunc[:], nil),
-		log.Set(keyHardState, hs[:], nil),
+		log.Set(keyTruncated, r.truncated[:], nil),
+		log.Set(keyHardState, r.hardState[:], nil),
 		log.Set(keyLogID, id, nil),
 	)
 }
