@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
@@ -159,6 +160,14 @@ func snapshotInfo(info raftnode.BackupInfo, st mvcc.StateStats) SnapshotInfo {
 // member started with --wal-dir pairs them; a member started on DataDir
 // without that --wal-dir refuses to start, as does one given a --wal-dir
 // for a restore made without.
+//
+// A crash (power loss) during a restore leaves either no cfg.DataDir (or
+// the empty one there was), and the same restore run again succeeds, or
+// the complete one. The rerun removes what the crashed one left: its
+// hidden directories beside cfg.DataDir and cfg.WalDir, and a cfg.WalDir
+// it had renamed into place before the crash came (marked, until
+// cfg.DataDir is in place, by a file named RESTORE-INCOMPLETE); a
+// --wal-dir in use without that mark is refused as before.
 func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	var res RestoreResult
 	if cfg.DataDir == "" {
@@ -198,6 +207,16 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	}
 	if err != nil {
 		return res, err
+	}
+	// What an interrupted restore left beside the two goes first: each is
+	// a whole copy of a backup, hidden, that nothing else would remove.
+	if err := removeRestoreLeftovers(fs, cfg.DataDir); err != nil {
+		return res, err
+	}
+	if cfg.WalDir != "" && walInside == "" {
+		if err := removeRestoreLeftovers(fs, cfg.WalDir); err != nil {
+			return res, err
+		}
 	}
 	tmp, err := tempBeside(fs, cfg.DataDir)
 	if err != nil {
@@ -363,7 +382,7 @@ func tempBeside(fs vfs.FS, dir string) (string, error) {
 	}
 	// vfs has no MkdirTemp: a random name not taken yet.
 	for {
-		tmp := filepath.Join(parent, "."+filepath.Base(dir)+".restore-"+strconv.FormatUint(rand.Uint64(), 36))
+		tmp := filepath.Join(parent, restoreTempPrefix(dir)+strconv.FormatUint(rand.Uint64(), 36))
 		if _, err := fs.Stat(tmp); err == nil {
 			continue
 		} else if !errors.Is(err, os.ErrNotExist) {
@@ -374,6 +393,34 @@ func tempBeside(fs vfs.FS, dir string) (string, error) {
 		}
 		return tmp, nil
 	}
+}
+
+// removeRestoreLeftovers removes the directories tempBeside made for dir
+// that an interrupted restore left behind.
+func removeRestoreLeftovers(fs vfs.FS, dir string) error {
+	parent := filepath.Dir(filepath.Clean(dir))
+	names, err := fs.List(parent)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("server: restore: %w", err)
+	}
+	prefix := restoreTempPrefix(dir)
+	for _, name := range names {
+		if strings.HasPrefix(name, prefix) {
+			if err := fs.RemoveAll(filepath.Join(parent, name)); err != nil {
+				return fmt.Errorf("server: restore: remove what an interrupted restore left: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// restoreTempPrefix starts the name of every directory tempBeside makes
+// for dir.
+func restoreTempPrefix(dir string) string {
+	return "." + filepath.Base(filepath.Clean(dir)) + ".restore-"
 }
 
 // restoredMembers derives the new cluster's members, and finds this one.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -67,7 +68,9 @@ func allKeys(t *testing.T, s *Server) *pb.RangeResponse {
 
 // TestRestoreCrashPoints crashes a restore at every disk operation it
 // makes (a crash clone of vfs.NewCrashableMem taken just before the
-// operation, which keeps only what was synced), in each layout, and
+// operation: a power loss that keeps only what was synced, one that keeps
+// some unsynced writes too, and a killed process that keeps them all), in
+// each layout (no --wal-dir, one beside, one inside the data directory), and
 // checks what an operator finds: either no data directory (or an empty
 // one), where the same restore run again succeeds, or a complete one;
 // either way a member started on it serves every key of the backup at its
@@ -95,19 +98,29 @@ func TestRestoreCrashPoints(t *testing.T) {
 			}
 			// A clean run counts the operations, and its result must
 			// serve the backup too.
-			n, _ := restoreCrashRun(t, cfg, -1, want)
+			n, _ := restoreCrashRun(t, cfg, -1, vfs.CrashCloneCfg{}, want)
 			if n == 0 {
 				t.Fatal("a clean restore made no disk operation")
 			}
-			outcomes := map[string]int{}
-			for k := range n + 1 { // n: a crash once it returned
-				_, outcome := restoreCrashRun(t, cfg, k, want)
-				outcomes[outcome]++
-			}
-			t.Logf("%d disk operations, crash points left: %v", n, outcomes)
-			// Both sides of the final rename were crashed at.
-			if outcomes["rerun"] == 0 || outcomes["complete"] == 0 {
-				t.Fatalf("crash points left %v: want both a rerun and a complete directory", outcomes)
+			for _, crash := range []struct {
+				name string
+				keep int // percent of unsynced writes and entries kept
+			}{
+				{"power loss", 0},
+				{"power loss, some unsynced writes kept", 50},
+				{"process killed", 100},
+			} {
+				rng := rand.New(rand.NewPCG(1, uint64(crash.keep)))
+				outcomes := map[string]int{}
+				for k := range n + 1 { // n: a crash once it returned
+					_, outcome := restoreCrashRun(t, cfg, k, vfs.CrashCloneCfg{UnsyncedDataPercent: crash.keep, RNG: rng}, want)
+					outcomes[outcome]++
+				}
+				t.Logf("%s: %d disk operations, crash points left: %v", crash.name, n, outcomes)
+				// Both sides of the final rename were crashed at.
+				if outcomes["rerun"] == 0 || outcomes["complete"] == 0 {
+					t.Fatalf("%s: crash points left %v: want both a rerun and a complete directory", crash.name, outcomes)
+				}
 			}
 		})
 	}
@@ -121,7 +134,7 @@ func TestRestoreCrashPoints(t *testing.T) {
 // system must succeed ("rerun"); otherwise the directory must be complete
 // ("complete"); either way a member started there must serve want. The
 // outcome is "" if the restore made fewer operations this time.
-func restoreCrashRun(t *testing.T, cfg RestoreConfig, crashAt int, want *pb.RangeResponse) (int, string) {
+func restoreCrashRun(t *testing.T, cfg RestoreConfig, crashAt int, crash vfs.CrashCloneCfg, want *pb.RangeResponse) (int, string) {
 	t.Helper()
 	mem := vfs.NewCrashableMem()
 	var (
@@ -132,7 +145,7 @@ func restoreCrashRun(t *testing.T, cfg RestoreConfig, crashAt int, want *pb.Rang
 	cfg.FS = errorfs.Wrap(mem, errorfs.InjectorFunc(func(errorfs.Op) error {
 		if int(n.Add(1)-1) == crashAt {
 			mu.Lock()
-			clone = mem.CrashClone(vfs.CrashCloneCfg{})
+			clone = mem.CrashClone(crash)
 			mu.Unlock()
 		}
 		return nil
@@ -142,13 +155,14 @@ func restoreCrashRun(t *testing.T, cfg RestoreConfig, crashAt int, want *pb.Rang
 	}
 	ops := int(n.Load())
 	if crashAt < 0 {
+		checkTidy(t, mem, cfg)
 		checkRestored(t, mem, cfg, want)
 		return ops, ""
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	if clone == nil && crashAt == ops {
-		clone = mem.CrashClone(vfs.CrashCloneCfg{})
+		clone = mem.CrashClone(crash)
 	}
 	if clone == nil {
 		return ops, ""
@@ -160,11 +174,38 @@ func restoreCrashRun(t *testing.T, cfg RestoreConfig, crashAt int, want *pb.Rang
 		if _, err := RestoreSnapshot(cfg); err != nil {
 			t.Fatalf("a crash at operation %d left no data directory, and restoring again fails: %v", crashAt, err)
 		}
+		checkTidy(t, clone, cfg)
 	}
-	t.Run(fmt.Sprintf("crash at %d (%s)", crashAt, outcome), func(t *testing.T) {
+	t.Run(fmt.Sprintf("crash at %d, %d%% unsynced kept (%s)", crashAt, crash.UnsyncedDataPercent, outcome), func(t *testing.T) {
 		checkRestored(t, clone, cfg, want)
 	})
 	return ops, outcome
+}
+
+// checkTidy checks that a restore that returned left nothing but its
+// directories: no hidden directory of its own or of a crashed restore
+// beside them, and no mark of an incomplete restore in the log's.
+func checkTidy(t *testing.T, fs vfs.FS, cfg RestoreConfig) {
+	t.Helper()
+	for _, dir := range []string{cfg.DataDir, cfg.WalDir} {
+		if dir == "" || fs.PathDir(dir) == cfg.DataDir {
+			continue // no log of its own, or one inside the data directory
+		}
+		names, err := fs.List(fs.PathDir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names {
+			if name != fs.PathBase(cfg.DataDir) && (cfg.WalDir == "" || name != fs.PathBase(cfg.WalDir)) {
+				t.Errorf("the restore left %s beside %s", name, dir)
+			}
+		}
+	}
+	if cfg.WalDir != "" {
+		if _, err := fs.Stat(fs.PathJoin(cfg.WalDir, restoreIncomplete)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the restore left %s in the log's directory (stat: %v)", restoreIncomplete, err)
+		}
+	}
 }
 
 // checkRestored starts a member on the restored directory in fs, as the
