@@ -280,11 +280,12 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 		return res, fmt.Errorf("server: restore: %w", err)
 	}
 	if walTmp != "" && walInside == "" {
-		// Done: the log is the data directory's now. Should this fail, or
-		// a crash come first, the mark stays, harmless to the member; only
-		// a restore into an empty data directory acts on it.
-		if err := errors.Join(fs.Remove(fs.PathJoin(cfg.WalDir, restoreIncomplete)), storage.SyncDir(fs, cfg.WalDir)); err != nil {
-			return res, fmt.Errorf("server: restore: %w", err)
+		// Done: the log is the data directory's now. The restore is
+		// complete whether or not the mark goes: should removing it fail,
+		// or a crash come first, it stays, harmless to the member; only a
+		// restore into an empty or missing data directory acts on it.
+		if fs.Remove(fs.PathJoin(cfg.WalDir, restoreIncomplete)) == nil {
+			storage.SyncDir(fs, cfg.WalDir)
 		}
 	}
 	return res, nil
@@ -300,7 +301,7 @@ func markIncomplete(fs vfs.FS, dir string) error {
 	if err != nil {
 		return fmt.Errorf("server: restore: %w", err)
 	}
-	_, err = f.Write([]byte("cairn snapshot restore was interrupted before the data directory was in place; restoring again replaces this directory\n"))
+	_, err = f.Write([]byte("cairn snapshot restore is building this directory and its data directory; if it was interrupted, running it again replaces this directory\n"))
 	if err = errors.Join(err, f.Sync(), f.Close(), storage.SyncDir(fs, dir)); err != nil {
 		return fmt.Errorf("server: restore: %w", err)
 	}
