@@ -3,9 +3,12 @@ package server
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
@@ -41,6 +44,10 @@ type RestoreConfig struct {
 	// PeerURLs are this member's advertised peer URLs; they must match its
 	// entry in InitialCluster.
 	PeerURLs []string
+	// FS is the file system DataDir and WalDir are on; nil means the
+	// operating system's. SnapshotPath is always read from the operating
+	// system's. Crash tests restore onto vfs.NewCrashableMem.
+	FS vfs.FS
 }
 
 // RestoreResult describes a restored data directory.
@@ -153,15 +160,27 @@ func snapshotInfo(info raftnode.BackupInfo, st mvcc.StateStats) SnapshotInfo {
 // member started with --wal-dir pairs them; a member started on DataDir
 // without that --wal-dir refuses to start, as does one given a --wal-dir
 // for a restore made without.
+//
+// A crash (power loss) during a restore leaves either no cfg.DataDir (or
+// the empty one there was), and the same restore run again succeeds, or
+// the complete one. The rerun removes what the crashed one left: its
+// hidden directories beside cfg.DataDir and cfg.WalDir, and a cfg.WalDir
+// it had renamed into place before the crash came (marked, until
+// cfg.DataDir is in place, by a file named RESTORE-INCOMPLETE); a
+// --wal-dir in use without that mark is refused as before.
 func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	var res RestoreResult
 	if cfg.DataDir == "" {
 		return res, errors.New("server: restore: no data directory given")
 	}
-	if !emptyOrMissing(cfg.DataDir) {
+	if cfg.FS == nil {
+		cfg.FS = vfs.Default
+	}
+	fs := cfg.FS
+	if !emptyOrMissing(fs, cfg.DataDir) {
 		return res, fmt.Errorf("%w: %q", errDataDirExists, cfg.DataDir)
 	}
-	walInside, err := checkRestoreWalDir(cfg)
+	walInside, orphan, err := checkRestoreWalDir(cfg)
 	if err != nil {
 		return res, err
 	}
@@ -189,7 +208,17 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	if err != nil {
 		return res, err
 	}
-	tmp, err := tempBeside(cfg.DataDir)
+	// What an interrupted restore left beside the two goes first: each is
+	// a whole copy of a backup, hidden, that nothing else would remove.
+	if err := removeRestoreLeftovers(fs, cfg.DataDir); err != nil {
+		return res, err
+	}
+	if cfg.WalDir != "" && walInside == "" {
+		if err := removeRestoreLeftovers(fs, cfg.WalDir); err != nil {
+			return res, err
+		}
+	}
+	tmp, err := tempBeside(fs, cfg.DataDir)
 	if err != nil {
 		return res, err
 	}
@@ -202,15 +231,20 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	case walInside != "":
 		walTmp = filepath.Join(tmp, walInside)
 	default:
-		if walTmp, err = tempBeside(cfg.WalDir); err != nil {
-			os.RemoveAll(tmp)
+		if walTmp, err = tempBeside(fs, cfg.WalDir); err != nil {
+			fs.RemoveAll(tmp)
+			return res, err
+		}
+		if err = markIncomplete(fs, walTmp); err != nil {
+			fs.RemoveAll(tmp)
+			fs.RemoveAll(walTmp)
 			return res, err
 		}
 	}
 	cleanUp := func() {
-		os.RemoveAll(tmp)
+		fs.RemoveAll(tmp)
 		if walTmp != "" && walInside == "" {
-			os.RemoveAll(walTmp)
+			fs.RemoveAll(walTmp)
 		}
 	}
 	info, err := restoreInto(tmp, walTmp, cfg, res, etcd)
@@ -220,76 +254,174 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	}
 	res.Snapshot = info
 	// The log first: a crash between the two renames leaves a log that no
-	// data directory names, which a member started there refuses (and a
-	// second restore refuses the used --wal-dir), never a data directory
-	// that starts without its log.
+	// data directory names, never a data directory that starts without its
+	// log. The log carries restoreIncomplete until the data directory is
+	// in place, so a second restore knows it for a crashed restore's and
+	// replaces it (orphan), where it refuses any other --wal-dir in use.
 	if walTmp != "" && walInside == "" {
-		os.Remove(cfg.WalDir) // an empty directory, if any
-		if err := storage.RenameSynced(vfs.Default, walTmp, cfg.WalDir); err != nil {
+		if orphan {
+			if err := removeOrphanLog(fs, cfg.WalDir); err != nil {
+				cleanUp()
+				return res, err
+			}
+		}
+		fs.Remove(cfg.WalDir) // an empty directory, if any
+		if err := storage.RenameSynced(fs, walTmp, cfg.WalDir); err != nil {
 			cleanUp()
 			return res, fmt.Errorf("server: restore: %w", err)
 		}
 		walTmp = cfg.WalDir // ours now: removed if the data directory fails
 	}
-	os.Remove(cfg.DataDir) // an empty directory, if any
+	fs.Remove(cfg.DataDir) // an empty directory, if any
 	// Synced: a restored member that starts must find its directory after
 	// a power loss, not an empty place where a new member would bootstrap.
-	if err := storage.RenameSynced(vfs.Default, tmp, cfg.DataDir); err != nil {
+	if err := storage.RenameSynced(fs, tmp, cfg.DataDir); err != nil {
 		cleanUp()
 		return res, fmt.Errorf("server: restore: %w", err)
+	}
+	if walTmp != "" && walInside == "" {
+		// Done: the log is the data directory's now. The restore is
+		// complete whether or not the mark goes: should removing it fail,
+		// or a crash come first, it stays, harmless to the member; only a
+		// restore into an empty or missing data directory acts on it.
+		if fs.Remove(fs.PathJoin(cfg.WalDir, restoreIncomplete)) == nil {
+			storage.SyncDir(fs, cfg.WalDir)
+		}
 	}
 	return res, nil
 }
 
+// restoreIncomplete is the file a restore's --wal-dir holds until the data
+// directory that names it is in place.
+const restoreIncomplete = "RESTORE-INCOMPLETE"
+
+// markIncomplete puts a durable restoreIncomplete in dir.
+func markIncomplete(fs vfs.FS, dir string) error {
+	f, err := fs.Create(fs.PathJoin(dir, restoreIncomplete), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return fmt.Errorf("server: restore: %w", err)
+	}
+	_, err = f.Write([]byte("cairn snapshot restore is building this directory and its data directory; if it was interrupted, running it again replaces this directory\n"))
+	if err = errors.Join(err, f.Sync(), f.Close(), storage.SyncDir(fs, dir)); err != nil {
+		return fmt.Errorf("server: restore: %w", err)
+	}
+	return nil
+}
+
+// removeOrphanLog removes the --wal-dir a crashed restore left: renamed
+// aside first (synced), so a crash while removing it leaves either the
+// whole marked directory or nothing in its place, never a part without
+// its mark.
+func removeOrphanLog(fs vfs.FS, dir string) error {
+	aside, err := tempBeside(fs, dir)
+	if err != nil {
+		return err
+	}
+	if err := fs.RemoveAll(aside); err != nil {
+		return fmt.Errorf("server: restore: %w", err)
+	}
+	if err := storage.RenameSynced(fs, dir, aside); err != nil {
+		return fmt.Errorf("server: restore: replace the log a crashed restore left in %s: %w", dir, err)
+	}
+	if err := fs.RemoveAll(aside); err != nil {
+		return fmt.Errorf("server: restore: %w", err)
+	}
+	return nil
+}
+
 // emptyOrMissing reports whether dir does not exist or is empty.
-func emptyOrMissing(dir string) bool {
-	ents, err := os.ReadDir(dir)
+func emptyOrMissing(fs vfs.FS, dir string) bool {
+	ents, err := fs.List(dir)
 	return err == nil && len(ents) == 0 || errors.Is(err, os.ErrNotExist)
 }
 
 // checkRestoreWalDir refuses a --wal-dir a restore cannot build: in use,
 // the data directory itself, or a directory the data directory would be
 // inside. It returns the log's path relative to the data directory when
-// it goes inside it ("" otherwise).
-func checkRestoreWalDir(cfg RestoreConfig) (string, error) {
+// it goes inside it ("" otherwise), and whether the --wal-dir holds the
+// log of a restore that crashed before its data directory was in place
+// (which the restore replaces). The caller has checked that the data
+// directory is empty or missing.
+func checkRestoreWalDir(cfg RestoreConfig) (string, bool, error) {
 	if cfg.WalDir == "" {
-		return "", nil
+		return "", false, nil
 	}
 	data, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
-		return "", fmt.Errorf("server: restore: %w", err)
+		return "", false, fmt.Errorf("server: restore: %w", err)
 	}
 	wal, err := filepath.Abs(cfg.WalDir)
 	if err != nil {
-		return "", fmt.Errorf("server: restore: %w", err)
+		return "", false, fmt.Errorf("server: restore: %w", err)
 	}
 	if wal == data {
-		return "", fmt.Errorf("server: restore: --wal-dir %q is the data directory: give another directory, or none to keep the raft log in the data directory", cfg.WalDir)
+		return "", false, fmt.Errorf("server: restore: --wal-dir %q is the data directory: give another directory, or none to keep the raft log in the data directory", cfg.WalDir)
 	}
 	if rel, err := filepath.Rel(wal, data); err == nil && filepath.IsLocal(rel) {
-		return "", fmt.Errorf("server: restore: the data directory %q is inside --wal-dir %q: give directories side by side, or the log's inside the data directory's", cfg.DataDir, cfg.WalDir)
-	}
-	if !emptyOrMissing(cfg.WalDir) {
-		return "", fmt.Errorf("%w: %q", errWalDirExists, cfg.WalDir)
+		return "", false, fmt.Errorf("server: restore: the data directory %q is inside --wal-dir %q: give directories side by side, or the log's inside the data directory's", cfg.DataDir, cfg.WalDir)
 	}
 	if rel, err := filepath.Rel(data, wal); err == nil && filepath.IsLocal(rel) {
-		return rel, nil
+		return rel, false, nil // inside the empty or missing data directory
 	}
-	return "", nil
+	if emptyOrMissing(cfg.FS, cfg.WalDir) {
+		return "", false, nil
+	}
+	// With the data directory empty or missing, a log still marked is a
+	// crashed restore's: no data directory names it.
+	if _, err := cfg.FS.Stat(cfg.FS.PathJoin(cfg.WalDir, restoreIncomplete)); err == nil {
+		return "", true, nil
+	}
+	return "", false, fmt.Errorf("%w: %q", errWalDirExists, cfg.WalDir)
 }
 
 // tempBeside creates an empty directory beside dir (its parent created,
 // synced, if missing), where a restore builds what it renames to dir.
-func tempBeside(dir string) (string, error) {
+func tempBeside(fs vfs.FS, dir string) (string, error) {
 	parent := filepath.Dir(filepath.Clean(dir))
-	if err := storage.MkdirAllSynced(vfs.Default, parent, 0o700); err != nil {
+	if err := storage.MkdirAllSynced(fs, parent, 0o700); err != nil {
 		return "", fmt.Errorf("server: restore: %w", err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".restore-*")
+	// vfs has no MkdirTemp: a random name not taken yet.
+	for {
+		tmp := filepath.Join(parent, restoreTempPrefix(dir)+strconv.FormatUint(rand.Uint64(), 36))
+		if _, err := fs.Stat(tmp); err == nil {
+			continue
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("server: restore: %w", err)
+		}
+		if err := fs.MkdirAll(tmp, 0o700); err != nil {
+			return "", fmt.Errorf("server: restore: %w", err)
+		}
+		return tmp, nil
+	}
+}
+
+// removeRestoreLeftovers removes the directories tempBeside made for dir
+// that an interrupted restore left behind.
+func removeRestoreLeftovers(fs vfs.FS, dir string) error {
+	parent := filepath.Dir(filepath.Clean(dir))
+	names, err := fs.List(parent)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
-		return "", fmt.Errorf("server: restore: %w", err)
+		return fmt.Errorf("server: restore: %w", err)
 	}
-	return tmp, nil
+	prefix := restoreTempPrefix(dir)
+	for _, name := range names {
+		if strings.HasPrefix(name, prefix) {
+			if err := fs.RemoveAll(filepath.Join(parent, name)); err != nil {
+				return fmt.Errorf("server: restore: remove what an interrupted restore left: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// restoreTempPrefix starts the name of every directory tempBeside makes
+// for dir.
+func restoreTempPrefix(dir string) string {
+	return "." + filepath.Base(filepath.Clean(dir)) + ".restore-"
 }
 
 // restoredMembers derives the new cluster's members, and finds this one.
@@ -325,14 +457,14 @@ func oldClusterKey(k []byte) bool { return len(k) > 0 && k[0] == storage.PrefixM
 // restoreInto writes the restored member into dir, and its raft log into
 // walDir when it is set (the --wal-dir layout).
 func restoreInto(dir, walDir string, cfg RestoreConfig, res RestoreResult, etcd bool) (SnapshotInfo, error) {
-	eng, err := storage.Open(dir, storage.Options{})
+	eng, err := storage.Open(dir, storage.Options{FS: cfg.FS})
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
 	defer eng.Close()
 	var logEng *storage.Engine
 	if walDir != "" {
-		if logEng, err = storage.Open(walDir, storage.Options{}); err != nil {
+		if logEng, err = storage.Open(walDir, storage.Options{FS: cfg.FS}); err != nil {
 			return SnapshotInfo{}, err
 		}
 		defer logEng.Close()
