@@ -36,6 +36,9 @@ type applyState struct {
 	// wrote is what the batch being built adds to the engine: its raft
 	// entries, then its storage batch (for the quota's accounted size).
 	wrote int64
+	// req is the entry being applied, decoded: one message reused for
+	// every entry (see applyEntry).
+	req pb.InternalRaftRequest
 }
 
 type pendingResult struct {
@@ -171,7 +174,10 @@ func (s *Server) applyEntry(w *mvcc.Write, b *storage.Batch, e *raftpb.Entry) (u
 			s.versions.newTerm()
 			return 0, result{}, nil
 		}
-		req := &pb.InternalRaftRequest{}
+		// Unmarshal resets the reused request first. Only what it
+		// points to outlives this entry (events and responses share
+		// the put's key and value), never the request itself.
+		req := &s.ap.req
 		if err := proto.Unmarshal(e.GetData(), req); err != nil {
 			return 0, result{}, fmt.Errorf("decode: %w", err)
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
@@ -50,8 +51,25 @@ func (s *Server) rangeWith(ctx context.Context, r *pb.RangeRequest, read func(*p
 // mvcc.ErrKeyNotFound (ignore_value/ignore_lease on an absent key), and the
 // proposal errors (see propose).
 func (s *Server) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
-	return write[*pb.PutResponse](s, ctx, &pb.InternalRaftRequest{Put: r}, putCost(r))
+	p := putProposals.Get().(*putProposal)
+	p.req.Put, p.req.Header = r, &p.hdr
+	resp, err := write[*pb.PutResponse](s, ctx, &p.req, putCost(r))
+	p.req.Reset()
+	p.hdr.Reset()
+	putProposals.Put(p)
+	return resp, err
 }
+
+// putProposal is the request a Put proposes, with its header: nothing
+// keeps either once the proposal is marshalled and answered (raft gets
+// the bytes), so Put takes them from putProposals instead of allocating
+// two messages for every put.
+type putProposal struct {
+	req pb.InternalRaftRequest
+	hdr pb.RequestHeader
+}
+
+var putProposals = sync.Pool{New: func() any { return new(putProposal) }}
 
 // DeleteRange deletes keys through raft.
 func (s *Server) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {

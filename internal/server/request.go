@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"sync"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairn-db/cairn/internal/clock"
 	"github.com/cairn-db/cairn/internal/raftnode"
 )
 
@@ -61,12 +64,12 @@ func write[T response](s *Server, ctx context.Context, r *pb.InternalRaftRequest
 // caller holds enter (or, like Alarm, touches nothing that needs it).
 func proposed[T response](s *Server, ctx context.Context, r *pb.InternalRaftRequest, cost int, wait func(result) error) (T, error) {
 	var zero T
-	done, err := s.quota.check(cost)
+	held, err := s.quota.check(cost)
 	if err != nil {
 		return zero, err
 	}
 	res, err := s.propose(ctx, r)
-	done()
+	s.quota.release(held)
 	if err != nil {
 		s.auditProposal(r, err)
 		return zero, err
@@ -118,7 +121,14 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (result
 		return result{}, ErrTooManyRequests
 	}
 	id := s.ids.next()
-	r.Header = &pb.RequestHeader{ID: id}
+	if r.Header == nil {
+		r.Header = &pb.RequestHeader{}
+	} else {
+		// The caller's (Put's pooled one), or a retry's: only ID and
+		// the user below belong in it.
+		r.Header.Reset()
+	}
+	r.Header.ID = id
 	if r.Authenticate == nil {
 		// Who the request runs as, for apply to check again.
 		ai, err := s.auth.info(ctx)
@@ -161,6 +171,10 @@ func (s *Server) await(ctx context.Context, id uint64, send func()) (result, err
 		}
 		return res, nil
 	}
+	t, timeout := s.requestTimer()
+	if t != nil {
+		defer releaseTimer(t)
+	}
 	select {
 	case res := <-ch:
 		return got(res)
@@ -171,7 +185,7 @@ func (s *Server) await(ctx context.Context, id uint64, send func()) (result, err
 			return result{}, s.timeoutError(start)
 		}
 		return result{}, ErrCanceled
-	case <-s.clock.After(s.cfg.RequestTimeout):
+	case <-timeout:
 		s.waits.cancel(id, ch)
 		s.metrics.proposalsFailed.Inc()
 		return result{}, s.timeoutError(start)
@@ -184,6 +198,36 @@ func (s *Server) await(ctx context.Context, id uint64, send func()) (result, err
 		}
 		return result{}, ErrStopped
 	}
+}
+
+// timerPool holds stopped timers for requestTimer: every write waits with
+// one, and a timer from clock.After costs three allocations per request.
+var timerPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
+// requestTimer returns a channel that receives once the request timeout
+// has passed. On the wall clock the channel is that of a timer from
+// timerPool, also returned, which the caller hands back to releaseTimer
+// once it no longer waits: since Go 1.23 a stopped timer's channel holds
+// no stale value, so a reset timer fires only for its new wait. Any other
+// clock (tests' fakes) is asked for a timer of its own, and the timer
+// returned is nil.
+func (s *Server) requestTimer() (*time.Timer, <-chan time.Time) {
+	if _, real := s.clock.(clock.Real); !real {
+		return nil, s.clock.After(s.cfg.RequestTimeout)
+	}
+	t := timerPool.Get().(*time.Timer)
+	t.Reset(s.cfg.RequestTimeout)
+	return t, t.C
+}
+
+// releaseTimer stops a timer from requestTimer and puts it back.
+func releaseTimer(t *time.Timer) {
+	t.Stop()
+	timerPool.Put(t)
 }
 
 // onDropped answers proposals raft refused (raft.ErrProposalDropped, as

@@ -406,3 +406,29 @@ func TestTimeoutWithStoppedRaftNode(t *testing.T) {
 		t.Fatalf("serializable read = %v", r.Kvs)
 	}
 }
+
+// TestRequestTimeoutOnWallClock times writes out on the wall clock, whose
+// timers await reuses (requestTimer): a timer reused after answered puts
+// and after a timeout must wait the whole timeout again, not fire at once
+// for an earlier wait.
+func TestRequestTimeoutOnWallClock(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	s := startServer(t, t.TempDir(), func(c *Config) { c.RequestTimeout = timeout })
+	for round := range 2 {
+		for i := range 20 {
+			put(t, s, fmt.Sprintf("k%d", i), "v")
+		}
+		s.knobs.skipPropose = true
+		for range 2 {
+			start := time.Now()
+			_, err := s.Put(context.Background(), &pb.PutRequest{Key: []byte("lost")})
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("round %d: put that never commits: %v, want ErrTimeout", round, err)
+			}
+			if took := time.Since(start); took < timeout {
+				t.Fatalf("round %d: timed out after %v, before the %v timeout", round, took, timeout)
+			}
+		}
+		s.knobs.skipPropose = false
+	}
+}
