@@ -17,6 +17,8 @@
 //     history, and CheckLinearizable runs the check and reports a
 //     violation. TestModel checks the model itself on histories whose
 //     verdict is known.
+//   - Tmpfs and ResizeTmpfs mount a small tmpfs and grow it, for the tests
+//     that fill a device (skipped without root, failed on CI).
 //
 // Its sub-packages hold the heavier parts:
 //
