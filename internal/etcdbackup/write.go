@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"github.com/cairn-db/cairn/internal/auth"
 	"github.com/cairn-db/cairn/internal/lease"
 	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/trailer"
 )
 
 // State is a consistent, point-in-time view of a member's replicated
@@ -64,11 +64,9 @@ const putsPerTx = 4096
 // unlinked, so nothing is left on disk once it is closed (or the process
 // ends). It is not safe for concurrent use.
 type Backup struct {
-	f      *os.File
-	body   io.Reader
-	h      hash.Hash
-	digest []byte // set once the body has ended; drained by Read
-	size   int64
+	f    *os.File
+	r    io.Reader // the file, then its digest
+	size int64
 }
 
 // Create writes st as an etcd backend database (a bbolt file with etcd's
@@ -115,7 +113,7 @@ func Create(ctx context.Context, dir string, st State, index, term uint64) (*Bac
 		f.Close()
 		return nil, fmt.Errorf("etcdbackup: built a database of %d bytes, not a multiple of %d", fi.Size(), digestAlign)
 	}
-	return &Backup{f: f, body: f, h: sha256.New(), size: fi.Size() + digestLen}, nil
+	return &Backup{f: f, r: trailer.WithDigest(f, sha256.New()), size: fi.Size() + digestLen}, nil
 }
 
 // Size returns the exact number of bytes the stream yields, the digest
@@ -123,25 +121,7 @@ func Create(ctx context.Context, dir string, st State, index, term uint64) (*Bac
 func (b *Backup) Size() int64 { return b.size }
 
 // Read reads the next bytes of the backup.
-func (b *Backup) Read(p []byte) (int, error) {
-	if b.digest == nil {
-		n, err := b.body.Read(p)
-		b.h.Write(p[:n])
-		if err == io.EOF {
-			b.digest = b.h.Sum(nil)
-			err = nil
-		}
-		if n > 0 || err != nil {
-			return n, err
-		}
-	}
-	if len(b.digest) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, b.digest)
-	b.digest = b.digest[n:]
-	return n, nil
-}
+func (b *Backup) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 // Close releases the file.
 func (b *Backup) Close() error { return b.f.Close() }

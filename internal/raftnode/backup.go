@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-db/cairn/internal/storage"
+	"github.com/cairn-db/cairn/internal/trailer"
 )
 
 // A backup (Maintenance.Snapshot, `etcdctl snapshot save`) is the same
@@ -203,9 +203,8 @@ func (v *StateSnapshot) Backup() (io.ReadCloser, int64, error) {
 	w.buf = binary.BigEndian.AppendUint64(w.buf, v.Term)
 	v.snap = nil
 	b := &backupReader{
-		w:    w,
-		body: io.MultiReader(bytes.NewReader(hdr), w, bytes.NewReader(make([]byte, pad))),
-		h:    sha256.New(),
+		Reader: trailer.WithDigest(io.MultiReader(bytes.NewReader(hdr), w, bytes.NewReader(make([]byte, pad))), sha256.New()),
+		w:      w,
 	}
 	return b, body + pad + BackupDigestLen, nil
 }
@@ -228,32 +227,11 @@ func uvarintLen(x uint64) int {
 	return binary.PutUvarint(b[:], x)
 }
 
-// backupReader emits the body, hashing it, then its digest.
+// backupReader emits the backup's body, then its digest, and closes the
+// snapshot it streams.
 type backupReader struct {
-	w      *snapshotWriter
-	body   io.Reader
-	h      hash.Hash
-	digest []byte // set once the body has ended; drained by Read
-}
-
-func (b *backupReader) Read(p []byte) (int, error) {
-	if b.digest == nil {
-		n, err := b.body.Read(p)
-		b.h.Write(p[:n])
-		if err == io.EOF {
-			b.digest = b.h.Sum(nil)
-			err = nil
-		}
-		if n > 0 || err != nil {
-			return n, err
-		}
-	}
-	if len(b.digest) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, b.digest)
-	b.digest = b.digest[n:]
-	return n, nil
+	io.Reader
+	w *snapshotWriter
 }
 
 func (b *backupReader) Close() error { return b.w.Close() }
