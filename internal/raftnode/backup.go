@@ -125,22 +125,8 @@ func (v *StateSnapshot) Get(key []byte) ([]byte, error) {
 // each calls fn for every replicated record of the view, in key order.
 func (v *StateSnapshot) each(fn func(k, val []byte) error) error {
 	for _, sp := range v.spans {
-		it, err := v.snap.snap.NewIter(&pebble.IterOptions{LowerBound: sp.lo, UpperBound: sp.hi})
-		if err != nil {
-			return fmt.Errorf("raftnode: state iterator: %w", err)
-		}
-		for ok := it.First(); ok; ok = it.Next() {
-			val, err := it.ValueAndErr()
-			if err == nil {
-				err = fn(it.Key(), val)
-			}
-			if err != nil {
-				it.Close()
-				return err
-			}
-		}
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return fmt.Errorf("raftnode: read state: %w", err)
+		if err := v.Scan(sp.lo, sp.hi, fn); err != nil {
+			return err
 		}
 	}
 	return nil
