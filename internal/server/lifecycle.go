@@ -1,6 +1,9 @@
 package server
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // lifecycle is the member's run from New to Stop: the goroutines it owns,
 // the signal that stopping has begun, and the guard that keeps requests
@@ -82,4 +85,19 @@ func (l *lifecycle) fatal() error {
 	l.errMu.Lock()
 	defer l.errMu.Unlock()
 	return l.err
+}
+
+// untilStop returns a child of parent that is also cancelled when stopping
+// begins, for work inside enter that Stop must be able to cut short (Stop
+// waits for such work to leave). The caller calls cancel when done.
+func (l *lifecycle) untilStop(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		select {
+		case <-l.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }

@@ -87,15 +87,8 @@ func (s *Server) Defragment(ctx context.Context) error {
 	}
 	defer s.life.leave()
 	// Stop waits for the requests inside enter: let it cut this one short.
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := s.life.untilStop(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.life.stopc:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	s.metrics.defragInflight.Set(1)
 	defer s.metrics.defragInflight.Set(0)
 	start := time.Now()

@@ -403,13 +403,8 @@ func (q *quota) propose(ctx context.Context, action pb.AlarmRequest_AlarmAction)
 	s := q.s
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.life.stopc:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx, stop := s.life.untilStop(ctx)
+	defer stop()
 	_, err := proposed[*pb.AlarmResponse](s, ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
 		Action: action, MemberID: s.memberID, Alarm: pb.AlarmType_NOSPACE,
 	}}, 0, nil)

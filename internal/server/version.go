@@ -269,15 +269,8 @@ func (v *versionKeeper) maybeUpdateCluster() {
 		// would only hold a request-timeout timer the test counts.
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := s.life.untilStop(context.Background())
 	defer cancel()
-	go func() {
-		select {
-		case <-s.life.stopc:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	vers, ok := v.membersServerVersions(ctx)
 	var minimal *semver.Version
 	if ok {
