@@ -82,8 +82,13 @@
 // error (storage.ErrWAL) instead of a panic, and every later commit of that
 // engine fails at once. A failed read reaches raft as a storage error,
 // which it panics on; LogStore records the failure first, and the loop
-// recovers the panic into that error (recoverLogFailure). Any other panic
-// is a broken invariant and is not recovered.
+// recovers the panic into that error (recoverLogFailure). A read that
+// finds the log damaged (an entry that does not decode, an unknown entry
+// type, a gap) is recorded and stops the loop the same way, with a remedy
+// of its own: the member is replaced or restored, since restarting it
+// reads the same bytes. FuzzLogRecord stores arbitrary bytes in every log
+// record and checks that nothing else comes of it. Any other panic is a
+// broken invariant and is not recovered.
 //
 // # Two engines
 //

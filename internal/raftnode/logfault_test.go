@@ -341,3 +341,42 @@ func TestLogReadFailureStopsNode(t *testing.T) {
 		})
 	}
 }
+
+// TestLogDamageStopsNode checks that a committed entry whose stored bytes
+// do not decode stops the member with ErrLogStorage, naming the log's
+// directory and the entry, instead of raft's panic on the read.
+func TestLogDamageStopsNode(t *testing.T) {
+	eng, err := storage.Open("/data", storage.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ls, err := OpenLogStore(eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ls.Save(hardState(1, 1, 10), ents(1, 10, 1), true); err != nil {
+		t.Fatal(err)
+	}
+	b := eng.NewWriteBatch()
+	if err := StageConfState(b, &raftpb.ConfState{Voters: []uint64{1}}); err != nil {
+		t.Fatal(err)
+	}
+	var k [entryKeyLen]byte
+	if err := b.Set(entryKey(k[:], 4), []byte{7, 1, 'x'}, nil); err != nil { // entry type 7 does not exist
+		t.Fatal(err)
+	}
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	node, err := Start(Config{ID: 1, Engine: eng, Applied: 0, NewTicker: clocktest.NewFake().NewTicker})
+	if err != nil {
+		t.Fatalf("Start, which reads only the end of the log: %v", err)
+	}
+	<-node.Done()
+	err = node.Err()
+	if !errors.Is(err, ErrLogStorage) || !strings.Contains(err.Error(), "/data") || !strings.Contains(err.Error(), "entry 4") {
+		t.Fatalf("the loop stopped with %v, want ErrLogStorage naming /data and entry 4", err)
+	}
+	t.Logf("stopped with: %v", err)
+}

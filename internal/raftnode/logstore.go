@@ -244,8 +244,11 @@ func (s *LogStore) Term(i uint64) (uint64, error) {
 	// A compaction may have deleted the entry since the bounds check: the
 	// read decides from Pebble alone, in one consistent view.
 	t, err := storedTerm(s.log.DB(), i)
-	if errors.Is(err, errReadFailed) {
+	switch {
+	case errors.Is(err, errReadFailed):
 		return 0, s.fail("reading", err)
+	case err != nil && !errors.Is(err, raft.ErrCompacted):
+		return 0, s.damaged(err)
 	}
 	return t, err
 }
@@ -346,11 +349,11 @@ func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) 
 				// snapshot.
 				return nil, raft.ErrCompacted
 			}
-			return nil, fmt.Errorf("raftnode: log has a gap: want entry %d, found %d", next, idx)
+			return nil, s.damaged(fmt.Errorf("raftnode: log has a gap: want entry %d, found %d", next, idx))
 		}
 		e, err := decodeEntry(idx, it.Value())
 		if err != nil {
-			return nil, err
+			return nil, s.damaged(err)
 		}
 		size += uint64(proto.Size(e))
 		if len(ents) > 0 && size > maxSize {
@@ -368,7 +371,7 @@ func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) 
 		return nil, raft.ErrCompacted
 	}
 	if !limited && next < hi {
-		return nil, fmt.Errorf("raftnode: log is missing entries [%d, %d)", next, hi)
+		return nil, s.damaged(fmt.Errorf("raftnode: log is missing entries [%d, %d)", next, hi))
 	}
 	return ents, nil
 }
@@ -597,8 +600,22 @@ func (s *LogStore) fail(op string, err error) error {
 	return err
 }
 
-// Failed returns the first I/O failure of the log's engine (wrapping
-// ErrLogStorage), nil if there was none.
+// damaged records err, a log whose stored bytes make no sense (an entry
+// that does not decode, a gap), as the log's failure, like fail, and
+// returns it wrapped in ErrLogStorage with the directory and the remedy.
+// raft panics on such a read error; the Ready loop then stops with this
+// error (see run) instead of a Go panic.
+func (s *LogStore) damaged(err error) error {
+	dir := s.log.Dir()
+	err = fmt.Errorf("%w: the raft log in %s is damaged: %w; the member stops rather than apply or send a log it cannot read: "+
+		"remove this member from the cluster and add it back with an empty data directory (it then gets a snapshot from the leader), "+
+		"or restore it from a backup", ErrLogStorage, dir, err)
+	s.failed.CompareAndSwap(nil, &err)
+	return err
+}
+
+// Failed returns the first I/O failure of the log's engine, or the damage
+// a read found (wrapping ErrLogStorage), nil if there was none.
 func (s *LogStore) Failed() error {
 	if p := s.failed.Load(); p != nil {
 		return *p
@@ -671,11 +688,15 @@ func decodeEntryValue(v []byte) (typ raftpb.EntryType, term uint64, data []byte,
 	if len(v) < 2 {
 		return 0, 0, nil, fmt.Errorf("raftnode: entry value is %d bytes", len(v))
 	}
+	typ = raftpb.EntryType(v[0])
+	if _, ok := raftpb.EntryType_name[int32(typ)]; !ok {
+		return 0, 0, nil, fmt.Errorf("raftnode: entry type %d is unknown", v[0])
+	}
 	term, n := binary.Uvarint(v[1:])
 	if n <= 0 {
 		return 0, 0, nil, errors.New("raftnode: entry term is malformed")
 	}
-	return raftpb.EntryType(v[0]), term, v[1+n:], nil
+	return typ, term, v[1+n:], nil
 }
 
 // decodeEntry builds an entry from its stored value, copying the data out
