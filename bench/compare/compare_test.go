@@ -42,6 +42,44 @@ func TestResultsTable(t *testing.T) {
 	}
 }
 
+func TestResultsTargets(t *testing.T) {
+	res := &results{servers: []string{"etcd", "cairn"}}
+	for col, v := range []float64{10000, 16000} {
+		res.set("put, 100 clients: throughput", "req/s", col, v)
+	}
+	for col, v := range []float64{80, 60} {
+		res.set("put, 100 clients: server CPU per request", "us", col, v)
+	}
+	for col, v := range []float64{40, 40} {
+		res.set("put, 100 clients: bench client CPU per request", "us", col, v)
+	}
+	res.set("put, 1 client: mean latency / (disk fsync + round trip)", "x", 0, 1.1)
+	res.set("put, 1 client: mean latency / (disk fsync + round trip)", "x", 1, 1.7)
+	var buf bytes.Buffer
+	res.printTargets(&buf)
+	out := buf.String()
+	for _, want := range []string{
+		"server CPU per put, 100 clients: at most 0.5x etcd's: 0.75, not met",
+		"put throughput, 100 clients: at least 1.5x etcd's: 1.60, met",
+		// (80+40)/(60+40) = 1.2; 1.5x needs (80+40)/1.5-40 = 40.
+		"etcd 80.0 + 40.0 µs, cairn 60.0 + 40.0 µs: at most 1.20x when CPU-bound; 1.5x needs cairn's server at 40.0 µs",
+		"within 1.2x of fsync + round trip: 1.70, not met",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("targets lack %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "3 members") {
+		t.Errorf("a target without figures is printed:\n%s", out)
+	}
+	buf.Reset()
+	res.servers = []string{"etcd", "etcd"}
+	res.printTargets(&buf)
+	if buf.Len() != 0 {
+		t.Errorf("targets printed for etcd against etcd:\n%s", buf.String())
+	}
+}
+
 func TestFormatValues(t *testing.T) {
 	for _, c := range []struct {
 		v    float64

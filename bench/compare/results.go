@@ -104,6 +104,7 @@ func (r *results) print(w io.Writer, o *options) {
 		fmt.Fprintf(w, "%-*s  %14s  %14s  %10s\n", width, row.Figure,
 			fmtValue(row.value(0), row.Unit), fmtValue(row.value(1), row.Unit), ratio)
 	}
+	r.printTargets(w)
 	if len(r.notes) > 0 {
 		fmt.Fprintln(w, "\nnotes:")
 		for _, n := range r.notes {
