@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -77,6 +79,44 @@ func TestResultsTargets(t *testing.T) {
 	res.printTargets(&buf)
 	if buf.Len() != 0 {
 		t.Errorf("targets printed for etcd against etcd:\n%s", buf.String())
+	}
+}
+
+// TestFloorServerAnswers checks that the gRPC floor answers what the kv
+// phase's workloads send, as a server would: a put raises the revision,
+// and the range key holds a 256-byte value.
+func TestFloorServerAnswers(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := newFloorServer()
+	go gs.Serve(lis)
+	defer gs.Stop()
+	c, err := newClient("http://" + lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p1, err := c.Put(ctx, "k", "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := c.Put(ctx, "k", "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.Header.Revision != p1.Header.Revision+1 {
+		t.Errorf("revisions %d then %d, want consecutive", p1.Header.Revision, p2.Header.Revision)
+	}
+	g, err := c.Get(ctx, rangeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Kvs) != 1 || len(g.Kvs[0].Value) != 256 {
+		t.Errorf("range answered %v, want one 256-byte value", g.Kvs)
 	}
 }
 

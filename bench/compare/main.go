@@ -193,6 +193,13 @@ func stopAll() {
 }
 
 func main() {
+	if os.Getenv(floorEnv) != "" {
+		if err := serveFloor(); err != nil {
+			fmt.Fprintln(os.Stderr, "compare: floor server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
 		os.Exit(1)
@@ -268,6 +275,12 @@ func run() error {
 			if !o.keep {
 				os.RemoveAll(dir)
 			}
+		}
+	}
+	if o.phases["kv"] && o.only == "" {
+		if err := floorPhase(o, res, bins["bench"]); err != nil {
+			res.notef("gRPC floor: %v", err)
+			logf("gRPC floor: %v", firstLine(err.Error()))
 		}
 	}
 	res.print(os.Stdout, o)

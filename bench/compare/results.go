@@ -37,6 +37,8 @@ type results struct {
 	mu      sync.Mutex
 	rows    []*row
 	notes   []string
+	// floor is the gRPC floor (floorPhase), nil if not measured.
+	floor *floorFigures
 }
 
 func (r *results) set(figure, unit string, col int, v float64) {

@@ -92,6 +92,9 @@ func (r *results) printTargets(w io.Writer) {
 			if s := r.cpuAllowance(prefix, t.bound); s != "" {
 				fmt.Fprintf(w, "      %s\n", s)
 			}
+			if s := r.floorNote(t.figure); s != "" {
+				fmt.Fprintf(w, "      %s\n", s)
+			}
 		}
 	}
 }
@@ -111,4 +114,19 @@ func (r *results) cpuAllowance(prefix string, bound float64) string {
 	}
 	return fmt.Sprintf("CPU per request, server + client: etcd %.1f + %.1f µs, cairn %.1f + %.1f µs: at most %.2fx when CPU-bound; %.1fx needs cairn's server at %.1f µs",
 		se, ce, sc, cc, (se+ce)/(sc+cc), bound, (se+ce)/bound-cc)
+}
+
+// floorNote gives the gRPC floor (floorPhase) for the single-member put
+// and range targets, or "".
+func (r *results) floorNote(figure string) string {
+	if r.floor == nil {
+		return ""
+	}
+	switch figure {
+	case "put, 100 clients: throughput":
+		return fmt.Sprintf("gRPC floor, a server that answers every put at once: %.1f µs server + %.1f µs client per put", r.floor.putServer, r.floor.putClient)
+	case "range linearizable, 100 clients: throughput":
+		return fmt.Sprintf("gRPC floor, a server that answers every range at once: %.1f µs server + %.1f µs client per range", r.floor.rangeServer, r.floor.rangeClient)
+	}
+	return ""
 }
