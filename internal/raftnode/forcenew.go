@@ -78,38 +78,32 @@ func ForceNewCluster(state, log *storage.Engine, self, applied uint64) ([]uint64
 		}
 	}
 
-	// The entries and the hard state live in the log's engine.
-	b := log.NewWriteBatch()
-	var lo, hi [entryKeyLen]byte
-	if last > commit {
-		if err := b.DeleteRange(entryKey(lo[:], commit+1), entryKey(hi[:], last+1), nil); err != nil {
-			b.Discard()
-			return nil, fmt.Errorf("raftnode: stage discarding uncommitted entries: %w", err)
-		}
-	}
+	// The removals replace the entries after the commit index. With none
+	// to append, the entry at the commit index is written again, which
+	// drops those after it too, or, if it was compacted, the log is reset
+	// to it.
 	index := commit
+	var ents []*raftpb.Entry
 	for _, id := range remove {
 		data, err := proto.Marshal(&raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: new(id)})
 		if err != nil {
-			b.Discard()
 			return nil, fmt.Errorf("raftnode: encode conf change: %w", err)
 		}
 		index++
-		e := &raftpb.Entry{Index: new(index), Term: new(hs.GetTerm()), Type: raftpb.EntryConfChange.Enum(), Data: data}
-		v := make([]byte, entryValueLen(e))
-		encodeEntryValue(v, e)
-		if err := b.Set(entryKey(lo[:], index), v, nil); err != nil {
-			b.Discard()
-			return nil, fmt.Errorf("raftnode: stage conf change: %w", err)
+		ents = append(ents, &raftpb.Entry{Index: new(index), Term: new(hs.GetTerm()), Type: raftpb.EntryConfChange.Enum(), Data: data})
+	}
+	if len(ents) == 0 && last > commit {
+		if commit == first-1 {
+			_, truncTerm := ls.truncation()
+			if err := ls.back.reset(commit, truncTerm); err != nil {
+				return nil, fmt.Errorf("raftnode: discard uncommitted entries: %w", err)
+			}
+		} else if ents, err = ls.Entries(commit, commit+1, math.MaxUint64); err != nil {
+			return nil, err
 		}
 	}
-	var v [24]byte
-	encodeHardState(v[:], &raftpb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(index)})
-	if err := b.Set(keyHardState, v[:], nil); err != nil {
-		b.Discard()
-		return nil, fmt.Errorf("raftnode: stage hard state: %w", err)
-	}
-	if err := b.Commit(true); err != nil {
+	newHS := &raftpb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(index)}
+	if err := ls.back.save(newHS, ents, last, true); err != nil {
 		return nil, fmt.Errorf("raftnode: persist the forced configuration: %w", err)
 	}
 	return remove, nil

@@ -83,7 +83,7 @@ func TestForceNewCluster(t *testing.T) {
 			if err := b.Commit(true); err != nil {
 				t.Fatal(err)
 			}
-			removed, err := ForceNewCluster(ls.eng, ls.log, 1, tc.applied)
+			removed, err := ForceNewCluster(ls.eng, ls.logEng, 1, tc.applied)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,10 +119,10 @@ func TestForceNewCluster(t *testing.T) {
 
 func TestForceNewClusterRefusals(t *testing.T) {
 	ls := forcedLog(t, 8)
-	if _, err := ForceNewCluster(ls.eng, ls.log, 5, 5); !errors.Is(err, ErrForceLearner) {
+	if _, err := ForceNewCluster(ls.eng, ls.logEng, 5, 5); !errors.Is(err, ErrForceLearner) {
 		t.Errorf("forcing learner 5: %v, want %v", err, ErrForceLearner)
 	}
-	if _, err := ForceNewCluster(ls.eng, ls.log, 9, 5); err == nil {
+	if _, err := ForceNewCluster(ls.eng, ls.logEng, 9, 5); err == nil {
 		t.Error("forcing member 9, which the log never had, succeeded")
 	}
 	// Neither refusal touched the log.

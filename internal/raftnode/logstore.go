@@ -1,14 +1,12 @@
 package raftnode
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -63,9 +61,12 @@ type LogStore struct {
 	// eng is the state engine: the applied index, the ConfState, the
 	// replicated state snapshots are taken of, and the install record.
 	eng *storage.Engine
-	// log holds the entries, the hard state and the truncation point: eng
-	// itself, or a separate engine (--wal-dir, see OpenSeparateLogStore).
-	log *storage.Engine
+	// back holds the entries, the hard state and the truncation point
+	// (see logBackend). logEng is its engine when it is one: eng itself,
+	// or a separate engine (--wal-dir in a data directory written before
+	// segment files, see OpenSeparateLogStore); nil for segment files.
+	back   logBackend
+	logEng *storage.Engine
 
 	// writeMu serialises writers (Save, Compact) so the in-memory state is
 	// updated in the same order the batches commit.
@@ -112,7 +113,7 @@ type LogStore struct {
 }
 
 // separate reports whether the log has an engine of its own.
-func (s *LogStore) separate() bool { return s.log != s.eng }
+func (s *LogStore) separate() bool { return s.logEng != s.eng }
 
 // OpenLogStore loads the log state kept in eng. A new engine yields an empty
 // log (first index 1, last index 0).
@@ -130,17 +131,20 @@ func OpenSeparateLogStore(state, log *storage.Engine) (*LogStore, error) {
 }
 
 func openLogStore(eng, log *storage.Engine) (*LogStore, error) {
-	s := &LogStore{eng: eng, log: log, fs: eng.FS(), maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
-	s.mu.hardState = &raftpb.HardState{}
-	if v, err := log.Get(keyHardState); err == nil {
-		hs, err := decodeHardState(v)
-		if err != nil {
-			return nil, err
-		}
-		s.mu.hardState = hs
-	} else if !errors.Is(err, storage.ErrNotFound) {
-		return nil, s.fail("reading the hard state from", err)
+	return openLogStoreOn(eng, log, engineLog{log})
+}
+
+// openLogStoreOn loads the log kept in back for the state engine eng;
+// logEng is back's engine, if it is one.
+func openLogStoreOn(eng, logEng *storage.Engine, back logBackend) (*LogStore, error) {
+	s := &LogStore{eng: eng, back: back, logEng: logEng, fs: eng.FS(), maxCacheEntries: defaultCacheEntries, maxCacheBytes: defaultCacheBytes}
+	hs, truncIndex, truncTerm, last, err := back.load()
+	if errors.Is(err, errReadFailed) {
+		return nil, s.fail("reading", err)
+	} else if err != nil {
+		return nil, fmt.Errorf("raftnode: the raft log in %s: %w", back.dir(), err)
 	}
+	s.mu.hardState = hs
 	cs := &raftpb.ConfState{}
 	if v, err := eng.Get(keyConfState); err == nil {
 		if err := proto.Unmarshal(v, cs); err != nil {
@@ -150,44 +154,20 @@ func openLogStore(eng, log *storage.Engine) (*LogStore, error) {
 		return nil, fmt.Errorf("raftnode: read conf state from %s: %w", eng.Dir(), err)
 	}
 	s.mu.confState = cs
-	if v, err := log.Get(keyTruncated); err == nil {
-		if len(v) != 16 {
-			return nil, fmt.Errorf("raftnode: truncated state is %d bytes, want 16", len(v))
-		}
-		s.mu.truncIndex = binary.BigEndian.Uint64(v)
-		s.mu.truncTerm = binary.BigEndian.Uint64(v[8:])
-	} else if !errors.Is(err, storage.ErrNotFound) {
-		return nil, s.fail("reading the truncation point from", err)
-	}
-	last, err := s.scanLastIndex()
-	if err != nil {
-		return nil, err
-	}
-	if last < s.mu.truncIndex {
-		last = s.mu.truncIndex
+	s.mu.truncIndex, s.mu.truncTerm = truncIndex, truncTerm
+	if last < truncIndex {
+		last = truncIndex
 	}
 	s.mu.last = last
 	s.mu.cacheFirst = last + 1
 	return s, nil
 }
 
-// scanLastIndex finds the highest stored entry index, 0 if there is none.
-func (s *LogStore) scanLastIndex() (uint64, error) {
-	var lo, hi [entryKeyLen]byte
-	entryKey(lo[:], 0)
-	entryKey(hi[:], ^uint64(0))
-	it, err := s.log.DB().NewIter(&pebble.IterOptions{LowerBound: lo[:], UpperBound: hi[:]})
-	if err != nil {
-		return 0, s.fail("scanning", err)
-	}
-	defer it.Close()
-	if !it.Last() {
-		if err := it.Error(); err != nil {
-			return 0, s.fail("scanning", err)
-		}
-		return 0, nil
-	}
-	return binary.BigEndian.Uint64(it.Key()[2:]), nil
+// truncation returns the truncation point.
+func (s *LogStore) truncation() (index, term uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.truncIndex, s.mu.truncTerm
 }
 
 // InitialState implements raft.Storage.
@@ -243,7 +223,7 @@ func (s *LogStore) Term(i uint64) (uint64, error) {
 	}
 	// A compaction may have deleted the entry since the bounds check: the
 	// read decides from Pebble alone, in one consistent view.
-	t, err := storedTerm(s.log.DB(), i)
+	t, err := s.back.term(i)
 	switch {
 	case errors.Is(err, errReadFailed):
 		return 0, s.fail("reading", err)
@@ -257,48 +237,6 @@ func (s *LogStore) Term(i uint64) (uint64, error) {
 // log, as opposed to an answer about the log (raft.ErrCompacted, a missing
 // entry).
 var errReadFailed = errors.New("read failed")
-
-// storedTerm returns the term of entry i as r holds it, from one
-// consistent view (an iterator's, or a snapshot's) of the entry and the
-// truncation point, which a compaction changes in one batch: the entry,
-// the truncation term if i is the truncation point, raft.ErrCompacted if
-// it is below.
-func storedTerm(r pebble.Reader, i uint64) (uint64, error) {
-	var lo [entryKeyLen]byte
-	it, err := r.NewIter(&pebble.IterOptions{
-		LowerBound: entryKey(lo[:], i),
-		UpperBound: []byte{storage.PrefixRaft, subTruncated + 1},
-	})
-	if err != nil {
-		return 0, fmt.Errorf("%w: entry %d: %w", errReadFailed, i, err)
-	}
-	defer it.Close()
-	if it.First() && bytes.Equal(it.Key(), lo[:]) {
-		_, term, _, err := decodeEntryValue(it.Value())
-		if err != nil {
-			return 0, fmt.Errorf("%w (entry %d)", err, i)
-		}
-		return term, nil
-	}
-	if it.SeekGE(keyTruncated) && bytes.Equal(it.Key(), keyTruncated) {
-		v := it.Value()
-		if len(v) != 16 {
-			return 0, fmt.Errorf("raftnode: truncated state is %d bytes, want 16", len(v))
-		}
-		switch trunc := binary.BigEndian.Uint64(v); {
-		case i == trunc:
-			return binary.BigEndian.Uint64(v[8:]), nil
-		case i < trunc:
-			return 0, raft.ErrCompacted
-		}
-	}
-	if err := it.Error(); err != nil {
-		return 0, fmt.Errorf("%w: entry %d: %w", errReadFailed, i, err)
-	}
-	// Within the bounds and neither stored nor compacted: the log is
-	// broken, which raft must not take for a recoverable condition.
-	return 0, fmt.Errorf("raftnode: entry %d is missing from the log", i)
-}
 
 // Entries implements raft.Storage.
 func (s *LogStore) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
@@ -326,54 +264,17 @@ func (s *LogStore) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 	return s.readEntries(lo, hi, maxSize)
 }
 
-// readEntries reads [lo, hi) from Pebble, stopping once maxSize is
+// readEntries reads [lo, hi) from the backend, stopping once maxSize is
 // exceeded (but returning at least one entry).
 func (s *LogStore) readEntries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
-	var lk, hk [entryKeyLen]byte
-	it, err := s.log.DB().NewIter(&pebble.IterOptions{LowerBound: entryKey(lk[:], lo), UpperBound: entryKey(hk[:], hi)})
-	if err != nil {
-		return nil, s.fail(fmt.Sprintf("reading entries [%d, %d) from", lo, hi), err)
+	ents, err := s.back.entries(lo, hi, maxSize)
+	switch {
+	case errors.Is(err, errReadFailed):
+		return nil, s.fail("reading", err)
+	case err != nil && !errors.Is(err, raft.ErrCompacted):
+		return nil, s.damaged(err)
 	}
-	defer it.Close()
-	var (
-		ents    []*raftpb.Entry
-		size    uint64
-		next    = lo
-		limited bool
-	)
-	for ok := it.First(); ok; ok = it.Next() {
-		idx := binary.BigEndian.Uint64(it.Key()[2:])
-		if idx != next {
-			if next == lo {
-				// Compacted between the bounds check and the iterator's
-				// snapshot.
-				return nil, raft.ErrCompacted
-			}
-			return nil, s.damaged(fmt.Errorf("raftnode: log has a gap: want entry %d, found %d", next, idx))
-		}
-		e, err := decodeEntry(idx, it.Value())
-		if err != nil {
-			return nil, s.damaged(err)
-		}
-		size += uint64(proto.Size(e))
-		if len(ents) > 0 && size > maxSize {
-			limited = true
-			break
-		}
-		ents = append(ents, e)
-		next++
-	}
-	if err := it.Error(); err != nil {
-		return nil, s.fail(fmt.Sprintf("reading entries [%d, %d) from", lo, hi), err)
-	}
-	if len(ents) == 0 {
-		// The range was compacted between the bounds check and the read.
-		return nil, raft.ErrCompacted
-	}
-	if !limited && next < hi {
-		return nil, s.damaged(fmt.Errorf("raftnode: log is missing entries [%d, %d)", next, hi))
-	}
-	return ents, nil
+	return ents, err
 }
 
 // Save writes ents (replacing any stored entries at or after ents[0]) and
@@ -410,36 +311,11 @@ func (s *LogStore) Save(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) e
 	for len(ents) > 0 && ents[0].GetIndex() <= trunc {
 		ents = ents[1:]
 	}
-	b := s.log.NewWriteBatch()
-	var kb [entryKeyLen]byte
-	for _, e := range ents {
-		op := b.SetDeferred(entryKeyLen, entryValueLen(e))
-		entryKey(op.Key, e.GetIndex())
-		encodeEntryValue(op.Value, e)
-		if err := op.Finish(); err != nil {
-			b.Discard()
-			return fmt.Errorf("raftnode: stage entry: %w", err)
-		}
-	}
-	if n := len(ents); n > 0 {
-		if newLast := ents[n-1].GetIndex(); newLast < last {
-			// A new leader overwrote our uncommitted tail: drop what follows.
-			var hk [entryKeyLen]byte
-			if err := b.DeleteRange(entryKey(kb[:], newLast+1), entryKey(hk[:], last+1), nil); err != nil {
-				b.Discard()
-				return fmt.Errorf("raftnode: stage log truncation: %w", err)
-			}
-		}
-	}
+	var stored *raftpb.HardState
 	if !raft.IsEmptyHardState(hs) {
-		var v [24]byte
-		encodeHardState(v[:], hs)
-		if err := b.Set(keyHardState, v[:], nil); err != nil {
-			b.Discard()
-			return fmt.Errorf("raftnode: stage hard state: %w", err)
-		}
+		stored = hs
 	}
-	if err := b.Commit(sync); err != nil {
+	if err := s.back.save(stored, ents, last, sync); err != nil {
 		op := "writing entries and the hard state to"
 		if sync {
 			op = "writing and syncing entries and the hard state to"
@@ -545,20 +421,7 @@ func (s *LogStore) Compact(index uint64) error {
 	if err != nil {
 		return err
 	}
-	b := s.log.NewWriteBatch()
-	var lk, hk [entryKeyLen]byte
-	if err := b.DeleteRange(entryKey(lk[:], trunc+1), entryKey(hk[:], index+1), nil); err != nil {
-		b.Discard()
-		return fmt.Errorf("raftnode: stage compaction: %w", err)
-	}
-	var v [16]byte
-	binary.BigEndian.PutUint64(v[:], index)
-	binary.BigEndian.PutUint64(v[8:], term)
-	if err := b.Set(keyTruncated, v[:], nil); err != nil {
-		b.Discard()
-		return fmt.Errorf("raftnode: stage compaction: %w", err)
-	}
-	if err := b.Commit(false); err != nil {
+	if err := s.back.compact(trunc, index, term); err != nil {
 		return s.fail("compacting", err)
 	}
 	s.mu.Lock()
@@ -587,7 +450,7 @@ func (s *LogStore) Compact(index uint64) error {
 // raft, which panics on it, and the Ready loop then stops with this error
 // instead (see run).
 func (s *LogStore) fail(op string, err error) error {
-	dir := s.log.Dir()
+	dir := s.back.dir()
 	if errors.Is(err, storage.ErrWAL) {
 		// The engine's own message names the directory and the remedy.
 		err = fmt.Errorf("%w: %s %s: %w", ErrLogStorage, op, dir, err)
@@ -606,7 +469,7 @@ func (s *LogStore) fail(op string, err error) error {
 // raft panics on such a read error; the Ready loop then stops with this
 // error (see run) instead of a Go panic.
 func (s *LogStore) damaged(err error) error {
-	dir := s.log.Dir()
+	dir := s.back.dir()
 	err = fmt.Errorf("%w: the raft log in %s is damaged: %w; the member stops rather than apply or send a log it cannot read: "+
 		"remove this member from the cluster and add it back with an empty data directory (it then gets a snapshot from the leader), "+
 		"or restore it from a backup", ErrLogStorage, dir, err)

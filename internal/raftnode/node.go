@@ -237,7 +237,7 @@ func Start(cfg Config) (*Node, error) {
 		// or the log starts past the state (truncated below a state that
 		// was then lost): either way they are not one member's.
 		return nil, fmt.Errorf("raftnode: the state's applied index %d is outside the raft log [%d, %d] in %s: the log and the state do not belong together",
-			cfg.Applied, first, last, ls.log.Dir())
+			cfg.Applied, first, last, ls.back.dir())
 	}
 	// The apply loop may commit its batch before the hard state carrying
 	// the matching commit index is written (both are in the log by then),

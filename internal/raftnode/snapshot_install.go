@@ -257,7 +257,7 @@ func (s *LogStore) InstallSnapshot(snap *raftpb.Snapshot) error {
 	if err := errors.Join(b.Set(keyInstalling, rec, nil), b.Commit(true)); err != nil {
 		return fmt.Errorf("raftnode: record snapshot install: %w", err)
 	}
-	if err := installFromFile(s.fs, s.eng, s.log, s.localKeys, index, term, cs); err != nil {
+	if err := installFromFile(s.fs, s.eng, s.logEng, s.back, s.localKeys, index, term, cs); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -278,9 +278,10 @@ func (s *LogStore) InstallSnapshot(snap *raftpb.Snapshot) error {
 	return nil
 }
 
-// installFromFile runs steps 2 and 3 of an install from the kept file. log
-// is eng itself, or the separate log engine.
-func installFromFile(fs vfs.FS, eng, log *storage.Engine, localKeys [][]byte, index, term uint64, cs *raftpb.ConfState) error {
+// installFromFile runs steps 2 and 3 of an install from the kept file. back
+// holds the log; logEng is its engine if it is one (eng itself when the
+// log is kept inside).
+func installFromFile(fs vfs.FS, eng, logEng *storage.Engine, back logBackend, localKeys [][]byte, index, term uint64, cs *raftpb.ConfState) error {
 	f, err := fs.Open(filepath.Join(snapDir(eng), snapFileName(index, term)))
 	if err != nil {
 		return fmt.Errorf("raftnode: open snapshot %d: %w", index, err)
@@ -322,17 +323,8 @@ func installFromFile(fs vfs.FS, eng, log *storage.Engine, localKeys [][]byte, in
 		b.Discard()
 		return fmt.Errorf("raftnode: encode conf state: %w", err)
 	}
-	var trunc [16]byte
-	binary.BigEndian.PutUint64(trunc[:], index)
-	binary.BigEndian.PutUint64(trunc[8:], term)
-	stageLog := func(b *storage.Batch) error {
-		return errors.Join(
-			b.DeleteRange([]byte{storage.PrefixRaft, subEntry}, []byte{storage.PrefixRaft, subEntry + 1}, nil),
-			b.Set(keyTruncated, trunc[:], nil),
-		)
-	}
-	if log == eng {
-		err = errors.Join(stageLog(b), b.Set(keyConfState, csv, nil), b.Delete(keyInstalling, nil))
+	if logEng == eng {
+		err = errors.Join(stageReset(b, index, term), b.Set(keyConfState, csv, nil), b.Delete(keyInstalling, nil))
 		if err != nil {
 			b.Discard()
 			return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
@@ -353,12 +345,7 @@ func installFromFile(fs vfs.FS, eng, log *storage.Engine, localKeys [][]byte, in
 	if err := b.Commit(true); err != nil {
 		return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
 	}
-	lb := log.NewWriteBatch()
-	if err := stageLog(lb); err != nil {
-		lb.Discard()
-		return fmt.Errorf("raftnode: install snapshot %d: %w", index, err)
-	}
-	if err := lb.Commit(true); err != nil {
+	if err := back.reset(index, term); err != nil {
 		return fmt.Errorf("raftnode: install snapshot %d: reset the log: %w", index, err)
 	}
 	rb := eng.NewWriteBatch()
@@ -401,7 +388,7 @@ func recoverSnapshotInstall(eng, log *storage.Engine, localKeys [][]byte) (bool,
 	if err := proto.Unmarshal(v[16:], cs); err != nil {
 		return false, fmt.Errorf("raftnode: decode conf state of snapshot %d: %w", index, err)
 	}
-	if err := installFromFile(eng.FS(), eng, log, localKeys, index, term, cs); err != nil {
+	if err := installFromFile(eng.FS(), eng, log, engineLog{log}, localKeys, index, term, cs); err != nil {
 		return false, err
 	}
 	removeSnapshotFiles(eng.FS(), eng, index)
