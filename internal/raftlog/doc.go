@@ -1,0 +1,109 @@
+// Package raftlog is a raft log kept in segment files of its own: the
+// entries, the hard state, the truncation point (the entry just before the
+// first one stored) and an identity. It is written for what a raft member
+// needs: a group of records appended and made durable with a single write
+// and a single fdatasync into blocks allocated in advance, and reads of the
+// log's terms from memory.
+//
+// # Segments
+//
+// The log is a sequence of segment files <seq:016x>.log in one directory,
+// seq increasing by one from one segment to the next. A segment is created,
+// preallocated to its full size (Options.SegmentBytes; fallocate mode 0 on
+// Linux, so appends never change the file's size or its block map), given
+// its start record, synced (data and metadata), and the directory synced,
+// all before anything else is written to it. The current segment is synced
+// before the next one is started, so only the last segment can end torn.
+//
+// A group of records (an Append, a Compact's truncation point, an identity)
+// goes whole into one segment: when it does not fit in what is left of the
+// current one, a new segment is started first; a group larger than a
+// segment goes alone into a segment as large as it needs.
+//
+// The first write after Open always starts a new segment, and never
+// appends to the segment Open found last: past the end Open found, that
+// file may hold records written before a crash that were not durable (a
+// lost block, then a later one that reached the disk), and records written
+// after them at the same offsets could otherwise be followed, after the
+// next crash, by stale ones that still pass their CRC.
+//
+// # Records
+//
+// Every record is
+//
+//	length (4, little endian: the type byte and the payload)
+//	CRC-32C (4) over: segment seq (8, little endian) | type (1) | payload
+//	type (1)
+//	payload
+//
+// The segment's seq in the CRC makes bytes left from another segment (a
+// recycled or copied file) fail the check. A zero length (preallocated
+// zeros, never written) ends a segment's records. The high bit of the type
+// (0x80) marks a record that is not the last of its group; replay applies a
+// group only once its last record is read, so a crash keeps a group whole
+// or not at all. Integers are little endian. Types and payloads:
+//
+//	1 segment start: "crl1" | reset (1: 0 or 1) | previous segment's end
+//	  offset (8) | truncation index (8) | truncation term (8) | last index
+//	  (8) | reserved (8) | hard state term, vote, commit (8 each) |
+//	  has identity (1) | identity (the rest)
+//	2 entry: index (8) | term (8) | entry type (1) | data (the rest)
+//	3 hard state: term (8) | vote (8) | commit (8)
+//	4 truncation point: index (8) | term (8)
+//	5 identity: the identity (the whole payload)
+//
+// The start record is the segment's first record. It restates everything
+// the log holds besides entries (hard state, truncation point, identity)
+// and the last index, so an older segment can be deleted once none of its
+// entries is needed; and it records where the previous segment's records
+// end, which is where replay of that segment must stop. Reset starts a new
+// segment whose start record has the reset flag: the entries of all older
+// segments are dropped.
+//
+// # Replay
+//
+// Open reads the segments in seq order; they must be consecutive. A last
+// segment whose start record is torn or missing is a roll cut short by a
+// crash and is ignored (nothing was written after it). For each segment
+// the state restated by its start record is taken (after a reset, or for
+// the oldest segment, as the new starting point; otherwise it must agree
+// with the segments before). Then its records: an entry at index i at or
+// below the last one replaces the tail from i on; an entry past last+1 (a
+// gap), or at or below the truncation index, is ErrCorrupt; a truncation
+// point drops the entries up to it and must be in (truncation, last] and
+// name the stored entry's term; a hard state and an identity replace the
+// previous ones.
+//
+// A record that fails its CRC or runs past the end of the file is a torn
+// tail, and so is a zero length: in the last segment the log ends there,
+// before the group that record belongs to. In any other segment the
+// records must be good, complete groups up to exactly the end the next
+// segment's start record names, and anything else is ErrCorrupt, wrapped
+// with the file and offset. The oldest segment's start record may count
+// entries that lived in removed segments; a later truncation point must
+// then cover them, or the log is ErrCorrupt.
+//
+// # Compaction and removal
+//
+// Compact writes a truncation point without syncing it: a crash that
+// loses it only keeps more log. Segments are removed oldest first, only
+// when no stored entry lives in them and they are not the current one,
+// and only after the records that make them unneeded are durable (Compact
+// syncs its truncation point first; Reset's segment is synced when it
+// starts); the directory is synced after each removal, so what is left is
+// always a run of consecutive segments.
+//
+// # Memory and concurrency
+//
+// For each stored entry the Log keeps its segment, offset, record length
+// and term, so Term never reads a file and Entries reads with ReadAt from
+// handles kept open. One writer at a time does I/O under a writer mutex
+// and then publishes the new state under a RWMutex that readers share;
+// files are closed and removed only with that RWMutex held exclusively.
+//
+// # Errors
+//
+// Any error writing or syncing is sticky: Failed returns it and every
+// later write returns it at once; the member must stop. Reopening the log
+// after the fault finds every synced group.
+package raftlog
