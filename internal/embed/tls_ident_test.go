@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cairn-db/cairn/internal/lockelect"
+	"github.com/cairn-db/cairn/tests/kit"
 	"github.com/cairn-db/cairn/tests/kit/oracle"
 )
 
@@ -485,6 +486,9 @@ func TestGatewayNeedsNoClientCertFile(t *testing.T) {
 	cfg.ListenClientURLs = []string{"https://127.0.0.1:0"}
 	cfg.ClientTLS = TLSInfo{CertFile: pki.certFile, KeyFile: pki.keyFile, TrustedCAFile: pki.caFile, ClientCertAuth: true}
 	m := start(t, cfg)
+	// A linearizable read racing the member's first election fails with
+	// "leader changed", as etcd's does: wait for the leader first.
+	kit.WaitFor(t, "a leader", func() bool { return m.Server().Leader() != 0 })
 	if got := rangeOn(hostPort(t, m.ClientURLs()[0])); got != "200 OK" {
 		t.Errorf("cairn without --client-cert-file: %s, want 200", got)
 	}

@@ -26,10 +26,12 @@ import (
 	"github.com/cairn-db/cairn/internal/etcdbackup"
 	"github.com/cairn-db/cairn/internal/freeport"
 	"github.com/cairn-db/cairn/internal/membership"
+	"github.com/cairn-db/cairn/internal/raftlog"
 	"github.com/cairn-db/cairn/internal/raftnode"
 	"github.com/cairn-db/cairn/internal/server"
 	"github.com/cairn-db/cairn/internal/storage"
 	"github.com/cairn-db/cairn/tests/kit/oracle"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -535,7 +537,12 @@ func TestSnapshotRestoresCairnFormat(t *testing.T) {
 		if err := b.Commit(true); err != nil {
 			t.Fatal(err)
 		}
-		ls, err := raftnode.OpenLogStore(eng)
+		files, err := raftlog.Open(vfs.Default, filepath.Join(copyDir, "wal"), raftlog.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer files.Close()
+		ls, err := raftnode.OpenSeparateLogStore(eng, files)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairn-db/cairn/internal/raftlog"
 	"github.com/cairn-db/cairn/internal/storage"
 	"github.com/cairn-db/cairn/internal/trailer"
 )
@@ -372,7 +373,7 @@ func StageRestoredLog(b *storage.Batch, index, term uint64, cs *raftpb.ConfState
 }
 
 // StageRestoredSeparateLog is StageRestoredLog for a member whose raft log
-// has an engine of its own (--wal-dir, the package doc's Two engines): the
+// has an engine of its own (--wal-dir, the package doc's Where the log is): the
 // truncation point and hard state go to log, the configuration to state,
 // and both name the log by a new identity, as BindLog pairs a new log with
 // a new state. The caller commits log (synced) before state, as BindLog
@@ -391,5 +392,31 @@ func StageRestoredSeparateLog(state, log *storage.Batch, index, term uint64, cs 
 		log.Set(keyTruncated, r.truncated[:], nil),
 		log.Set(keyHardState, r.hardState[:], nil),
 		log.Set(keyLogID, id, nil),
+	)
+}
+
+// StageRestoredFileLog is StageRestoredLog for a member whose raft log is
+// kept in segment files: it resets files to an empty log truncated at
+// index and term with the hard state StageRestoredLog writes, and names it
+// with a new identity (both synced), and stages in state the configuration
+// and that identity, as BindLog pairs a new log with a new state. The
+// caller commits state afterwards.
+func StageRestoredFileLog(state *storage.Batch, files *raftlog.Log, index, term uint64, cs *raftpb.ConfState) error {
+	r, err := newRestoredLog(index, term, cs)
+	if err != nil {
+		return err
+	}
+	id := newLogID()
+	hs := &raftpb.HardState{Term: new(term), Commit: new(index)}
+	if err := files.Reset(index, term, hs); err != nil {
+		return fmt.Errorf("raftnode: write the restored log in %s: %w", files.Dir(), err)
+	}
+	if err := files.SetIdentity(id); err != nil {
+		return fmt.Errorf("raftnode: name the restored log in %s: %w", files.Dir(), err)
+	}
+	return errors.Join(
+		state.DeleteRange(raftSpan[0], raftSpan[1], nil),
+		state.Set(keyConfState, r.confState, nil),
+		state.Set(keyLogID, id, nil),
 	)
 }

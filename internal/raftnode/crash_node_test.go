@@ -72,11 +72,11 @@ func applyRecorder(t *testing.T, n *Node, eng *storage.Engine, stop <-chan struc
 
 func appliedKey(index uint64) []byte { return fmt.Appendf(nil, "a%08d", index) }
 
-func crashNodeRun(t *testing.T, seed uint64, steps int, separate bool) {
+func crashNodeRun(t *testing.T, seed uint64, steps int, layout crashLayout) {
 	rng := rand.New(rand.NewPCG(seed, 2))
 	mem := vfs.NewCrashableMem()
 	cfs := &crashFS{FS: mem, mem: mem, rng: rand.New(rand.NewPCG(seed, 3)), every: 5}
-	eng, logEng, err := crashEngines(cfs, separate)
+	eng, logEng, err := crashEngines(cfs, layout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func crashNodeRun(t *testing.T, seed uint64, steps int, separate bool) {
 	}
 	defer func() { testHookBeforeSave = nil }()
 	tr := &recTransport{}
-	n, err := Start(Config{ID: 1, Engine: eng, LogEngine: logEng, Transport: tr,
+	n, err := Start(Config{ID: 1, Engine: eng, Log: logEng, Transport: tr,
 		NewTicker: clocktest.NewFake().NewTicker /* never advanced: raft never ticks */})
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func crashNodeRun(t *testing.T, seed uint64, steps int, separate bool) {
 	cfs.mu.Unlock()
 	t.Logf("seed %d: %d steps, %d crash points", seed, steps, len(points))
 	for _, p := range points {
-		checkNodeCrashPoint(t, seed, p, log[:commit], separate)
+		checkNodeCrashPoint(t, seed, p, log[:commit], layout)
 	}
 }
 
@@ -232,13 +232,13 @@ func (e leaderEntry) applied() string { return fmt.Sprintf("%d:%s", e.term, e.da
 // checkNodeCrashPoint restarts from one clone. Every applied entry must be
 // the committed one (committed holds the leaders' committed log) and, where
 // the log still has it, the log's.
-func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint, committed []leaderEntry, separate bool) {
+func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint, committed []leaderEntry, layout crashLayout) {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d, crash at %q in step %d (separate log %v): %s", seed, p.what, p.started, separate, fmt.Sprintf(format, args...))
+		t.Fatalf("seed %d, crash at %q in step %d (log %s): %s", seed, p.what, p.started, layout, fmt.Sprintf(format, args...))
 	}
-	eng, logEng, err := crashEngines(p.fs, separate)
+	eng, logEng, err := crashEngines(p.fs, layout)
 	if err != nil {
 		fail("reopen: %v", err)
 	}
@@ -289,7 +289,7 @@ func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint, committed []le
 	var panicked any
 	func() {
 		defer func() { panicked = recover() }()
-		n, err := Start(Config{ID: 1, Engine: eng, LogEngine: logEng, Applied: applied,
+		n, err := Start(Config{ID: 1, Engine: eng, Log: logEng, Applied: applied,
 			NewTicker: clocktest.NewFake().NewTicker /* never advanced: raft never ticks */})
 		if err != nil {
 			fail("restart: %v", err)
@@ -302,5 +302,5 @@ func checkNodeCrashPoint(t *testing.T, seed uint64, p crashPoint, committed []le
 }
 
 func TestCrashPointsReadyLoop(t *testing.T) {
-	forCrashSeeds(t, 3, func(t *testing.T, seed uint64, separate bool) { crashNodeRun(t, seed, 40, separate) })
+	forCrashSeeds(t, 3, func(t *testing.T, seed uint64, layout crashLayout) { crashNodeRun(t, seed, 40, layout) })
 }

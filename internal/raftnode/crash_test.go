@@ -18,6 +18,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/cairn-db/cairn/internal/clock/clocktest"
+	"github.com/cairn-db/cairn/internal/raftlog"
 	"github.com/cairn-db/cairn/internal/storage"
 )
 
@@ -240,22 +241,41 @@ const (
 
 // crashEngines opens the engines of a crash run or a restart on fs: one,
 // or a state and a log engine for the separate layout.
-func crashEngines(fs vfs.FS, separate bool) (eng, logEng *storage.Engine, err error) {
+func crashEngines(fs vfs.FS, layout crashLayout) (eng *storage.Engine, log Log, err error) {
 	eng, err = storage.Open(crashDir, storage.Options{FS: fs, CacheBytes: 1 << 20})
-	if err != nil || !separate {
+	if err != nil || layout == layoutShared {
 		return eng, eng, err
 	}
-	logEng, err = storage.Open(crashWalDir, storage.Options{FS: fs, CacheBytes: 1 << 20})
+	if layout == layoutFiles {
+		// Small segments, so that a run rolls over and removes many.
+		log, err = raftlog.Open(fs, crashWalDir, raftlog.Options{SegmentBytes: 16 << 10})
+	} else {
+		log, err = storage.Open(crashWalDir, storage.Options{FS: fs, CacheBytes: 1 << 20})
+	}
 	if err != nil {
 		eng.Close()
 		return nil, nil, err
 	}
-	return eng, logEng, nil
+	return eng, log, nil
 }
 
-func closeCrashEngines(eng, logEng *storage.Engine) error {
+// crashLayout is where a crash harness keeps the log: in the state's
+// engine, in an engine of its own, or in segment files (see the package
+// doc's Where the log is).
+type crashLayout string
+
+const (
+	layoutShared   crashLayout = "shared"
+	layoutSeparate crashLayout = "separate"
+	layoutFiles    crashLayout = "files"
+)
+
+// separate reports whether the log and the state are durable separately.
+func (l crashLayout) separate() bool { return l != layoutShared }
+
+func closeCrashEngines(eng *storage.Engine, logEng Log) error {
 	var err error
-	if logEng != eng {
+	if logEng != Log(eng) {
 		err = logEng.Close()
 	}
 	if cerr := eng.Close(); err == nil {
@@ -283,11 +303,12 @@ func snapshotStream(index, term uint64, kv map[string]string) []byte {
 }
 
 // crashRun runs one seeded sequence of ops and checks every crash point.
-func crashRun(t *testing.T, seed uint64, ops int, separate bool) {
+func crashRun(t *testing.T, seed uint64, ops int, layout crashLayout) {
+	separate := layout.separate()
 	rng := rand.New(rand.NewPCG(seed, 0))
 	mem := vfs.NewCrashableMem()
 	cfs := &crashFS{FS: mem, mem: mem, rng: rand.New(rand.NewPCG(seed, 1)), every: 6}
-	eng, logEng, err := crashEngines(cfs, separate)
+	eng, logEng, err := crashEngines(cfs, layout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +465,7 @@ func crashRun(t *testing.T, seed uint64, ops int, separate bool) {
 	}
 	t.Logf("seed %d: %d operations, %d crash points", seed, ops, len(points))
 	for _, p := range points {
-		checkCrashPoint(t, seed, p, states, synced, separate)
+		checkCrashPoint(t, seed, p, states, synced, layout)
 	}
 }
 
@@ -455,11 +476,12 @@ type durability struct{ log, state bool }
 // the sequence passed through, at or after the last durable operation that
 // had returned; with a separate log, the log's and the state's parts each
 // so, on their own.
-func checkCrashPoint(t *testing.T, seed uint64, p crashPoint, states []*crashState, synced []durability, separate bool) {
+func checkCrashPoint(t *testing.T, seed uint64, p crashPoint, states []*crashState, synced []durability, layout crashLayout) {
+	separate := layout.separate()
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d, crash at %q after %d operations (%d started, separate log %v): %s", seed, p.what, p.done, p.started, separate, fmt.Sprintf(format, args...))
+		t.Fatalf("seed %d, crash at %q after %d operations (%d started, log %s): %s", seed, p.what, p.done, p.started, layout, fmt.Sprintf(format, args...))
 	}
 	loLog, loState := p.done, p.done
 	for !synced[loLog].log {
@@ -468,7 +490,7 @@ func checkCrashPoint(t *testing.T, seed uint64, p crashPoint, states []*crashSta
 	for !synced[loState].state {
 		loState--
 	}
-	eng, logEng, err := crashEngines(p.fs, separate)
+	eng, logEng, err := crashEngines(p.fs, layout)
 	if err != nil {
 		fail("reopen: %v", err)
 	}
@@ -499,7 +521,7 @@ func checkCrashPoint(t *testing.T, seed uint64, p crashPoint, states []*crashSta
 	if logOK && stateOK {
 		// A restart must get raft running on it without a panic, and
 		// accept the pair.
-		n, err := Start(Config{ID: 1, Engine: eng, LogEngine: logEng, Join: true, Applied: got.applied,
+		n, err := Start(Config{ID: 1, Engine: eng, Log: logEng, Join: true, Applied: got.applied,
 			NewTicker: clocktest.NewFake().NewTicker /* never advanced: raft never ticks */})
 		if err != nil {
 			fail("restart: %v", err)
@@ -517,7 +539,7 @@ func checkCrashPoint(t *testing.T, seed uint64, p crashPoint, states []*crashSta
 
 // readCrashState reads what a restart finds through the LogStore and the
 // state engine.
-func readCrashState(eng, logEng *storage.Engine) (*crashState, error) {
+func readCrashState(eng *storage.Engine, logEng Log) (*crashState, error) {
 	ls, err := openLogStore(eng, logEng)
 	if err != nil {
 		return nil, err
@@ -552,14 +574,15 @@ func readCrashState(eng, logEng *storage.Engine) (*crashState, error) {
 }
 
 func TestCrashPoints(t *testing.T) {
-	forCrashSeeds(t, 4, func(t *testing.T, seed uint64, separate bool) { crashRun(t, seed, 100, separate) })
+	forCrashSeeds(t, 4, func(t *testing.T, seed uint64, layout crashLayout) { crashRun(t, seed, 100, layout) })
 }
 
 // forCrashSeeds runs run once per seed (runs of them, one with -short;
 // CAIRN_CRASH_RUNS sets how many, CAIRN_CRASH_SEED replays one) for each
-// log layout: the log in the state's engine ("shared") and in an engine of
-// its own ("separate"). Each seed is logged for replay.
-func forCrashSeeds(t *testing.T, runs int, run func(t *testing.T, seed uint64, separate bool)) {
+// log layout: the log in the state's engine ("shared"), in an engine of
+// its own ("separate") and in segment files ("files"). Each seed is logged
+// for replay.
+func forCrashSeeds(t *testing.T, runs int, run func(t *testing.T, seed uint64, layout crashLayout)) {
 	if testing.Short() {
 		runs = 1
 	}
@@ -574,11 +597,11 @@ func forCrashSeeds(t *testing.T, runs int, run func(t *testing.T, seed uint64, s
 	if v, err := strconv.ParseUint(os.Getenv("CAIRN_CRASH_SEED"), 10, 64); err == nil {
 		seeds = []uint64{v}
 	}
-	for _, separate := range []bool{false, true} {
-		t.Run(map[bool]string{false: "shared", true: "separate"}[separate], func(t *testing.T) {
+	for _, layout := range []crashLayout{layoutShared, layoutSeparate, layoutFiles} {
+		t.Run(string(layout), func(t *testing.T) {
 			for _, seed := range seeds {
 				t.Logf("seed %d (replay with CAIRN_CRASH_SEED=%d)", seed, seed)
-				run(t, seed, separate)
+				run(t, seed, layout)
 			}
 		})
 	}

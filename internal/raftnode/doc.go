@@ -1,8 +1,10 @@
 // Package raftnode runs a member's raft state machine (go.etcd.io/raft/v3)
-// on the member's Pebble engine: the log and hard state live under the
-// storage.PrefixRaft keyspace, of the state engine or of an engine of their
-// own (--wal-dir, see Two engines), one goroutine drives raft, and
-// committed entries flow out, in order, to whoever applies them.
+// on the member's Pebble engine and raft log: the log and hard state live
+// in segment files of their own (package raftlog) or, in a data directory
+// written before them, under the storage.PrefixRaft keyspace of the state
+// engine or of an engine of their own (see Where the log is); one
+// goroutine drives raft, and committed entries flow out, in order, to
+// whoever applies them.
 //
 // # The Ready loop
 //
@@ -90,19 +92,21 @@
 // record and checks that nothing else comes of it. Any other panic is a
 // broken invariant and is not recovered.
 //
-// # Two engines
+// # Where the log is
 //
-// With --wal-dir the log (entries, hard state, truncation point) is kept
-// in a second Pebble engine in that directory, with its own write-ahead
-// log, and the state engine keeps everything else (the replicated state,
-// the applied index, the ConfState, the install record). Save's synced
-// batch goes to the log engine alone; the state engine's write-ahead log
-// stays on but is never synced per write, so on a disk of its own the log
-// pays one fsync per Ready for its own bytes only. What keeps that safe:
+// A new member keeps its log (entries, hard state, truncation point) in
+// segment files of its own (package raftlog, which documents their format
+// and recovery), in --wal-dir or, without it, in <data dir>/wal; the state
+// engine keeps everything else (the replicated state, the applied index,
+// the ConfState, the install record). Save's synced write goes to the
+// log's files alone: one write and one fdatasync of blocks allocated in
+// advance, on the Ready loop itself. The state engine's write-ahead log
+// stays on but is never synced per write, so each value is made durable
+// once, in the raft entry. What keeps that safe:
 //
-//  1. Entries reach the apply side only once the log engine holds them
-//     durably (as above), so after a crash the state's applied index is at
-//     most the log's last index.
+//  1. Entries reach the apply side only once the log holds them durably
+//     (as above), so after a crash the state's applied index is at most
+//     the log's last index.
 //  2. Compact syncs the state engine (storage.Engine.Sync: an empty synced
 //     write, which makes its write-ahead log durable up to every batch
 //     committed before) and only then truncates the log. The applied index
@@ -119,19 +123,20 @@
 //     them: a log and a state that are not one member's.
 //
 // Where the log is, is recorded: BindLog gives a new separate log a random
-// 16-byte identity ('r' 'w'), written synced to the log engine and then to
-// the state engine, and refuses, before anything reads either, a state
-// that names a separate log when started without one or with an empty or
-// another's, and a state that keeps its log inside when given a separate
-// one (a restored backup does, see StageRestoredLog). A crash between the
-// two writes leaves an empty named log that no state claims: the next
-// start claims it.
+// 16-byte identity (in the log, and 'r' 'w' in the state), written synced
+// to the log and then to the state engine, and refuses, before anything
+// reads either, a state that names a separate log when started without
+// it or with an empty or another's, and a state that keeps its log inside
+// when given a --wal-dir. A crash between the two writes leaves an empty
+// named log that no state claims: the next start claims it.
 //
-// Without --wal-dir the log stays in the state engine, as it always was:
-// data directories written before keep working unchanged (there is no
-// migration between the layouts; BindLog refuses the switch), and on one
-// disk a second engine only adds a second write-ahead log to the same
-// device. Both layouts run the same crash-point harnesses.
+// Data directories written before segment files keep working as they
+// were (StoredLogLayout tells them apart; there is no migration): the log
+// inside the state engine, under the raft keyspace, for one run without
+// --wal-dir, or in a Pebble engine of its own in an old --wal-dir (the
+// same keys; the rules above hold for it as written). A Log is any of the
+// three, and logBackend the one interface LogStore keeps it through. The
+// crash-point harnesses run every layout.
 //
 // # Snapshots
 //
@@ -236,8 +241,10 @@
 //	state   'r' 'i'               snapshot install in progress: index | term | ConfState
 //	both    'r' 'w'               the separate log's identity (16 bytes)
 //
-// The log engine is the state engine itself unless the log has one of its
-// own (Two engines).
+// The rows marked log are the raft keyspace of a log kept in Pebble, in a
+// data directory written before segment files: the state engine itself,
+// or an engine of the log's own (Where the log is). Segment files hold the
+// same records in raftlog's format, the identity among them.
 //
 // Received snapshots wait in <data dir>/snap as
 // <index:16 hex>-<term:16 hex>.snap (the stream as received) until their

@@ -35,7 +35,7 @@ var ErrForceLearner = errors.New("raftnode: a learner cannot be forced into a ne
 //
 // It returns the IDs it removed (sorted). A member whose configuration has
 // no other member gets no entries and is left as it was.
-func ForceNewCluster(state, log *storage.Engine, self, applied uint64) ([]uint64, error) {
+func ForceNewCluster(state *storage.Engine, log Log, self, applied uint64) ([]uint64, error) {
 	ls, err := OpenSeparateLogStore(state, log)
 	if err != nil {
 		return nil, err

@@ -7,12 +7,14 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
 
+	"github.com/cairn-db/cairn/internal/raftlog"
 	"github.com/cairn-db/cairn/internal/storage"
 )
 
 // subLogID keys the log's identity ('r' 'w'), kept in both engines when
-// the log has its own (see the package doc's Two engines).
+// the log has its own (see the package doc's Where the log is).
 const subLogID byte = 'w'
 
 var keyLogID = []byte{storage.PrefixRaft, subLogID}
@@ -25,8 +27,9 @@ var ErrLogMismatch = errors.New("raftnode: the raft log and the data directory d
 
 // BindLog checks that log is the raft log of the state engine state, and
 // pairs a new log with a new state. log may be state itself (the log kept
-// in the data directory) or an engine of its own (--wal-dir). It refuses,
-// with ErrLogMismatch:
+// inside, in a data directory written before segment files), segment
+// files, or an engine of its own (an old --wal-dir). It refuses, with
+// ErrLogMismatch:
 //
 //   - a shared log for a state whose log was kept separately (started
 //     without --wal-dir after running with it);
@@ -39,18 +42,18 @@ var ErrLogMismatch = errors.New("raftnode: the raft log and the data directory d
 // first and to the state second, so a crash in between leaves a log
 // nobody claims, which the next start claims in turn. It is called before
 // anything else reads either engine's raft keys, and before Start.
-func BindLog(state, log *storage.Engine) error {
+func BindLog(state *storage.Engine, log Log) error {
 	stateID, err := getOptional(state, keyLogID)
 	if err != nil {
 		return err
 	}
-	if log == state {
+	if log == Log(state) {
 		if stateID != nil {
 			return fmt.Errorf("%w: %s keeps its raft log in a separate directory (--wal-dir); start with that --wal-dir", ErrLogMismatch, state.Dir())
 		}
 		return nil
 	}
-	logID, err := getOptional(log, keyLogID)
+	logID, err := logIdentity(log)
 	if err != nil {
 		return err
 	}
@@ -68,7 +71,7 @@ func BindLog(state, log *storage.Engine) error {
 	} else if inside {
 		return fmt.Errorf("%w: the data directory %s keeps its raft log inside; start without --wal-dir", ErrLogMismatch, state.Dir())
 	}
-	inLog, err := hasRaftState(log)
+	inLog, err := logHasState(log)
 	if err != nil {
 		return err
 	}
@@ -77,8 +80,7 @@ func BindLog(state, log *storage.Engine) error {
 	}
 	if logID == nil {
 		logID = newLogID()
-		b := log.NewWriteBatch()
-		if err := errors.Join(b.Set(keyLogID, logID, nil), b.Commit(true)); err != nil {
+		if err := setLogIdentity(log, logID); err != nil {
 			return fmt.Errorf("raftnode: name the raft log in %s: %w", log.Dir(), err)
 		}
 	} else if inLog {
@@ -91,6 +93,36 @@ func BindLog(state, log *storage.Engine) error {
 		return fmt.Errorf("raftnode: record the raft log in %s: %w", state.Dir(), err)
 	}
 	return nil
+}
+
+// LogLayout is where a state engine says its raft log is kept.
+type LogLayout int
+
+const (
+	// LogNew: nowhere yet; a new data directory.
+	LogNew LogLayout = iota
+	// LogInside: in the state engine itself (a data directory written
+	// before segment files, run without --wal-dir).
+	LogInside
+	// LogSeparate: apart from the state engine, in the log the state names
+	// by its identity: segment files, or an engine of its own (an old
+	// --wal-dir).
+	LogSeparate
+)
+
+// StoredLogLayout reports where state keeps its raft log.
+func StoredLogLayout(state *storage.Engine) (LogLayout, error) {
+	if id, err := getOptional(state, keyLogID); err != nil {
+		return 0, err
+	} else if id != nil {
+		return LogSeparate, nil
+	}
+	if inside, err := hasRaftState(state); err != nil {
+		return 0, err
+	} else if inside {
+		return LogInside, nil
+	}
+	return LogNew, nil
 }
 
 // newLogID returns a new random identity for a separate raft log.
@@ -130,4 +162,40 @@ func hasRaftState(eng *storage.Engine) (bool, error) {
 	defer it.Close()
 	found := it.First()
 	return found, it.Error()
+}
+
+// logIdentity returns the identity recorded in a separate log, nil if none.
+func logIdentity(log Log) ([]byte, error) {
+	switch l := log.(type) {
+	case *storage.Engine:
+		return getOptional(l, keyLogID)
+	case *raftlog.Log:
+		return l.Identity(), nil
+	}
+	return nil, fmt.Errorf("raftnode: a raft log of type %T is not one this package keeps", log)
+}
+
+// setLogIdentity records id in a separate log, synced.
+func setLogIdentity(log Log, id []byte) error {
+	switch l := log.(type) {
+	case *storage.Engine:
+		b := l.NewWriteBatch()
+		return errors.Join(b.Set(keyLogID, id, nil), b.Commit(true))
+	case *raftlog.Log:
+		return l.SetIdentity(id)
+	}
+	return fmt.Errorf("raftnode: a raft log of type %T is not one this package keeps", log)
+}
+
+// logHasState reports whether a separate log holds entries, a hard state
+// or a truncation point.
+func logHasState(log Log) (bool, error) {
+	switch l := log.(type) {
+	case *storage.Engine:
+		return hasRaftState(l)
+	case *raftlog.Log:
+		index, _ := l.Truncation()
+		return l.LastIndex() > 0 || index > 0 || !raft.IsEmptyHardState(l.HardState()), nil
+	}
+	return false, fmt.Errorf("raftnode: a raft log of type %T is not one this package keeps", log)
 }

@@ -188,12 +188,12 @@ func TestStartRefusesStateOutsideLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, applied := range []uint64{9, 5} {
-		_, err := Start(Config{ID: 1, Engine: state, LogEngine: log, Applied: applied, Join: true})
+		_, err := Start(Config{ID: 1, Engine: state, Log: log, Applied: applied, Join: true})
 		if err == nil || !strings.Contains(err.Error(), "outside the raft log [7, 8]") || !strings.Contains(err.Error(), log.Dir()) {
 			t.Errorf("applied %d: got %v, want a refusal naming the log [7, 8] in %s", applied, err, log.Dir())
 		}
 	}
-	n, err := Start(Config{ID: 1, Engine: state, LogEngine: log, Applied: 6, Join: true})
+	n, err := Start(Config{ID: 1, Engine: state, Log: log, Applied: 6, Join: true})
 	if err != nil {
 		t.Fatalf("applied 6, log [7, 8]: %v", err)
 	}

@@ -124,7 +124,8 @@ func (a *logFaultApplier) applied() uint64 {
 // apply an entry it did not persist; restarted on the disk as a power cut
 // leaves it (synced data only), every applied entry is in the log.
 func TestLogWriteFailureStopsNode(t *testing.T) {
-	for _, separate := range []bool{false, true} {
+	for _, layout := range []crashLayout{layoutShared, layoutSeparate, layoutFiles} {
+		separate := layout.separate()
 		for _, tc := range []struct {
 			name  string
 			kinds []errorfs.OpKind
@@ -134,13 +135,10 @@ func TestLogWriteFailureStopsNode(t *testing.T) {
 			{"ENOSPC writing", []errorfs.OpKind{errorfs.OpFileWrite, errorfs.OpFileWriteAt}, syscall.ENOSPC},
 			{"EIO syncing", []errorfs.OpKind{errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo}, syscall.EIO},
 		} {
-			name := tc.name
-			if separate {
-				name += " with a separate log"
-			}
+			name := tc.name + " (log " + string(layout) + ")"
 			t.Run(name, func(t *testing.T) {
 				d := &faultDisk{mem: vfs.NewCrashableMem()}
-				eng, logEng, err := crashEngines(d.fs(), separate)
+				eng, logEng, err := crashEngines(d.fs(), layout)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -149,7 +147,7 @@ func TestLogWriteFailureStopsNode(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				n, err := Start(Config{ID: 1, Engine: eng, LogEngine: logEng, Peers: []raft.Peer{{ID: 1}},
+				n, err := Start(Config{ID: 1, Engine: eng, Log: logEng, Peers: []raft.Peer{{ID: 1}},
 					NewTicker: clocktest.NewFake().NewTicker})
 				if err != nil {
 					t.Fatal(err)
@@ -199,7 +197,7 @@ func TestLogWriteFailureStopsNode(t *testing.T) {
 				// A power cut after the failure: only synced data stays.
 				d.mem = d.mem.CrashClone(vfs.CrashCloneCfg{})
 				d.set(nil)
-				eng, logEng, err = crashEngines(d.fs(), separate)
+				eng, logEng, err = crashEngines(d.fs(), layout)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -246,7 +244,7 @@ func TestLogReadFailureStopsNode(t *testing.T) {
 	for _, separate := range []bool{false, true} {
 		t.Run(fmt.Sprintf("separate=%v", separate), func(t *testing.T) {
 			d := &faultDisk{mem: vfs.NewMem()}
-			eng, logEng, err := crashEngines(d.fs(), separate)
+			eng, logEng, err := crashEngines(d.fs(), map[bool]crashLayout{false: layoutShared, true: layoutSeparate}[separate])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -274,7 +272,7 @@ func TestLogReadFailureStopsNode(t *testing.T) {
 			if err := ls.Save(hardState(1, 1, n), es, true); err != nil {
 				t.Fatal(err)
 			}
-			if err := logEng.DB().Flush(); err != nil {
+			if err := logEng.(*storage.Engine).DB().Flush(); err != nil {
 				t.Fatal(err)
 			}
 			// After the flush: in the table of its own that the next open
@@ -291,7 +289,7 @@ func TestLogReadFailureStopsNode(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			eng, logEng, err = crashEngines(d.fs(), separate)
+			eng, logEng, err = crashEngines(d.fs(), map[bool]crashLayout{false: layoutShared, true: layoutSeparate}[separate])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -322,7 +320,7 @@ func TestLogReadFailureStopsNode(t *testing.T) {
 				}
 				return nil
 			})
-			node, err := Start(Config{ID: 1, Engine: eng, LogEngine: logEng, Applied: 0,
+			node, err := Start(Config{ID: 1, Engine: eng, Log: logEng, Applied: 0,
 				NewTicker: clocktest.NewFake().NewTicker})
 			if err != nil {
 				t.Fatalf("Start, which reads only the end of the log: %v", err)

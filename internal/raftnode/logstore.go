@@ -122,16 +122,20 @@ func OpenLogStore(eng *storage.Engine) (*LogStore, error) {
 }
 
 // OpenSeparateLogStore loads the log kept in its own engine, log, for the
-// state engine state (the --wal-dir layout; the package doc's Two engines).
+// state engine state (the --wal-dir layout; the package doc's Where the log is).
 // The caller has checked with BindLog that the two belong together. log may
 // be state itself, which is OpenLogStore, so a caller holding both engines
 // (equal without --wal-dir) needs no case of its own.
-func OpenSeparateLogStore(state, log *storage.Engine) (*LogStore, error) {
+func OpenSeparateLogStore(state *storage.Engine, log Log) (*LogStore, error) {
 	return openLogStore(state, log)
 }
 
-func openLogStore(eng, log *storage.Engine) (*LogStore, error) {
-	return openLogStoreOn(eng, log, engineLog{log})
+func openLogStore(eng *storage.Engine, log Log) (*LogStore, error) {
+	back, logEng, err := backendFor(log)
+	if err != nil {
+		return nil, err
+	}
+	return openLogStoreOn(eng, logEng, back)
 }
 
 // openLogStoreOn loads the log kept in back for the state engine eng;

@@ -51,13 +51,14 @@ const (
 type Config struct {
 	// ID is this member's raft ID; never 0.
 	ID uint64
-	// Engine holds the member's state and, unless LogEngine says
-	// otherwise, its raft log; the Node does not close it.
+	// Engine holds the member's state and, unless Log says otherwise, its
+	// raft log; the Node does not close it.
 	Engine *storage.Engine
-	// LogEngine, when set and not Engine, keeps the raft log (entries, hard
-	// state, truncation point) in an engine of its own (--wal-dir); the
-	// caller has paired the two with BindLog. nil keeps the log in Engine.
-	LogEngine *storage.Engine
+	// Log, when set and not Engine, keeps the raft log (entries, hard
+	// state, truncation point) apart from Engine: in segment files, or in
+	// an engine of its own (see Log); the caller has paired the two with
+	// BindLog. nil keeps the log in Engine. The Node does not close it.
+	Log Log
 	// Peers bootstraps a new log: one conf change entry per peer, in order.
 	// It is ignored when the log already has entries.
 	Peers []raft.Peer
@@ -221,8 +222,8 @@ func Start(cfg Config) (*Node, error) {
 	}
 	var ls *LogStore
 	var err error
-	if cfg.LogEngine != nil && cfg.LogEngine != cfg.Engine {
-		ls, err = OpenSeparateLogStore(cfg.Engine, cfg.LogEngine)
+	if cfg.Log != nil && cfg.Log != Log(cfg.Engine) {
+		ls, err = OpenSeparateLogStore(cfg.Engine, cfg.Log)
 	} else {
 		ls, err = OpenLogStore(cfg.Engine)
 	}

@@ -336,7 +336,7 @@ func installFromFile(fs vfs.FS, eng, logEng *storage.Engine, back logBackend, lo
 	}
 	// Two engines: 3a the state, synced; 3b the log, synced; 3c the
 	// record goes. A crash before 3c redoes 2 and 3 (see the package doc's
-	// Two engines); the log is never emptied before the state it would
+	// Where the log is); the log is never emptied before the state it would
 	// rebuild is durable.
 	if err := b.Set(keyConfState, csv, nil); err != nil {
 		b.Discard()
@@ -368,11 +368,11 @@ func RecoverSnapshotInstall(eng *storage.Engine, localKeys [][]byte) (bool, erro
 // RecoverSeparateSnapshotInstall is RecoverSnapshotInstall for a member
 // whose log has an engine of its own (OpenSeparateLogStore); log may be
 // state itself, which is RecoverSnapshotInstall.
-func RecoverSeparateSnapshotInstall(state, log *storage.Engine, localKeys [][]byte) (bool, error) {
+func RecoverSeparateSnapshotInstall(state *storage.Engine, log Log, localKeys [][]byte) (bool, error) {
 	return recoverSnapshotInstall(state, log, localKeys)
 }
 
-func recoverSnapshotInstall(eng, log *storage.Engine, localKeys [][]byte) (bool, error) {
+func recoverSnapshotInstall(eng *storage.Engine, log Log, localKeys [][]byte) (bool, error) {
 	v, err := eng.Get(keyInstalling)
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
@@ -388,7 +388,11 @@ func recoverSnapshotInstall(eng, log *storage.Engine, localKeys [][]byte) (bool,
 	if err := proto.Unmarshal(v[16:], cs); err != nil {
 		return false, fmt.Errorf("raftnode: decode conf state of snapshot %d: %w", index, err)
 	}
-	if err := installFromFile(eng.FS(), eng, log, engineLog{log}, localKeys, index, term, cs); err != nil {
+	back, logEng, err := backendFor(log)
+	if err != nil {
+		return false, err
+	}
+	if err := installFromFile(eng.FS(), eng, logEng, back, localKeys, index, term, cs); err != nil {
 		return false, err
 	}
 	removeSnapshotFiles(eng.FS(), eng, index)

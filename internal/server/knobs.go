@@ -1,6 +1,10 @@
 package server
 
-import "time"
+import (
+	"time"
+
+	"github.com/cairn-db/cairn/internal/raftnode"
+)
 
 // testingKnobs let this package's tests reach states that are otherwise
 // only reachable by killing the process or stalling a goroutine. Only
@@ -21,4 +25,9 @@ type testingKnobs struct {
 	beforeApply func()
 	// authNow, if set, is the clock of the auth tokens (their TTLs) alone.
 	authNow func() time.Time
+	// oldLogLayout gives a new data directory the raft log of a data
+	// directory written before segment files: raftnode.LogInside (in the
+	// state engine; --wal-dir must then be empty) or raftnode.LogSeparate
+	// (an engine of its own in --wal-dir). Zero: segment files.
+	oldLogLayout raftnode.LogLayout
 }

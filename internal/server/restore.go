@@ -16,6 +16,7 @@ import (
 	"github.com/cairn-db/cairn/internal/etcdbackup"
 	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/mvcc"
+	"github.com/cairn-db/cairn/internal/raftlog"
 	"github.com/cairn-db/cairn/internal/raftnode"
 	"github.com/cairn-db/cairn/internal/storage"
 )
@@ -154,12 +155,12 @@ func snapshotInfo(info raftnode.BackupInfo, st mvcc.StateStats) SnapshotInfo {
 // The file's digest is checked before anything is written; an error
 // wraps raftnode.ErrBackupCorrupt for a truncated or altered file. The
 // directory is built beside cfg.DataDir and renamed into place only once
-// complete, so a failed restore leaves nothing behind. With cfg.WalDir the
-// raft log goes to an engine of its own there, built and renamed into
-// place the same way (before DataDir), and the two name each other as a
-// member started with --wal-dir pairs them; a member started on DataDir
-// without that --wal-dir refuses to start, as does one given a --wal-dir
-// for a restore made without.
+// complete, so a failed restore leaves nothing behind. The raft log's
+// segment files go to cfg.WalDir, built and renamed into place the same
+// way (before DataDir), or, without it, to the data directory's own wal
+// directory; the two name each other as a starting member pairs them, so
+// a member started on DataDir without that --wal-dir refuses to start, as
+// does one given a --wal-dir for a restore made without.
 //
 // A crash (power loss) during a restore leaves either no cfg.DataDir (or
 // the empty one there was), and the same restore run again succeeds, or
@@ -227,7 +228,6 @@ func RestoreSnapshot(cfg RestoreConfig) (RestoreResult, error) {
 	// directory (--wal-dir data/wal), and moves with it.
 	var walTmp string
 	switch {
-	case cfg.WalDir == "":
 	case walInside != "":
 		walTmp = filepath.Join(tmp, walInside)
 	default:
@@ -338,13 +338,13 @@ func emptyOrMissing(fs vfs.FS, dir string) bool {
 // checkRestoreWalDir refuses a --wal-dir a restore cannot build: in use,
 // the data directory itself, or a directory the data directory would be
 // inside. It returns the log's path relative to the data directory when
-// it goes inside it ("" otherwise), and whether the --wal-dir holds the
+// it goes inside it (logDirName without a --wal-dir; "" otherwise), and whether the --wal-dir holds the
 // log of a restore that crashed before its data directory was in place
 // (which the restore replaces). The caller has checked that the data
 // directory is empty or missing.
 func checkRestoreWalDir(cfg RestoreConfig) (string, bool, error) {
 	if cfg.WalDir == "" {
-		return "", false, nil
+		return logDirName, false, nil
 	}
 	data, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -454,21 +454,19 @@ func restoredMembers(cfg RestoreConfig) ([]membership.Member, membership.Member,
 // membership keyspace, which the restore writes anew.
 func oldClusterKey(k []byte) bool { return len(k) > 0 && k[0] == storage.PrefixMembership }
 
-// restoreInto writes the restored member into dir, and its raft log into
-// walDir when it is set (the --wal-dir layout).
+// restoreInto writes the restored member into dir, and its raft log's
+// segment files into walDir.
 func restoreInto(dir, walDir string, cfg RestoreConfig, res RestoreResult, etcd bool) (SnapshotInfo, error) {
 	eng, err := storage.Open(dir, storage.Options{FS: cfg.FS})
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
 	defer eng.Close()
-	var logEng *storage.Engine
-	if walDir != "" {
-		if logEng, err = storage.Open(walDir, storage.Options{FS: cfg.FS}); err != nil {
-			return SnapshotInfo{}, err
-		}
-		defer logEng.Close()
+	files, err := raftlog.Open(cfg.FS, walDir, raftlog.Options{})
+	if err != nil {
+		return SnapshotInfo{}, err
 	}
+	defer files.Close()
 	var st mvcc.StateStats
 	b := eng.NewWriteBatch()
 	put := func(k, v []byte) error {
@@ -518,29 +516,15 @@ func restoreInto(dir, walDir string, cfg RestoreConfig, res RestoreResult, etcd 
 		membership.StageLocalID(b, res.MemberID),
 		membership.StageSeed(b, membership.Seed{Members: res.Members}),
 	}
-	var lb *storage.Batch
-	if logEng != nil {
-		lb = logEng.NewWriteBatch()
-		errs = append(errs, raftnode.StageRestoredSeparateLog(b, lb, info.Index, restoredTerm, cs))
-	} else {
-		errs = append(errs, raftnode.StageRestoredLog(b, info.Index, restoredTerm, cs))
-	}
+	// The log (written and synced here) before the state that names it,
+	// as BindLog writes them.
+	errs = append(errs, raftnode.StageRestoredFileLog(b, files, info.Index, restoredTerm, cs))
 	for _, m := range res.Members {
 		errs = append(errs, membership.StageMember(b, m))
 	}
 	if err := errors.Join(errs...); err != nil {
 		b.Discard()
-		if lb != nil {
-			lb.Discard()
-		}
 		return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)
-	}
-	// The log before the state that names it, as BindLog writes them.
-	if lb != nil {
-		if err := errors.Join(lb.Commit(true), logEng.Sync()); err != nil {
-			b.Discard()
-			return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)
-		}
 	}
 	if err := b.Commit(true); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("server: restore: %w", err)

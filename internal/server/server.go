@@ -31,8 +31,9 @@ type Server struct {
 	clock clock.Clock
 
 	eng *storage.Engine
-	// logEng holds the raft log: eng, or an engine of its own (WalDir).
-	logEng *storage.Engine
+	// logEng holds the raft log (see openLog): segment files, or, in a
+	// data directory written before them, eng or an engine of its own.
+	logEng raftnode.Log
 	kv     *mvcc.Store
 	node   *raftnode.Node
 	// leases is the lessor, its role and the forwarding to the leader.
@@ -109,21 +110,13 @@ func newServer(cfg Config, knobs testingKnobs) (*Server, error) {
 		// caller must exit rather than retry (see storage.Open).
 		return nil, err
 	}
-	logEng := eng
-	if cfg.WalDir != "" {
-		logEng, err = storage.Open(cfg.WalDir, storage.Options{
-			NoSync:            cfg.UnsafeNoFsync,
-			FS:                cfg.FS,
-			Logger:            cfg.Logger.With("component", "raft-log-storage"),
-			OnBackgroundError: q.onBackgroundError,
-		})
-		if err != nil {
-			eng.Close()
-			return nil, err
-		}
+	logEng, err := openLog(cfg, knobs, eng, q)
+	if err != nil {
+		eng.Close()
+		return nil, err
 	}
 	closeEngines := func() {
-		if logEng != eng {
+		if logEng != raftnode.Log(eng) {
 			logEng.Close()
 		}
 		eng.Close()
@@ -217,7 +210,7 @@ func (s *Server) open() error {
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID:             s.memberID,
 		Engine:         s.eng,
-		LogEngine:      s.logEng,
+		Log:            s.logEng,
 		Peers:          peers,
 		Join:           s.seed.Join,
 		LocalKeys:      membership.LocalKeys(),
@@ -351,7 +344,7 @@ func (s *Server) shutdown() {
 	if err := s.eng.Close(); err != nil {
 		s.lg.Error("closing the engine", "err", err)
 	}
-	if s.logEng != s.eng {
+	if s.logEng != raftnode.Log(s.eng) {
 		if err := s.logEng.Close(); err != nil {
 			s.lg.Error("closing the raft log's engine", "err", err)
 		}

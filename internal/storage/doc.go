@@ -1,7 +1,9 @@
 // Package storage owns the Pebble engine a cairn member keeps its state in:
-// the raft log and hard state, the MVCC keyspace, leases, auth, membership
-// and the applied index. With --wal-dir a second Engine, opened the same
-// way in that directory, holds the raft log alone (raftnode's Two engines).
+// the MVCC keyspace, leases, auth, membership and the applied index. The
+// raft log and hard state live in segment files of their own (package
+// raftlog); in a data directory written before them, they are in this
+// engine, or in a second Engine opened the same way in an old --wal-dir
+// (raftnode's Where the log is).
 //
 // # Key layout
 //

@@ -63,3 +63,8 @@ func (p privateFS) MkdirAll(dir string, _ os.FileMode) error {
 
 // Unwrap returns the wrapped file system.
 func (p privateFS) Unwrap() vfs.FS { return p.FS }
+
+// PrivateFS returns the operating system's file system as the data
+// directory's engine uses it: files created 0600, directories 0700
+// (privateFS). The raft log's segment files use it too.
+func PrivateFS() vfs.FS { return privateFS{vfs.Default} }

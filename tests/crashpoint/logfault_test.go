@@ -20,8 +20,8 @@ import (
 )
 
 // newLogRig is newRig with the layout chosen: with walDir set, every
-// member keeps its raft log in an engine of its own (--wal-dir) beside
-// its data directory on its disk.
+// member keeps its raft log's segment files in --wal-dir beside its data
+// directory on its disk; without, in the data directory's wal.
 func newLogRig(t testing.TB, seed uint64, walDir bool) *rig {
 	r := &rig{t: t, disks: map[string]*disk{}, acked: newBook()}
 	r.c = clustertest.New(t, 3, clustertest.Options{
@@ -44,7 +44,12 @@ func logDir(m *clustertest.Member, walDir bool) string {
 	if walDir {
 		return m.Dir + ".wal"
 	}
-	return m.Dir
+	return m.Dir + "/wal"
+}
+
+// isSegment reports whether path is a segment file of the raft log in dir.
+func isSegment(path, dir string) bool {
+	return strings.HasPrefix(path, dir+"/") && strings.HasSuffix(path, ".log")
 }
 
 // layouts are the two places a member may keep its raft log.
@@ -72,8 +77,8 @@ func checkLogFailure(t *testing.T, err error, dir string, errno syscall.Errno) {
 }
 
 // TestRaftLogFaults fails writes (EIO, ENOSPC) and syncs (EIO) of one
-// member's raft log — the write-ahead log of the engine that holds it, in
-// the data directory or in --wal-dir — while the cluster takes writes
+// member's raft log — its segment files, in the data directory's wal or
+// in --wal-dir — while the cluster takes writes
 // through every member. The member must stop with an error naming the
 // directory, the cause and the remedy (not panic, not carry on), the other
 // two must keep serving, and once restarted on what a power cut leaves of
@@ -119,7 +124,7 @@ func TestRaftLogFaults(t *testing.T) {
 				dir := logDir(victim, l.walDir)
 				d := r.disk(victim.Name)
 				d.setFault(func(op errorfs.Op) error {
-					if !slices.Contains(tc.kinds, op.Kind) || !strings.HasPrefix(op.Path, dir+"/db/") || !strings.HasSuffix(op.Path, ".log") {
+					if !slices.Contains(tc.kinds, op.Kind) || !isSegment(op.Path, dir) {
 						return nil
 					}
 					return &os.PathError{Op: opName(op.Kind), Path: op.Path, Err: tc.errno}
@@ -164,8 +169,8 @@ func TestRaftLogFaults(t *testing.T) {
 }
 
 // TestRaftLogReadFault restarts a member whose raft log cannot be read
-// (EIO on every read of the tables of the log's engine, in the data
-// directory or in --wal-dir): the start must fail, or the member stop,
+// (EIO on every read of its segment files, in the data directory's wal or
+// in --wal-dir): the start must fail, or the member stop,
 // with an error naming the directory, the cause and the remedy, never hang
 // or panic; the other two keep serving, and on a repaired device the
 // member starts and converges. (A read that fails under a running Ready
@@ -186,7 +191,7 @@ func TestRaftLogReadFault(t *testing.T) {
 			victim.Stop()
 			d.use(d.processExit())
 			d.setFault(func(op errorfs.Op) error {
-				if !slices.Contains(reads, op.Kind) || !strings.HasPrefix(op.Path, dir+"/db/") || !strings.HasSuffix(op.Path, ".sst") {
+				if !slices.Contains(reads, op.Kind) || !isSegment(op.Path, dir) {
 					return nil
 				}
 				return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
