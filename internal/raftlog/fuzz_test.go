@@ -109,7 +109,7 @@ func FuzzOpen(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _ = fl.Write(data)
+			_, _ = fl.WriteAt(data, 0)
 			_ = fl.Close()
 		}
 		write(first, a)

@@ -35,7 +35,7 @@ func memWith(t *testing.T, fs map[string][]byte) *vfs.MemFS {
 	for n, b := range fs {
 		f, err := mem.Create(mem.PathJoin("log", n), vfs.WriteCategoryUnspecified)
 		must(t, err)
-		_, err = f.Write(b)
+		_, err = f.Write(slices.Clone(b)) // MemFS scribbles on what Write gets under -race
 		must(t, err)
 		must(t, f.Close())
 	}
