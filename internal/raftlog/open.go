@@ -115,6 +115,10 @@ func (r *replay) run(seqs []uint64) error {
 		}
 		sc := scanner{f: f, size: st.Size()}
 		typ, payload, _, err := sc.record(0, sc.size, seq)
+		if i > 0 && seq != seqs[i-1]+1 {
+			_ = f.Close()
+			return corrupt(name, 0, "segment %d follows segment %d: segments are missing", seq, seqs[i-1])
+		}
 		if errors.Is(err, errEnd) || errors.Is(err, errTorn) {
 			_ = f.Close()
 			if i == len(seqs)-1 {
@@ -129,10 +133,6 @@ func (r *replay) run(seqs []uint64) error {
 		if err != nil {
 			_ = f.Close()
 			return err
-		}
-		if i > 0 && seq != r.segs[len(r.segs)-1].seq+1 {
-			_ = f.Close()
-			return corrupt(name, 0, "segment %d follows segment %d: segments are missing", seq, r.segs[len(r.segs)-1].seq)
 		}
 		r.segs = append(r.segs, seg)
 		if typ != recStart {

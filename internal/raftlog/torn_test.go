@@ -226,3 +226,14 @@ func TestStaleRecordsAfterALostBlock(t *testing.T) {
 	m.append(nil, es)
 	reopen(t, fs2, l, opts, m).Close()
 }
+
+func TestStrayTornSegmentAfterAGap(t *testing.T) {
+	_, _, segs, names := threeSegments(t)
+	variant := map[string][]byte{segmentName(uint64(len(names) + 3)): {1, 2, 3}}
+	for k, b := range segs {
+		variant[k] = b
+	}
+	if _, err := Open(memWith(t, variant), "log", Options{SegmentBytes: 1024}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open = %v, want ErrCorrupt", err)
+	}
+}
