@@ -124,6 +124,24 @@ func diff(l *Log, m *model) string {
 				return fmt.Sprintf("entry %d is %v, want %v", m.ents[i].GetIndex(), e, m.ents[i])
 			}
 		}
+		// Limited reads from every start return raft's limitSize prefix.
+		for _, maxSize := range []uint64{0, 700} {
+			for lo := range m.ents {
+				got, err := l.Entries(m.ents[lo].GetIndex(), m.last()+1, maxSize)
+				if err != nil {
+					return fmt.Sprintf("Entries(%d, %d, %d): %v", m.ents[lo].GetIndex(), m.last()+1, maxSize, err)
+				}
+				want := limitSize(m.ents[lo:], maxSize)
+				if len(got) != len(want) {
+					return fmt.Sprintf("Entries(%d, %d, %d) returned %d entries, want %d", m.ents[lo].GetIndex(), m.last()+1, maxSize, len(got), len(want))
+				}
+				for i, e := range got {
+					if !proto.Equal(e, want[i]) {
+						return fmt.Sprintf("limited read: entry %d is %v, want %v", want[i].GetIndex(), e, want[i])
+					}
+				}
+			}
+		}
 	}
 	return ""
 }
@@ -372,4 +390,17 @@ func TestRealFiles(t *testing.T) {
 	must(t, err)
 	check(t, l, m)
 	must(t, l.Close())
+}
+
+// limitSize is raft's: the entries while their total proto.Size stays
+// within maxSize, and at least one.
+func limitSize(es []*raftpb.Entry, maxSize uint64) []*raftpb.Entry {
+	size := uint64(0)
+	for i, e := range es {
+		size += uint64(proto.Size(e))
+		if i > 0 && size > maxSize {
+			return es[:i]
+		}
+	}
+	return es
 }
