@@ -64,7 +64,9 @@
 //
 // Open reads the segments in seq order; they must be consecutive. A last
 // segment whose start record is torn or missing is a roll cut short by a
-// crash and is ignored (nothing was written after it). For each segment
+// crash and is ignored, provided nothing is written after that record (a
+// roll writes nothing more until its start is synced); with data after
+// it, the start record was damaged later and the log is ErrCorrupt. For each segment
 // the state restated by its start record is taken (after a reset, or for
 // the oldest segment, as the new starting point; otherwise it must agree
 // with the segments before). Then its records: an entry at index i at or

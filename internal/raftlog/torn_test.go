@@ -237,3 +237,24 @@ func TestStrayTornSegmentAfterAGap(t *testing.T) {
 		t.Fatalf("Open = %v, want ErrCorrupt", err)
 	}
 }
+
+// TestDamagedStartOfTheLastSegment: a last segment whose start record is
+// bad but which holds records after it was not a roll cut short (a roll
+// writes nothing more until its start is synced): ErrCorrupt, not a log
+// that silently ends before it.
+func TestDamagedStartOfTheLastSegment(t *testing.T) {
+	_, _, segs, names := threeSegments(t)
+	last := names[len(names)-1]
+	for _, off := range []int{0, 5, 9, 20} {
+		variant := map[string][]byte{}
+		for k, b := range segs {
+			variant[k] = b
+		}
+		b := slices.Clone(segs[last])
+		b[off] ^= 0x10
+		variant[last] = b
+		if _, err := Open(memWith(t, variant), "log", Options{SegmentBytes: 1024}); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("start record garbled at %d: Open = %v, want ErrCorrupt", off, err)
+		}
+	}
+}
