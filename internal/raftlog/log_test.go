@@ -386,10 +386,23 @@ func TestRealFiles(t *testing.T) {
 		t.Fatalf("segment size %d, want it preallocated to %d", st.Size(), opts.SegmentBytes)
 	}
 	must(t, l.Close())
-	l, err = Open(vfs.Default, dir, opts)
+	for round := range 3 {
+		l, err = Open(vfs.Default, dir, opts)
+		must(t, err)
+		check(t, l, m)
+		es := ents(m.last()+1, m.last()+2, uint64(2+round), "again")
+		must(t, l.Append(hs(uint64(2+round), 1, m.last()), es, true))
+		m.append(hs(uint64(2+round), 1, m.last()), es)
+		must(t, l.Compact(m.last()-1))
+		m.compact(m.last() - 1)
+		check(t, l, m)
+		must(t, l.Close())
+	}
+	names, err := vfs.Default.List(dir)
 	must(t, err)
-	check(t, l, m)
-	must(t, l.Close())
+	if len(names) != 1 {
+		t.Fatalf("segments left: %v", names)
+	}
 }
 
 // limitSize is raft's: the entries while their total proto.Size stays
