@@ -10,7 +10,10 @@
 // The log is a sequence of segment files <seq:016x>.log in one directory,
 // seq increasing by one from one segment to the next. A segment is created,
 // preallocated to its full size (Options.SegmentBytes; fallocate mode 0 on
-// Linux, so appends never change the file's size or its block map), given
+// Linux, so appends never change the file's size: an fdatasync has no size
+// to make durable, though ext4 still records each block's first write in
+// its extent tree, which a file written full of zeros beforehand would
+// not), given
 // its start record, synced (data and metadata), and the directory synced,
 // all before anything else is written to it. The current segment is synced
 // before the next one is started, so only the last segment can end torn.
@@ -64,7 +67,9 @@
 //
 // Open reads the segments in seq order; they must be consecutive. A last
 // segment whose start record is torn or missing is a roll cut short by a
-// crash and is ignored (nothing was written after it). For each segment
+// crash and is ignored, provided nothing is written after that record (a
+// roll writes nothing more until its start is synced); with data after
+// it, the start record was damaged later and the log is ErrCorrupt. For each segment
 // the state restated by its start record is taken (after a reset, or for
 // the oldest segment, as the new starting point; otherwise it must agree
 // with the segments before). Then its records: an entry at index i at or
@@ -100,6 +105,9 @@
 // handles kept open. One writer at a time does I/O under a writer mutex
 // and then publishes the new state under a RWMutex that readers share;
 // files are closed and removed only with that RWMutex held exclusively.
+// A reader holds the shared lock across its ReadAt, so a writer's publish
+// may wait for a read in progress; a reader never waits for a write or a
+// sync.
 //
 // # Errors
 //

@@ -107,6 +107,9 @@ func (l *Log) HardState() *raftpb.HardState {
 	l.mu.RLock()
 	h := l.mu.hs
 	l.mu.RUnlock()
+	if h.empty() {
+		return &raftpb.HardState{}
+	}
 	return &raftpb.HardState{Term: new(h.term), Vote: new(h.vote), Commit: new(h.commit)}
 }
 

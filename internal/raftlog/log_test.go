@@ -124,6 +124,24 @@ func diff(l *Log, m *model) string {
 				return fmt.Sprintf("entry %d is %v, want %v", m.ents[i].GetIndex(), e, m.ents[i])
 			}
 		}
+		// Limited reads from every start return raft's limitSize prefix.
+		for _, maxSize := range []uint64{0, 700} {
+			for lo := range m.ents {
+				got, err := l.Entries(m.ents[lo].GetIndex(), m.last()+1, maxSize)
+				if err != nil {
+					return fmt.Sprintf("Entries(%d, %d, %d): %v", m.ents[lo].GetIndex(), m.last()+1, maxSize, err)
+				}
+				want := limitSize(m.ents[lo:], maxSize)
+				if len(got) != len(want) {
+					return fmt.Sprintf("Entries(%d, %d, %d) returned %d entries, want %d", m.ents[lo].GetIndex(), m.last()+1, maxSize, len(got), len(want))
+				}
+				for i, e := range got {
+					if !proto.Equal(e, want[i]) {
+						return fmt.Sprintf("limited read: entry %d is %v, want %v", want[i].GetIndex(), e, want[i])
+					}
+				}
+			}
+		}
 	}
 	return ""
 }
@@ -368,8 +386,34 @@ func TestRealFiles(t *testing.T) {
 		t.Fatalf("segment size %d, want it preallocated to %d", st.Size(), opts.SegmentBytes)
 	}
 	must(t, l.Close())
-	l, err = Open(vfs.Default, dir, opts)
+	for round := range 3 {
+		l, err = Open(vfs.Default, dir, opts)
+		must(t, err)
+		check(t, l, m)
+		es := ents(m.last()+1, m.last()+2, uint64(2+round), "again")
+		must(t, l.Append(hs(uint64(2+round), 1, m.last()), es, true))
+		m.append(hs(uint64(2+round), 1, m.last()), es)
+		must(t, l.Compact(m.last()-1))
+		m.compact(m.last() - 1)
+		check(t, l, m)
+		must(t, l.Close())
+	}
+	names, err := vfs.Default.List(dir)
 	must(t, err)
-	check(t, l, m)
-	must(t, l.Close())
+	if len(names) != 1 {
+		t.Fatalf("segments left: %v", names)
+	}
+}
+
+// limitSize is raft's: the entries while their total proto.Size stays
+// within maxSize, and at least one.
+func limitSize(es []*raftpb.Entry, maxSize uint64) []*raftpb.Entry {
+	size := uint64(0)
+	for i, e := range es {
+		size += uint64(proto.Size(e))
+		if i > 0 && size > maxSize {
+			return es[:i]
+		}
+	}
+	return es
 }

@@ -115,24 +115,33 @@ func (r *replay) run(seqs []uint64) error {
 		}
 		sc := scanner{f: f, size: st.Size()}
 		typ, payload, _, err := sc.record(0, sc.size, seq)
-		if errors.Is(err, errEnd) || errors.Is(err, errTorn) {
+		if i > 0 && seq != seqs[i-1]+1 {
 			_ = f.Close()
+			return corrupt(name, 0, "segment %d follows segment %d: segments are missing", seq, seqs[i-1])
+		}
+		if errors.Is(err, errEnd) || errors.Is(err, errTorn) {
 			if i == len(seqs)-1 {
 				// The last segment's start was never made durable: a
-				// roll cut short. Nothing was written after it; the
-				// next roll creates the file again.
+				// roll cut short. Nothing was written after it, which
+				// tells it from a start record damaged later; the next
+				// roll creates the file again.
+				written, err := sc.writtenPastStart()
+				_ = f.Close()
+				if err != nil {
+					return err
+				}
+				if written >= 0 {
+					return corrupt(name, written, "the segment-start record is damaged, and the segment holds data after it")
+				}
 				l.w.nextSeq = seq
 				break
 			}
+			_ = f.Close()
 			return corrupt(name, 0, "no segment-start record")
 		}
 		if err != nil {
 			_ = f.Close()
 			return err
-		}
-		if i > 0 && seq != r.segs[len(r.segs)-1].seq+1 {
-			_ = f.Close()
-			return corrupt(name, 0, "segment %d follows segment %d: segments are missing", seq, r.segs[len(r.segs)-1].seq)
 		}
 		r.segs = append(r.segs, seg)
 		if typ != recStart {
@@ -349,4 +358,35 @@ func (s *scanner) record(off, limit int64, seq uint64) (typ byte, payload []byte
 		}
 	}
 	return decodeRecord(b, seq)
+}
+
+// startRoom is where a torn start record may reach when its length field
+// cannot be trusted: the first block.
+const startRoom = 4096
+
+// writtenPastStart returns the offset of the first non-zero byte after the
+// room a torn start record takes (its length field's claim when that fits
+// in the file, the first block otherwise), or -1 if all are zero.
+func (s *scanner) writtenPastStart() (int64, error) {
+	from := int64(startRoom)
+	if b, err := s.bytesAt(0, 4, s.size); err != nil {
+		return 0, err
+	} else if len(b) == 4 {
+		if l := int64(binary.LittleEndian.Uint32(b)); l > 0 && headerLen+l <= s.size {
+			from = headerLen + l
+		}
+	}
+	for off := from; off < s.size; {
+		b, err := s.bytesAt(off, scanChunk, s.size)
+		if err != nil {
+			return 0, err
+		}
+		for i, c := range b {
+			if c != 0 {
+				return off + int64(i), nil
+			}
+		}
+		off += int64(len(b))
+	}
+	return -1, nil
 }

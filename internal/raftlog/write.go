@@ -30,6 +30,9 @@ func (l *Log) Append(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) erro
 		if t := e.GetType(); t < 0 || t > raftpb.EntryType_EntryConfChangeV2 {
 			return fmt.Errorf("raftlog: append: entry %d has unknown type %d", e.GetIndex(), t)
 		}
+		if len(e.GetData()) > maxRecordLen-1-entryFixedLen {
+			return fmt.Errorf("raftlog: append: entry %d has %d bytes of data, more than a record holds", e.GetIndex(), len(e.GetData()))
+		}
 	}
 	// The writer is the only one to change the published state, so it
 	// reads it without the lock.
@@ -127,6 +130,9 @@ func (l *Log) SetIdentity(id []byte) error {
 	defer l.wmu.Unlock()
 	if err := l.writable(); err != nil {
 		return err
+	}
+	if len(id) > maxRecordLen-1-startFixedLen {
+		return fmt.Errorf("raftlog: an identity of %d bytes is more than a record holds", len(id))
 	}
 	if err := l.prepare(int64(headerLen + 1 + len(id))); err != nil {
 		return err
