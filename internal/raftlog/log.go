@@ -30,6 +30,9 @@ type Options struct {
 	// (DefaultSegmentBytes if 0). A group of records larger than that goes
 	// alone into a segment as large as it needs.
 	SegmentBytes int64
+	// NoSync skips every sync (etcd's --unsafe-no-fsync): a crash of the
+	// machine may then lose what Append reported synced.
+	NoSync bool
 }
 
 // segment is one open segment file.
@@ -79,6 +82,8 @@ type Log struct {
 
 	// failed holds the first write or sync error (see Failed).
 	failed atomic.Pointer[error]
+	// written counts the bytes written to segments (BytesWritten).
+	written atomic.Int64
 
 	// mu guards the published state. Segment files are closed and removed
 	// only under mu held exclusively, so a reader holding it shared never
@@ -100,6 +105,9 @@ type Log struct {
 
 // Dir returns the directory the log's segments are in.
 func (l *Log) Dir() string { return l.dir }
+
+// BytesWritten returns the bytes written to segment files since Open.
+func (l *Log) BytesWritten() int64 { return l.written.Load() }
 
 // HardState returns a copy of the last hard state stored (an empty one if
 // none was).

@@ -23,6 +23,9 @@ func Open(fs vfs.FS, dir string, opts Options) (*Log, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
 	}
+	if opts.NoSync {
+		fs = noSyncFS{fs}
+	}
 	if err := storage.MkdirAllSynced(fs, dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}

@@ -94,6 +94,7 @@ func (l *Log) Append(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) erro
 		sealRecord(buf[start:], seg.seq, typ)
 	}
 	l.w.buf = buf
+	l.written.Add(int64(len(buf)))
 	if _, err := seg.f.WriteAt(buf, l.w.end); err != nil {
 		return l.fail("append", err)
 	}
@@ -139,6 +140,7 @@ func (l *Log) SetIdentity(id []byte) error {
 	}
 	seg := l.w.cur
 	l.w.buf = appendRecord(l.w.buf[:0], seg.seq, recIdentity, id)
+	l.written.Add(int64(len(l.w.buf)))
 	if _, err := seg.f.WriteAt(l.w.buf, l.w.end); err != nil {
 		return l.fail("write the identity", err)
 	}
@@ -181,6 +183,7 @@ func (l *Log) Compact(index uint64) error {
 	l.w.buf, p = reserveRecord(l.w.buf[:0], truncLen)
 	putTrunc(p, index, term)
 	sealRecord(l.w.buf, seg.seq, recTrunc)
+	l.written.Add(int64(len(l.w.buf)))
 	if _, err := seg.f.WriteAt(l.w.buf, l.w.end); err != nil {
 		return l.fail("write a truncation point", err)
 	}
@@ -313,10 +316,12 @@ func (l *Log) startSegment(st startState, need int64) error {
 	l.w.buf, p = reserveRecord(l.w.buf[:0], st.encodedLen())
 	st.encode(p)
 	sealRecord(l.w.buf, seq, recStart)
-	err = preallocate(f, size)
-	if err == nil {
-		_, err = f.WriteAt(l.w.buf, 0)
-	}
+	// Preallocation is the fast path, not a promise: where it fails (a
+	// nearly full device, a file system without fallocate) the segment
+	// grows as it is written, and a full device shows in the writes.
+	_ = preallocate(f, size)
+	l.written.Add(int64(len(l.w.buf)))
+	_, err = f.WriteAt(l.w.buf, 0)
 	if err == nil {
 		err = f.SyncData()
 	}

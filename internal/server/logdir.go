@@ -67,13 +67,13 @@ func openLog(cfg Config, knobs testingKnobs, eng *storage.Engine, q *quota) (raf
 			return openLogEngine(cfg, dir, q)
 		}
 	}
-	return openLogFiles(fs, dir)
+	return openLogFiles(fs, dir, cfg.UnsafeNoFsync)
 }
 
-// openLogFiles opens the log's segment files in dir, and says what to do
-// when that fails.
-func openLogFiles(fs vfs.FS, dir string) (*raftlog.Log, error) {
-	files, err := raftlog.Open(fs, dir, raftlog.Options{})
+// openLogFiles opens the log's segment files in dir (without syncs for
+// --unsafe-no-fsync), and says what to do when that fails.
+func openLogFiles(fs vfs.FS, dir string, noSync bool) (*raftlog.Log, error) {
+	files, err := raftlog.Open(fs, dir, raftlog.Options{NoSync: noSync})
 	switch {
 	case errors.Is(err, raftlog.ErrCorrupt):
 		return nil, fmt.Errorf("%w: the raft log in %s is damaged: %w; the member does not start on a log it cannot read: "+
@@ -94,4 +94,17 @@ func openLogEngine(cfg Config, dir string, q *quota) (*storage.Engine, error) {
 		Logger:            cfg.Logger.With("component", "raft-log-storage"),
 		OnBackgroundError: q.onBackgroundError,
 	})
+}
+
+// logBytesWritten returns the bytes written to the raft log's storage: its
+// segment files, or the write-ahead log of the engine that holds it (with
+// the state's batches, when that is the state engine).
+func (s *Server) logBytesWritten() int64 {
+	switch l := s.logEng.(type) {
+	case *raftlog.Log:
+		return l.BytesWritten()
+	case *storage.Engine:
+		return int64(l.DB().Metrics().WAL.BytesWritten)
+	}
+	return 0
 }

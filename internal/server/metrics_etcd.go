@@ -104,7 +104,7 @@ func (em *etcdMetrics) collectors(s *Server) []prometheus.Collector {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "etcd", Subsystem: "disk", Name: "wal_write_bytes_total",
 			Help: "Total number of bytes written in WAL.",
-		}, func() float64 { return float64(s.eng.DB().Metrics().WAL.BytesWritten) }),
+		}, func() float64 { return float64(s.logBytesWritten()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "etcd_debugging", Subsystem: "mvcc", Name: "keys_total",
 			Help: "Total number of keys.",
