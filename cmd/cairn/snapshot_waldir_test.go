@@ -130,18 +130,22 @@ func TestSnapshotRestoreWalDir(t *testing.T) {
 	}
 	serves(inData, filepath.Join(inData, "wal"))
 
-	// Restored without --wal-dir: the log is inside, and a --wal-dir is
-	// refused.
+	// Restored without --wal-dir: the log is in the data directory's wal,
+	// and another --wal-dir is refused.
 	plain := filepath.Join(root, "r3.cairn")
 	if out, err := restore(plain, ""); err != nil {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}
-	if m, err := startRestored(peer, plain, filepath.Join(root, "r3.wal")); err == nil || !errors.Is(err, raftnode.ErrLogMismatch) || !strings.Contains(err.Error(), "start without --wal-dir") {
+	if segs, _ := filepath.Glob(filepath.Join(plain, "wal", "*.log")); len(segs) == 0 {
+		t.Fatalf("no segment files in %s/wal after a restore without --wal-dir", plain)
+	}
+	if m, err := startRestored(peer, plain, filepath.Join(root, "r3.wal")); err == nil || !errors.Is(err, raftnode.ErrLogMismatch) || !strings.Contains(err.Error(), "holds no raft log") {
 		if m != nil {
 			m.Close()
 		}
-		t.Fatalf("a restore without --wal-dir started with one: %v", err)
+		t.Fatalf("a restore without --wal-dir started with another: %v", err)
 	}
+	serves(plain, "")
 
 	// Refused before anything is written.
 	used := filepath.Join(root, "used.wal")
