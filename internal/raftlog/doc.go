@@ -13,9 +13,10 @@
 // Linux, so appends never change the file's size: an fdatasync has no size
 // to make durable, though ext4 still records each block's first write in
 // its extent tree, which a file written full of zeros beforehand would
-// not), given
-// its start record, synced (data and metadata), and the directory synced,
-// all before anything else is written to it. The current segment is synced
+// not; where preallocation fails, on a nearly full device say, the file
+// grows as it is written), given its start record, synced (data and
+// metadata), and the directory synced, all before anything else is
+// written to it. The current segment is synced
 // before the next one is started, so only the last segment can end torn.
 //
 // A group of records (an Append, a Compact's truncation point, an identity)
@@ -69,8 +70,8 @@
 // segment whose start record is torn or missing is a roll cut short by a
 // crash and is ignored, provided nothing is written after that record (a
 // roll writes nothing more until its start is synced); with data after
-// it, the start record was damaged later and the log is ErrCorrupt. For each segment
-// the state restated by its start record is taken (after a reset, or for
+// it, the start record was damaged later and the log is ErrCorrupt. For
+// each segment the state restated by its start record is taken (after a reset, or for
 // the oldest segment, as the new starting point; otherwise it must agree
 // with the segments before). Then its records: an entry at index i at or
 // below the last one replaces the tail from i on; an entry past last+1 (a
