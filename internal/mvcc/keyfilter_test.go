@@ -144,3 +144,18 @@ func TestKeyFilterWhileBuilding(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkKeyFilterBuild is the builder's walk of a store of 100,000 keys
+// with one version each (what Open and Restore start in the background).
+func BenchmarkKeyFilterBuild(b *testing.B) {
+	ts := newTestStore(b)
+	fill(b, ts, 100_000, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		f := makeKeyFilter()
+		f.build(ts.Store)
+		if !f.ready.Load() {
+			b.Fatal("not ready")
+		}
+	}
+}
