@@ -22,7 +22,7 @@ func benchPut(b *testing.B, ts *testStore, key string, val []byte) {
 }
 
 // fill writes n keys, each with versions versions.
-func fill(b *testing.B, ts *testStore, n, versions int) {
+func fill(b testing.TB, ts *testStore, n, versions int) {
 	val := make([]byte, 256)
 	for range versions {
 		batch := ts.eng.NewBatch()

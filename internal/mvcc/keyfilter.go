@@ -47,11 +47,11 @@ type keyFilter struct {
 
 	mu struct {
 		sync.Mutex
-		// segs fill one after the other, each twice the capacity of
-		// the one before: a key is added to the last one, and looked
-		// for in all of them.
+		// segs fill one after the other: a key is added to the last
+		// one, and looked for in all of them. The builder adds one for
+		// the keys it found; when the last is full, the next takes
+		// twice as many.
 		segs   []filterSeg
-		keys   int  // keys added, over all segments
 		gaveUp bool // past maxFilterKeys: never ready again
 	}
 }
@@ -70,8 +70,8 @@ const (
 	firstFilterKeys  = 1 << 16
 )
 
-// maxFilterKeys bounds the filter at about 10 MiB (segments of 2^16 to
-// 2^22 keys at 10 bits per key). A variable for tests.
+// maxFilterKeys bounds the keys the segments take in all: about 10 MiB at
+// 10 bits per key. A variable for tests.
 var maxFilterKeys = 1<<23 - 1<<16
 
 func newFilterSeg(keys int) filterSeg {
@@ -166,33 +166,49 @@ func (f *keyFilter) addLocked(h uint64) {
 	}
 	last := &f.mu.segs[len(f.mu.segs)-1]
 	if last.keys == last.cap {
-		if f.mu.keys+2*last.cap > maxFilterKeys {
-			// It may be ready already: absent checks gaveUp too.
-			f.mu.gaveUp = true
-			f.mu.segs = nil
-			f.ready.Store(false)
+		if f.capLocked()+2*last.cap > maxFilterKeys {
+			f.giveUpLocked()
 			return
 		}
 		f.mu.segs = append(f.mu.segs, newFilterSeg(2*last.cap))
 		last = &f.mu.segs[len(f.mu.segs)-1]
 	}
 	last.add(h)
-	f.mu.keys++
+}
+
+// capLocked is how many keys the segments take in all.
+func (f *keyFilter) capLocked() int {
+	n := 0
+	for i := range f.mu.segs {
+		n += f.mu.segs[i].cap
+	}
+	return n
+}
+
+// giveUpLocked drops the segments for good. The filter may be ready
+// already: absent checks gaveUp too.
+func (f *keyFilter) giveUpLocked() {
+	f.mu.gaveUp = true
+	f.mu.segs = nil
+	f.ready.Store(false)
 }
 
 // build adds every key with a version in s's engine, then makes the filter
-// ready. It stops early, leaving the filter not ready, when stop is called
-// or the engine fails (the store's reads report such a failure; here it
-// only costs the lookups the filter would have saved).
+// ready. It walks the keys twice: once to count them, so that one segment
+// of the right size takes them (segments that double would take up to
+// twice the memory), then to add them. It stops early, leaving the filter
+// not ready, when stop is called or the engine fails (the store's reads
+// report such a failure; here it only costs the lookups the filter would
+// have saved).
 func (f *keyFilter) build(s *Store) {
 	defer close(f.done)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{storage.PrefixKeys}, UpperBound: keysEnd})
-	if err != nil {
-		s.logger().Warn("mvcc: key filter not built", "err", err)
+	keys := 0
+	if !f.walk(s, func(uint64) bool { keys++; return true }) {
 		return
 	}
-	defer it.Close()
-	var prefix []byte
+	f.mu.Lock()
+	f.reserveLocked(keys)
+	f.mu.Unlock()
 	hashes := make([]uint64, 0, 256)
 	flush := func() bool {
 		f.mu.Lock()
@@ -203,22 +219,63 @@ func (f *keyFilter) build(s *Store) {
 		hashes = hashes[:0]
 		return !f.mu.gaveUp
 	}
+	ok := f.walk(s, func(h uint64) bool {
+		if hashes = append(hashes, h); len(hashes) < cap(hashes) {
+			return true
+		}
+		return flush()
+	})
+	if ok && flush() {
+		f.ready.Store(true)
+	}
+}
+
+// reserveLocked makes room for keys more keys in one new segment, unless
+// the last one has it already. Past maxFilterKeys the filter gives up.
+func (f *keyFilter) reserveLocked(keys int) {
+	if f.mu.gaveUp {
+		return
+	}
+	last := &f.mu.segs[len(f.mu.segs)-1]
+	if last.cap-last.keys >= keys {
+		return
+	}
+	// A quarter more for the keys written meanwhile and after.
+	n := max(keys+keys/4, 2*last.cap)
+	if f.capLocked()+n > maxFilterKeys {
+		f.giveUpLocked()
+		return
+	}
+	f.mu.segs = append(f.mu.segs, newFilterSeg(n))
+}
+
+// walk calls fn with the hash of each key that has a version in s's
+// engine, in key order, until fn returns false, and reports whether it
+// went through them all (false too when stop was called or the engine
+// failed).
+func (f *keyFilter) walk(s *Store, fn func(h uint64) bool) bool {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{storage.PrefixKeys}, UpperBound: keysEnd})
+	if err != nil {
+		s.logger().Warn("mvcc: key filter not built", "err", err)
+		return false
+	}
+	defer it.Close()
+	var prefix []byte
 	valid := it.First()
-	for valid {
+	for n := 1; valid; n++ {
 		p, _, _, err := splitVersionKey(it.Key())
 		if err != nil {
 			s.logger().Warn("mvcc: key filter not built", "err", err)
-			return
+			return false
 		}
 		prefix = append(prefix[:0], p...)
-		hashes = append(hashes, f.hash(prefix))
-		if len(hashes) == cap(hashes) {
-			if !flush() {
-				return
-			}
+		if !fn(f.hash(prefix)) {
+			return false
+		}
+		if n%1024 == 0 {
 			select {
 			case <-f.quit:
-				return
+				return false
 			default:
 			}
 		}
@@ -234,9 +291,7 @@ func (f *keyFilter) build(s *Store) {
 	}
 	if err := it.Error(); err != nil {
 		s.logger().Warn("mvcc: key filter not built", "err", fmt.Errorf("mvcc: walk keys: %w", err))
-		return
+		return false
 	}
-	if flush() {
-		f.ready.Store(true)
-	}
+	return true
 }

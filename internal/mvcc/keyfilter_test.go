@@ -159,3 +159,23 @@ func BenchmarkKeyFilterBuild(b *testing.B) {
 		}
 	}
 }
+
+// TestKeyFilterSizedByBuilder: the builder sizes one segment for the keys
+// it found, plus a quarter, instead of doubling its way up to them.
+func TestKeyFilterSizedByBuilder(t *testing.T) {
+	ts := newTestStore(t)
+	const n = 100_000
+	fill(t, ts, n, 2)
+	ts.reopen()
+	segs := ts.filter.mu.segs
+	// A key the filter already says is there (a false positive) is not
+	// added again.
+	if len(segs) != 2 || segs[1].cap != max(n+n/4, 2*firstFilterKeys) || segs[1].keys < n*99/100 {
+		t.Fatalf("segments after the build: %d, last %d keys of %d", len(segs), segs[len(segs)-1].keys, segs[len(segs)-1].cap)
+	}
+	for i := range n {
+		if ts.filter.absent(keyPrefix(nil, fmt.Appendf(nil, "key/%08d", i))) {
+			t.Fatalf("key/%08d reported absent", i)
+		}
+	}
+}
