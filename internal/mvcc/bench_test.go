@@ -22,7 +22,7 @@ func benchPut(b *testing.B, ts *testStore, key string, val []byte) {
 }
 
 // fill writes n keys, each with versions versions.
-func fill(b *testing.B, ts *testStore, n, versions int) {
+func fill(b testing.TB, ts *testStore, n, versions int) {
 	val := make([]byte, 256)
 	for range versions {
 		batch := ts.eng.NewBatch()
@@ -140,5 +140,35 @@ func BenchmarkPutGroup(b *testing.B) {
 			b.Fatal(err)
 		}
 		w.Done()
+	}
+}
+
+// BenchmarkTxnPutIfAbsent is the txn of a lock or an election: put a key
+// if its create revision is 0, on keys that do not exist yet (at random,
+// next to 100,000 that do), with the key filter and without it.
+func BenchmarkTxnPutIfAbsent(b *testing.B) {
+	for _, filter := range []bool{true, false} {
+		b.Run(fmt.Sprint("filter=", filter), func(b *testing.B) {
+			ts := newTestStore(b)
+			fill(b, ts, 100_000, 1)
+			if !filter {
+				ts.filter.ready.Store(false)
+			}
+			rng := rand.New(rand.NewPCG(3, 4))
+			val := make([]byte, 256)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				key := fmt.Appendf(nil, "new/%016x", rng.Uint64())
+				r := &pb.TxnRequest{
+					Compare: []*pb.Compare{{Key: key, Target: pb.Compare_CREATE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_CreateRevision{}}},
+					Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: key, Value: val}}}},
+				}
+				resp, err := ts.txn(r)
+				if err != nil || !resp.Succeeded {
+					b.Fatal(resp, err)
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 // Package mvcc is cairn's revisioned key-value state machine: etcd's MVCC
 // semantics (revisions, versions, ranges, txns, compaction, hashes) kept in
-// the member's Pebble engine, with no in-memory index of the keys.
+// the member's Pebble engine, with no in-memory index of the keys (only a
+// Bloom filter of them, see "Writes and visibility").
 //
 // # Revisions
 //
@@ -62,6 +63,17 @@
 // the published revision is committed, and anything above it is ignored, so
 // a committed but not yet published write is invisible and readers never
 // block the apply goroutine or each other.
+//
+// A write looks up the current version of each key it writes (for its
+// version, create revision and the event's previous value), a seek that
+// misses the cache at nearly every step of the memtable's skiplist. A
+// Bloom filter of the keys that have any version (keyFilter: about 10
+// bits a key, no keys, at most about 10 MiB) lets a write that creates a
+// key skip it: when the filter says the key has no version, it has none.
+// Open and Restore build the filter from the engine in the background;
+// until it is complete, and past its size bound, every key goes to the
+// engine. It is a filter, not an index: it never answers more than "no
+// version" or "maybe".
 //
 // # Reads
 //

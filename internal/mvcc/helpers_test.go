@@ -40,7 +40,13 @@ func (ts *testStore) open() {
 		ts.t.Fatal(err)
 	}
 	ts.eng, ts.Store = eng, s
+	// The key filter in use from the first write, as in a member that
+	// has run for a while: every test goes through it.
+	s.waitFilter()
 }
+
+// waitFilter waits for the key filter's builder to end.
+func (s *Store) waitFilter() { <-s.filter.done }
 
 func (ts *testStore) close() {
 	if ts.Store == nil {

@@ -3,10 +3,11 @@ package mvcc
 import "fmt"
 
 // Restore replaces the store's state under it: it stops the background
-// compaction (waiting for a batch in progress), calls install, which
-// replaces the store's keyspaces in the engine (a raft snapshot install),
-// and reloads the revision and compaction state from the engine, resuming a
-// physical compaction the new state has scheduled but not finished.
+// compaction (waiting for a batch in progress) and the key filter's
+// builder, calls install, which replaces the store's keyspaces in the
+// engine (a raft snapshot install), builds a new key filter, and reloads
+// the revision and compaction state from the engine, resuming a physical
+// compaction the new state has scheduled but not finished.
 // Waiters of an unfinished physical compaction carry over and are released
 // once the new state's compaction reaches their revision.
 //
@@ -15,6 +16,7 @@ import "fmt"
 // reload a reader would see the new keys through the old revision. If
 // install fails, the store reloads what the engine then holds.
 func (s *Store) Restore(install func() error) error {
+	s.filter.stop()
 	s.comp.stop()
 	s.comp.mu.Lock()
 	waiters := s.comp.mu.waiters
@@ -22,6 +24,9 @@ func (s *Store) Restore(install func() error) error {
 	s.comp.mu.Unlock()
 
 	ierr := install()
+	// The keyspace is new (or, if install failed, whatever it left): so
+	// is the filter of its keys.
+	s.filter = newKeyFilter(s)
 
 	rev, err := readMeta(s.eng, metaRev, 1)
 	if err != nil {

@@ -62,14 +62,17 @@ type Store struct {
 	// same state; unwatch stops it from following the engine's generation.
 	views   viewPool
 	unwatch func()
+	// filter holds the keys that have a version (see keyFilter). Only
+	// the apply goroutine replaces it (Restore), with no Write open.
+	filter *keyFilter
 
 	chunkEvents int // events per compaction batch
 }
 
 // Open loads the store kept in eng: its current revision and compaction
 // state. A physical compaction that a crash or Close interrupted resumes in
-// the background. A new store is at revision 1 and has never been compacted
-// (CompactRev is -1).
+// the background, and the key filter (see keyFilter) is built there. A new
+// store is at revision 1 and has never been compacted (CompactRev is -1).
 func Open(eng *storage.Engine, opts Options) (*Store, error) {
 	s := &Store{eng: eng, db: eng.DB(), opts: opts, chunkEvents: compactChunkEvents}
 	rev, err := readMeta(eng, metaRev, 1)
@@ -90,6 +93,7 @@ func Open(eng *storage.Engine, opts Options) (*Store, error) {
 	if scheduled > finished {
 		s.comp.schedule(scheduled, nil)
 	}
+	s.filter = newKeyFilter(s)
 	return s, nil
 }
 
@@ -122,9 +126,11 @@ func (s *Store) Rev() int64 { return s.state.Load().rev }
 // ErrCompacted, even while its physical removal still runs.
 func (s *Store) CompactRev() int64 { return s.state.Load().compactRev }
 
-// Close stops the background compaction, waiting for it; an unfinished
-// compaction resumes at the next Open. Close does not close the engine.
+// Close stops the background compaction and the key filter's builder,
+// waiting for them; an unfinished compaction resumes at the next Open.
+// Close does not close the engine.
 func (s *Store) Close() error {
+	s.filter.stop()
 	s.comp.stop()
 	s.unwatch()
 	s.views.drop(true)

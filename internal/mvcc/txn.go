@@ -141,9 +141,15 @@ func (t *txnWrite) compare(c *pb.Compare) (bool, error) {
 	end := gteEnd(c.RangeEnd)
 	var ver version
 	if end == nil {
-		ok, err := v.get(c.Key, rev, &ver)
-		if err != nil {
-			return false, err
+		ok := false
+		// A write txn's key with no version compares as zeroes without
+		// a lookup (see keyFilter): the create-if-absent txn of locks
+		// and elections.
+		if t.w == nil || !t.w.absent(c.Key) {
+			var err error
+			if ok, err = v.get(c.Key, rev, &ver); err != nil {
+				return false, err
+			}
 		}
 		if !ok {
 			return c.Target != pb.Compare_VALUE && compareKV(c, &mvccpb.KeyValue{}), nil
@@ -233,6 +239,9 @@ func (t *txnWrite) checkTxn(r *pb.TxnRequest, p *txnPath) error {
 				return err
 			}
 			if x.RequestPut.IgnoreValue || x.RequestPut.IgnoreLease {
+				if t.w.absent(x.RequestPut.Key) {
+					return ErrKeyNotFound
+				}
 				var ver version
 				ok, err := t.view().get(x.RequestPut.Key, t.beginRev, &ver)
 				if err != nil {

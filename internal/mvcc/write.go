@@ -40,6 +40,7 @@ type Write struct {
 	seen   uint32
 	keyBuf []byte
 	valBuf []byte
+	pfxBuf []byte
 	t      txnWrite // the request in progress
 }
 
@@ -165,9 +166,19 @@ func (w *Write) Put(r *pb.PutRequest) (*pb.PutResponse, error) {
 	return t.put(r, prev)
 }
 
+// absent reports whether key certainly has no version, in the engine or in
+// the batch: its lookup can be skipped (see keyFilter).
+func (w *Write) absent(key []byte) bool {
+	w.pfxBuf = keyPrefix(w.pfxBuf[:0], key)
+	return w.s.filter.absent(w.pfxBuf)
+}
+
 // prevForPut reads the key's current value when the request needs it.
 func (t *txnWrite) prevForPut(r *pb.PutRequest) (*mvccpb.KeyValue, error) {
 	if !r.IgnoreValue && !r.IgnoreLease && !r.PrevKv {
+		return nil, nil
+	}
+	if t.w.absent(r.Key) {
 		return nil, nil
 	}
 	var ver version
@@ -193,9 +204,12 @@ func (t *txnWrite) put(r *pb.PutRequest, prev *mvccpb.KeyValue) (*pb.PutResponse
 	}
 	rev := t.beginRev + 1
 	var head version
-	exists, err := t.view().get(r.Key, rev, &head)
-	if err != nil {
-		return nil, err
+	exists := false
+	if !t.w.absent(r.Key) {
+		var err error
+		if exists, err = t.view().get(r.Key, rev, &head); err != nil {
+			return nil, err
+		}
 	}
 	o := &putObjects{}
 	kv := &o.kv
@@ -253,6 +267,8 @@ func (t *txnWrite) writeVersion(key []byte, kv *mvccpb.KeyValue, tombstone bool)
 	t.changes++
 	w := t.w
 	w.keyBuf = versionKey(w.keyBuf[:0], key, rev, sub)
+	// Before any later lookup of key, in this Write or after it.
+	w.s.filter.add(w.keyBuf[:len(w.keyBuf)-revLen])
 	typ := eventPut
 	if tombstone {
 		typ = eventDelete
@@ -282,13 +298,15 @@ func (t *txnWrite) deleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeRespons
 	var victims []*mvccpb.KeyValue
 	end := gteEnd(r.RangeEnd)
 	if end == nil {
-		var ver version
-		ok, err := v.get(r.Key, t.readRev(), &ver)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			victims = append(victims, keyValue(bytes.Clone(r.Key), &ver))
+		if !t.w.absent(r.Key) {
+			var ver version
+			ok, err := v.get(r.Key, t.readRev(), &ver)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				victims = append(victims, keyValue(bytes.Clone(r.Key), &ver))
+			}
 		}
 	} else {
 		err := v.scan(r.Key, end, t.readRev(), func(prefix []byte, ver *version) (bool, error) {

@@ -7,7 +7,6 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/raft/v3/raftpb"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-db/cairn/internal/membership"
 	"github.com/cairn-db/cairn/internal/mvcc"
@@ -36,9 +35,9 @@ type applyState struct {
 	// wrote is what the batch being built adds to the engine: its raft
 	// entries, then its storage batch (for the quota's accounted size).
 	wrote int64
-	// req is the entry being applied, decoded: one message reused for
-	// every entry (see applyEntry).
-	req pb.InternalRaftRequest
+	// dec decodes the entry being applied into messages reused for every
+	// entry (see applyEntry).
+	dec entryDecoder
 }
 
 type pendingResult struct {
@@ -174,11 +173,12 @@ func (s *Server) applyEntry(w *mvcc.Write, b *storage.Batch, e *raftpb.Entry) (u
 			s.versions.newTerm()
 			return 0, result{}, nil
 		}
-		// Unmarshal resets the reused request first. Only what it
-		// points to outlives this entry (events and responses share
-		// the put's key and value), never the request itself.
-		req := &s.ap.req
-		if err := proto.Unmarshal(e.GetData(), req); err != nil {
+		// The decoder reuses the request for the next entry. Only
+		// what it points to outlives this entry (events and responses
+		// share the put's key and value, which alias the entry's
+		// data), never the request itself or its messages.
+		req, err := s.ap.dec.decode(e.GetData())
+		if err != nil {
 			return 0, result{}, fmt.Errorf("decode: %w", err)
 		}
 		seen := len(w.Events())
