@@ -87,7 +87,11 @@ func txnCost(r *pb.TxnRequest) int {
 // member in read-only mode locally at once (diskFull): check refuses
 // writes that add data even if the alarm cannot be committed (no quorum, or
 // the raft log cannot be written), until the engine finishes a flush or a
-// compaction again.
+// compaction again. The raft log's device is watched the same way: its
+// segment files keep the next segment allocated ahead, and while the
+// device has no room for it (raftlog.Log.NoRoom) the member is read-only,
+// so the room left in the current segment carries the deletes,
+// compactions and alarm changes that free space.
 //
 // Beyond etcd, the alarm clears itself: once this member's accounted size
 // is back under clearFraction of the quota (and its device is not full),
@@ -127,6 +131,11 @@ type quota struct {
 	// (a flush or compaction succeeded since).
 	diskFull    atomic.Bool
 	diskFullGen atomic.Uint64
+	// logNoRoom reports why the raft log's device has no room for its
+	// next segment (nil while it has); nil for a log kept in Pebble.
+	logNoRoom func() error
+	// logFull remembers the last logNoRoom answer, to log its changes.
+	logFull atomic.Bool
 	// raise is set when a refusal wants the alarm raised.
 	raise atomic.Bool
 	// ioFailed is the first background error of another cause than a
@@ -143,6 +152,9 @@ func newQuota() *quota {
 // start binds the quota to its server once the engine is open, and takes
 // the first measure.
 func (q *quota) start(s *Server) {
+	if l, ok := s.logEng.(interface{ NoRoom() error }); ok {
+		q.logNoRoom = l.NoRoom
+	}
 	q.s = s
 	q.eng.Store(s.eng)
 	q.measure()
@@ -233,6 +245,19 @@ func (q *quota) alarm() membership.Alarm {
 // readOnly reports whether the device is full: set by a background job
 // that failed for it, until the engine finishes a flush or compaction.
 func (q *quota) readOnly() bool {
+	if q.logNoRoom != nil {
+		if err := q.logNoRoom(); err != nil {
+			if q.logFull.CompareAndSwap(false, true) {
+				q.s.lg.Error("the raft log's device has no room for the next segment: read-only mode", "dir", q.s.logEng.Dir(), "err", err)
+				q.kick()
+			}
+			return true
+		}
+		if q.logFull.CompareAndSwap(true, false) {
+			q.s.lg.Warn("the raft log's device has room again: leaving read-only mode", "dir", q.s.logEng.Dir())
+			q.kick()
+		}
+	}
 	if !q.diskFull.Load() {
 		return false
 	}
@@ -338,7 +363,7 @@ func (q *quota) run() {
 				return
 			}
 		case <-t.C:
-			if !q.raise.Load() && !q.diskFull.Load() && !s.alarms.has(q.alarm()) {
+			if !q.raise.Load() && !q.diskFull.Load() && !q.logFull.Load() && !s.alarms.has(q.alarm()) {
 				continue
 			}
 			// Idle members apply nothing: measure here.
@@ -368,10 +393,14 @@ func (q *quota) reconcile(ctx context.Context) {
 		}
 		q.raise.Store(false)
 		s.metrics.noSpaceRaised.Inc()
-		if full {
+		switch {
+		case full && q.logFull.Load():
+			s.lg.Error("the device holding the raft log is full: NOSPACE alarm raised, writes refused",
+				"dir", s.logEng.Dir())
+		case full:
 			s.lg.Error("the device holding the data directory is full: NOSPACE alarm raised, writes refused",
 				"data-dir", s.cfg.DataDir)
-		} else {
+		default:
 			s.lg.Warn("database space exceeded: NOSPACE alarm raised, writes refused",
 				"quota-bytes", s.cfg.QuotaBackendBytes, "size-bytes", q.accounted())
 		}
