@@ -47,15 +47,15 @@
 //
 // # Persistence order and crashes
 //
-// Raft entries and the hard state are written in one batch per Ready, synced
+// Raft entries and the hard state are written in one group per Ready, synced
 // whenever it holds entries or a new term or vote. A commit-index-only
 // change needs no fsync, and is not even written on its own: the commit
 // index is recomputed by the next leader, so it waits in memory and goes
 // out with the next batch of entries (see LogStore.Save).
 // A follower sends its acknowledgements only after that write, so what it
-// acknowledged survives a crash. Pebble's write-ahead log is sequential, so
-// a batch that survives a crash implies every batch committed before it
-// survived too.
+// acknowledged survives a crash. The log's segment files, like Pebble's
+// write-ahead log, are replayed in order up to the first torn record, so a
+// write that survives a crash implies every write before it survived too.
 //
 // The state machine commits its own batches without sync, carrying the
 // applied index (storage.Batch.SetAppliedIndex) and, when it changes, the
