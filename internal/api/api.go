@@ -118,7 +118,7 @@ func (o Options) withDefaults() Options {
 // etcd's KV, Maintenance and Auth services and the standard grpc.health.v1
 // service (reporting SERVING). Every request's credentials (token, client
 // certificate) reach the backend in its context, and the methods etcd
-// reserves for root (or for a user at all) are checked first (authUnary,
+// reserves for root (or for a user at all) are checked first (authCheck,
 // authStream). Watch, Lease and Cluster have Register
 // functions of their own (RegisterWatch, RegisterLease, RegisterCluster),
 // so that a test can serve a part; a service not registered answers
@@ -128,7 +128,7 @@ func NewGRPCServer(b Backend, o Options) *grpc.Server {
 	metrics := serverMetrics(o.Registerer, o.Logger, o.ExtensiveMetrics)
 
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.unaryInterceptor(), learnerUnary(b), requireLeaderUnary(b), authUnary(b)),
+		grpc.UnaryInterceptor(metrics.unaryInterceptor(admitUnary(b))),
 		grpc.ChainStreamInterceptor(metrics.streamInterceptor(), learnerStream(b), authStream(b), newLeaderLoss(b, o.ElectionTimeout).interceptor(o.Stopping), stoppingStream(o.Stopping)),
 		metrics.codecOption(),
 		grpc.MaxRecvMsgSize(int(o.MaxRequestBytes) + grpcOverheadBytes),
@@ -180,18 +180,39 @@ func serverMetrics(reg prometheus.Registerer, log *slog.Logger, extensive bool) 
 	return m
 }
 
-// requireLeaderUnary refuses a request that asks for a leader
+// admitUnary is the interceptor of every unary call, inside the metrics'
+// one: it refuses on a learner what etcd refuses there (learnerCheck),
+// then a call that requires a leader while there is none (leaderCheck),
+// then puts the call's credentials in its context and makes the access
+// checks (authCheck), and runs the handler. One interceptor for the three
+// steps because a chain of gRPC interceptors makes a closure per link on
+// every call.
+func admitUnary(b Backend) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := learnerCheck(b, req); err != nil {
+			return nil, err
+		}
+		if err := leaderCheck(ctx, b); err != nil {
+			return nil, err
+		}
+		ctx, err := authCheck(ctx, b, info.FullMethod, req)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// leaderCheck refuses a request that asks for a leader
 // (clientv3.WithRequireLeader sets the "hasleader" metadata) while this
 // member knows of none, with etcd's "no leader" error, instead of letting
 // it wait; streams get the same check from leaderLoss, which also ends
 // them when the leader is lost later.
-func requireLeaderUnary(b Backend) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if needsLeader(ctx) && b.Leader() == 0 {
-			return nil, rpctypes.ErrGRPCNoLeader
-		}
-		return handler(ctx, req)
+func leaderCheck(ctx context.Context, b Backend) error {
+	if needsLeader(ctx) && b.Leader() == 0 {
+		return rpctypes.ErrGRPCNoLeader
 	}
+	return nil
 }
 
 // needsLeader looks the one key up: FromIncomingContext would copy the

@@ -264,17 +264,15 @@ func accessCheck(ctx context.Context, b Backend, method string, req any) error {
 	return nil
 }
 
-// authUnary and authStream put every request's credentials into its
+// authCheck and authStream put every request's credentials into its
 // context and make accessCheck's checks, answering a refusal with etcd's
-// status.
-func authUnary(b Backend) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx = withCredentials(ctx, info.FullMethod)
-		if err := accessCheck(ctx, b, info.FullMethod, req); err != nil {
-			return nil, toGRPCError(err)
-		}
-		return handler(ctx, req)
+// status; authCheck returns the context with the credentials.
+func authCheck(ctx context.Context, b Backend, method string, req any) (context.Context, error) {
+	ctx = withCredentials(ctx, method)
+	if err := accessCheck(ctx, b, method, req); err != nil {
+		return nil, toGRPCError(err)
 	}
+	return ctx, nil
 }
 
 func authStream(b Backend) grpc.StreamServerInterceptor {

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"context"
-
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
@@ -11,19 +9,17 @@ import (
 // snapshotMethod is the one streaming RPC a learner serves.
 const snapshotMethod = "/etcdserverpb.Maintenance/Snapshot"
 
-// learnerUnary and learnerStream refuse, on a learner, what etcd refuses
+// learnerCheck and learnerStream refuse, on a learner, what etcd refuses
 // there, with etcd's "rpc not supported for learner": everything but
 // Maintenance.Status and serializable Ranges (unary) and
 // Maintenance.Snapshot (streams). A learner's state may lag, and clients
 // that balance over every endpoint rely on this answer to move on to a
 // voter.
-func learnerUnary(b Backend) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if b.IsLearner() && !servedByLearner(req) {
-			return nil, rpctypes.ErrGRPCNotSupportedForLearner
-		}
-		return handler(ctx, req)
+func learnerCheck(b Backend, req any) error {
+	if b.IsLearner() && !servedByLearner(req) {
+		return rpctypes.ErrGRPCNotSupportedForLearner
 	}
+	return nil
 }
 
 func learnerStream(b Backend) grpc.StreamServerInterceptor {

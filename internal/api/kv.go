@@ -4,6 +4,7 @@ import (
 	"context"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
 )
 
 // kvService serves etcd's KV service: each call is validated exactly as etcd
@@ -15,6 +16,10 @@ type kvService struct {
 	maxTxnOps int
 	// streamChunkBytes is the size RangeStream aims each chunk at.
 	streamChunkBytes int
+	// rangeInfo and rangeHandler are what kvRangeHandler hands the
+	// interceptor, made once by registerKV rather than on every call.
+	rangeInfo    grpc.UnaryServerInfo
+	rangeHandler grpc.UnaryHandler
 }
 
 func (s *kvService) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {

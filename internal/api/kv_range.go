@@ -2,12 +2,13 @@ package api
 
 import (
 	"context"
+	"encoding/binary"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/cairn-db/cairn/internal/mvcc"
 )
@@ -42,27 +43,77 @@ type encodedRange struct {
 }
 
 // marshal returns the response's wire form as buffers in field order,
-// sharing the chunks of kvs.
+// sharing the chunks of kvs. The header, more and count are encoded here
+// as proto.Marshal encodes them (the header is the member's own, with no
+// unknown fields), without its allocations; when the records fit in one chunk with
+// room to spare (a range of a few keys), the header is moved in front of
+// them and the whole response is that one buffer.
 func (e *encodedRange) marshal() (mem.BufferSlice, error) {
-	head, err := proto.Marshal(&pb.RangeResponse{Header: e.resp.Header})
-	if err != nil {
-		return nil, err
-	}
-	tail, err := proto.Marshal(&pb.RangeResponse{More: e.resp.More, Count: e.resp.Count})
-	if err != nil {
-		return nil, err
+	var headBuf [2 + 4*(1+binary.MaxVarintLen64)]byte
+	var tailBuf [2 + 1 + binary.MaxVarintLen64]byte
+	head := appendRangeHead(headBuf[:0], e.resp.Header)
+	tail := appendRangeTail(tailBuf[:0], e.resp.More, e.resp.Count)
+	if len(e.kvs.Chunks) == 1 {
+		if c := e.kvs.Chunks[0]; cap(c)-len(c) >= len(head)+len(tail) {
+			n := len(c)
+			c = c[:len(head)+n]
+			copy(c[len(head):], c[:n])
+			copy(c, head)
+			c = append(c, tail...)
+			return mem.BufferSlice{mem.NewBuffer(&c, chunkPool)}, nil
+		}
 	}
 	out := make(mem.BufferSlice, 0, len(e.kvs.Chunks)+2)
+	ends := append(append(make([]byte, 0, len(head)+len(tail)), head...), tail...)
 	if len(head) > 0 {
-		out = append(out, mem.SliceBuffer(head))
+		out = append(out, mem.SliceBuffer(ends[:len(head):len(head)]))
 	}
 	for _, c := range e.kvs.Chunks {
 		out = append(out, mem.NewBuffer(&c, chunkPool))
 	}
 	if len(tail) > 0 {
-		out = append(out, mem.SliceBuffer(tail))
+		out = append(out, mem.SliceBuffer(ends[len(head):]))
 	}
 	return out, nil
+}
+
+// appendRangeHead appends the wire form of a RangeResponse's field 1 (the
+// header) as proto.Marshal writes it: nothing for a nil header, and the
+// fields that are not zero in number order.
+func appendRangeHead(b []byte, h *pb.ResponseHeader) []byte {
+	if h == nil {
+		return b
+	}
+	fields := [...]uint64{h.ClusterId, h.MemberId, uint64(h.Revision), h.RaftTerm}
+	size := 0
+	for _, v := range fields {
+		if v != 0 {
+			size += 1 + protowire.SizeVarint(v)
+		}
+	}
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	for i, v := range fields {
+		if v != 0 {
+			b = protowire.AppendTag(b, protowire.Number(i+1), protowire.VarintType)
+			b = protowire.AppendVarint(b, v)
+		}
+	}
+	return b
+}
+
+// appendRangeTail appends the wire form of a RangeResponse's fields 3
+// (more) and 4 (count), as proto.Marshal writes them.
+func appendRangeTail(b []byte, more bool, count int64) []byte {
+	if more {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
+	if count != 0 {
+		b = protowire.AppendTag(b, 4, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(count))
+	}
+	return b
 }
 
 // preEncodedCodec is a codec that sends an encodedRange as the bytes it
@@ -98,6 +149,10 @@ func (s *kvService) rangeEncoded(ctx context.Context, r *pb.RangeRequest) (any, 
 // answering through rangeEncoded; the other methods are the generated
 // handlers.
 func registerKV(gs *grpc.Server, s *kvService) {
+	s.rangeInfo = grpc.UnaryServerInfo{Server: s, FullMethod: pb.KV_Range_FullMethodName}
+	s.rangeHandler = func(ctx context.Context, req any) (any, error) {
+		return s.rangeEncoded(ctx, req.(*pb.RangeRequest))
+	}
 	desc := pb.KV_ServiceDesc
 	desc.Methods = append([]grpc.MethodDesc(nil), desc.Methods...)
 	for i := range desc.Methods {
@@ -120,9 +175,5 @@ func kvRangeHandler(srv any, ctx context.Context, dec func(any) error, intercept
 	if interceptor == nil {
 		return s.rangeEncoded(ctx, in)
 	}
-	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: pb.KV_Range_FullMethodName}
-	handler := func(ctx context.Context, req any) (any, error) {
-		return s.rangeEncoded(ctx, req.(*pb.RangeRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return interceptor(ctx, in, &s.rangeInfo, s.rangeHandler)
 }

@@ -79,3 +79,73 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// Every shape of encoded range (no records, one chunk with room for the
+// header or without, several chunks; zero and non-zero header fields,
+// more and count) must come out as proto.Marshal's bytes.
+func TestEncodedRangeMatchesProto(t *testing.T) {
+	kvs := []*mvccpb.KeyValue{
+		{Key: []byte("a"), Value: []byte("1"), CreateRevision: 2, ModRevision: 3, Version: 2, Lease: 5},
+		{Key: []byte("key"), Value: bytes.Repeat([]byte("v"), 256), CreateRevision: 1 << 40, ModRevision: 1 << 40, Version: 1},
+	}
+	headers := []*pb.ResponseHeader{
+		nil,
+		{},
+		{Revision: 1},
+		{ClusterId: 1<<64 - 1, MemberId: 1 << 63, Revision: -1, RaftTerm: 300},
+	}
+	// chunking says how many records each chunk holds, and spare the
+	// room left after the last record of each.
+	chunkings := []struct {
+		per   []int
+		spare int
+	}{
+		{nil, 0},
+		{[]int{1}, 0},
+		{[]int{1}, 100},
+		{[]int{2}, 100},
+		{[]int{1, 1}, 100},
+	}
+	for _, h := range headers {
+		for _, ch := range chunkings {
+			for _, more := range []bool{false, true} {
+				for _, count := range []int64{0, 2, -3} {
+					n := 0
+					for _, k := range ch.per {
+						n += k
+					}
+					full := &pb.RangeResponse{Header: h, Kvs: kvs[:n], More: more, Count: count}
+					want, err := proto.Marshal(full)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var enc mvcc.EncodedKVs
+					i := 0
+					for _, k := range ch.per {
+						var chunk []byte
+						for range k {
+							b, err := proto.Marshal(kvs[i])
+							if err != nil {
+								t.Fatal(err)
+							}
+							chunk = protowire.AppendTag(chunk, 2, protowire.BytesType)
+							chunk = protowire.AppendBytes(chunk, b)
+							i++
+						}
+						chunk = append(make([]byte, 0, len(chunk)+ch.spare), chunk...)
+						enc.Chunks = append(enc.Chunks, chunk)
+					}
+					enc.N = n
+					e := &encodedRange{resp: &pb.RangeResponse{Header: h, More: more, Count: count}, kvs: &enc}
+					out, err := e.marshal()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := out.Materialize(); !bytes.Equal(got, want) {
+						t.Errorf("header %v, chunks %v (+%d), more %v, count %d:\n got %x\nwant %x", h, ch.per, ch.spare, more, count, got, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -143,6 +143,14 @@ func (s *Store) RangeEncoded(r *pb.RangeRequest, alloc func(n int) []byte) (*pb.
 	return v.rangeEncoded(r, st.rev, st.compactRev, alloc)
 }
 
+// encodedObjects are what every encoded range makes, allocated together;
+// chunks holds the Chunks of a range that fits in one.
+type encodedObjects struct {
+	rangeObjects
+	enc    kvEncoder
+	chunks [1][]byte
+}
+
 // rangeEncoded is rangeCounted (with countAll) for an encodable request.
 func (v *view) rangeEncoded(r *pb.RangeRequest, curRev, compactRev int64, alloc func(int) []byte) (*pb.RangeResponse, *EncodedKVs, error) {
 	rev := r.Revision
@@ -155,16 +163,18 @@ func (v *view) rangeEncoded(r *pb.RangeRequest, curRev, compactRev int64, alloc 
 	if rev < compactRev {
 		return nil, nil, ErrCompacted
 	}
-	ro := &rangeObjects{}
-	resp := &ro.resp
-	ro.hdr.Revision = curRev
-	resp.Header = &ro.hdr
+	eo := &encodedObjects{}
+	resp := &eo.resp
+	eo.hdr.Revision = curRev
+	resp.Header = &eo.hdr
 
 	limit := r.Limit
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
-	enc := kvEncoder{alloc: alloc}
+	enc := &eo.enc
+	enc.alloc = alloc
+	enc.out.Chunks = eo.chunks[:0]
 	var keyBuf []byte
 	// keys_only answers carry no value and, as etcd answers them from its
 	// index, lease 0 (see Range).

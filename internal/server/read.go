@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +109,14 @@ func (ri *readIndexer) run() {
 			ri.release(ErrStopped)
 			return
 		}
+		// Let the goroutines that are ready to run go first: on a busy
+		// member they are mostly reads on their way to wait, which then
+		// join this round instead of each starting the next one. Without
+		// it, 100 clients on 2 cores averaged 1.2 reads a round, so nearly
+		// every read paid for a round of its own (a raft Ready, two timers
+		// and four goroutine switches); with it, about 12. An idle member
+		// has nothing else to run and loses nothing.
+		runtime.Gosched()
 		ri.mu.Lock()
 		b := ri.pending
 		ri.pending = nil
