@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3"
@@ -33,6 +34,9 @@ type Options struct {
 	// NoSync skips every sync (etcd's --unsafe-no-fsync): a crash of the
 	// machine may then lose what Append reported synced.
 	NoSync bool
+	// Now is the clock that paces the retries of a spare segment that
+	// could not be prepared (time.Now if nil); tests fake it.
+	Now func() time.Time
 }
 
 // segment is one open segment file.
@@ -78,10 +82,18 @@ type Log struct {
 		needRoll bool
 		nextSeq  uint64
 		buf      []byte
+		// spare is the next segment, created and preallocated ahead of
+		// the roll that will use it (nil when none is ready); its seq is
+		// always nextSeq. lastTry is when preparing one last failed.
+		spare   *spareSeg
+		lastTry time.Time
 	}
 
 	// failed holds the first write or sync error (see Failed).
 	failed atomic.Pointer[error]
+	// noRoom holds the last failure to prepare the spare segment, nil
+	// once one is ready (see NoRoom).
+	noRoom atomic.Pointer[error]
 	// written counts the bytes written to segments (BytesWritten).
 	written atomic.Int64
 
