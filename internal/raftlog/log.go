@@ -28,8 +28,9 @@ const DefaultSegmentBytes = 64 << 20
 // Options tune a Log.
 type Options struct {
 	// SegmentBytes is the size each segment file is preallocated to
-	// (DefaultSegmentBytes if 0). A group of records larger than that goes
-	// alone into a segment as large as it needs.
+	// (DefaultSegmentBytes if 0), less on a device with under eight times
+	// that available (the package doc's Space). A group of records larger
+	// than a segment goes alone into a segment as large as it needs.
 	SegmentBytes int64
 	// NoSync skips every sync (etcd's --unsafe-no-fsync): a crash of the
 	// machine may then lose what Append reported synced.
@@ -61,8 +62,8 @@ type entryLoc struct {
 //
 // Append, Compact, Reset, SetIdentity, Sync and Close are called by one
 // writer at a time (they serialise among themselves); the reads (Term,
-// Entries, LastIndex, HardState, Truncation, Identity, Failed) may run
-// concurrently with them and with each other.
+// Entries, LastIndex, HardState, Truncation, Identity, Failed, NoRoom) may
+// run concurrently with them and with each other.
 type Log struct {
 	fs   vfs.FS
 	dir  string
