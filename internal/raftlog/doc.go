@@ -8,15 +8,14 @@
 // # Segments
 //
 // The log is a sequence of segment files <seq:016x>.log in one directory,
-// seq increasing by one from one segment to the next. A segment is created,
-// preallocated to its full size (Options.SegmentBytes; fallocate mode 0 on
-// Linux, so appends never change the file's size: an fdatasync has no size
-// to make durable, though ext4 still records each block's first write in
-// its extent tree, which a file written full of zeros beforehand would
-// not; where preallocation fails, on a nearly full device say, the file
-// grows as it is written), given its start record, synced (data and
-// metadata), and the directory synced, all before anything else is
-// written to it. The current segment is synced
+// seq increasing by one from one segment to the next. A segment is
+// preallocated to its full size (see Space; fallocate mode 0 on Linux, so
+// appends never change the file's size: an fdatasync has no size to make
+// durable, though ext4 still records each block's first write in its
+// extent tree, which a file written full of zeros beforehand would not),
+// normally ahead of time as the spare; when it is started it is given its
+// start record, synced (data and metadata), and the directory synced, all
+// before anything else is written to it. The current segment is synced
 // before the next one is started, so only the last segment can end torn.
 //
 // A group of records (an Append, a Compact's truncation point, an identity)
@@ -89,6 +88,37 @@
 // entries that lived in removed segments; a later truncation point must
 // then cover them, or the log is ErrCorrupt.
 //
+// # Space
+//
+// A member whose device fills must go read-only (refuse writes that add
+// data, keep serving reads and deletes) rather than stop, so the log must
+// never need fresh space at the moment it appends. After a segment is
+// started, the next one is prepared as a spare, <seq:016x>.spare: created,
+// preallocated in full (without a reservation only where the file system
+// has no fallocate), synced, and the directory synced. A roll renames the
+// spare to <seq:016x>.log and writes its start record, allocating nothing;
+// the directory sync that ends the roll makes the rename durable, and a
+// crash before it leaves either the spare or a segment with no start
+// record (a roll cut short). Replay ignores spares and Open removes them:
+// they hold nothing. The first roll after Open, which finds no spare,
+// creates its segment directly.
+//
+// Failing to prepare the spare (ENOSPC, or any error) does not fail the
+// log: NoRoom reports the error, appends go on into the current segment,
+// and Append, Compact and SetIdentity try again at most once a second
+// (Options.Now); NoRoom is nil once a spare is ready. The member treats a
+// non-nil NoRoom as a full device and stops taking writes that add data,
+// so the current segment's remaining room carries the deletes and
+// compactions that free space. A roll that finds no spare creates its
+// segment (preallocation then best effort: the file grows as it is
+// written), and a failure there is the log's, as any write's.
+//
+// A segment is Options.SegmentBytes, except on a device with less than
+// eight times that available (vfs.FS.GetDiskUsage; a file system that
+// cannot tell is taken as large): then an eighth of the available space,
+// in whole MiB, at least 1 MiB. A group larger than that still gets a
+// segment as large as it needs.
+//
 // # Compaction and removal
 //
 // Compact writes a truncation point without syncing it: a crash that
@@ -112,7 +142,8 @@
 //
 // # Errors
 //
-// Any error writing or syncing is sticky: Failed returns it and every
-// later write returns it at once; the member must stop. Reopening the log
+// Any error writing or syncing is sticky (except preparing the spare, see
+// Space): Failed returns it and every later write returns it at once; the
+// member must stop. Reopening the log
 // after the fault finds every synced group.
 package raftlog

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3"
@@ -27,12 +28,16 @@ const DefaultSegmentBytes = 64 << 20
 // Options tune a Log.
 type Options struct {
 	// SegmentBytes is the size each segment file is preallocated to
-	// (DefaultSegmentBytes if 0). A group of records larger than that goes
-	// alone into a segment as large as it needs.
+	// (DefaultSegmentBytes if 0), less on a device with under eight times
+	// that available (the package doc's Space). A group of records larger
+	// than a segment goes alone into a segment as large as it needs.
 	SegmentBytes int64
 	// NoSync skips every sync (etcd's --unsafe-no-fsync): a crash of the
 	// machine may then lose what Append reported synced.
 	NoSync bool
+	// Now is the clock that paces the retries of a spare segment that
+	// could not be prepared (time.Now if nil); tests fake it.
+	Now func() time.Time
 }
 
 // segment is one open segment file.
@@ -57,8 +62,8 @@ type entryLoc struct {
 //
 // Append, Compact, Reset, SetIdentity, Sync and Close are called by one
 // writer at a time (they serialise among themselves); the reads (Term,
-// Entries, LastIndex, HardState, Truncation, Identity, Failed) may run
-// concurrently with them and with each other.
+// Entries, LastIndex, HardState, Truncation, Identity, Failed, NoRoom) may
+// run concurrently with them and with each other.
 type Log struct {
 	fs   vfs.FS
 	dir  string
@@ -78,10 +83,18 @@ type Log struct {
 		needRoll bool
 		nextSeq  uint64
 		buf      []byte
+		// spare is the next segment, created and preallocated ahead of
+		// the roll that will use it (nil when none is ready); its seq is
+		// always nextSeq. lastTry is when preparing one last failed.
+		spare   *spareSeg
+		lastTry time.Time
 	}
 
 	// failed holds the first write or sync error (see Failed).
 	failed atomic.Pointer[error]
+	// noRoom holds the last failure to prepare the spare segment, nil
+	// once one is ready (see NoRoom).
+	noRoom atomic.Pointer[error]
 	// written counts the bytes written to segments (BytesWritten).
 	written atomic.Int64
 

@@ -17,8 +17,9 @@ import (
 // Open opens the log in dir, creating dir (synced) if it is absent, and
 // replays every segment (the package doc's Replay). A damaged log is
 // ErrCorrupt, wrapped with the file and offset; a torn tail of the last
-// segment is not damage: the log ends before it. Open writes nothing: the
-// first write after it starts a new segment.
+// segment is not damage: the log ends before it. Open writes nothing (it
+// only removes spare segments left by an earlier process, which hold
+// nothing): the first write after it starts a new segment.
 func Open(fs vfs.FS, dir string, opts Options) (*Log, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
@@ -32,6 +33,9 @@ func Open(fs vfs.FS, dir string, opts Options) (*Log, error) {
 	names, err := fs.List(dir)
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: list %s: %w", dir, err)
+	}
+	if err := removeSpares(fs, dir, names); err != nil {
+		return nil, err
 	}
 	var seqs []uint64
 	for _, n := range names {

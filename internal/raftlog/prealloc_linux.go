@@ -1,6 +1,7 @@
 package raftlog
 
 import (
+	"errors"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -8,7 +9,8 @@ import (
 
 // preallocate allocates the blocks of f's first size bytes and sets its
 // size (fallocate mode 0), so appends within it change no metadata and a
-// data sync is a single flush.
+// data sync is a single flush. A file with no descriptor (MemFS) is asked
+// with File.Preallocate instead.
 func preallocate(f vfs.File, size int64) error {
 	if fd := f.Fd(); fd != vfs.InvalidFd {
 		for {
@@ -20,3 +22,7 @@ func preallocate(f vfs.File, size int64) error {
 	}
 	return f.Preallocate(0, size)
 }
+
+// noFallocate reports whether err says the file system cannot preallocate
+// at all (as opposed to having no room).
+func noFallocate(err error) bool { return errors.Is(err, syscall.EOPNOTSUPP) }

@@ -10,11 +10,10 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 )
 
-// files returns the contents of every file in fs's directory "log".
+// files returns the contents of every segment file in fs's directory "log".
 func files(t *testing.T, fs vfs.FS) map[string][]byte {
 	t.Helper()
-	names, err := fs.List("log")
-	must(t, err)
+	names := segmentFiles(t, fs, "log")
 	out := map[string][]byte{}
 	for _, n := range names {
 		f, err := fs.Open(fs.PathJoin("log", n))

@@ -23,6 +23,7 @@ func (l *Log) Append(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) erro
 	if err := l.writable(); err != nil {
 		return err
 	}
+	l.retrySpare()
 	for i, e := range ents {
 		if i > 0 && e.GetIndex() != ents[i-1].GetIndex()+1 {
 			return fmt.Errorf("raftlog: append: entry %d follows entry %d", e.GetIndex(), ents[i-1].GetIndex())
@@ -135,6 +136,7 @@ func (l *Log) SetIdentity(id []byte) error {
 	if len(id) > maxRecordLen-1-startFixedLen {
 		return fmt.Errorf("raftlog: an identity of %d bytes is more than a record holds", len(id))
 	}
+	l.retrySpare()
 	if err := l.prepare(int64(headerLen + 1 + len(id))); err != nil {
 		return err
 	}
@@ -175,6 +177,7 @@ func (l *Log) Compact(index uint64) error {
 		return fmt.Errorf("raftlog: compact to %d past the last index %d: %w", index, last, raft.ErrUnavailable)
 	}
 	term := l.mu.ents[index-trunc-1].term
+	l.retrySpare()
 	if err := l.prepare(headerLen + 1 + truncLen); err != nil {
 		return err
 	}
@@ -242,7 +245,8 @@ func (l *Log) syncLocked() error {
 	return nil
 }
 
-// Close syncs the log (unless it failed) and closes its files. Every call
+// Close syncs the log (unless it failed) and closes its files, a spare
+// segment's included (left for the next Open to remove). Every call
 // after it returns ErrClosed.
 func (l *Log) Close() error {
 	l.wmu.Lock()
@@ -265,6 +269,13 @@ func (l *Log) Close() error {
 		}
 	}
 	l.mu.segs = nil
+	if s := l.w.spare; s != nil {
+		// The spare stays on disk until the next Open removes it.
+		if cerr := s.f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("raftlog: close %s: %w", s.name, cerr)
+		}
+		l.w.spare = nil
+	}
 	return err
 }
 
@@ -293,9 +304,12 @@ func (l *Log) prepare(need int64) error {
 }
 
 // startSegment syncs the current segment and starts the next one, with st
-// as its start record and room for need more bytes: created, preallocated,
-// its start record written and synced (data and metadata), and the
-// directory synced, all before anything else is written to it.
+// as its start record and room for need more bytes: the spare segment
+// renamed to its name when one is ready (nothing is allocated then),
+// created and preallocated otherwise; its start record written and synced
+// (data and metadata), and the directory synced, all before anything else
+// is written to it. It then prepares the next spare (see prepareSpare),
+// whose failure is not the log's.
 func (l *Log) startSegment(st startState, need int64) error {
 	if cur := l.w.cur; cur != nil {
 		// The new start record states where cur's records end, so they
@@ -307,19 +321,34 @@ func (l *Log) startSegment(st startState, need int64) error {
 	seq := l.w.nextSeq
 	name := l.fs.PathJoin(l.dir, segmentName(seq))
 	startLen := int64(headerLen + 1 + st.encodedLen())
-	size := max(l.opts.SegmentBytes, startLen+need)
-	f, err := l.fs.Create(name, vfs.WriteCategoryUnspecified)
+	spare, err := l.takeSpare(seq)
 	if err != nil {
-		return l.fail("create a segment", err)
+		return l.fail("start segment "+name, err)
+	}
+	var f vfs.File
+	var size int64
+	if spare != nil {
+		f, size = spare.f, spare.size
+		if startLen+need > size {
+			// A group larger than the spare: as when there is no spare,
+			// the rest is preallocated if it can be.
+			size = startLen + need
+			_ = preallocate(f, size)
+		}
+	} else {
+		size = max(l.segmentSize(), startLen+need)
+		if f, err = l.fs.Create(name, vfs.WriteCategoryUnspecified); err != nil {
+			return l.fail("create a segment", err)
+		}
+		// Preallocation is the fast path, not a promise: where it fails (a
+		// nearly full device, a file system without fallocate) the segment
+		// grows as it is written, and a full device shows in the writes.
+		_ = preallocate(f, size)
 	}
 	var p []byte
 	l.w.buf, p = reserveRecord(l.w.buf[:0], st.encodedLen())
 	st.encode(p)
 	sealRecord(l.w.buf, seq, recStart)
-	// Preallocation is the fast path, not a promise: where it fails (a
-	// nearly full device, a file system without fallocate) the segment
-	// grows as it is written, and a full device shows in the writes.
-	_ = preallocate(f, size)
 	l.written.Add(int64(len(l.w.buf)))
 	_, err = f.WriteAt(l.w.buf, 0)
 	if err == nil {
@@ -341,6 +370,7 @@ func (l *Log) startSegment(st startState, need int64) error {
 	l.mu.Unlock()
 	l.w.cur, l.w.end, l.w.size, l.w.needRoll = seg, startLen, size, false
 	l.w.nextSeq = seq + 1
+	l.prepareSpare()
 	return nil
 }
 
