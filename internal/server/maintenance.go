@@ -63,6 +63,7 @@ func (s *Server) HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, err
 	hash, compactRev, hashRev, err := s.kv.HashKV(rev)
 	s.restoring.RUnlock()
 	if err != nil {
+		s.failOnMedia(err)
 		return nil, err
 	}
 	return &pb.HashKVResponse{

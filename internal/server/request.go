@@ -39,6 +39,7 @@ func readStore[T response](s *Server, ctx context.Context, serializable bool, re
 	resp, err := read()
 	s.restoring.RUnlock()
 	if err != nil {
+		s.failOnMedia(err)
 		return zero, err
 	}
 	s.fillHeader(resp.GetHeader())

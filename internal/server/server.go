@@ -302,6 +302,16 @@ func (s *Server) watchNode() {
 
 // fail records a fatal error and stops the member in the background: the
 // caller is one of the goroutines Stop waits for, so it must return.
+// failOnMedia stops the member when err, from a read of the engine, is a
+// failure of its device or a damaged table (storage.IsMediaFailure), as a
+// background job failing for it does (quota.onBackgroundError): a member
+// that cannot read its state must not go on answering from what it can.
+func (s *Server) failOnMedia(err error) {
+	if storage.IsMediaFailure(err) && !s.life.stopping() {
+		s.fail(fmt.Errorf("server: reading the store in %s failed: %w; check the device holding it (the kernel log names I/O errors) and restart the member, or replace it", s.cfg.DataDir, err))
+	}
+}
+
 func (s *Server) fail(err error) {
 	s.life.setErr(err)
 	s.lg.Error("member stopping after a fatal error", "err", err)

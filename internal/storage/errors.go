@@ -49,6 +49,14 @@ func IsNoSpace(err error) bool {
 	return errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
+// IsMediaFailure reports whether err, from a read or a write of the
+// engine, comes from the device failing (EIO) or from a table whose bytes
+// do not check out (Pebble's corruption errors): an error the engine
+// cannot answer around, where the owner stops rather than go on serving.
+func IsMediaFailure(err error) bool {
+	return errors.Is(err, syscall.EIO) || pebble.IsCorruptionError(err)
+}
+
 // openRetries is how many times a flush may fail during Open before Open
 // gives up on it: a transient error gets retried, a full disk does not
 // spin forever.
