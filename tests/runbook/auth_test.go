@@ -215,7 +215,20 @@ func TestDowngradeRunbook(t *testing.T) {
 	e.waitServing(t)
 	cctl, ectl := newEtcdctl(t, c.clientURL), newEtcdctl(t, e.clientURL)
 
-	before := readVersions(t, e)
+	// A new etcd member reports the storage version 3.5.0 until its
+	// monitor raises it to the cluster version, a moment after the start
+	// (longer on a loaded machine): the versions before are the settled
+	// ones, or the cancel at the end would seem to change them.
+	var before versions
+	if err := kit.Poll(kit.WaitTimeout, func() error {
+		before = readVersions(t, e)
+		if before.Storage != before.Cluster || before.StatusStorage != before.Cluster {
+			return fmt.Errorf("e1: storage versions %+v not yet at the cluster version", before)
+		}
+		return nil
+	}); err != nil {
+		failf(t, []*server{e}, "%v", err)
+	}
 	minor := before.Cluster[:strings.LastIndexByte(before.Cluster, '.')] // "3.7"
 	var major, mi int
 	if _, err := fmt.Sscanf(minor, "%d.%d", &major, &mi); err != nil {
