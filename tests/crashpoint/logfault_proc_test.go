@@ -96,11 +96,20 @@ func TestRaftLogFullDeviceProcess(t *testing.T) {
 	if _, err := cli.Get(ctx, "/wal/0000"); err != nil {
 		t.Fatalf("the read-only member does not serve a linearizable read: %v\n%s", err, p.Output(8<<10))
 	}
-	out := p.Output(64 << 10)
-	for _, want := range []string{"no room for the next segment", walDir, "NOSPACE alarm raised"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("the member's output does not say %q:\n%s", want, out)
+	// Writes are refused as soon as the log has no room; the alarm is
+	// logged once its proposal has been applied, a moment later.
+	var out string
+	err = kit.Poll(kit.WaitTimeout, func() error {
+		out = p.Output(64 << 10)
+		for _, want := range []string{"no room for the next segment", walDir, "NOSPACE alarm raised"} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("the member's output does not say %q", want)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("%v:\n%s", err, out)
 	}
 	if strings.Contains(out, "goroutine ") {
 		t.Errorf("the member's output holds a Go stack:\n%s", out)
