@@ -225,7 +225,13 @@ func checkRestored(t *testing.T, fs vfs.FS, cfg RestoreConfig, want *pb.RangeRes
 		t.Fatalf("start on the restored directory: %v", err)
 	}
 	defer s.Stop()
-	waitUntil(t, "a leader", func() bool { return s.Leader() == s.MemberID() })
+	// raft knows it leads a moment before the member's leader tracker
+	// does, and a linearizable read in between fails with
+	// ErrLeaderChanged (as etcd's does; clients retry it).
+	waitUntil(t, "a linearizable read", func() bool {
+		_, err := s.Range(context.Background(), &pb.RangeRequest{Key: []byte("k")})
+		return err == nil
+	})
 	got := allKeys(t, s)
 	if got.Header.Revision != want.Header.Revision {
 		t.Fatalf("restored member at revision %d, want %d", got.Header.Revision, want.Header.Revision)

@@ -192,9 +192,11 @@ func TestFullDeviceReadOnlyWithoutRaft(t *testing.T) {
 }
 
 // TestDefragmentReclaims follows etcd's NOSPACE runbook on a member whose
-// 2 MiB quota is exhausted: deleting the keys and compacting the history
-// do not shrink the engine by themselves; Defragment does, brings the size
-// and the size in use together, and the alarm then clears itself.
+// 2 MiB quota is exhausted: after the keys are deleted and the history
+// compacted, Defragment brings the size well under what it was when the
+// alarm was raised and the size in use and the size together (Pebble's own
+// compactions may have shrunk it part of the way already; etcd's file
+// would not), and the alarm then clears itself.
 func TestDefragmentReclaims(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	dir := t.TempDir()
@@ -208,6 +210,7 @@ func TestDefragmentReclaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the NOSPACE alarm", func() bool { return len(s.Alarms()) == 1 })
+	full := s.Status()
 	del, err := s.DeleteRange(ctx, &pb.DeleteRangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
 	if err != nil || del.Deleted == 0 {
 		t.Fatalf("delete = %v, %v", del, err)
@@ -220,16 +223,16 @@ func TestDefragmentReclaims(t *testing.T) {
 		t.Fatalf("Defragment: %v", err)
 	}
 	after := s.Status()
-	t.Logf("before defragment: size %d, in use %d; after: size %d, in use %d", before.DBSize, before.DBSizeInUse, after.DBSize, after.DBSizeInUse)
-	if after.DBSize >= before.DBSize*3/4 {
-		t.Errorf("Defragment took the size from %d to %d only", before.DBSize, after.DBSize)
+	t.Logf("at the alarm: size %d; before defragment: size %d, in use %d; after: size %d, in use %d", full.DBSize, before.DBSize, before.DBSizeInUse, after.DBSize, after.DBSizeInUse)
+	if after.DBSize >= full.DBSize*3/4 {
+		t.Errorf("the size was %d at the alarm and %d after Defragment", full.DBSize, after.DBSize)
 	}
 	// What is left above the data in use is the logs kept for reuse:
 	// about 4.4 times the 64 KiB memtable.
 	if slack := after.DBSize - after.DBSizeInUse; slack > 400<<10 {
 		t.Errorf("after Defragment the size %d is %d over the size in use %d", after.DBSize, slack, after.DBSizeInUse)
 	}
-	if v := metricValue(t, reg, "etcd_mvcc_db_total_size_in_bytes"); v > float64(before.DBSize*3/4) {
+	if v := metricValue(t, reg, "etcd_mvcc_db_total_size_in_bytes"); v > float64(full.DBSize*3/4) {
 		t.Errorf("etcd_mvcc_db_total_size_in_bytes = %v after Defragment", v)
 	}
 	waitUntil(t, "the NOSPACE alarm to clear itself", func() bool { return len(s.Alarms()) == 0 })
