@@ -351,6 +351,15 @@ func (s *Server) shutdown() {
 	if err := s.kv.Close(); err != nil {
 		s.lg.Error("closing the store", "err", err)
 	}
+	// A clean stop flushes the memtable, so the next start has none of
+	// the engine's write-ahead log to replay. Not after a fatal error or
+	// with the data device full, where the flush could fail or wait for
+	// space: Close alone loses nothing.
+	if s.life.fatal() == nil && !s.quota.diskFull.Load() && s.eng.Failed() == nil {
+		if err := s.eng.Flush(); err != nil {
+			s.lg.Warn("flushing the engine before closing it failed; the next start replays its log", "err", err)
+		}
+	}
 	if err := s.eng.Close(); err != nil {
 		s.lg.Error("closing the engine", "err", err)
 	}

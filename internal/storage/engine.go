@@ -308,6 +308,18 @@ func (e *Engine) Sync() (err error) {
 // stopped the engine from taking writes, nil while it takes them.
 func (e *Engine) Failed() error { return e.failure() }
 
+// Flush writes the memtable out to a table and waits for it, so that the
+// next Open has no write-ahead log to replay: a member that stops cleanly
+// calls it before Close (with the raft log elsewhere, the state engine's
+// log is never synced, and replaying 30 MiB of it took a restart 0.8 s on
+// the development machine). Close without it loses nothing.
+func (e *Engine) Flush() error {
+	if err := e.db.Flush(); err != nil {
+		return fmt.Errorf("storage: flush %s: %w", e.dir, err)
+	}
+	return nil
+}
+
 // Close closes the database and releases the directory lock.
 func (e *Engine) Close() error {
 	err := e.db.Close()

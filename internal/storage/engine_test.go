@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -63,5 +64,42 @@ func TestDiscardedBatchLeavesNoTrace(t *testing.T) {
 	b.Discard()
 	if got, _ := e.AppliedIndex(); got != 0 {
 		t.Fatalf("applied index = %d after a discarded batch, want 0", got)
+	}
+}
+
+// TestFlushLeavesNothingToReplay: after Flush the write-ahead log holds no
+// live data, so the next Open replays nothing, and the writes are there.
+func TestFlushLeavesNothingToReplay(t *testing.T) {
+	dir := t.TempDir()
+	e, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.NewWriteBatch()
+	for i := range 2000 {
+		b.Set(fmt.Appendf(nil, "k/%05d", i), make([]byte, 512), nil)
+	}
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if live := e.db.Metrics().WAL.Size; live < 1<<20*9/10 {
+		t.Fatalf("the write-ahead log holds %d live bytes after about 1 MiB of writes", live)
+	}
+	if err := e.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if live := e.db.Metrics().WAL.Size; live != 0 {
+		t.Fatalf("the write-ahead log holds %d live bytes after Flush, want 0", live)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if v, err := e.Get([]byte("k/01999")); err != nil || len(v) != 512 {
+		t.Fatalf("Get after Flush and reopen = %d bytes, %v", len(v), err)
 	}
 }
