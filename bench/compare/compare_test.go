@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -57,6 +60,10 @@ func TestResultsTargets(t *testing.T) {
 	}
 	res.set("put, 1 client: mean latency / (disk fsync + round trip)", "x", 0, 1.1)
 	res.set("put, 1 client: mean latency / (disk fsync + round trip)", "x", 1, 1.7)
+	res.set("put, 1 client: the member's synced log write, mean", "ms", 0, 0.25)
+	res.set("put, 1 client: the member's synced log write, mean", "ms", 1, 0.3)
+	res.set("put, 1 client: mean latency / (member's synced log write + round trip)", "x", 0, 1.05)
+	res.set("put, 1 client: mean latency / (member's synced log write + round trip)", "x", 1, 1.15)
 	var buf bytes.Buffer
 	res.printTargets(&buf)
 	out := buf.String()
@@ -66,6 +73,7 @@ func TestResultsTargets(t *testing.T) {
 		// (80+40)/(60+40) = 1.2; 1.5x needs (80+40)/1.5-40 = 40.
 		"etcd 80.0 + 40.0 µs, cairn 60.0 + 40.0 µs: at most 1.20x when CPU-bound; 1.5x needs cairn's server at 40.0 µs",
 		"within 1.2x of fsync + round trip: 1.70, not met",
+		"own synced log writes during the put (etcd 0.250 ms, cairn 0.300 ms) + round trip: etcd 1.05x, cairn 1.15x",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("targets lack %q:\n%s", want, out)
@@ -321,5 +329,31 @@ func TestAuthWorkloadsStayInThePrefix(t *testing.T) {
 		if !slices.Contains(f.args, "100") {
 			t.Errorf("%s: not 100 clients: %v", f.label, f.args)
 		}
+	}
+}
+
+// TestWalSyncs reads the synced-log-write histogram's sum and count from a
+// /metrics page, and fails on a page without it.
+func TestWalSyncs(t *testing.T) {
+	page := "# HELP etcd_disk_wal_fsync_duration_seconds ...\n" +
+		"etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 7\n" +
+		"etcd_disk_wal_fsync_duration_seconds_sum 0.0042\n" +
+		"etcd_disk_wal_fsync_duration_seconds_count 12\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, page)
+	}))
+	defer srv.Close()
+	m := &member{clientURL: srv.URL}
+	sum, count, err := m.walSyncs()
+	if err != nil || sum != 0.0042 || count != 12 {
+		t.Fatalf("walSyncs = %v, %v, %v; want 0.0042, 12, nil", sum, count, err)
+	}
+	page = "other_metric 1\n"
+	if _, _, err := m.walSyncs(); err == nil {
+		t.Fatal("walSyncs of a page without the histogram: no error")
 	}
 }

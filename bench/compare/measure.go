@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -80,4 +82,45 @@ func (b *benchClient) runCPU(args ...string) (*bench.Report, time.Duration, erro
 func hasBench(bin string) bool {
 	out, err := exec.Command(bin, "bench", "--help").CombinedOutput()
 	return err == nil && bytes.Contains(out, []byte("watch-latency"))
+}
+
+// walSyncs reads, from the member's /metrics on its client URL, the sum
+// (seconds) and count of etcd_disk_wal_fsync_duration_seconds: the synced
+// writes of its raft log, which etcd and cairn both export under that
+// name. Differences between two reads give the mean synced log write of
+// the workload in between, as the member itself paid for it.
+func (m *member) walSyncs() (sum, count float64, err error) {
+	resp, err := http.Get(m.clientURL + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, err
+	}
+	found := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch name {
+		case "etcd_disk_wal_fsync_duration_seconds_sum":
+			dst = &sum
+		case "etcd_disk_wal_fsync_duration_seconds_count":
+			dst = &count
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseFloat(strings.TrimSpace(value), 64); err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", name, err)
+		}
+		found++
+	}
+	if found != 2 {
+		return 0, 0, fmt.Errorf("%s/metrics has no etcd_disk_wal_fsync_duration_seconds", m.clientURL)
+	}
+	return sum, count, nil
 }

@@ -172,6 +172,7 @@ func throughputPhase(o *options, res *results, col int, name, serverBin, benchBi
 	var roundTrip time.Duration
 	fsync := res.fsync
 	for _, f := range plan {
+		syncSum, syncCount, serr := m.walSyncs()
 		before, cerr := m.cpuTime()
 		r, clientCPU, err := bc.runCPU(f.args...)
 		res.record(col, name, f, r, err)
@@ -193,6 +194,15 @@ func throughputPhase(o *options, res *results, col int, name, serverBin, benchBi
 			// DESIGN.md's target: within 1.2x of fsync plus a round trip.
 			res.set("put, 1 client: mean latency / (disk fsync + round trip)", "x", col,
 				r.Average.Duration().Seconds()/(fsync+roundTrip).Seconds())
+			// The same against the member's own synced log writes during
+			// the put: what the server adds beyond the sync it waits for.
+			sum, count, err := m.walSyncs()
+			if serr == nil && err == nil && count > syncCount {
+				own := (sum - syncSum) / (count - syncCount)
+				res.set("put, 1 client: the member's synced log write, mean", "ms", col, own*1000)
+				res.set("put, 1 client: mean latency / (member's synced log write + round trip)", "x", col,
+					r.Average.Duration().Seconds()/(own+roundTrip.Seconds()))
+			}
 		}
 	}
 	return nil
