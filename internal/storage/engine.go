@@ -75,8 +75,10 @@ type Engine struct {
 	fs     vfs.FS // the file system the database is in, as Pebble sees it
 	dbDir  string // the database's directory in fs
 	noSync bool
-	lock   io.Closer
-	ev     *events
+	// memTable is the memtable size: a flush writes at most about that.
+	memTable uint64
+	lock     io.Closer
+	ev       *events
 	// failed is set by the first write-ahead log failure (see ErrWAL).
 	failed atomic.Pointer[fatalError]
 
@@ -117,13 +119,14 @@ func Open(dir string, opts Options) (*Engine, error) {
 	defer c.Unref()
 	e := &Engine{dir: dir, dbDir: fs.PathJoin(dir, "db"), noSync: opts.NoSync, lock: lock}
 	e.ev = newEvents(opts.Logger, dir, opts.OnBackgroundError)
+	e.memTable = memTableSize(opts.QuotaBytes)
 	popts := &pebble.Options{
 		FS:                 fs,
 		Cache:              c,
 		FormatMajorVersion: pebble.FormatNewest,
 		// Each write-ahead log is preallocated to 1.1x the memtable size:
 		// see memTableSize and the package doc's Space.
-		MemTableSize: memTableSize(opts.QuotaBytes),
+		MemTableSize: e.memTable,
 		// Pebble keeps this many + 1 write-ahead logs for reuse, each
 		// preallocated in full: 2 (one memtable flushing while the next
 		// fills) keeps 3 instead of 5, 70 MiB less disk on an idle member
@@ -308,12 +311,31 @@ func (e *Engine) Sync() (err error) {
 // stopped the engine from taking writes, nil while it takes them.
 func (e *Engine) Failed() error { return e.failure() }
 
+// flushMargin is the room Flush leaves on the device beyond twice the
+// memtable. On a 4 MiB tmpfs with 2 MiB free, a flush of a few kilobytes
+// failed its manifest write with ENOSPC, so the margin is generous.
+const flushMargin = 64 << 20
+
 // Flush writes the memtable out to a table and waits for it, so that the
 // next Open has no write-ahead log to replay: a member that stops cleanly
 // calls it before Close (with the raft log elsewhere, the state engine's
 // log is never synced, and replaying 30 MiB of it took a restart 0.8 s on
 // the development machine). Close without it loses nothing.
-func (e *Engine) Flush() error {
+//
+// With less room on the device than twice the memtable plus flushMargin,
+// Flush does nothing and returns an error wrapping ErrNoSpace: a flush
+// that runs out of room fails in one of Pebble's own goroutines, which
+// ends the process. After the engine has failed (Failed), it returns that
+// failure.
+func (e *Engine) Flush() (err error) {
+	if err := e.failure(); err != nil {
+		return err
+	}
+	need := 2*e.memTable + flushMargin
+	if du, derr := e.fs.GetDiskUsage(e.dir); derr == nil && du.AvailBytes < need {
+		return fmt.Errorf("%w: %s: %d bytes available, Flush wants %d: not flushed", ErrNoSpace, e.dir, du.AvailBytes, need)
+	}
+	defer e.recoverFatal(&err)
 	if err := e.db.Flush(); err != nil {
 		return fmt.Errorf("storage: flush %s: %w", e.dir, err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 func TestAppliedIndexSurvivesReopen(t *testing.T) {
@@ -101,5 +103,46 @@ func TestFlushLeavesNothingToReplay(t *testing.T) {
 	defer e.Close()
 	if v, err := e.Get([]byte("k/01999")); err != nil || len(v) != 512 {
 		t.Fatalf("Get after Flush and reopen = %d bytes, %v", len(v), err)
+	}
+}
+
+// smallDevice is a file system that reports avail bytes available.
+type smallDevice struct {
+	vfs.FS
+	avail uint64
+}
+
+func (fs smallDevice) GetDiskUsage(string) (vfs.DiskUsage, error) {
+	return vfs.DiskUsage{AvailBytes: fs.avail, TotalBytes: 2 * fs.avail}, nil
+}
+
+// TestFlushWithoutRoom: on a device with less room than twice the
+// memtable, Flush refuses with ErrNoSpace instead of starting a flush that
+// could fail in Pebble's goroutine, and the writes survive a reopen all
+// the same (from the write-ahead log).
+func TestFlushWithoutRoom(t *testing.T) {
+	fs := smallDevice{FS: vfs.NewMem(), avail: 1 << 20}
+	e, err := Open("data", Options{FS: fs, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.NewWriteBatch()
+	b.Set([]byte("k/x"), []byte("v"), nil)
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Flush with 1 MiB available = %v, want ErrNoSpace", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e, err = Open("data", Options{FS: fs, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if v, err := e.Get([]byte("k/x")); err != nil || string(v) != "v" {
+		t.Fatalf("Get after reopen = %q, %v", v, err)
 	}
 }

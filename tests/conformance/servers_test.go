@@ -56,6 +56,9 @@ func newSide(t testing.TB, sc *scope, name string, start starter) *side {
 	}
 	up()
 	sc.defer_(down)
+	// Also before the data directory's removal, which t.TempDir registered
+	// after the scope's cleanup: a member stopping flushes into it.
+	t.Cleanup(down)
 	s.restart = func() {
 		t.Helper()
 		down()
