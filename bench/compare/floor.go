@@ -65,9 +65,12 @@ func serveFloor() error {
 	return newFloorServer().Serve(lis)
 }
 
-// newFloorServer returns the floor's gRPC server, with grpc-go's defaults.
+// newFloorServer returns the floor's gRPC server, with grpc-go's defaults
+// but for the stream workers cairn's API also keeps (internal/api): without
+// them every request starts a goroutine, and the floor cost more CPU per
+// serializable read than cairn's whole server.
 func newFloorServer() *grpc.Server {
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.NumStreamWorkers(128))
 	pb.RegisterKVServer(gs, &floorKV{kv: &mvccpb.KeyValue{
 		Key: []byte(rangeKey), Value: make([]byte, 256), CreateRevision: 1, ModRevision: 1, Version: 1,
 	}})
