@@ -44,6 +44,8 @@ type keyFilter struct {
 	ready atomic.Bool
 	quit  chan struct{}
 	done  chan struct{}
+	// counted is how many keys the builder's count pass visited (tests).
+	counted atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -202,10 +204,20 @@ func (f *keyFilter) giveUpLocked() {
 // have saved).
 func (f *keyFilter) build(s *Store) {
 	defer close(f.done)
+	// The count stops past maxFilterKeys: the walk reads every version's
+	// value with its key, so on a large store (10 GiB) a full count would
+	// read all of it after every start, only to give up.
 	keys := 0
-	if !f.walk(s, func(uint64) bool { keys++; return true }) {
+	if !f.walk(s, func(uint64) bool { keys++; return keys <= maxFilterKeys }) {
+		if keys > maxFilterKeys {
+			f.mu.Lock()
+			f.giveUpLocked()
+			f.mu.Unlock()
+		}
+		f.counted.Store(int64(keys))
 		return
 	}
+	f.counted.Store(int64(keys))
 	f.mu.Lock()
 	f.reserveLocked(keys)
 	f.mu.Unlock()

@@ -57,6 +57,37 @@ func TestKeyFilterGivesUp(t *testing.T) {
 	}
 }
 
+// TestKeyFilterBuilderStopsCounting: on a store with more keys than
+// maxFilterKeys, the builder's count pass stops just past it and the
+// filter gives up, instead of walking (and reading) the whole keyspace.
+func TestKeyFilterBuilderStopsCounting(t *testing.T) {
+	ts := newTestStore(t)
+	for i := range 1000 {
+		ts.mustPut(fmt.Sprint("k", i), "v")
+	}
+	defer func(n int) { maxFilterKeys = n }(maxFilterKeys)
+	maxFilterKeys = 100
+	ts.reopen()
+	if n := ts.filter.counted.Load(); n != 101 {
+		t.Fatalf("the count pass visited %d keys, want 101", n)
+	}
+	f := ts.filter
+	f.mu.Lock()
+	gaveUp := f.mu.gaveUp
+	f.mu.Unlock()
+	if !gaveUp || f.ready.Load() {
+		t.Fatalf("gave up %v, ready %v; want a filter that gave up", gaveUp, f.ready.Load())
+	}
+	// Writes still see the keys' versions (the lookup is never skipped).
+	if r := ts.mustPut("k5", "w"); r.Header.Revision == 0 {
+		t.Fatal("no revision")
+	}
+	got := ts.get("k5", 0)
+	if len(got.Kvs) != 1 || got.Kvs[0].Version != 2 {
+		t.Fatalf("k5 after the overwrite: %v, want version 2", got.Kvs)
+	}
+}
+
 // TestKeyFilterNotReady: until the builder has walked the keyspace, every
 // key is maybe present.
 func TestKeyFilterNotReady(t *testing.T) {
