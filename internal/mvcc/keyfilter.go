@@ -34,7 +34,10 @@ import (
 // wait for a walk of its keys; Writes add to the filter meanwhile, so the
 // keys written after the builder opened its iterator are in it too. Past
 // maxFilterKeys the filter gives up for good (it is no longer ready, drops
-// its segments and stops growing) rather than grow without bound.
+// its segments and stops growing) rather than grow without bound; and on a
+// store larger than maxFilterBuildBytes the builder gives up before it
+// walks, since the walk reads the values too (the filter is for the
+// small and middling stores where a put's lookup is most of its apply).
 //
 // Store.Open creates one; Store.Restore, whose install replaces the
 // keyspace, drops it and creates a new one. Adds come from the apply
@@ -75,6 +78,10 @@ const (
 // maxFilterKeys bounds the keys the segments take in all: about 10 MiB at
 // 10 bits per key. A variable for tests.
 var maxFilterKeys = 1<<23 - 1<<16
+
+// maxFilterBuildBytes is the largest store (storage.Engine.SizeInUse)
+// whose keys the builder walks. A variable for tests.
+var maxFilterBuildBytes int64 = 256 << 20
 
 func newFilterSeg(keys int) filterSeg {
 	n := (keys*filterBitsPerKey + 511) / 512
@@ -204,6 +211,17 @@ func (f *keyFilter) giveUpLocked() {
 // have saved).
 func (f *keyFilter) build(s *Store) {
 	defer close(f.done)
+	// The walks read every version's value with its key: on a store
+	// holding 1 GiB they took the puts and reads that followed a restart
+	// to half their throughput and doubled the member's memory. Past
+	// maxFilterBuildBytes the filter gives up at once, and writes look up
+	// every key's version, as they did before the filter.
+	if size := s.eng.SizeInUse(); size > maxFilterBuildBytes {
+		f.mu.Lock()
+		f.giveUpLocked()
+		f.mu.Unlock()
+		return
+	}
 	// The count stops past maxFilterKeys: the walk reads every version's
 	// value with its key, so on a large store (10 GiB) a full count would
 	// read all of it after every start, only to give up.

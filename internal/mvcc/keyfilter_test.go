@@ -88,6 +88,29 @@ func TestKeyFilterBuilderStopsCounting(t *testing.T) {
 	}
 }
 
+// TestKeyFilterSkipsLargeStores: on a store larger than
+// maxFilterBuildBytes the builder gives up without walking it.
+func TestKeyFilterSkipsLargeStores(t *testing.T) {
+	ts := newTestStore(t)
+	for i := range 1000 {
+		ts.mustPut(fmt.Sprint("k", i), "v")
+	}
+	defer func(n int64) { maxFilterBuildBytes = n }(maxFilterBuildBytes)
+	maxFilterBuildBytes = 1
+	ts.reopen()
+	f := ts.filter
+	f.mu.Lock()
+	gaveUp := f.mu.gaveUp
+	f.mu.Unlock()
+	if !gaveUp || f.ready.Load() || f.counted.Load() != 0 {
+		t.Fatalf("gave up %v, ready %v, counted %d; want a filter that gave up before walking", gaveUp, f.ready.Load(), f.counted.Load())
+	}
+	ts.mustPut("k5", "w")
+	if got := ts.get("k5", 0); len(got.Kvs) != 1 || got.Kvs[0].Version != 2 {
+		t.Fatalf("k5 after the overwrite: %v, want version 2", got.Kvs)
+	}
+}
+
 // TestKeyFilterNotReady: until the builder has walked the keyspace, every
 // key is maybe present.
 func TestKeyFilterNotReady(t *testing.T) {
