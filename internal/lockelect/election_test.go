@@ -163,6 +163,11 @@ func TestElectionMatchesEtcd(t *testing.T) {
 		d := r.grant(t, "D")
 		dctx, cancel := context.WithCancel(testCtx(t))
 		dch := r.campaignAsync(t, dctx, "e", d, "d1", 2)
+		// Cancel once D's key is in, so that the campaign is waiting: a
+		// cancel that races the campaign's own put can leave the key behind
+		// in etcd's client (the put applied, its answer lost), and the
+		// queue would then keep it until its lease ends.
+		r.waitKeys(t, "e/", 2)
 		cancel()
 		resp, err = await(t, dch, "cancelled Campaign")
 		r.campaignResult("campaign D cancelled", resp, err)
