@@ -194,6 +194,13 @@ func (f *keyFilter) capLocked() int {
 	return n
 }
 
+// giveUp is giveUpLocked for a caller without f.mu.
+func (f *keyFilter) giveUp() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.giveUpLocked()
+}
+
 // giveUpLocked drops the segments for good. The filter may be ready
 // already: absent checks gaveUp too.
 func (f *keyFilter) giveUpLocked() {
@@ -217,25 +224,21 @@ func (f *keyFilter) build(s *Store) {
 	// maxFilterBuildBytes the filter gives up at once, and writes look up
 	// every key's version, as they did before the filter.
 	if size := s.eng.SizeInUse(); size > maxFilterBuildBytes {
-		f.mu.Lock()
-		f.giveUpLocked()
-		f.mu.Unlock()
+		f.giveUp()
 		return
 	}
 	// The count stops past maxFilterKeys: the walk reads every version's
 	// value with its key, so on a large store (10 GiB) a full count would
 	// read all of it after every start, only to give up.
 	keys := 0
-	if !f.walk(s, func(uint64) bool { keys++; return keys <= maxFilterKeys }) {
+	counted := f.walk(s, func(uint64) bool { keys++; return keys <= maxFilterKeys })
+	f.counted.Store(int64(keys))
+	if !counted {
 		if keys > maxFilterKeys {
-			f.mu.Lock()
-			f.giveUpLocked()
-			f.mu.Unlock()
+			f.giveUp()
 		}
-		f.counted.Store(int64(keys))
 		return
 	}
-	f.counted.Store(int64(keys))
 	f.mu.Lock()
 	f.reserveLocked(keys)
 	f.mu.Unlock()

@@ -72,10 +72,7 @@ func TestKeyFilterBuilderStopsCounting(t *testing.T) {
 		t.Fatalf("the count pass visited %d keys, want 101", n)
 	}
 	f := ts.filter
-	f.mu.Lock()
-	gaveUp := f.mu.gaveUp
-	f.mu.Unlock()
-	if !gaveUp || f.ready.Load() {
+	if gaveUp := f.hasGivenUp(); !gaveUp || f.ready.Load() {
 		t.Fatalf("gave up %v, ready %v; want a filter that gave up", gaveUp, f.ready.Load())
 	}
 	// Writes still see the keys' versions (the lookup is never skipped).
@@ -99,10 +96,7 @@ func TestKeyFilterSkipsLargeStores(t *testing.T) {
 	maxFilterBuildBytes = 1
 	ts.reopen()
 	f := ts.filter
-	f.mu.Lock()
-	gaveUp := f.mu.gaveUp
-	f.mu.Unlock()
-	if !gaveUp || f.ready.Load() || f.counted.Load() != 0 {
+	if gaveUp := f.hasGivenUp(); !gaveUp || f.ready.Load() || f.counted.Load() != 0 {
 		t.Fatalf("gave up %v, ready %v, counted %d; want a filter that gave up before walking", gaveUp, f.ready.Load(), f.counted.Load())
 	}
 	ts.mustPut("k5", "w")
@@ -232,4 +226,11 @@ func TestKeyFilterSizedByBuilder(t *testing.T) {
 			t.Fatalf("key/%08d reported absent", i)
 		}
 	}
+}
+
+// hasGivenUp reports whether the filter gave up, under its lock.
+func (f *keyFilter) hasGivenUp() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mu.gaveUp
 }
